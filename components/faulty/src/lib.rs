@@ -1,0 +1,54 @@
+//! `faulty`: misbehaves on purpose so tests can prove the host contains it.
+//! Over HTTP: `/trap` traps, `/loop` spins forever, `/hog` allocates without
+//! bound, anything else answers `ok`. The same faults are exported as
+//! `example:testkit/faults` for the other media.
+
+wit_bindgen::generate!({
+    path: "../../wit/testkit",
+    world: "example:testkit/faulty-component",
+});
+
+use wasip2::http::types::{IncomingRequest, ResponseOutparam};
+
+struct Faulty;
+
+impl exports::example::testkit::faults::Guest for Faulty {
+    fn trap(message: String) {
+        panic!("faulty: {message}");
+    }
+
+    fn spin() {
+        let mut x: u64 = 0;
+        loop {
+            // `black_box` keeps the optimiser from proving the loop empty.
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+    }
+
+    fn hog() -> u64 {
+        let mut hoard: Vec<Vec<u8>> = Vec::new();
+        loop {
+            // Touch every page so the memory is really committed.
+            hoard.push(vec![1u8; 1 << 20]);
+            std::hint::black_box(&hoard);
+        }
+    }
+}
+
+impl wasip2::exports::http::incoming_handler::Guest for Faulty {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        use exports::example::testkit::faults::Guest;
+        match guest_http::path(&request).as_str() {
+            "/trap" => Faulty::trap("trap requested over http".into()),
+            "/loop" => Faulty::spin(),
+            "/hog" => {
+                Faulty::hog();
+            }
+            _ => {}
+        }
+        guest_http::respond(out, 200, "text/plain", b"ok");
+    }
+}
+
+export!(Faulty);
+wasip2::http::proxy::export!(Faulty);

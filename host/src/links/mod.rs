@@ -1,0 +1,179 @@
+//! Links: a component's import served by another component's export.
+//!
+//! This module owns two things: checking a link against both components' types
+//! before anything serves ([`check`]), and satisfying the import at run time
+//! ([`define_local`]). A local link is a host function that starts the target
+//! in its own store on first use within the caller's call, and forwards
+//! component values (`Val`s) to it: no serialisation, no network. Each target
+//! instance gets its own store, so WASI grants, config, memory caps and
+//! deadlines stay per component; the callee inherits the caller's deadline
+//! when it is the sooner one.
+
+pub mod typecheck;
+
+use crate::manifest::LinkSpec;
+use crate::runtime::fault::Fault;
+use crate::runtime::state::HostState;
+use crate::runtime::{Loaded, Runtime};
+use std::sync::{Arc, Weak};
+use wasmtime::Store;
+use wasmtime::component::types::{Component as ComponentTy, ComponentInstance, ComponentItem};
+use wasmtime::component::{Func, Instance, Linker, Val};
+use wasmtime::{Engine, Result};
+
+/// An instance of a linked component, started by a caller during one call and
+/// reused for that caller's further calls to it.
+pub struct Callee {
+    store: Store<HostState>,
+    instance: Instance,
+    target: Arc<Loaded>,
+    funcs: Vec<Option<Func>>,
+}
+
+impl Callee {
+    /// Wraps a freshly instantiated target.
+    pub(crate) fn new(store: Store<HostState>, instance: Instance, target: Arc<Loaded>, functions: usize) -> Callee {
+        Callee {
+            store,
+            instance,
+            target,
+            funcs: vec![None; functions],
+        }
+    }
+
+    async fn call(
+        &mut self,
+        index: usize,
+        interface: &str,
+        function: &str,
+        params: &[Val],
+        results: &mut [Val],
+    ) -> Result<(), Fault> {
+        let func = match self.funcs[index] {
+            Some(func) => func,
+            None => {
+                let func = self
+                    .instance
+                    .get_export_index(&mut self.store, None, interface)
+                    .and_then(|iface| self.instance.get_export_index(&mut self.store, Some(&iface), function))
+                    .and_then(|f| self.instance.get_func(&mut self.store, f))
+                    .ok_or_else(|| self.target.fault_host(format!("no export `{interface}#{function}`")))?;
+                self.funcs[index] = Some(func);
+                func
+            }
+        };
+        func.call_async(&mut self.store, params, results)
+            .await
+            .map_err(|e| self.target.classify(e))
+    }
+}
+
+/// Checks `link` against the two components' own types: the importer imports
+/// the interface, the target exports it, every function the importer expects
+/// has the identical signature, and nothing passes a resource. `index` is the
+/// link's position in the manifest, for messages.
+pub fn check(
+    engine: &Engine,
+    index: usize,
+    link: &LinkSpec,
+    from: &ComponentTy,
+    to: &ComponentTy,
+) -> Result<ComponentInstance, String> {
+    let names = |items: Vec<&str>| if items.is_empty() { "none".to_string() } else { items.join(", ") };
+    let import = match from.get_import(engine, &link.import).map(|e| e.ty) {
+        Some(ComponentItem::ComponentInstance(i)) => i,
+        Some(_) => return Err(format!("links[{index}].import: `{}` is not an interface", link.import)),
+        None => {
+            return Err(format!(
+                "links[{index}].import: component `{}` does not import `{}` (it imports: {})",
+                link.from,
+                link.import,
+                names(from.imports(engine).map(|(n, _)| n).collect())
+            ));
+        }
+    };
+    let export = match to.get_export(engine, &link.import).map(|e| e.ty) {
+        Some(ComponentItem::ComponentInstance(i)) => i,
+        _ => {
+            return Err(format!(
+                "links[{index}].to: component `{}` does not export `{}` (it exports: {})",
+                link.to,
+                link.import,
+                names(to.exports(engine).map(|(n, _)| n).collect())
+            ));
+        }
+    };
+    typecheck::check_instance(engine, &import, &export).map_err(|m| {
+        format!(
+            "links[{index}]: `{}` imports `{}` with a different type than `{}` exports: function `{}`: {}",
+            link.from, link.import, link.to, m.function, m.detail
+        )
+    })?;
+    for (name, item) in import.exports(engine) {
+        if let ComponentItem::ComponentFunc(f) = item.ty
+            && (f.params().any(|(_, t)| typecheck::carries_handle(&t))
+                || f.results().any(|t| typecheck::carries_handle(&t)))
+        {
+            return Err(format!(
+                "links[{index}]: function `{name}` of `{}` passes a resource or stream, which cannot cross a link between components",
+                link.import
+            ));
+        }
+    }
+    Ok(import)
+}
+
+/// Whether an imported item is an interface that declares only types, which
+/// needs no link.
+pub fn is_type_only(engine: &Engine, item: &ComponentItem) -> bool {
+    match item {
+        ComponentItem::ComponentInstance(i) => i
+            .exports(engine)
+            .all(|(_, e)| matches!(e.ty, ComponentItem::Type(_) | ComponentItem::Resource(_))),
+        _ => false,
+    }
+}
+
+/// Defines every function of `interface` (whose type is `import`) in
+/// `linker` as a call into component `target`, through link slot `slot` of the
+/// caller's store.
+pub fn define_local(
+    linker: &mut Linker<HostState>,
+    engine: &Engine,
+    interface: &str,
+    import: &ComponentInstance,
+    slot: usize,
+    target: Arc<str>,
+    runtime: Weak<Runtime>,
+) -> Result<()> {
+    let functions: Vec<Arc<str>> = import
+        .exports(engine)
+        .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentFunc(_)))
+        .map(|(name, _)| Arc::from(name))
+        .collect();
+    let count = functions.len();
+    let iface: Arc<str> = Arc::from(interface);
+    let mut instance = linker.root();
+    let mut instance = instance.instance(interface)?;
+    for (index, function) in functions.into_iter().enumerate() {
+        let (iface, target, runtime, name) = (iface.clone(), target.clone(), runtime.clone(), function.clone());
+        instance.func_new_async(&function, move |mut store, _ty, params, results| {
+            let (iface, target, runtime, function) = (iface.clone(), target.clone(), runtime.clone(), name.clone());
+            Box::new(async move {
+                let mut callee = match store.data_mut().callees[slot].take() {
+                    Some(callee) => callee,
+                    None => {
+                        let runtime = runtime
+                            .upgrade()
+                            .ok_or_else(|| wasmtime::format_err!("the host is shutting down"))?;
+                        Box::new(runtime.start_callee(&target, store.data().deadline, count).await?)
+                    }
+                };
+                let result = callee.call(index, &iface, &function, params, results).await;
+                store.data_mut().callees[slot] = Some(callee);
+                result.map_err(wasmtime::Error::from)
+            })
+        })?;
+    }
+    Ok(())
+}

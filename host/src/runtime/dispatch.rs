@@ -1,0 +1,100 @@
+//! The dispatcher: where a call from a medium meets a component instance.
+//!
+//! Transports hand requests here and get back responses or a [`Fault`]; they
+//! never touch wasmtime. Every call gets a fresh instance (Spin's model): its
+//! own store, a deadline of the component's `timeout_ms`, the memory cap and
+//! an instance permit.
+
+use super::Runtime;
+use super::fault::{Fault, FaultKind};
+use std::time::Instant;
+use wasmtime::component::Val;
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+impl Runtime {
+    /// Serves one HTTP request with component `name`'s
+    /// `wasi:http/incoming-handler`. The response may still be streaming its
+    /// body from the guest when this returns.
+    pub async fn handle_http(
+        &self,
+        name: &str,
+        request: hyper::Request<hyper::body::Incoming>,
+    ) -> Result<hyper::Response<HyperOutgoingBody>, Fault> {
+        let loaded = self.get(name).ok_or_else(|| not_running(name))?;
+        let Some(proxy) = loaded.proxy.clone() else {
+            return Err(loaded.fault_host("does not export wasi:http/incoming-handler".into()));
+        };
+        let deadline = Instant::now() + loaded.timeout;
+        let mut store = self.new_store(&loaded, deadline).await?;
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let host_fault = |e: wasmtime::Error| loaded.fault_host(e.to_string());
+        let request = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request)
+            .map_err(host_fault)?;
+        let out = store.data_mut().http().new_response_outparam(sender).map_err(host_fault)?;
+
+        // The guest runs in its own task: after it sets the response it may
+        // keep streaming the body, beyond this function's return.
+        let guest = loaded.clone();
+        let task = tokio::spawn(async move {
+            let proxy = proxy.instantiate_async(&mut store).await?;
+            proxy.wasi_http_incoming_handler().call_handle(&mut store, request, out).await
+        });
+
+        tokio::select! {
+            response = receiver => match response {
+                Ok(Ok(response)) => Ok(response),
+                Ok(Err(code)) => Err(loaded.fault_host(format!("responded with error code {code:?}"))),
+                Err(_) => Err(match task.await {
+                    Ok(Ok(())) => loaded.fault_host("returned without setting a response".into()),
+                    Ok(Err(e)) => guest.classify(e),
+                    Err(e) => loaded.fault_host(format!("guest task failed: {e}")),
+                }),
+            },
+            // The epoch deadline stops running wasm; this also stops a guest
+            // parked in a host call (e.g. waiting on a request body).
+            _ = tokio::time::sleep_until(deadline.into()) => Err(Fault {
+                component: loaded.name.clone(),
+                kind: FaultKind::Deadline(loaded.timeout),
+            }),
+        }
+    }
+
+    /// Calls `function` of exported `interface` on a fresh instance of
+    /// component `name` with dynamic values. Used by function-level media and
+    /// benchmarks.
+    pub async fn call(&self, name: &str, interface: &str, function: &str, params: &[Val]) -> Result<Vec<Val>, Fault> {
+        let loaded = self.get(name).ok_or_else(|| not_running(name))?;
+        let deadline = Instant::now() + loaded.timeout;
+        let mut store = self.new_store(&loaded, deadline).await?;
+        let call = async {
+            let instance = loaded.pre.instantiate_async(&mut store).await?;
+            let func = instance
+                .get_export_index(&mut store, None, interface)
+                .and_then(|i| instance.get_export_index(&mut store, Some(&i), function))
+                .and_then(|f| instance.get_func(&mut store, f))
+                .ok_or_else(|| wasmtime::format_err!("no export `{interface}#{function}`"))?;
+            let mut results = vec![Val::Bool(false); func.ty(&store).results().len()];
+            func.call_async(&mut store, params, &mut results).await?;
+            Ok(results)
+        };
+        match tokio::time::timeout_at(deadline.into(), call).await {
+            Ok(result) => result.map_err(|e| loaded.classify(e)),
+            Err(_) => Err(Fault {
+                component: loaded.name.clone(),
+                kind: FaultKind::Deadline(loaded.timeout),
+            }),
+        }
+    }
+}
+
+fn not_running(name: &str) -> Fault {
+    Fault {
+        component: name.into(),
+        kind: FaultKind::Host("is not running on this host".into()),
+    }
+}

@@ -1,0 +1,99 @@
+//! The host's one wasmtime [`Engine`]: configuration, the pooling allocator
+//! (with a logged fallback where the machine refuses its reservation), and the
+//! epoch ticker that drives per-call deadlines.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances. A running guest notices its deadline at the
+/// next tick and yields to the async runtime at every tick, so this is both
+/// the deadline's resolution and the longest a guest holds a worker thread.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Sizing for the engine, derived from the manifest.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineOptions {
+    /// The largest memory cap of any component, in MiB.
+    pub max_memory_mib: u64,
+    /// Component instances the pool must hold at once (all components together).
+    pub total_instances: u32,
+    /// Try the pooling allocator (falls back to on-demand if it cannot reserve).
+    pub pooling: bool,
+}
+
+/// A configured engine plus the ticker thread's stop flag.
+pub struct HostEngine {
+    /// The engine shared by every component on this host.
+    pub engine: Engine,
+    /// Whether the pooling allocator is in use.
+    pub pooling: bool,
+    stop: Arc<AtomicBool>,
+}
+
+impl HostEngine {
+    /// Builds the engine and starts the epoch ticker.
+    pub fn new(options: EngineOptions) -> wasmtime::Result<HostEngine> {
+        let (engine, pooling) = if options.pooling {
+            match Engine::new(&config(Some(options))) {
+                Ok(engine) => (engine, true),
+                Err(e) => {
+                    // Typical causes: a low `ulimit -v` or vm.overcommit settings
+                    // that refuse the pool's virtual reservation. On-demand
+                    // allocation is slower per instance but otherwise equivalent.
+                    tracing::warn!("pooling allocator unavailable ({e}); using on-demand allocation");
+                    (Engine::new(&config(None))?, false)
+                }
+            }
+        } else {
+            (Engine::new(&config(None))?, false)
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = engine.weak();
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("membrane-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match ticker.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })?;
+        Ok(HostEngine {
+            engine,
+            pooling,
+            stop,
+        })
+    }
+}
+
+impl Drop for HostEngine {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn config(pool: Option<EngineOptions>) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.parallel_compilation(true);
+    if let Some(options) = pool {
+        let mut pooling = PoolingAllocationConfig::default();
+        let instances = options.total_instances.max(16);
+        // A Rust wasip2 component holds a handful of core instances, memories
+        // and tables; size the pool for that times the instance budget.
+        pooling.total_component_instances(instances);
+        pooling.total_core_instances(instances * 8);
+        pooling.total_memories(instances * 2);
+        pooling.total_tables(instances * 4);
+        pooling.total_stacks(instances);
+        pooling.max_memory_size((options.max_memory_mib as usize) << 20);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+    }
+    config
+}

@@ -1,0 +1,370 @@
+//! The runtime: one engine, the loaded components, and calls into them.
+//!
+//! [`Runtime::load`] turns a checked manifest into running components. It does
+//! all validation that needs the components themselves before anything serves:
+//! every source is a component, every link type-checks, every import is
+//! satisfied, every binding names an export of the right shape. Compilation
+//! happens once per component, off the async runtime, cached on disk.
+//!
+//! Calls enter through [`dispatch`] (one fresh instance per call, with its own
+//! store, deadline, memory cap and instance permit) and leave as values or a
+//! [`fault::Fault`].
+
+pub mod cache;
+pub mod dispatch;
+pub mod engine;
+pub mod fault;
+pub mod state;
+
+use crate::links;
+use crate::manifest::{BindingSpec, Manifest, WasiGrants};
+use fault::{DeadlineExceeded, Fault, FaultKind};
+use state::HostState;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::{Store, UpdateDeadline};
+use wasmtime_wasi_config::WasiConfigVariables;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+/// How to load an app.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Where compiled code is cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Use the pooling allocator when the machine allows it.
+    pub pooling: bool,
+}
+
+/// A component ready to instantiate: one version of it.
+pub struct Loaded {
+    /// Its name in the manifest.
+    pub name: Arc<str>,
+    /// `sha256:<hex>` of its bytes.
+    pub digest: String,
+    /// The compiled component.
+    pub component: Component,
+    pub(crate) pre: InstancePre<HostState>,
+    /// Present when the component exports `wasi:http/incoming-handler`.
+    pub(crate) proxy: Option<ProxyPre<HostState>>,
+    /// Deadline of one call.
+    pub timeout: Duration,
+    memory_mib: u64,
+    max_instances: u32,
+    grants: WasiGrants,
+    config: Arc<WasiConfigVariables>,
+    permits: Arc<Semaphore>,
+    links: usize,
+}
+
+impl Loaded {
+    /// Classifies an error from a call into this component.
+    pub(crate) fn classify(&self, err: wasmtime::Error) -> Fault {
+        Fault::classify(&self.name, self.timeout, err)
+    }
+
+    /// A host-side failure attributed to this component.
+    pub(crate) fn fault_host(&self, message: String) -> Fault {
+        Fault {
+            component: self.name.clone(),
+            kind: FaultKind::Host(message),
+        }
+    }
+}
+
+/// The components of one app on this host.
+pub struct Runtime {
+    engine: engine::HostEngine,
+    components: RwLock<HashMap<Arc<str>, Arc<Loaded>>>,
+}
+
+/// A load failure: every problem found, each naming its culprit.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the app:\n  - {}", problems.join("\n  - "))]
+pub struct LoadError {
+    /// One line per problem.
+    pub problems: Vec<String>,
+}
+
+impl Runtime {
+    /// Compiles, validates and prepares every component of `manifest`.
+    pub async fn load(manifest: &Manifest, options: &LoadOptions) -> anyhow::Result<Arc<Runtime>> {
+        let specs = &manifest.components;
+        let engine = engine::HostEngine::new(engine::EngineOptions {
+            max_memory_mib: specs.values().map(|c| c.limits.memory_mib).max().unwrap_or(64),
+            total_instances: specs
+                .values()
+                .map(|c| c.limits.max_instances)
+                .sum::<u32>()
+                .clamp(16, 1000),
+            pooling: options.pooling,
+        })
+        .map_err(anyhow::Error::from)?;
+        tracing::debug!(pooling = engine.pooling, "engine ready");
+
+        let compiled = compile_all(&engine.engine, manifest, options.cache_dir.as_deref()).await?;
+        let runtime = Arc::new(Runtime {
+            engine,
+            components: RwLock::new(HashMap::new()),
+        });
+        let loaded = runtime.prepare(manifest, compiled)?;
+        *runtime.components.write().unwrap_or_else(|e| e.into_inner()) = loaded;
+        Ok(runtime)
+    }
+
+    /// The wasmtime engine.
+    pub fn engine(&self) -> &wasmtime::Engine {
+        &self.engine.engine
+    }
+
+    /// Whether the pooling allocator is in use.
+    pub fn pooling(&self) -> bool {
+        self.engine.pooling
+    }
+
+    /// The current version of component `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<Loaded>> {
+        self.components
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Link checks, linkers and pre-instantiation for every component.
+    fn prepare(
+        self: &Arc<Self>,
+        manifest: &Manifest,
+        compiled: BTreeMap<String, cache::Compiled>,
+    ) -> anyhow::Result<HashMap<Arc<str>, Arc<Loaded>>> {
+        let engine = self.engine();
+        let mut problems = Vec::new();
+        let types: BTreeMap<String, _> = compiled
+            .iter()
+            .map(|(name, c)| (name.clone(), c.component.component_type()))
+            .collect();
+
+        // Links: both sides' types, before anything is instantiated.
+        let mut link_types = Vec::new();
+        for (i, link) in manifest.links.iter().enumerate() {
+            match links::check(engine, i, link, &types[&link.from], &types[&link.to]) {
+                Ok(ty) => link_types.push(Some(ty)),
+                Err(problem) => {
+                    problems.push(problem);
+                    link_types.push(None);
+                }
+            }
+        }
+
+        let mut loaded = HashMap::new();
+        for (name, compiled) in compiled {
+            let spec = &manifest.components[&name];
+            let mut linker = Linker::<HostState>::new(engine);
+            linker.allow_shadowing(true);
+            if let Err(e) = state::add_capabilities(&mut linker, &spec.wasi) {
+                problems.push(format!("components.{name}: cannot set up capabilities: {e}"));
+                continue;
+            }
+            let mut slots = 0;
+            for (i, link) in manifest.links.iter().enumerate().filter(|(_, l)| l.from == name) {
+                let Some(ty) = &link_types[i] else { continue };
+                if let Err(e) = links::define_local(
+                    &mut linker,
+                    engine,
+                    &link.import,
+                    ty,
+                    slots,
+                    Arc::from(link.to.as_str()),
+                    Arc::downgrade(self),
+                ) {
+                    problems.push(format!("links[{i}]: {e}"));
+                }
+                slots += 1;
+            }
+            for (import, item) in types[&name].imports(engine) {
+                let linked = manifest.links.iter().any(|l| l.from == name && l.import == import);
+                if !linked && !import.starts_with("wasi:") && links::is_type_only(engine, &item.ty) {
+                    // An interface of types only (like `types`): nothing to
+                    // call, so an empty instance satisfies it.
+                    if let Err(e) = linker.root().instance(import) {
+                        problems.push(format!("components.{name}: import `{import}`: {e}"));
+                    }
+                } else if !linked && !import.starts_with("wasi:") {
+                    problems.push(format!(
+                        "components.{name}: imports `{import}` but no [[links]] entry serves it \
+                         (add one with from = \"{name}\", import = \"{import}\")"
+                    ));
+                } else if import.starts_with("wasi:http/outgoing-handler") && !spec.wasi.outbound_http {
+                    problems.push(format!(
+                        "components.{name}: imports `{import}`; grant it with `wasi.outbound_http = true`"
+                    ));
+                }
+            }
+            let pre = match linker.instantiate_pre(&compiled.component) {
+                Ok(pre) => pre,
+                Err(e) => {
+                    problems.push(format!("components.{name}: cannot be instantiated: {e}"));
+                    continue;
+                }
+            };
+            let proxy = ProxyPre::new(pre.clone()).ok();
+            let config = spec
+                .config
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_config_string()))
+                .collect::<WasiConfigVariables>();
+            let name: Arc<str> = Arc::from(name.as_str());
+            loaded.insert(
+                name.clone(),
+                Arc::new(Loaded {
+                    name,
+                    digest: compiled.digest,
+                    component: compiled.component,
+                    pre,
+                    proxy,
+                    timeout: Duration::from_millis(spec.limits.timeout_ms),
+                    memory_mib: spec.limits.memory_mib,
+                    max_instances: spec.limits.max_instances,
+                    grants: spec.wasi.clone(),
+                    config: Arc::new(config),
+                    permits: Arc::new(Semaphore::new(spec.limits.max_instances as usize)),
+                    links: slots,
+                }),
+            );
+        }
+
+        for (i, binding) in manifest.bindings.iter().enumerate() {
+            let BindingSpec::Http(http) = binding;
+            if let Some(c) = loaded.get(http.component.as_str())
+                && c.proxy.is_none()
+            {
+                let exports: Vec<_> = types[&http.component]
+                    .exports(engine)
+                    .map(|(n, _)| n.to_string())
+                    .collect();
+                problems.push(format!(
+                    "bindings[{i}]: medium `http` needs component `{}` to export `wasi:http/incoming-handler@0.2.x`; it exports: {}",
+                    http.component,
+                    exports.join(", ")
+                ));
+            }
+        }
+
+        if problems.is_empty() {
+            Ok(loaded)
+        } else {
+            Err(LoadError { problems }.into())
+        }
+    }
+
+    /// A fresh store for one instance of `loaded`, which must finish by
+    /// `deadline`. Waits for an instance permit until the deadline.
+    pub(crate) async fn new_store(&self, loaded: &Arc<Loaded>, deadline: Instant) -> Result<Store<HostState>, Fault> {
+        let permit = match tokio::time::timeout_at(deadline.into(), loaded.permits.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => permit,
+            _ => {
+                return Err(Fault {
+                    component: loaded.name.clone(),
+                    kind: FaultKind::AtCapacity {
+                        max_instances: loaded.max_instances,
+                    },
+                });
+            }
+        };
+        let wasi = state::wasi_ctx(&loaded.grants).map_err(|e| loaded.fault_host(format!("WASI setup: {e}")))?;
+        let data = HostState::new(
+            loaded.name.clone(),
+            wasi,
+            loaded.config.clone(),
+            loaded.memory_mib,
+            deadline,
+            loaded.links,
+            permit,
+        );
+        let mut store = Store::new(self.engine(), data);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Err(DeadlineExceeded.into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        Ok(store)
+    }
+
+    /// Starts an instance of `target` for a link call from a caller whose
+    /// deadline is `parent_deadline`.
+    pub(crate) async fn start_callee(
+        &self,
+        target: &str,
+        parent_deadline: Instant,
+        functions: usize,
+    ) -> Result<links::Callee, Fault> {
+        let loaded = self.get(target).ok_or_else(|| Fault {
+            component: Arc::from(target),
+            kind: FaultKind::Host("not running on this host".into()),
+        })?;
+        let deadline = parent_deadline.min(Instant::now() + loaded.timeout);
+        let mut store = self.new_store(&loaded, deadline).await?;
+        let instance = loaded
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| loaded.classify(e))?;
+        Ok(links::Callee::new(store, instance, loaded, functions))
+    }
+}
+
+/// Reads and compiles every component in parallel on the blocking pool,
+/// reporting progress. All unreadable or non-component sources are reported
+/// together.
+async fn compile_all(
+    engine: &wasmtime::Engine,
+    manifest: &Manifest,
+    cache_dir: Option<&std::path::Path>,
+) -> anyhow::Result<BTreeMap<String, cache::Compiled>> {
+    let mut problems = Vec::new();
+    let mut tasks = Vec::new();
+    for (name, spec) in &manifest.components {
+        let source = spec.source.display().to_string();
+        let bytes = match std::fs::read(&spec.source) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                problems.push(format!("components.{name}.source: {source}: {e}"));
+                continue;
+            }
+        };
+        if let Err(why) = cache::check_component_header(&bytes) {
+            problems.push(format!("components.{name}.source: {source} {why}"));
+            continue;
+        }
+        let (engine, cache_dir, name) = (engine.clone(), cache_dir.map(PathBuf::from), name.clone());
+        tracing::info!("compiling {name} ({:.1} MiB)", bytes.len() as f64 / (1 << 20) as f64);
+        tasks.push(tokio::task::spawn_blocking(move || {
+            let result = cache::compile(&engine, &bytes, cache_dir.as_deref());
+            (name, source, result)
+        }));
+    }
+    let mut compiled = BTreeMap::new();
+    for task in tasks {
+        let (name, source, result) = task.await?;
+        match result {
+            Ok(c) => {
+                let how = if c.cached { "loaded from cache" } else { "compiled" };
+                tracing::info!("{how} {name} in {:.0?} ({})", c.elapsed, &c.digest[..19]);
+                compiled.insert(name, c);
+            }
+            Err(e) => problems.push(format!("components.{name}.source: {source}: not a valid component: {e:#}")),
+        }
+    }
+    if problems.is_empty() {
+        Ok(compiled)
+    } else {
+        Err(LoadError { problems }.into())
+    }
+}
