@@ -106,8 +106,8 @@ pub struct Limits {
     pub timeout_ms: u64,
     /// Linear-memory cap of one instance, in MiB.
     pub memory_mib: u64,
-    /// Most instances of this component alive at once on this host; calls
-    /// beyond it wait until one finishes or their deadline passes.
+    /// Most instances of this component alive at once on this host; a call
+    /// beyond it fails at once as "at capacity" (HTTP 503).
     pub max_instances: u32,
 }
 
@@ -169,6 +169,7 @@ impl BindingSpec {
 #[serde(deny_unknown_fields)]
 pub struct HttpBinding {
     /// Socket address to listen on; port 0 picks a free port (printed at start).
+    #[serde(deserialize_with = "socket_addr")]
     pub address: SocketAddr,
     /// The component whose `wasi:http/incoming-handler` serves requests.
     pub component: String,
@@ -326,6 +327,15 @@ impl Manifest {
     }
 }
 
+/// A socket address whose error names the field: serde's internally tagged
+/// enums (`medium = ...`) lose the inner field's path.
+fn socket_addr<'de, D: serde::Deserializer<'de>>(de: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(de)?;
+    text.parse().map_err(|_| {
+        serde::de::Error::custom(format!("address: {text:?} is not an ip:port socket address"))
+    })
+}
+
 fn parse_toml(text: &str, origin: &str) -> Result<Manifest, ManifestError> {
     let located = |err: &toml::de::Error| match err.span() {
         Some(span) => {
@@ -434,7 +444,7 @@ component = "gateway"
         let err = parse_err(&text);
         assert!(err.contains("components.rater"), "{err}");
         assert!(err.contains("unknown field `palcement`"), "{err}");
-        assert!(err.starts_with("app.toml:11:"), "{err}");
+        assert!(err.starts_with("app.toml:10:"), "{err}");
     }
 
     #[test]
@@ -448,7 +458,7 @@ component = "gateway"
     #[test]
     fn bad_address_names_the_binding() {
         let err = parse_err(&GOOD.replace("127.0.0.1:0", "localhost:eighty"));
-        assert!(err.contains("bindings[0].address"), "{err}");
+        assert!(err.contains("bindings[0]: address: \"localhost:eighty\" is not an ip:port"), "{err}");
     }
 
     #[test]

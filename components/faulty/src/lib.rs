@@ -1,6 +1,6 @@
 //! `faulty`: misbehaves on purpose so tests can prove the host contains it.
 //! Over HTTP: `/trap` traps, `/loop` spins forever, `/hog` allocates without
-//! bound, anything else answers `ok`. The same faults are exported as
+//! bound, `/sleep` answers after 300 ms, anything else answers `ok`. The same faults are exported as
 //! `example:testkit/faults` for the other media.
 
 wit_bindgen::generate!({
@@ -40,7 +40,17 @@ impl wasip2::exports::http::incoming_handler::Guest for Faulty {
         use exports::example::testkit::faults::Guest;
         match guest_http::path(&request).as_str() {
             "/trap" => Faulty::trap("trap requested over http".into()),
-            "/loop" => Faulty::spin(),
+            "/loop" => {
+                eprintln!("faulty: spinning");
+                Faulty::spin()
+            }
+            "/sleep" => {
+                // The marker lets tests act while this request is in flight.
+                eprintln!("faulty: sleeping");
+                wasip2::clocks::monotonic_clock::subscribe_duration(300_000_000).block();
+                guest_http::respond(out, 200, "text/plain", b"slept");
+                return;
+            }
             "/hog" => {
                 Faulty::hog();
             }

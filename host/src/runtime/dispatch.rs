@@ -27,7 +27,7 @@ impl Runtime {
             return Err(loaded.fault_host("does not export wasi:http/incoming-handler".into()));
         };
         let deadline = Instant::now() + loaded.timeout;
-        let mut store = self.new_store(&loaded, deadline).await?;
+        let mut store = self.new_store(&loaded, deadline)?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let host_fault = |e: wasmtime::Error| loaded.fault_host(e.to_string());
         let request = store
@@ -70,7 +70,7 @@ impl Runtime {
     pub async fn call(&self, name: &str, interface: &str, function: &str, params: &[Val]) -> Result<Vec<Val>, Fault> {
         let loaded = self.get(name).ok_or_else(|| not_running(name))?;
         let deadline = Instant::now() + loaded.timeout;
-        let mut store = self.new_store(&loaded, deadline).await?;
+        let mut store = self.new_store(&loaded, deadline)?;
         let call = async {
             let instance = loaded.pre.instantiate_async(&mut store).await?;
             let func = instance

@@ -20,7 +20,7 @@ pub enum FaultKind {
         /// The cap, in MiB.
         limit_mib: u64,
     },
-    /// No instance slot freed up before the call's deadline.
+    /// All `max_instances` instances are busy; the call was shed at once.
     AtCapacity {
         /// The component's `max_instances`.
         max_instances: u32,
@@ -49,7 +49,7 @@ impl std::fmt::Display for FaultKind {
             }
             FaultKind::AtCapacity { max_instances } => write!(
                 f,
-                "is at capacity ({max_instances} instances busy) and no slot freed up before the deadline"
+                "is at capacity ({max_instances} instances busy); retry later"
             ),
             FaultKind::Host(msg) => write!(f, "could not be called: {msg}"),
         }

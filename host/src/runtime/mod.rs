@@ -261,11 +261,13 @@ impl Runtime {
     }
 
     /// A fresh store for one instance of `loaded`, which must finish by
-    /// `deadline`. Waits for an instance permit until the deadline.
-    pub(crate) async fn new_store(&self, loaded: &Arc<Loaded>, deadline: Instant) -> Result<Store<HostState>, Fault> {
-        let permit = match tokio::time::timeout_at(deadline.into(), loaded.permits.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => permit,
-            _ => {
+    /// `deadline`. At `max_instances` live instances it fails at once (load
+    /// shedding) rather than queueing: a queue bounded only by deadlines
+    /// turns overload into timeouts for everyone.
+    pub(crate) fn new_store(&self, loaded: &Arc<Loaded>, deadline: Instant) -> Result<Store<HostState>, Fault> {
+        let permit = match loaded.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
                 return Err(Fault {
                     component: loaded.name.clone(),
                     kind: FaultKind::AtCapacity {
@@ -310,7 +312,7 @@ impl Runtime {
             kind: FaultKind::Host("not running on this host".into()),
         })?;
         let deadline = parent_deadline.min(Instant::now() + loaded.timeout);
-        let mut store = self.new_store(&loaded, deadline).await?;
+        let mut store = self.new_store(&loaded, deadline)?;
         let instance = loaded
             .pre
             .instantiate_async(&mut store)

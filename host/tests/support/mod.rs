@@ -1,0 +1,275 @@
+//! Test support: the real `membrane` binary as a child process, the example
+//! components built once per test run, and a small blocking HTTP client.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+/// How long a host may take to become ready (cold compiles on a busy 2-core box).
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent")
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace().join("target"), PathBuf::from)
+}
+
+/// Path of a built component, building all of them once per test binary
+/// (a no-op when they are up to date).
+pub fn wasm(name: &str) -> PathBuf {
+    static BUILT: Once = Once::new();
+    BUILT.call_once(|| {
+        let status = Command::new("bash")
+            .arg(workspace().join("scripts/build-components.sh"))
+            .status()
+            .expect("run scripts/build-components.sh");
+        assert!(status.success(), "building the components failed");
+    });
+    target_dir().join("wasm32-wasip2/release").join(format!("{name}.wasm"))
+}
+
+/// Replaces `{wasm:NAME}` in a manifest with the component's absolute path.
+pub fn with_paths(manifest: &str) -> String {
+    let mut out = manifest.to_string();
+    while let Some(start) = out.find("{wasm:") {
+        let end = start + out[start..].find('}').expect("closing brace");
+        let name = out[start + 6..end].to_string();
+        out.replace_range(start..=end, &wasm(&name).display().to_string());
+    }
+    out
+}
+
+/// A running `membrane up`.
+pub struct Host {
+    child: Child,
+    /// `(address, component)` of each http binding, in manifest order.
+    pub http: Vec<(SocketAddr, String)>,
+    lines: Receiver<String>,
+    log: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+/// A host that exited before it was ready.
+pub struct Failed {
+    pub status: ExitStatus,
+    pub stderr: String,
+}
+
+fn spawn(manifest: &str, cache: &Path) -> (Child, Receiver<String>, Arc<Mutex<Vec<String>>>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("app.toml");
+    std::fs::write(&path, with_paths(manifest)).expect("write manifest");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_membrane"))
+        .arg("up")
+        .arg(&path)
+        .env("MEMBRANE_CACHE_DIR", cache)
+        .env("RUST_LOG", "membrane=info,warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn membrane");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = channel();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("  [membrane] {line}");
+            sink.lock().unwrap().push(line.clone());
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx, log, dir)
+}
+
+/// The test-run-wide compile cache, so each component compiles once.
+pub fn shared_cache() -> PathBuf {
+    target_dir().join("membrane-test-cache")
+}
+
+impl Host {
+    /// Starts a host and waits until it reports ready; panics with its
+    /// stderr if it exits instead.
+    pub fn start(manifest: &str) -> Host {
+        match Host::try_start(manifest, &shared_cache()) {
+            Ok(host) => host,
+            Err(f) => panic!("membrane exited with {}:\n{}", f.status, f.stderr),
+        }
+    }
+
+    /// Starts a host with the given compile cache.
+    pub fn try_start(manifest: &str, cache: &Path) -> Result<Host, Failed> {
+        let (mut child, lines, log, dir) = spawn(manifest, cache);
+        let mut http = Vec::new();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => {
+                    if let Some(rest) = line.split("serving http://").nth(1) {
+                        let (addr, component) = rest.split_once(" -> ").expect("serving line format");
+                        http.push((addr.parse().expect("address"), component.trim().to_string()));
+                    } else if line.contains(" ready: ") {
+                        return Ok(Host { child, http, lines, log, _dir: dir });
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = child.wait().expect("wait for membrane");
+                    let stderr = log.lock().unwrap().join("\n");
+                    return Err(Failed { status, stderr });
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = child.kill();
+                    panic!("membrane not ready after {READY_TIMEOUT:?}:\n{}", log.lock().unwrap().join("\n"));
+                }
+            }
+        }
+    }
+
+    /// Runs a manifest that must fail to start; returns its stderr.
+    pub fn fail(manifest: &str) -> String {
+        match Host::try_start(manifest, &shared_cache()) {
+            Ok(_) => panic!("membrane started, but the manifest should have been rejected"),
+            Err(f) => {
+                assert!(!f.status.success(), "a rejected manifest must exit non-zero");
+                assert!(!f.stderr.contains("panicked"), "the host panicked:\n{}", f.stderr);
+                f.stderr
+            }
+        }
+    }
+
+    /// Address of the first http binding.
+    pub fn addr(&self) -> SocketAddr {
+        self.http[0].0
+    }
+
+    /// Waits for a log line containing `needle` (printed after this call or
+    /// earlier) and returns it.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+            return line.clone();
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no log line containing {needle:?}"),
+            }
+        }
+    }
+
+    /// Everything the host logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Sends SIGINT (Ctrl-C) and waits for the process to exit.
+    pub fn interrupt(mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("kill -INT");
+        assert!(status.success());
+        self.child.wait().expect("wait for membrane")
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A complete HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+}
+
+impl Response {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection.
+pub fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Response {
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut request = head.into_bytes();
+    request.extend_from_slice(body);
+    parse(&raw(addr, &request))
+}
+
+/// Writes raw bytes to `addr` and reads until the server closes.
+pub fn raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    stream.write_all(bytes).expect("write request");
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    out
+}
+
+fn parse(bytes: &[u8]) -> Response {
+    let text = String::from_utf8_lossy(bytes);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP response: {text:?}"));
+    let status = head.get(9..12).and_then(|s| s.parse().ok()).expect("status code");
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Response {
+        status,
+        headers: head.to_string(),
+        body,
+    }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+    out
+}
+
+/// The insurance app, co-located, on an ephemeral port.
+pub fn insurance_manifest() -> String {
+    let example = std::fs::read_to_string(workspace().join("examples/insurance/colocated.toml")).expect("example");
+    example
+        .replace("../../target/wasm32-wasip2/release/gateway.wasm", "{wasm:gateway}")
+        .replace("../../target/wasm32-wasip2/release/rater.wasm", "{wasm:rater}")
+        .replace("../../target/wasm32-wasip2/release/pricing.wasm", "{wasm:pricing}")
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+}
+
+/// The example policy from `examples/insurance/policy.json`.
+pub fn example_policy() -> Vec<u8> {
+    std::fs::read(workspace().join("examples/insurance/policy.json")).expect("example policy")
+}
