@@ -258,7 +258,13 @@ impl Manifest {
         if self.components.is_empty() {
             problems.push("components: the app has no components".to_string());
         }
-        let known = || self.components.keys().cloned().collect::<Vec<_>>().join(", ");
+        let known = || {
+            self.components
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         for (name, spec) in &self.components {
             if !is_name(name) {
                 problems.push(format!(
@@ -266,13 +272,19 @@ impl Manifest {
                 ));
             }
             if spec.limits.timeout_ms == 0 {
-                problems.push(format!("components.{name}.limits.timeout_ms: must be at least 1"));
+                problems.push(format!(
+                    "components.{name}.limits.timeout_ms: must be at least 1"
+                ));
             }
             if spec.limits.memory_mib == 0 || spec.limits.memory_mib > 4096 {
-                problems.push(format!("components.{name}.limits.memory_mib: must be 1..=4096"));
+                problems.push(format!(
+                    "components.{name}.limits.memory_mib: must be 1..=4096"
+                ));
             }
             if spec.limits.max_instances == 0 {
-                problems.push(format!("components.{name}.limits.max_instances: must be at least 1"));
+                problems.push(format!(
+                    "components.{name}.limits.max_instances: must be at least 1"
+                ));
             }
             if spec.instances == 0 {
                 problems.push(format!("components.{name}.instances: must be at least 1"));
@@ -295,7 +307,10 @@ impl Manifest {
                 ));
             }
             if link.from == link.to {
-                problems.push(format!("links[{i}]: component `{}` cannot link to itself", link.from));
+                problems.push(format!(
+                    "links[{i}]: component `{}` cannot link to itself",
+                    link.from
+                ));
             }
             if let Some(first) = seen_links.insert((&link.from, &link.import), i) {
                 problems.push(format!(
@@ -332,7 +347,9 @@ impl Manifest {
 fn socket_addr<'de, D: serde::Deserializer<'de>>(de: D) -> Result<SocketAddr, D::Error> {
     let text = String::deserialize(de)?;
     text.parse().map_err(|_| {
-        serde::de::Error::custom(format!("address: {text:?} is not an ip:port socket address"))
+        serde::de::Error::custom(format!(
+            "address: {text:?} is not an ip:port socket address"
+        ))
     })
 }
 
@@ -440,7 +457,10 @@ component = "gateway"
 
     #[test]
     fn unknown_field_names_its_path_and_line() {
-        let text = GOOD.replace("source = \"rater.wasm\"", "source = \"rater.wasm\"\npalcement = {}");
+        let text = GOOD.replace(
+            "source = \"rater.wasm\"",
+            "source = \"rater.wasm\"\npalcement = {}",
+        );
         let err = parse_err(&text);
         assert!(err.contains("components.rater"), "{err}");
         assert!(err.contains("unknown field `palcement`"), "{err}");
@@ -458,7 +478,10 @@ component = "gateway"
     #[test]
     fn bad_address_names_the_binding() {
         let err = parse_err(&GOOD.replace("127.0.0.1:0", "localhost:eighty"));
-        assert!(err.contains("bindings[0]: address: \"localhost:eighty\" is not an ip:port"), "{err}");
+        assert!(
+            err.contains("bindings[0]: address: \"localhost:eighty\" is not an ip:port"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -471,7 +494,10 @@ component = "gateway"
     #[test]
     fn link_to_unknown_component_names_field_and_known_components() {
         let err = parse_err(&GOOD.replace("to = \"rater\"", "to = \"ratr\""));
-        assert!(err.contains("links[0].to: unknown component `ratr`"), "{err}");
+        assert!(
+            err.contains("links[0].to: unknown component `ratr`"),
+            "{err}"
+        );
         assert!(err.contains("gateway, rater"), "{err}");
     }
 
@@ -491,6 +517,9 @@ component = "gateway"
         let path = dir.path().join("app.toml");
         std::fs::write(&path, GOOD).unwrap();
         let m = Manifest::load(&path).unwrap();
-        assert_eq!(m.components["gateway"].source, dir.path().join("gateway.wasm"));
+        assert_eq!(
+            m.components["gateway"].source,
+            dir.path().join("gateway.wasm")
+        );
     }
 }

@@ -8,14 +8,21 @@ use support::{Host, insurance_manifest};
 #[test]
 fn syntax_error_names_file_line_and_column() {
     let err = Host::fail("[app]\nname = \"x\"\n\n[components.a]\nsource = \"a.wasm\n");
-    assert!(err.contains("app.toml:5:17: syntax error: invalid basic string"), "{err}");
+    assert!(
+        err.contains("app.toml:5:17: syntax error: invalid basic string"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unknown_field_names_its_path() {
-    let manifest = insurance_manifest().replace("[components.rater]", "[components.rater]\ntimeout = 5");
+    let manifest =
+        insurance_manifest().replace("[components.rater]", "[components.rater]\ntimeout = 5");
     let err = Host::fail(&manifest);
-    assert!(err.contains("components.rater.timeout: unknown field `timeout`, expected one of `source`"), "{err}");
+    assert!(
+        err.contains("components.rater.timeout: unknown field `timeout`, expected one of `source`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -29,7 +36,10 @@ fn missing_field_names_its_path() {
 fn missing_source_is_named() {
     let manifest = insurance_manifest().replace("{wasm:pricing}", "/nonexistent/pricing.wasm");
     let err = Host::fail(&manifest);
-    assert!(err.contains("components.pricing.source: /nonexistent/pricing.wasm: No such file"), "{err}");
+    assert!(
+        err.contains("components.pricing.source: /nonexistent/pricing.wasm: No such file"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -40,7 +50,10 @@ fn core_module_is_not_a_component() {
     let manifest = insurance_manifest().replace("{wasm:pricing}", &core.display().to_string());
     let err = Host::fail(&manifest);
     assert!(err.contains("components.pricing.source"), "{err}");
-    assert!(err.contains("is a core WebAssembly module, not a component"), "{err}");
+    assert!(
+        err.contains("is a core WebAssembly module, not a component"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -58,7 +71,10 @@ fn garbage_component_is_rejected() {
 fn link_to_unknown_component_lists_the_known_ones() {
     let manifest = insurance_manifest().replace("to = \"pricing\"", "to = \"prices\"");
     let err = Host::fail(&manifest);
-    assert!(err.contains("links[1].to: unknown component `prices` (known: gateway, pricing, rater)"), "{err}");
+    assert!(
+        err.contains("links[1].to: unknown component `prices` (known: gateway, pricing, rater)"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -113,7 +129,11 @@ fn http_binding_to_a_component_without_a_handler_is_named() {
 #[test]
 fn busy_port_is_named() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let manifest = insurance_manifest().replace("127.0.0.1:0", &taken.local_addr().unwrap().to_string());
+    let manifest =
+        insurance_manifest().replace("127.0.0.1:0", &taken.local_addr().unwrap().to_string());
     let err = Host::fail(&manifest);
-    assert!(err.contains("bindings[0]: cannot listen on 127.0.0.1:"), "{err}");
+    assert!(
+        err.contains("bindings[0]: cannot listen on 127.0.0.1:"),
+        "{err}"
+    );
 }

@@ -32,7 +32,13 @@ fn trap_answers_500_naming_the_component() {
     let body = response.json();
     assert_eq!(body["component"], "faulty");
     assert_eq!(body["kind"], "trap");
-    assert!(body["error"].as_str().unwrap().starts_with("component `faulty` trapped: wasm trap"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("component `faulty` trapped: wasm trap"),
+        "{body}"
+    );
     assert_eq!(http(host.addr(), "GET", "/ok", b"").body, "ok");
 }
 
@@ -41,7 +47,10 @@ fn endless_loop_answers_504_at_the_deadline() {
     let host = Host::start(&faulty("timeout_ms = 300"));
     let response = http(host.addr(), "GET", "/loop", b"");
     assert_eq!(response.status, 504);
-    assert_eq!(response.json()["error"], "component `faulty` timed out after 300 ms");
+    assert_eq!(
+        response.json()["error"],
+        "component `faulty` timed out after 300 ms"
+    );
     assert_eq!(http(host.addr(), "GET", "/ok", b"").body, "ok");
 }
 
@@ -50,7 +59,10 @@ fn unbounded_allocation_answers_500_at_the_memory_cap() {
     let host = Host::start(&faulty("memory_mib = 16"));
     let response = http(host.addr(), "GET", "/hog", b"");
     assert_eq!(response.status, 500);
-    assert_eq!(response.json()["error"], "component `faulty` exceeded its memory limit of 16 MiB");
+    assert_eq!(
+        response.json()["error"],
+        "component `faulty` exceeded its memory limit of 16 MiB"
+    );
     assert_eq!(response.json()["kind"], "memory");
     assert_eq!(http(host.addr(), "GET", "/ok", b"").body, "ok");
 }
@@ -78,7 +90,12 @@ fn instance_cap_sheds_excess_calls_with_503() {
     let response = http(addr, "GET", "/ok", b"");
     assert_eq!(response.status, 503);
     assert_eq!(response.json()["kind"], "capacity");
-    assert!(response.json()["error"].as_str().unwrap().contains("at capacity (1 instances busy)"));
+    assert!(
+        response.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("at capacity (1 instances busy)")
+    );
     assert_eq!(looping.join().unwrap().status, 504);
     // The slot is free again.
     assert_eq!(http(addr, "GET", "/ok", b"").body, "ok");

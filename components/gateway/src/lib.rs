@@ -81,9 +81,19 @@ struct PolicyJson {
 #[derive(Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 enum SubjectJson {
-    Vehicle { kind: VehicleKindJson, year: u16, value_cents: u64 },
-    Dwelling { square_meters: f32, postcode: String, floor: i8 },
-    Person { age: u8 },
+    Vehicle {
+        kind: VehicleKindJson,
+        year: u16,
+        value_cents: u64,
+    },
+    Dwelling {
+        square_meters: f32,
+        postcode: String,
+        floor: i8,
+    },
+    Person {
+        age: u8,
+    },
 }
 
 #[derive(Deserialize)]
@@ -126,7 +136,11 @@ struct DriverJson {
 impl From<PolicyJson> for wit::Policy {
     fn from(p: PolicyJson) -> Self {
         let subject = match p.subject {
-            SubjectJson::Vehicle { kind, year, value_cents } => wit::Subject::Vehicle(wit::Vehicle {
+            SubjectJson::Vehicle {
+                kind,
+                year,
+                value_cents,
+            } => wit::Subject::Vehicle(wit::Vehicle {
                 kind: match kind {
                     VehicleKindJson::Car => wit::VehicleKind::Car,
                     VehicleKindJson::Motorcycle => wit::VehicleKind::Motorcycle,
@@ -135,13 +149,22 @@ impl From<PolicyJson> for wit::Policy {
                 year,
                 value_cents,
             }),
-            SubjectJson::Dwelling { square_meters, postcode, floor } => {
-                wit::Subject::Dwelling(wit::Dwelling { square_meters, postcode, floor })
-            }
+            SubjectJson::Dwelling {
+                square_meters,
+                postcode,
+                floor,
+            } => wit::Subject::Dwelling(wit::Dwelling {
+                square_meters,
+                postcode,
+                floor,
+            }),
             SubjectJson::Person { age } => wit::Subject::Person(age),
         };
         let coverage = p.coverage.iter().fold(wit::Coverage::empty(), |acc, c| {
-            acc | COVERAGES.iter().find(|(j, _)| *j as u8 == *c as u8).map_or(wit::Coverage::empty(), |(_, f)| *f)
+            acc | COVERAGES
+                .iter()
+                .find(|(j, _)| *j as u8 == *c as u8)
+                .map_or(wit::Coverage::empty(), |(_, f)| *f)
         });
         wit::Policy {
             id: p.id,
@@ -153,7 +176,12 @@ impl From<PolicyJson> for wit::Policy {
             drivers: p
                 .drivers
                 .into_iter()
-                .map(|d| wit::Driver { name: d.name, age: d.age, claims: d.claims, bonus_malus: d.bonus_malus })
+                .map(|d| wit::Driver {
+                    name: d.name,
+                    age: d.age,
+                    claims: d.claims,
+                    bonus_malus: d.bonus_malus,
+                })
                 .collect(),
             start_day: p.start_day,
             discount_code: p.discount_code,
@@ -162,7 +190,11 @@ impl From<PolicyJson> for wit::Policy {
 }
 
 fn coverage_names(flags: wit::Coverage) -> Vec<CoverageJson> {
-    COVERAGES.iter().filter(|(_, f)| flags.contains(*f)).map(|(j, _)| *j).collect()
+    COVERAGES
+        .iter()
+        .filter(|(_, f)| flags.contains(*f))
+        .map(|(j, _)| *j)
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -222,12 +254,13 @@ impl From<wit::RatingError> for RatingErrorJson {
     fn from(e: wit::RatingError) -> Self {
         match e {
             wit::RatingError::Invalid(message) => RatingErrorJson::Invalid { message },
-            wit::RatingError::UnsupportedCoverage(c) => {
-                RatingErrorJson::UnsupportedCoverage { coverage: coverage_names(c) }
-            }
-            wit::RatingError::Declined((risk, reason)) => {
-                RatingErrorJson::Declined { risk: risk.into(), reason }
-            }
+            wit::RatingError::UnsupportedCoverage(c) => RatingErrorJson::UnsupportedCoverage {
+                coverage: coverage_names(c),
+            },
+            wit::RatingError::Declined((risk, reason)) => RatingErrorJson::Declined {
+                risk: risk.into(),
+                reason,
+            },
         }
     }
 }

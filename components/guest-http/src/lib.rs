@@ -2,12 +2,18 @@
 //! request body, send a whole response. Used by the example and test components;
 //! the host never links this crate.
 
-use wasip2::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use wasip2::http::types::{
+    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
 
 /// Reads the request body to the end, refusing more than `limit` bytes.
 pub fn read_body(request: &IncomingRequest, limit: usize) -> Result<Vec<u8>, String> {
-    let body = request.consume().map_err(|()| "request body already consumed".to_string())?;
-    let stream = body.stream().map_err(|()| "request body stream unavailable".to_string())?;
+    let body = request
+        .consume()
+        .map_err(|()| "request body already consumed".to_string())?;
+    let stream = body
+        .stream()
+        .map_err(|()| "request body stream unavailable".to_string())?;
     let mut out = Vec::new();
     loop {
         match stream.blocking_read(64 * 1024) {

@@ -62,7 +62,11 @@ impl Guest for Pricing {
             }
         }
         let currency = get("currency")?.unwrap_or_else(|| "EUR".to_string());
-        Ok(PriceTable { base, loadings, currency })
+        Ok(PriceTable {
+            base,
+            loadings,
+            currency,
+        })
     }
 }
 

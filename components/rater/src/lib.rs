@@ -10,7 +10,7 @@ wit_bindgen::generate!({
 
 use example::insurance::pricing;
 use example::insurance::types::{
-    Coverage, Line, Policy, Quote, Risk, RatingError, Subject, VehicleKind,
+    Coverage, Line, Policy, Quote, RatingError, Risk, Subject, VehicleKind,
 };
 use exports::example::insurance::rater::Guest;
 use wasi::logging::logging::{Level, log};
@@ -51,7 +51,9 @@ fn validate(policy: &Policy) -> Result<Line, RatingError> {
         Subject::Person(_) => Line::Life,
     };
     if line == Line::Motor && policy.drivers.is_empty() {
-        return Err(RatingError::Invalid("a motor policy needs at least one driver".into()));
+        return Err(RatingError::Invalid(
+            "a motor policy needs at least one driver".into(),
+        ));
     }
     Ok(line)
 }
@@ -59,7 +61,8 @@ fn validate(policy: &Policy) -> Result<Line, RatingError> {
 impl Guest for Rater {
     fn rate(policy: Policy) -> Result<Quote, RatingError> {
         let line = validate(&policy)?;
-        let table = pricing::table(line).map_err(|e| RatingError::Invalid(format!("pricing: {e}")))?;
+        let table =
+            pricing::table(line).map_err(|e| RatingError::Invalid(format!("pricing: {e}")))?;
 
         let offered = table
             .loadings
@@ -92,7 +95,10 @@ impl Guest for Rater {
             }
             Subject::Person(age) => {
                 if *age > 85 {
-                    return Err(RatingError::Declined((Risk::High, format!("age {age} is above 85"))));
+                    return Err(RatingError::Declined((
+                        Risk::High,
+                        format!("age {age} is above 85"),
+                    )));
                 }
                 if *age > 60 {
                     risk = Risk::Medium;
@@ -120,7 +126,10 @@ impl Guest for Rater {
 
         for (flag, loading) in &table.loadings {
             if policy.coverage.contains(*flag) {
-                breakdown.push((extra_name(*flag).to_string(), cents(table.base * f64::from(*loading))));
+                breakdown.push((
+                    extra_name(*flag).to_string(),
+                    cents(table.base * f64::from(*loading)),
+                ));
             }
         }
 
@@ -153,7 +162,10 @@ impl Guest for Rater {
         log(
             Level::Info,
             "rater",
-            &format!("policy {} rated at {} {}", policy.id, quote.premium, quote.currency),
+            &format!(
+                "policy {} rated at {} {}",
+                policy.id, quote.premium, quote.currency
+            ),
         );
         Ok(quote)
     }

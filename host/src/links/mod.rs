@@ -21,8 +21,9 @@ use wasmtime::component::types::{Component as ComponentTy, ComponentInstance, Co
 use wasmtime::component::{Func, Instance, Linker, Val};
 use wasmtime::{Engine, Result};
 
-/// An instance of a linked component, started by a caller during one call and
-/// reused for that caller's further calls to it.
+/// A live instance kept for several calls: a linked component started by a
+/// caller during one call and reused for that caller's further calls to it,
+/// or an instance a host-side user keeps warm ([`Runtime::start_instance`]).
 pub struct Callee {
     store: Store<HostState>,
     instance: Instance,
@@ -32,13 +33,45 @@ pub struct Callee {
 
 impl Callee {
     /// Wraps a freshly instantiated target.
-    pub(crate) fn new(store: Store<HostState>, instance: Instance, target: Arc<Loaded>, functions: usize) -> Callee {
+    pub(crate) fn new(
+        store: Store<HostState>,
+        instance: Instance,
+        target: Arc<Loaded>,
+        functions: usize,
+    ) -> Callee {
         Callee {
             store,
             instance,
             target,
             funcs: vec![None; functions],
         }
+    }
+
+    /// Calls `function` of exported `interface` by name, keeping the instance
+    /// (and any callees it started) for further calls.
+    pub async fn invoke(
+        &mut self,
+        interface: &str,
+        function: &str,
+        params: &[Val],
+    ) -> Result<Vec<Val>, Fault> {
+        let func = self
+            .instance
+            .get_export_index(&mut self.store, None, interface)
+            .and_then(|iface| {
+                self.instance
+                    .get_export_index(&mut self.store, Some(&iface), function)
+            })
+            .and_then(|f| self.instance.get_func(&mut self.store, f))
+            .ok_or_else(|| {
+                self.target
+                    .fault_host(format!("no export `{interface}#{function}`"))
+            })?;
+        let mut results = vec![Val::Bool(false); func.ty(&self.store).results().len()];
+        func.call_async(&mut self.store, params, &mut results)
+            .await
+            .map_err(|e| self.target.classify(e))?;
+        Ok(results)
     }
 
     async fn call(
@@ -55,9 +88,15 @@ impl Callee {
                 let func = self
                     .instance
                     .get_export_index(&mut self.store, None, interface)
-                    .and_then(|iface| self.instance.get_export_index(&mut self.store, Some(&iface), function))
+                    .and_then(|iface| {
+                        self.instance
+                            .get_export_index(&mut self.store, Some(&iface), function)
+                    })
                     .and_then(|f| self.instance.get_func(&mut self.store, f))
-                    .ok_or_else(|| self.target.fault_host(format!("no export `{interface}#{function}`")))?;
+                    .ok_or_else(|| {
+                        self.target
+                            .fault_host(format!("no export `{interface}#{function}`"))
+                    })?;
                 self.funcs[index] = Some(func);
                 func
             }
@@ -79,10 +118,21 @@ pub fn check(
     from: &ComponentTy,
     to: &ComponentTy,
 ) -> Result<ComponentInstance, String> {
-    let names = |items: Vec<&str>| if items.is_empty() { "none".to_string() } else { items.join(", ") };
+    let names = |items: Vec<&str>| {
+        if items.is_empty() {
+            "none".to_string()
+        } else {
+            items.join(", ")
+        }
+    };
     let import = match from.get_import(engine, &link.import).map(|e| e.ty) {
         Some(ComponentItem::ComponentInstance(i)) => i,
-        Some(_) => return Err(format!("links[{index}].import: `{}` is not an interface", link.import)),
+        Some(_) => {
+            return Err(format!(
+                "links[{index}].import: `{}` is not an interface",
+                link.import
+            ));
+        }
         None => {
             return Err(format!(
                 "links[{index}].import: component `{}` does not import `{}` (it imports: {})",
@@ -156,9 +206,15 @@ pub fn define_local(
     let mut instance = linker.root();
     let mut instance = instance.instance(interface)?;
     for (index, function) in functions.into_iter().enumerate() {
-        let (iface, target, runtime, name) = (iface.clone(), target.clone(), runtime.clone(), function.clone());
+        let (iface, target, runtime, name) = (
+            iface.clone(),
+            target.clone(),
+            runtime.clone(),
+            function.clone(),
+        );
         instance.func_new_async(&function, move |mut store, _ty, params, results| {
-            let (iface, target, runtime, function) = (iface.clone(), target.clone(), runtime.clone(), name.clone());
+            let (iface, target, runtime, function) =
+                (iface.clone(), target.clone(), runtime.clone(), name.clone());
             Box::new(async move {
                 let mut callee = match store.data_mut().callees[slot].take() {
                     Some(callee) => callee,
@@ -166,7 +222,11 @@ pub fn define_local(
                         let runtime = runtime
                             .upgrade()
                             .ok_or_else(|| wasmtime::format_err!("the host is shutting down"))?;
-                        Box::new(runtime.start_callee(&target, store.data().deadline, count).await?)
+                        Box::new(
+                            runtime
+                                .start_callee(&target, store.data().deadline, count)
+                                .await?,
+                        )
                     }
                 };
                 let result = callee.call(index, &iface, &function, params, results).await;

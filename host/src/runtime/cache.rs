@@ -62,7 +62,11 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 
 /// Compiles `bytes`, or loads the compiled code from `cache_dir` when present.
 /// Blocking and CPU-heavy: call it off the async runtime.
-pub fn compile(engine: &Engine, bytes: &[u8], cache_dir: Option<&Path>) -> wasmtime::Result<Compiled> {
+pub fn compile(
+    engine: &Engine,
+    bytes: &[u8],
+    cache_dir: Option<&Path>,
+) -> wasmtime::Result<Compiled> {
     let start = Instant::now();
     let digest = digest(bytes);
     let cached_path = cache_dir.map(|dir| dir.join(cache_file_name(engine, &digest)));

@@ -35,14 +35,21 @@ impl Runtime {
             .http()
             .new_incoming_request(Scheme::Http, request)
             .map_err(host_fault)?;
-        let out = store.data_mut().http().new_response_outparam(sender).map_err(host_fault)?;
+        let out = store
+            .data_mut()
+            .http()
+            .new_response_outparam(sender)
+            .map_err(host_fault)?;
 
         // The guest runs in its own task: after it sets the response it may
         // keep streaming the body, beyond this function's return.
         let guest = loaded.clone();
         let task = tokio::spawn(async move {
             let proxy = proxy.instantiate_async(&mut store).await?;
-            proxy.wasi_http_incoming_handler().call_handle(&mut store, request, out).await
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, request, out)
+                .await
         });
 
         tokio::select! {
@@ -67,7 +74,13 @@ impl Runtime {
     /// Calls `function` of exported `interface` on a fresh instance of
     /// component `name` with dynamic values. Used by function-level media and
     /// benchmarks.
-    pub async fn call(&self, name: &str, interface: &str, function: &str, params: &[Val]) -> Result<Vec<Val>, Fault> {
+    pub async fn call(
+        &self,
+        name: &str,
+        interface: &str,
+        function: &str,
+        params: &[Val],
+    ) -> Result<Vec<Val>, Fault> {
         let loaded = self.get(name).ok_or_else(|| not_running(name))?;
         let deadline = Instant::now() + loaded.timeout;
         let mut store = self.new_store(&loaded, deadline)?;

@@ -12,6 +12,9 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 /// the deadline's resolution and the longest a guest holds a worker thread.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
+/// Bytes of each pooled memory/table slot reset in place rather than released.
+const KEEP_RESIDENT: usize = 128 << 10;
+
 /// Sizing for the engine, derived from the manifest.
 #[derive(Debug, Clone, Copy)]
 pub struct EngineOptions {
@@ -42,7 +45,9 @@ impl HostEngine {
                     // Typical causes: a low `ulimit -v` or vm.overcommit settings
                     // that refuse the pool's virtual reservation. On-demand
                     // allocation is slower per instance but otherwise equivalent.
-                    tracing::warn!("pooling allocator unavailable ({e}); using on-demand allocation");
+                    tracing::warn!(
+                        "pooling allocator unavailable ({e}); using on-demand allocation"
+                    );
                     (Engine::new(&config(None))?, false)
                 }
             }
@@ -93,6 +98,11 @@ fn config(pool: Option<EngineOptions>) -> Config {
         pooling.total_tables(instances * 4);
         pooling.total_stacks(instances);
         pooling.max_memory_size((options.max_memory_mib as usize) << 20);
+        // Fresh instances per request make slot reuse the hot path: keep the
+        // first pages of each slot resident and reset them with memset instead
+        // of returning them to the kernel (madvise) and faulting them back in.
+        pooling.linear_memory_keep_resident(KEEP_RESIDENT);
+        pooling.table_keep_resident(KEEP_RESIDENT);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
     }
     config

@@ -94,7 +94,11 @@ impl Runtime {
     pub async fn load(manifest: &Manifest, options: &LoadOptions) -> anyhow::Result<Arc<Runtime>> {
         let specs = &manifest.components;
         let engine = engine::HostEngine::new(engine::EngineOptions {
-            max_memory_mib: specs.values().map(|c| c.limits.memory_mib).max().unwrap_or(64),
+            max_memory_mib: specs
+                .values()
+                .map(|c| c.limits.memory_mib)
+                .max()
+                .unwrap_or(64),
             total_instances: specs
                 .values()
                 .map(|c| c.limits.max_instances)
@@ -111,7 +115,10 @@ impl Runtime {
             components: RwLock::new(HashMap::new()),
         });
         let loaded = runtime.prepare(manifest, compiled)?;
-        *runtime.components.write().unwrap_or_else(|e| e.into_inner()) = loaded;
+        *runtime
+            .components
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = loaded;
         Ok(runtime)
     }
 
@@ -165,11 +172,18 @@ impl Runtime {
             let mut linker = Linker::<HostState>::new(engine);
             linker.allow_shadowing(true);
             if let Err(e) = state::add_capabilities(&mut linker, &spec.wasi) {
-                problems.push(format!("components.{name}: cannot set up capabilities: {e}"));
+                problems.push(format!(
+                    "components.{name}: cannot set up capabilities: {e}"
+                ));
                 continue;
             }
             let mut slots = 0;
-            for (i, link) in manifest.links.iter().enumerate().filter(|(_, l)| l.from == name) {
+            for (i, link) in manifest
+                .links
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.from == name)
+            {
                 let Some(ty) = &link_types[i] else { continue };
                 if let Err(e) = links::define_local(
                     &mut linker,
@@ -185,8 +199,12 @@ impl Runtime {
                 slots += 1;
             }
             for (import, item) in types[&name].imports(engine) {
-                let linked = manifest.links.iter().any(|l| l.from == name && l.import == import);
-                if !linked && !import.starts_with("wasi:") && links::is_type_only(engine, &item.ty) {
+                let linked = manifest
+                    .links
+                    .iter()
+                    .any(|l| l.from == name && l.import == import);
+                if !linked && !import.starts_with("wasi:") && links::is_type_only(engine, &item.ty)
+                {
                     // An interface of types only (like `types`): nothing to
                     // call, so an empty instance satisfies it.
                     if let Err(e) = linker.root().instance(import) {
@@ -197,7 +215,9 @@ impl Runtime {
                         "components.{name}: imports `{import}` but no [[links]] entry serves it \
                          (add one with from = \"{name}\", import = \"{import}\")"
                     ));
-                } else if import.starts_with("wasi:http/outgoing-handler") && !spec.wasi.outbound_http {
+                } else if import.starts_with("wasi:http/outgoing-handler")
+                    && !spec.wasi.outbound_http
+                {
                     problems.push(format!(
                         "components.{name}: imports `{import}`; grant it with `wasi.outbound_http = true`"
                     ));
@@ -264,7 +284,11 @@ impl Runtime {
     /// `deadline`. At `max_instances` live instances it fails at once (load
     /// shedding) rather than queueing: a queue bounded only by deadlines
     /// turns overload into timeouts for everyone.
-    pub(crate) fn new_store(&self, loaded: &Arc<Loaded>, deadline: Instant) -> Result<Store<HostState>, Fault> {
+    pub(crate) fn new_store(
+        &self,
+        loaded: &Arc<Loaded>,
+        deadline: Instant,
+    ) -> Result<Store<HostState>, Fault> {
         let permit = match loaded.permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
@@ -276,7 +300,8 @@ impl Runtime {
                 });
             }
         };
-        let wasi = state::wasi_ctx(&loaded.grants).map_err(|e| loaded.fault_host(format!("WASI setup: {e}")))?;
+        let wasi = state::wasi_ctx(&loaded.grants)
+            .map_err(|e| loaded.fault_host(format!("WASI setup: {e}")))?;
         let data = HostState::new(
             loaded.name.clone(),
             wasi,
@@ -297,6 +322,16 @@ impl Runtime {
             }
         });
         Ok(store)
+    }
+
+    /// Starts an instance of component `name` that lives until `deadline` and
+    /// can be called many times ([`links::Callee::invoke`]).
+    pub async fn start_instance(
+        &self,
+        name: &str,
+        deadline: Instant,
+    ) -> Result<links::Callee, Fault> {
+        self.start_callee(name, deadline, 0).await
     }
 
     /// Starts an instance of `target` for a link call from a caller whose
@@ -345,8 +380,12 @@ async fn compile_all(
             problems.push(format!("components.{name}.source: {source} {why}"));
             continue;
         }
-        let (engine, cache_dir, name) = (engine.clone(), cache_dir.map(PathBuf::from), name.clone());
-        tracing::info!("compiling {name} ({:.1} MiB)", bytes.len() as f64 / (1 << 20) as f64);
+        let (engine, cache_dir, name) =
+            (engine.clone(), cache_dir.map(PathBuf::from), name.clone());
+        tracing::info!(
+            "compiling {name} ({:.1} MiB)",
+            bytes.len() as f64 / (1 << 20) as f64
+        );
         tasks.push(tokio::task::spawn_blocking(move || {
             let result = cache::compile(&engine, &bytes, cache_dir.as_deref());
             (name, source, result)
@@ -357,11 +396,17 @@ async fn compile_all(
         let (name, source, result) = task.await?;
         match result {
             Ok(c) => {
-                let how = if c.cached { "loaded from cache" } else { "compiled" };
+                let how = if c.cached {
+                    "loaded from cache"
+                } else {
+                    "compiled"
+                };
                 tracing::info!("{how} {name} in {:.0?} ({})", c.elapsed, &c.digest[..19]);
                 compiled.insert(name, c);
             }
-            Err(e) => problems.push(format!("components.{name}.source: {source}: not a valid component: {e:#}")),
+            Err(e) => problems.push(format!(
+                "components.{name}.source: {source}: not a valid component: {e:#}"
+            )),
         }
     }
     if problems.is_empty() {

@@ -38,7 +38,11 @@ pub struct HttpMedium {
 
 impl HttpMedium {
     /// Binds the socket of binding number `index`.
-    pub async fn bind(index: usize, spec: &HttpBinding, runtime: Arc<Runtime>) -> anyhow::Result<HttpMedium> {
+    pub async fn bind(
+        index: usize,
+        spec: &HttpBinding,
+        runtime: Arc<Runtime>,
+    ) -> anyhow::Result<HttpMedium> {
         let listener = TcpListener::bind(spec.address)
             .await
             .with_context(|| format!("bindings[{index}]: cannot listen on {}", spec.address))?;
@@ -62,10 +66,15 @@ impl Medium for HttpMedium {
         format!("http://{} -> {}", self.local, self.component)
     }
 
-    fn serve(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
+    fn serve(
+        self: Box<Self>,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
             let graceful = GracefulShutdown::new();
-            let http = hyper::server::conn::http1::Builder::new().keep_alive(true).clone();
+            let http = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .clone();
             loop {
                 let (stream, peer) = tokio::select! {
                     accepted = self.listener.accept() => match accepted {
@@ -85,15 +94,22 @@ impl Medium for HttpMedium {
                     let (runtime, component) = (runtime.clone(), component.clone());
                     async move { Ok::<_, Infallible>(respond(&runtime, &component, request).await) }
                 });
-                let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                let connection =
+                    graceful.watch(http.serve_connection(TokioIo::new(stream), service));
                 tokio::spawn(async move {
                     if let Err(e) = connection.await {
                         tracing::debug!("http connection from {peer}: {e}");
                     }
                 });
             }
-            if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
-                tracing::warn!("http {}: gave up waiting for in-flight requests", self.local);
+            if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "http {}: gave up waiting for in-flight requests",
+                    self.local
+                );
             }
             Ok(())
         })
@@ -129,11 +145,14 @@ pub fn fault_response(fault: &Fault) -> hyper::Response<HyperOutgoingBody> {
         "component": &*fault.component,
         "kind": kind,
     });
-    let body = Full::new(Bytes::from(body.to_string())).map_err(|never| match never {}).boxed_unsync();
+    let body = Full::new(Bytes::from(body.to_string()))
+        .map_err(|never| match never {})
+        .boxed_unsync();
     let mut response = hyper::Response::new(body);
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     response
 }

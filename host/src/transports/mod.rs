@@ -20,15 +20,23 @@ pub trait Medium: Send {
     /// A short description for logs, e.g. `http://127.0.0.1:8080 -> gateway`.
     fn describe(&self) -> String;
     /// Serves until `shutdown` is cancelled, then lets in-flight calls finish.
-    fn serve(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>>;
+    fn serve(
+        self: Box<Self>,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, anyhow::Result<()>>;
 }
 
 /// Binds every binding of `manifest`, in order. Fails on the first that cannot bind.
-pub async fn bind_all(manifest: &Manifest, runtime: &Arc<Runtime>) -> anyhow::Result<Vec<Box<dyn Medium>>> {
+pub async fn bind_all(
+    manifest: &Manifest,
+    runtime: &Arc<Runtime>,
+) -> anyhow::Result<Vec<Box<dyn Medium>>> {
     let mut media: Vec<Box<dyn Medium>> = Vec::new();
     for (i, binding) in manifest.bindings.iter().enumerate() {
         match binding {
-            BindingSpec::Http(spec) => media.push(Box::new(http::HttpMedium::bind(i, spec, runtime.clone()).await?)),
+            BindingSpec::Http(spec) => media.push(Box::new(
+                http::HttpMedium::bind(i, spec, runtime.clone()).await?,
+            )),
         }
     }
     Ok(media)

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub fn workspace() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ has a parent")
 }
 
 fn target_dir() -> PathBuf {
@@ -32,7 +34,9 @@ pub fn wasm(name: &str) -> PathBuf {
             .expect("run scripts/build-components.sh");
         assert!(status.success(), "building the components failed");
     });
-    target_dir().join("wasm32-wasip2/release").join(format!("{name}.wasm"))
+    target_dir()
+        .join("wasm32-wasip2/release")
+        .join(format!("{name}.wasm"))
 }
 
 /// Replaces `{wasm:NAME}` in a manifest with the component's absolute path.
@@ -62,7 +66,15 @@ pub struct Failed {
     pub stderr: String,
 }
 
-fn spawn(manifest: &str, cache: &Path) -> (Child, Receiver<String>, Arc<Mutex<Vec<String>>>, tempfile::TempDir) {
+fn spawn(
+    manifest: &str,
+    cache: &Path,
+) -> (
+    Child,
+    Receiver<String>,
+    Arc<Mutex<Vec<String>>>,
+    tempfile::TempDir,
+) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("app.toml");
     std::fs::write(&path, with_paths(manifest)).expect("write manifest");
@@ -114,10 +126,17 @@ impl Host {
             match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(line) => {
                     if let Some(rest) = line.split("serving http://").nth(1) {
-                        let (addr, component) = rest.split_once(" -> ").expect("serving line format");
+                        let (addr, component) =
+                            rest.split_once(" -> ").expect("serving line format");
                         http.push((addr.parse().expect("address"), component.trim().to_string()));
                     } else if line.contains(" ready: ") {
-                        return Ok(Host { child, http, lines, log, _dir: dir });
+                        return Ok(Host {
+                            child,
+                            http,
+                            lines,
+                            log,
+                            _dir: dir,
+                        });
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => {
@@ -127,7 +146,10 @@ impl Host {
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     let _ = child.kill();
-                    panic!("membrane not ready after {READY_TIMEOUT:?}:\n{}", log.lock().unwrap().join("\n"));
+                    panic!(
+                        "membrane not ready after {READY_TIMEOUT:?}:\n{}",
+                        log.lock().unwrap().join("\n")
+                    );
                 }
             }
         }
@@ -138,8 +160,15 @@ impl Host {
         match Host::try_start(manifest, &shared_cache()) {
             Ok(_) => panic!("membrane started, but the manifest should have been rejected"),
             Err(f) => {
-                assert!(!f.status.success(), "a rejected manifest must exit non-zero");
-                assert!(!f.stderr.contains("panicked"), "the host panicked:\n{}", f.stderr);
+                assert!(
+                    !f.status.success(),
+                    "a rejected manifest must exit non-zero"
+                );
+                assert!(
+                    !f.stderr.contains("panicked"),
+                    "the host panicked:\n{}",
+                    f.stderr
+                );
                 f.stderr
             }
         }
@@ -158,7 +187,10 @@ impl Host {
         }
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
                 Ok(line) if line.contains(needle) => return line,
                 Ok(_) => {}
                 Err(_) => panic!("no log line containing {needle:?}"),
@@ -205,7 +237,8 @@ pub struct Response {
 impl Response {
     /// The body as JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
     }
 }
 
@@ -223,7 +256,9 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Response
 /// Writes raw bytes to `addr` and reads until the server closes.
 pub fn raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
     stream.write_all(bytes).expect("write request");
     let mut out = Vec::new();
     let _ = stream.read_to_end(&mut out);
@@ -232,9 +267,17 @@ pub fn raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
 
 fn parse(bytes: &[u8]) -> Response {
     let text = String::from_utf8_lossy(bytes);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP response: {text:?}"));
-    let status = head.get(9..12).and_then(|s| s.parse().ok()).expect("status code");
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP response: {text:?}"));
+    let status = head
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_string()
@@ -261,11 +304,21 @@ fn dechunk(mut body: &str) -> String {
 
 /// The insurance app, co-located, on an ephemeral port.
 pub fn insurance_manifest() -> String {
-    let example = std::fs::read_to_string(workspace().join("examples/insurance/colocated.toml")).expect("example");
+    let example = std::fs::read_to_string(workspace().join("examples/insurance/colocated.toml"))
+        .expect("example");
     example
-        .replace("../../target/wasm32-wasip2/release/gateway.wasm", "{wasm:gateway}")
-        .replace("../../target/wasm32-wasip2/release/rater.wasm", "{wasm:rater}")
-        .replace("../../target/wasm32-wasip2/release/pricing.wasm", "{wasm:pricing}")
+        .replace(
+            "../../target/wasm32-wasip2/release/gateway.wasm",
+            "{wasm:gateway}",
+        )
+        .replace(
+            "../../target/wasm32-wasip2/release/rater.wasm",
+            "{wasm:rater}",
+        )
+        .replace(
+            "../../target/wasm32-wasip2/release/pricing.wasm",
+            "{wasm:pricing}",
+        )
         .replace("127.0.0.1:8080", "127.0.0.1:0")
 }
 
