@@ -61,9 +61,11 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 }
 
 /// Compiles `bytes`, or loads the compiled code from `cache_dir` when present.
-/// Blocking and CPU-heavy: call it off the async runtime.
+/// Blocking and CPU-heavy: call it off the async runtime. `label` names the
+/// component in progress output.
 pub fn compile(
     engine: &Engine,
+    label: &str,
     bytes: &[u8],
     cache_dir: Option<&Path>,
 ) -> wasmtime::Result<Compiled> {
@@ -90,6 +92,10 @@ pub fn compile(
             Err(e) => tracing::warn!("ignoring unusable cache entry {}: {e}", path.display()),
         }
     }
+    tracing::info!(
+        "compiling {label} ({:.1} MiB)...",
+        bytes.len() as f64 / f64::from(1 << 20)
+    );
     let component = Component::new(engine, bytes)?;
     if let Some(path) = &cached_path
         && let Err(e) = store(&component, path)

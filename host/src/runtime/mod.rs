@@ -387,7 +387,7 @@ async fn compile_all(
             bytes.len() as f64 / (1 << 20) as f64
         );
         tasks.push(tokio::task::spawn_blocking(move || {
-            let result = cache::compile(&engine, &bytes, cache_dir.as_deref());
+            let result = cache::compile(&engine, &name, &bytes, cache_dir.as_deref());
             (name, source, result)
         }));
     }
