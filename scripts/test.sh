@@ -19,8 +19,7 @@ cargo clippy --release --all-targets -- -D warnings
 cargo clippy --release --target wasm32-wasip2 $(for d in components/*/; do printf -- '-p %s ' "$(basename "$d")"; done) -- -D warnings
 
 echo "==> cargo test"
-cargo test --release --workspace --exclude gateway --exclude rater --exclude pricing \
-  --exclude echo --exclude faulty --exclude bad-rater --exclude guest-http
+cargo test --release
 
 echo "==> benches compile"
 cargo bench --no-run -p membrane-benches

@@ -83,7 +83,7 @@ fn a_looping_request_does_not_block_the_others() {
 
 #[test]
 fn instance_cap_sheds_excess_calls_with_503() {
-    let host = Host::start(&faulty("timeout_ms = 400, max_instances = 1"));
+    let host = Host::start(&faulty("timeout_ms = 1500, max_instances = 1"));
     let addr = host.addr();
     let looping = thread::spawn(move || http(addr, "GET", "/loop", b""));
     host.wait_for_log("faulty: spinning");

@@ -2,7 +2,7 @@
 
 mod support;
 
-use support::{Host, example_policy, http, insurance_manifest, raw};
+use support::{Host, example_policy, http, insurance_manifest, keep_alive, raw};
 
 #[test]
 fn quote_flows_from_gateway_through_rater_and_pricing() {
@@ -168,4 +168,11 @@ fn a_fault_deep_in_the_link_chain_names_the_component_that_failed() {
         "component `pricing` exceeded its memory limit of 1 MiB"
     );
     assert_eq!(http(host.addr(), "GET", "/health", b"").status, 200);
+}
+
+#[test]
+fn one_connection_serves_many_requests_with_keep_alive() {
+    let host = Host::start(&insurance_manifest());
+    let bodies = keep_alive(host.addr(), "/health", 5);
+    assert_eq!(bodies, vec![r#"{"status":"ok"}"#; 5]);
 }

@@ -253,6 +253,41 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Response
     parse(&raw(addr, &request))
 }
 
+/// Sends `requests` GETs of `path` on one kept-alive connection and returns
+/// the bodies, reading each response by its content-length.
+pub fn keep_alive(addr: SocketAddr, path: &str, requests: usize) -> Vec<String> {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut bodies = Vec::new();
+    for _ in 0..requests {
+        write!(writer, "GET {path} HTTP/1.1\r\nhost: {addr}\r\n\r\n").expect("write");
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("read header");
+            let lower = line.to_ascii_lowercase();
+            assert!(
+                !lower.starts_with("connection: close"),
+                "server closed a keep-alive connection"
+            );
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                length = v.trim().parse().expect("content-length");
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).expect("read body");
+        bodies.push(String::from_utf8(body).expect("utf-8 body"));
+    }
+    bodies
+}
+
 /// Writes raw bytes to `addr` and reads until the server closes.
 pub fn raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     let mut stream = TcpStream::connect(addr).expect("connect");
