@@ -35,7 +35,7 @@ fn examples(doc: &str) -> Vec<(Vec<u8>, String)> {
         } else {
             let start = command.find("-d '").expect("a -d '...' payload") + 4;
             let len = command[start..].find('\'').unwrap();
-            command[start..start + len].as_bytes().to_vec()
+            command.as_bytes()[start..start + len].to_vec()
         };
         out.push((body, expected.trim().to_string()));
     }
