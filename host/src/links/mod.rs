@@ -55,25 +55,13 @@ impl Callee {
         function: &str,
         params: &[Val],
     ) -> Result<Vec<Val>, Fault> {
-        let func = self
-            .instance
-            .get_export_index(&mut self.store, None, interface)
-            .and_then(|iface| {
-                self.instance
-                    .get_export_index(&mut self.store, Some(&iface), function)
-            })
-            .and_then(|f| self.instance.get_func(&mut self.store, f))
-            .ok_or_else(|| {
-                self.target
-                    .fault_host(format!("no export `{interface}#{function}`"))
-            })?;
+        let func = self.lookup(interface, function)?;
         let mut results = vec![Val::Bool(false); func.ty(&self.store).results().len()];
-        func.call_async(&mut self.store, params, &mut results)
-            .await
-            .map_err(|e| self.target.classify(e))?;
+        self.call_func(func, params, &mut results).await?;
         Ok(results)
     }
 
+    /// A link call: like `invoke`, with the function cached in slot `index`.
     async fn call(
         &mut self,
         index: usize,
@@ -85,22 +73,34 @@ impl Callee {
         let func = match self.funcs[index] {
             Some(func) => func,
             None => {
-                let func = self
-                    .instance
-                    .get_export_index(&mut self.store, None, interface)
-                    .and_then(|iface| {
-                        self.instance
-                            .get_export_index(&mut self.store, Some(&iface), function)
-                    })
-                    .and_then(|f| self.instance.get_func(&mut self.store, f))
-                    .ok_or_else(|| {
-                        self.target
-                            .fault_host(format!("no export `{interface}#{function}`"))
-                    })?;
+                let func = self.lookup(interface, function)?;
                 self.funcs[index] = Some(func);
                 func
             }
         };
+        self.call_func(func, params, results).await
+    }
+
+    fn lookup(&mut self, interface: &str, function: &str) -> Result<Func, Fault> {
+        self.instance
+            .get_export_index(&mut self.store, None, interface)
+            .and_then(|iface| {
+                self.instance
+                    .get_export_index(&mut self.store, Some(&iface), function)
+            })
+            .and_then(|f| self.instance.get_func(&mut self.store, f))
+            .ok_or_else(|| {
+                self.target
+                    .fault_host(format!("no export `{interface}#{function}`"))
+            })
+    }
+
+    async fn call_func(
+        &mut self,
+        func: Func,
+        params: &[Val],
+        results: &mut [Val],
+    ) -> Result<(), Fault> {
         func.call_async(&mut self.store, params, results)
             .await
             .map_err(|e| self.target.classify(e))
@@ -184,6 +184,20 @@ pub fn is_type_only(engine: &Engine, item: &ComponentItem) -> bool {
     }
 }
 
+/// One function of a local link, as its host function sees it.
+struct LinkedFunc {
+    interface: String,
+    function: String,
+    target: Arc<str>,
+    runtime: Weak<Runtime>,
+    /// Position of the function in the interface (the callee's cache slot).
+    index: usize,
+    /// The link's slot among the caller's callees.
+    slot: usize,
+    /// Functions in the interface.
+    count: usize,
+}
+
 /// Defines every function of `interface` (whose type is `import`) in
 /// `linker` as a call into component `target`, through link slot `slot` of the
 /// caller's store.
@@ -196,41 +210,47 @@ pub fn define_local(
     target: Arc<str>,
     runtime: Weak<Runtime>,
 ) -> Result<()> {
-    let functions: Vec<Arc<str>> = import
+    let functions: Vec<String> = import
         .exports(engine)
         .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentFunc(_)))
-        .map(|(name, _)| Arc::from(name))
+        .map(|(name, _)| name.to_string())
         .collect();
     let count = functions.len();
-    let iface: Arc<str> = Arc::from(interface);
-    let mut instance = linker.root();
-    let mut instance = instance.instance(interface)?;
+    let mut root = linker.root();
+    let mut instance = root.instance(interface)?;
     for (index, function) in functions.into_iter().enumerate() {
-        let (iface, target, runtime, name) = (
-            iface.clone(),
-            target.clone(),
-            runtime.clone(),
-            function.clone(),
-        );
+        // Everything the call needs, behind one Arc: one clone per call.
+        let link = Arc::new(LinkedFunc {
+            interface: interface.to_string(),
+            function: function.clone(),
+            target: target.clone(),
+            runtime: runtime.clone(),
+            index,
+            slot,
+            count,
+        });
         instance.func_new_async(&function, move |mut store, _ty, params, results| {
-            let (iface, target, runtime, function) =
-                (iface.clone(), target.clone(), runtime.clone(), name.clone());
+            let link = link.clone();
             Box::new(async move {
-                let mut callee = match store.data_mut().callees[slot].take() {
+                let mut callee = match store.data_mut().callees[link.slot].take() {
                     Some(callee) => callee,
                     None => {
-                        let runtime = runtime
+                        let runtime = link
+                            .runtime
                             .upgrade()
                             .ok_or_else(|| wasmtime::format_err!("the host is shutting down"))?;
+                        let deadline = store.data().deadline;
                         Box::new(
                             runtime
-                                .start_callee(&target, store.data().deadline, count)
+                                .start_callee(&link.target, deadline, link.count)
                                 .await?,
                         )
                     }
                 };
-                let result = callee.call(index, &iface, &function, params, results).await;
-                store.data_mut().callees[slot] = Some(callee);
+                let result = callee
+                    .call(link.index, &link.interface, &link.function, params, results)
+                    .await;
+                store.data_mut().callees[link.slot] = Some(callee);
                 result.map_err(wasmtime::Error::from)
             })
         })?;

@@ -83,25 +83,20 @@ impl Runtime {
     ) -> Result<Vec<Val>, Fault> {
         let loaded = self.get(name).ok_or_else(|| not_running(name))?;
         let deadline = Instant::now() + loaded.timeout;
-        let mut store = self.new_store(&loaded, deadline)?;
         let call = async {
-            let instance = loaded.pre.instantiate_async(&mut store).await?;
-            let func = instance
-                .get_export_index(&mut store, None, interface)
-                .and_then(|i| instance.get_export_index(&mut store, Some(&i), function))
-                .and_then(|f| instance.get_func(&mut store, f))
-                .ok_or_else(|| wasmtime::format_err!("no export `{interface}#{function}`"))?;
-            let mut results = vec![Val::Bool(false); func.ty(&store).results().len()];
-            func.call_async(&mut store, params, &mut results).await?;
-            Ok(results)
+            let mut instance = self.start_instance(name, deadline).await?;
+            instance.invoke(interface, function, params).await
         };
-        match tokio::time::timeout_at(deadline.into(), call).await {
-            Ok(result) => result.map_err(|e| loaded.classify(e)),
-            Err(_) => Err(Fault {
-                component: loaded.name.clone(),
-                kind: FaultKind::Deadline(loaded.timeout),
-            }),
-        }
+        // The epoch deadline stops running wasm; this also stops a guest
+        // parked in a host call.
+        tokio::time::timeout_at(deadline.into(), call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Fault {
+                    component: loaded.name.clone(),
+                    kind: FaultKind::Deadline(loaded.timeout),
+                })
+            })
     }
 }
 
