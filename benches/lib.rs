@@ -9,11 +9,8 @@ use std::sync::Arc;
 /// Path of a built component; panics with the command to run when missing.
 pub fn wasm(name: &str) -> String {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let path = target
-        .join("wasm32-wasip2/release")
-        .join(format!("{name}.wasm"));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let path = target.join("wasm32-wasip2/release").join(format!("{name}.wasm"));
     assert!(
         path.exists(),
         "{} is missing: run scripts/build-components.sh first",
@@ -35,7 +32,5 @@ pub async fn load(manifest: &str) -> Arc<Runtime> {
         cache_dir: membrane::runtime::cache::default_cache_dir(),
         pooling: true,
     };
-    Runtime::load(&manifest, &options)
-        .await
-        .expect("load bench app")
+    Runtime::load(&manifest, &options).await.expect("load bench app")
 }

@@ -62,29 +62,17 @@ fn benches(c: &mut Criterion) {
     let hello = [Val::String("hello".into())];
 
     c.bench_function("instantiate_call/echo", |b| {
-        b.to_async(&rt).iter(|| async {
-            black_box(app.call("echo", ECHO, "echo", &hello).await.expect("echo"))
-        })
+        b.to_async(&rt)
+            .iter(|| async { black_box(app.call("echo", ECHO, "echo", &hello).await.expect("echo")) })
     });
 
     let far = Instant::now() + Duration::from_secs(24 * 3600);
     let mut group = c.benchmark_group("warm_call");
     for name in ["echo", "relay"] {
-        let label = if name == "relay" {
-            "relay->echo"
-        } else {
-            "echo"
-        };
-        let mut instance = rt
-            .block_on(app.start_instance(name, far))
-            .expect("instance");
+        let label = if name == "relay" { "relay->echo" } else { "echo" };
+        let mut instance = rt.block_on(app.start_instance(name, far)).expect("instance");
         group.bench_function(label, |b| {
-            b.iter(|| {
-                black_box(
-                    rt.block_on(instance.invoke(ECHO, "echo", &hello))
-                        .expect("call"),
-                )
-            })
+            b.iter(|| black_box(rt.block_on(instance.invoke(ECHO, "echo", &hello)).expect("call")))
         });
     }
     group.finish();

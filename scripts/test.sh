@@ -9,6 +9,13 @@ cd "$(dirname "$0")/.."
 
 scripts/build-components.sh
 
+# The NATS tests start their own nats-server (Debian package `nats-server`).
+if ! command -v nats-server >/dev/null && [ ! -x /usr/sbin/nats-server ]; then
+  echo "==> installing nats-server"
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq nats-server
+fi
+
 echo "==> cargo fmt --check"
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 cargo fmt --all -- --check

@@ -5,6 +5,7 @@
 //! shapes of bindings) and binds every socket. Only then does it serve, until
 //! Ctrl-C or SIGTERM, after which in-flight requests finish.
 
+use crate::lattice::connection;
 use crate::manifest::Manifest;
 use crate::runtime::{LoadOptions, Runtime, cache};
 use crate::transports;
@@ -43,6 +44,11 @@ pub struct UpArgs {
     #[arg(long)]
     pub no_cache: bool,
 
+    /// NATS server URL(s), comma-separated; overrides `[nats] urls`. A host
+    /// connects to NATS only if a binding needs it.
+    #[arg(long, env = "MEMBRANE_NATS")]
+    pub nats: Option<String>,
+
     /// Use on-demand instance allocation instead of the pooling allocator (the
     /// pool reserves much virtual memory up front; it falls back by itself
     /// when the machine refuses).
@@ -54,10 +60,7 @@ pub struct UpArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -78,8 +81,7 @@ pub fn main() -> ExitCode {
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("membrane=info,warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("membrane=info,warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
@@ -105,10 +107,7 @@ async fn shutdown_signal() {
 }
 
 /// `membrane up`: load, validate, bind, serve until `shutdown` resolves.
-pub async fn up(
-    args: UpArgs,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<()> {
+pub async fn up(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     let started = Instant::now();
     let manifest = Manifest::load(&args.manifest)?;
     let options = LoadOptions {
@@ -120,7 +119,13 @@ pub async fn up(
         pooling: !args.no_pooling,
     };
     let runtime = Runtime::load(&manifest, &options).await?;
-    let media = transports::bind_all(&manifest, &runtime).await?;
+    let nats = if manifest.bindings.iter().any(|b| b.needs_nats()) {
+        let name = format!("membrane {}", manifest.app.name);
+        Some(connection::connect(&manifest.nats, args.nats.as_deref(), &name).await?)
+    } else {
+        None
+    };
+    let media = transports::bind_all(&manifest, &runtime, nats.as_ref()).await?;
 
     let token = CancellationToken::new();
     let mut serving = tokio::task::JoinSet::new();
@@ -140,6 +145,9 @@ pub async fn up(
     token.cancel();
     while let Some(done) = serving.join_next().await {
         done??;
+    }
+    if let Some(nats) = nats {
+        let _ = nats.flush().await;
     }
     tracing::info!("stopped");
     Ok(())

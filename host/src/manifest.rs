@@ -34,6 +34,34 @@ pub struct Manifest {
     /// `[[bindings]]`: which medium delivers calls to which export.
     #[serde(default)]
     pub bindings: Vec<BindingSpec>,
+    /// `[nats]`: how to reach NATS, when a binding needs it.
+    #[serde(default)]
+    pub nats: NatsSpec,
+}
+
+/// `[nats]`: connection settings. Each maps onto one `async_nats::ConnectOptions`
+/// builder call. `--nats URL` on the command line overrides `urls`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsSpec {
+    /// Server URLs; the client fails over between them.
+    pub urls: Vec<String>,
+    /// User name (with `password`).
+    pub user: Option<String>,
+    /// Password (with `user`).
+    pub password: Option<String>,
+    /// Authentication token.
+    pub token: Option<String>,
+    /// A `.creds` file (JWT + NKey seed), relative to the manifest.
+    pub creds: Option<PathBuf>,
+    /// Require TLS even if the server does not ask for it.
+    pub require_tls: bool,
+    /// PEM file of root certificates to trust, relative to the manifest.
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate (with `tls_key`) for mutual TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM client key (with `tls_cert`).
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `[app]`.
@@ -153,6 +181,12 @@ pub struct LinkSpec {
 pub enum BindingSpec {
     /// `medium = "http"`: the component's `wasi:http/incoming-handler` on a socket.
     Http(HttpBinding),
+    /// `medium = "http-rpc"`: `POST <path>` with JSON parameters calls one exported function.
+    HttpRpc(HttpRpcBinding),
+    /// `medium = "nats"`: NATS request/reply on a subject calls one exported function.
+    Nats(NatsBinding),
+    /// `medium = "queue"`: a JetStream durable consumer calls one exported function, at least once.
+    Queue(QueueBinding),
 }
 
 impl BindingSpec {
@@ -160,7 +194,137 @@ impl BindingSpec {
     pub fn component(&self) -> &str {
         match self {
             BindingSpec::Http(b) => &b.component,
+            BindingSpec::HttpRpc(b) => &b.component,
+            BindingSpec::Nats(b) => &b.component,
+            BindingSpec::Queue(b) => &b.component,
         }
+    }
+
+    /// The exported function (`interface#function`) for function-level media.
+    pub fn export(&self) -> Option<&str> {
+        match self {
+            BindingSpec::Http(_) => None,
+            BindingSpec::HttpRpc(b) => Some(&b.export),
+            BindingSpec::Nats(b) => Some(&b.export),
+            BindingSpec::Queue(b) => Some(&b.export),
+        }
+    }
+
+    /// Whether the binding needs a NATS connection.
+    pub fn needs_nats(&self) -> bool {
+        matches!(self, BindingSpec::Nats(_) | BindingSpec::Queue(_))
+    }
+
+    /// The socket address, for media that listen on one.
+    pub fn address(&self) -> Option<SocketAddr> {
+        match self {
+            BindingSpec::Http(b) => Some(b.address),
+            BindingSpec::HttpRpc(b) => Some(b.address),
+            _ => None,
+        }
+    }
+}
+
+/// Splits `pkg:ns/iface@1.0.0#func` into interface and function.
+pub fn split_export(export: &str) -> Option<(&str, &str)> {
+    export
+        .rsplit_once('#')
+        .filter(|(iface, func)| is_interface_name(iface) && !func.is_empty())
+}
+
+/// `medium = "http-rpc"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpRpcBinding {
+    /// Socket address; several http-rpc bindings may share one.
+    #[serde(deserialize_with = "socket_addr")]
+    pub address: SocketAddr,
+    /// The component.
+    pub component: String,
+    /// The function: `pkg:ns/iface@version#function`.
+    pub export: String,
+    /// The route; default `/rpc/<component>/<function>`.
+    pub path: Option<String>,
+}
+
+impl HttpRpcBinding {
+    /// The route this binding answers on.
+    pub fn route(&self) -> String {
+        self.path.clone().unwrap_or_else(|| {
+            let function = split_export(&self.export).map_or("", |(_, f)| f);
+            format!("/rpc/{}/{function}", self.component)
+        })
+    }
+}
+
+/// `medium = "nats"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsBinding {
+    /// The subject to serve requests on.
+    pub subject: String,
+    /// Queue group shared by replicas; default `membrane.<app>.<component>`.
+    pub queue_group: Option<String>,
+    /// The component.
+    pub component: String,
+    /// The function: `pkg:ns/iface@version#function`.
+    pub export: String,
+}
+
+/// `medium = "queue"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueBinding {
+    /// The JetStream stream; created if missing.
+    pub stream: String,
+    /// The subject the stream captures, where producers publish.
+    pub subject: String,
+    /// Durable consumer name; default `<app>-<component>`.
+    pub consumer: Option<String>,
+    /// The component.
+    pub component: String,
+    /// The function: `pkg:ns/iface@version#function`.
+    pub export: String,
+    /// Messages processed at once by this host.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    /// Attempts before a message is dead-lettered.
+    #[serde(default = "default_max_deliver")]
+    pub max_deliver: u32,
+    /// First redelivery delay; doubles per attempt up to 30 s.
+    #[serde(default = "default_backoff_ms")]
+    pub backoff_ms: u64,
+    /// How long the server waits for an ack before redelivering (e.g. when a
+    /// host died holding the message); default: the call deadline plus 5 s.
+    pub ack_wait_ms: Option<u64>,
+    /// Where dead letters go; default `<subject>.dead`. Captured by the stream
+    /// `<stream>_DEAD`, created if missing.
+    pub dead_letter: Option<String>,
+}
+
+fn default_concurrency() -> u32 {
+    4
+}
+fn default_max_deliver() -> u32 {
+    5
+}
+fn default_backoff_ms() -> u64 {
+    250
+}
+
+impl QueueBinding {
+    /// The durable consumer's name.
+    pub fn consumer_name(&self, app: &str) -> String {
+        self.consumer
+            .clone()
+            .unwrap_or_else(|| format!("{app}-{}", self.component))
+    }
+
+    /// The dead-letter subject.
+    pub fn dead_letter_subject(&self) -> String {
+        self.dead_letter
+            .clone()
+            .unwrap_or_else(|| format!("{}.dead", self.subject))
     }
 }
 
@@ -234,6 +398,15 @@ impl Manifest {
     }
 
     fn resolve_paths(&mut self, base: &Path) {
+        let nats = &mut self.nats;
+        for path in [&mut nats.creds, &mut nats.tls_ca, &mut nats.tls_cert, &mut nats.tls_key]
+            .into_iter()
+            .flatten()
+        {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
         for spec in self.components.values_mut() {
             if spec.source.is_relative() {
                 spec.source = base.join(&spec.source);
@@ -258,13 +431,7 @@ impl Manifest {
         if self.components.is_empty() {
             problems.push("components: the app has no components".to_string());
         }
-        let known = || {
-            self.components
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let known = || self.components.keys().cloned().collect::<Vec<_>>().join(", ");
         for (name, spec) in &self.components {
             if !is_name(name) {
                 problems.push(format!(
@@ -272,19 +439,13 @@ impl Manifest {
                 ));
             }
             if spec.limits.timeout_ms == 0 {
-                problems.push(format!(
-                    "components.{name}.limits.timeout_ms: must be at least 1"
-                ));
+                problems.push(format!("components.{name}.limits.timeout_ms: must be at least 1"));
             }
             if spec.limits.memory_mib == 0 || spec.limits.memory_mib > 4096 {
-                problems.push(format!(
-                    "components.{name}.limits.memory_mib: must be 1..=4096"
-                ));
+                problems.push(format!("components.{name}.limits.memory_mib: must be 1..=4096"));
             }
             if spec.limits.max_instances == 0 {
-                problems.push(format!(
-                    "components.{name}.limits.max_instances: must be at least 1"
-                ));
+                problems.push(format!("components.{name}.limits.max_instances: must be at least 1"));
             }
             if spec.instances == 0 {
                 problems.push(format!("components.{name}.instances: must be at least 1"));
@@ -307,10 +468,7 @@ impl Manifest {
                 ));
             }
             if link.from == link.to {
-                problems.push(format!(
-                    "links[{i}]: component `{}` cannot link to itself",
-                    link.from
-                ));
+                problems.push(format!("links[{i}]: component `{}` cannot link to itself", link.from));
             }
             if let Some(first) = seen_links.insert((&link.from, &link.import), i) {
                 problems.push(format!(
@@ -328,14 +486,54 @@ impl Manifest {
                     known()
                 ));
             }
-            let BindingSpec::Http(http) = binding;
-            if http.address.port() != 0
-                && let Some(first) = addresses.insert(http.address, i)
+            if let Some(export) = binding.export()
+                && split_export(export).is_none()
             {
                 problems.push(format!(
-                    "bindings[{i}].address: {} is already bound by bindings[{first}]",
-                    http.address
+                    "bindings[{i}].export: {export:?} is not `pkg:ns/iface@version#function`"
                 ));
+            }
+            // One http binding owns its address; http-rpc bindings may share one.
+            if let Some(address) = binding.address()
+                && address.port() != 0
+            {
+                let kind = matches!(binding, BindingSpec::Http(_));
+                if let Some((first, first_kind)) = addresses.insert(address, (i, kind))
+                    && (kind || first_kind)
+                {
+                    problems.push(format!(
+                        "bindings[{i}].address: {address} is already bound by bindings[{first}]"
+                    ));
+                }
+            }
+            match binding {
+                BindingSpec::HttpRpc(rpc) if !rpc.route().starts_with('/') => {
+                    problems.push(format!("bindings[{i}].path: must start with `/`"));
+                }
+                BindingSpec::Nats(nats) if !is_subject(&nats.subject) => {
+                    problems.push(format!(
+                        "bindings[{i}].subject: {:?} is not a valid NATS subject",
+                        nats.subject
+                    ));
+                }
+                BindingSpec::Queue(queue) => {
+                    if !is_subject(&queue.subject) {
+                        problems.push(format!(
+                            "bindings[{i}].subject: {:?} is not a valid NATS subject",
+                            queue.subject
+                        ));
+                    }
+                    if !is_name(&queue.stream) {
+                        problems.push(format!(
+                            "bindings[{i}].stream: {:?} must be letters, digits, `-` or `_`",
+                            queue.stream
+                        ));
+                    }
+                    if queue.concurrency == 0 || queue.max_deliver == 0 {
+                        problems.push(format!("bindings[{i}]: concurrency and max_deliver must be at least 1"));
+                    }
+                }
+                _ => {}
             }
         }
         problems
@@ -346,11 +544,8 @@ impl Manifest {
 /// enums (`medium = ...`) lose the inner field's path.
 fn socket_addr<'de, D: serde::Deserializer<'de>>(de: D) -> Result<SocketAddr, D::Error> {
     let text = String::deserialize(de)?;
-    text.parse().map_err(|_| {
-        serde::de::Error::custom(format!(
-            "address: {text:?} is not an ip:port socket address"
-        ))
-    })
+    text.parse()
+        .map_err(|_| serde::de::Error::custom(format!("address: {text:?} is not an ip:port socket address")))
 }
 
 fn parse_toml(text: &str, origin: &str) -> Result<Manifest, ManifestError> {
@@ -388,10 +583,14 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// A NATS subject to publish or serve on: dot-separated non-empty tokens,
+/// no whitespace; `*` and `>` wildcards allowed.
+fn is_subject(s: &str) -> bool {
+    !s.is_empty() && s.split('.').all(|t| !t.is_empty() && !t.contains(char::is_whitespace))
+}
+
 fn is_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// `ns:pkg/iface` with an optional `@version`.
@@ -457,10 +656,7 @@ component = "gateway"
 
     #[test]
     fn unknown_field_names_its_path_and_line() {
-        let text = GOOD.replace(
-            "source = \"rater.wasm\"",
-            "source = \"rater.wasm\"\npalcement = {}",
-        );
+        let text = GOOD.replace("source = \"rater.wasm\"", "source = \"rater.wasm\"\npalcement = {}");
         let err = parse_err(&text);
         assert!(err.contains("components.rater"), "{err}");
         assert!(err.contains("unknown field `palcement`"), "{err}");
@@ -494,10 +690,7 @@ component = "gateway"
     #[test]
     fn link_to_unknown_component_names_field_and_known_components() {
         let err = parse_err(&GOOD.replace("to = \"rater\"", "to = \"ratr\""));
-        assert!(
-            err.contains("links[0].to: unknown component `ratr`"),
-            "{err}"
-        );
+        assert!(err.contains("links[0].to: unknown component `ratr`"), "{err}");
         assert!(err.contains("gateway, rater"), "{err}");
     }
 
@@ -507,7 +700,10 @@ component = "gateway"
             "{GOOD}\n[[links]]\nfrom = \"gateway\"\nimport = \"example:insurance/rater@0.1.0\"\nto = \"rater\"\n\n[[links]]\nfrom = \"rater\"\nimport = \"pricing\"\nto = \"gateway\"\n"
         );
         let err = parse_err(&text);
-        assert!(err.contains("links[1]: `gateway` import `example:insurance/rater@0.1.0` is already linked by links[0]"), "{err}");
+        assert!(
+            err.contains("links[1]: `gateway` import `example:insurance/rater@0.1.0` is already linked by links[0]"),
+            "{err}"
+        );
         assert!(err.contains("links[2].import"), "{err}");
     }
 
@@ -517,9 +713,6 @@ component = "gateway"
         let path = dir.path().join("app.toml");
         std::fs::write(&path, GOOD).unwrap();
         let m = Manifest::load(&path).unwrap();
-        assert_eq!(
-            m.components["gateway"].source,
-            dir.path().join("gateway.wasm")
-        );
+        assert_eq!(m.components["gateway"].source, dir.path().join("gateway.wasm"));
     }
 }

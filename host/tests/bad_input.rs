@@ -16,8 +16,7 @@ fn syntax_error_names_file_line_and_column() {
 
 #[test]
 fn unknown_field_names_its_path() {
-    let manifest =
-        insurance_manifest().replace("[components.rater]", "[components.rater]\ntimeout = 5");
+    let manifest = insurance_manifest().replace("[components.rater]", "[components.rater]\ntimeout = 5");
     let err = Host::fail(&manifest);
     assert!(
         err.contains("components.rater.timeout: unknown field `timeout`, expected one of `source`"),
@@ -50,10 +49,7 @@ fn core_module_is_not_a_component() {
     let manifest = insurance_manifest().replace("{wasm:pricing}", &core.display().to_string());
     let err = Host::fail(&manifest);
     assert!(err.contains("components.pricing.source"), "{err}");
-    assert!(
-        err.contains("is a core WebAssembly module, not a component"),
-        "{err}"
-    );
+    assert!(err.contains("is a core WebAssembly module, not a component"), "{err}");
 }
 
 #[test]
@@ -79,10 +75,12 @@ fn link_to_unknown_component_lists_the_known_ones() {
 
 #[test]
 fn link_with_different_types_names_both_sides_and_the_function() {
-    let manifest = insurance_manifest().replace("{wasm:rater}", "{wasm:bad_rater}").replace(
-        "[[links]]\nfrom = \"rater\"\nimport = \"example:insurance/pricing@0.1.0\"\nto = \"pricing\"\n",
-        "",
-    );
+    let manifest = insurance_manifest()
+        .replace("{wasm:rater}", "{wasm:bad_rater}")
+        .replace(
+            "[[links]]\nfrom = \"rater\"\nimport = \"example:insurance/pricing@0.1.0\"\nto = \"pricing\"\n",
+            "",
+        );
     let err = Host::fail(&manifest);
     assert!(
         err.contains(
@@ -129,11 +127,7 @@ fn http_binding_to_a_component_without_a_handler_is_named() {
 #[test]
 fn busy_port_is_named() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let manifest =
-        insurance_manifest().replace("127.0.0.1:0", &taken.local_addr().unwrap().to_string());
+    let manifest = insurance_manifest().replace("127.0.0.1:0", &taken.local_addr().unwrap().to_string());
     let err = Host::fail(&manifest);
-    assert!(
-        err.contains("bindings[0]: cannot listen on 127.0.0.1:"),
-        "{err}"
-    );
+    assert!(err.contains("bindings[0]: cannot listen on 127.0.0.1:"), "{err}");
 }

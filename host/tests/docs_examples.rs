@@ -23,11 +23,7 @@ fn examples(doc: &str) -> Vec<(Vec<u8>, String)> {
         let [(lang, command), (next, expected)] = pair else {
             continue;
         };
-        if lang != "sh"
-            || next != "json"
-            || !command.contains("curl")
-            || !command.contains("/quote")
-        {
+        if lang != "sh" || next != "json" || !command.contains("curl") || !command.contains("/quote") {
             continue;
         }
         let body = if command.contains("--data @examples/insurance/policy.json") {
@@ -44,11 +40,7 @@ fn examples(doc: &str) -> Vec<(Vec<u8>, String)> {
 
 fn check(doc: &str, expected_examples: usize) {
     let cases = examples(doc);
-    assert_eq!(
-        cases.len(),
-        expected_examples,
-        "curl examples found in {doc}"
-    );
+    assert_eq!(cases.len(), expected_examples, "curl examples found in {doc}");
     let host = Host::start(&insurance_manifest());
     for (request, expected) in cases {
         let reply = http(host.addr(), "POST", "/quote", &request);

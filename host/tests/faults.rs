@@ -47,10 +47,7 @@ fn endless_loop_answers_504_at_the_deadline() {
     let host = Host::start(&faulty("timeout_ms = 300"));
     let response = http(host.addr(), "GET", "/loop", b"");
     assert_eq!(response.status, 504);
-    assert_eq!(
-        response.json()["error"],
-        "component `faulty` timed out after 300 ms"
-    );
+    assert_eq!(response.json()["error"], "component `faulty` timed out after 300 ms");
     assert_eq!(http(host.addr(), "GET", "/ok", b"").body, "ok");
 }
 

@@ -30,10 +30,7 @@ fn quote_flows_from_gateway_through_rater_and_pricing() {
     );
     assert_eq!(quote["premium"], 936.92);
     // The rater logged through wasi:logging, tagged with its component name.
-    assert!(
-        host.wait_for_log("policy 1001 rated at 936.92 EUR")
-            .contains("rater")
-    );
+    assert!(host.wait_for_log("policy 1001 rated at 936.92 EUR").contains("rater"));
 }
 
 #[test]
@@ -75,35 +72,23 @@ fn malformed_json_body_gets_400_naming_the_problem() {
     let response = http(host.addr(), "POST", "/quote", b"{\"id\": 1, \"holder\": ");
     assert_eq!(response.status, 400);
     let error = response.json()["error"].as_str().unwrap().to_string();
-    assert!(
-        error.starts_with("invalid policy: EOF while parsing"),
-        "{error}"
-    );
+    assert!(error.starts_with("invalid policy: EOF while parsing"), "{error}");
     assert!(error.contains("line 1 column 20"), "{error}");
 
     let response = http(host.addr(), "POST", "/quote", br#"{"id": 1, "holdr": "x"}"#);
     assert_eq!(response.status, 400);
-    assert!(
-        response.body.contains("unknown field `holdr`"),
-        "{}",
-        response.body
-    );
+    assert!(response.body.contains("unknown field `holdr`"), "{}", response.body);
 
     let response = http(host.addr(), "POST", "/quote", br#"{"id": -1}"#);
     assert_eq!(response.status, 400);
     assert!(
-        response
-            .body
-            .contains("invalid value: integer `-1`, expected u64"),
+        response.body.contains("invalid value: integer `-1`, expected u64"),
         "{}",
         response.body
     );
 
     // And the app carries on.
-    assert_eq!(
-        http(host.addr(), "POST", "/quote", &example_policy()).status,
-        200
-    );
+    assert_eq!(http(host.addr(), "POST", "/quote", &example_policy()).status, 200);
 }
 
 #[test]
@@ -112,10 +97,7 @@ fn malformed_http_gets_400_and_the_host_keeps_serving() {
     let reply = String::from_utf8_lossy(&raw(host.addr(), b"NOT HTTP AT ALL\r\n\r\n")).to_string();
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply:?}");
     assert!(host.is_running());
-    assert_eq!(
-        http(host.addr(), "GET", "/health", b"").body,
-        r#"{"status":"ok"}"#
-    );
+    assert_eq!(http(host.addr(), "GET", "/health", b"").body, r#"{"status":"ok"}"#);
     assert_eq!(http(host.addr(), "GET", "/nope", b"").status, 404);
     assert_eq!(http(host.addr(), "GET", "/quote", b"").status, 405);
 }
@@ -124,31 +106,18 @@ fn malformed_http_gets_400_and_the_host_keeps_serving() {
 fn second_start_loads_compiled_code_from_the_cache() {
     let cache = tempfile::tempdir().unwrap();
     let manifest = insurance_manifest();
-    let first = Host::try_start(&manifest, cache.path())
-        .ok()
-        .expect("first start");
-    assert!(
-        first.log().contains("compiled gateway in"),
-        "{}",
-        first.log()
-    );
+    let first = Host::try_start(&manifest, cache.path()).ok().expect("first start");
+    assert!(first.log().contains("compiled gateway in"), "{}", first.log());
     drop(first);
-    let second = Host::try_start(&manifest, cache.path())
-        .ok()
-        .expect("second start");
+    let second = Host::try_start(&manifest, cache.path()).ok().expect("second start");
     for component in ["gateway", "rater", "pricing"] {
         assert!(
-            second
-                .log()
-                .contains(&format!("loaded from cache {component} in")),
+            second.log().contains(&format!("loaded from cache {component} in")),
             "{}",
             second.log()
         );
     }
-    assert_eq!(
-        http(second.addr(), "POST", "/quote", &example_policy()).status,
-        200
-    );
+    assert_eq!(http(second.addr(), "POST", "/quote", &example_policy()).status, 200);
 }
 
 #[test]

@@ -25,6 +25,12 @@ impl exports::example::testkit::faults::Guest for Faulty {
         }
     }
 
+    fn sleep(ms: u32) -> u32 {
+        eprintln!("faulty: sleeping");
+        wasip2::clocks::monotonic_clock::subscribe_duration(u64::from(ms) * 1_000_000).block();
+        ms
+    }
+
     fn hog() -> u64 {
         let mut hoard: Vec<Vec<u8>> = Vec::new();
         loop {
@@ -45,9 +51,7 @@ impl wasip2::exports::http::incoming_handler::Guest for Faulty {
                 Faulty::spin()
             }
             "/sleep" => {
-                // The marker lets tests act while this request is in flight.
-                eprintln!("faulty: sleeping");
-                wasip2::clocks::monotonic_clock::subscribe_duration(300_000_000).block();
+                Faulty::sleep(300);
                 guest_http::respond(out, 200, "text/plain", b"slept");
                 return;
             }

@@ -2,9 +2,7 @@
 //! request body, send a whole response. Used by the example and test components;
 //! the host never links this crate.
 
-use wasip2::http::types::{
-    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
-};
+use wasip2::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
 
 /// Reads the request body to the end, refusing more than `limit` bytes.
 pub fn read_body(request: &IncomingRequest, limit: usize) -> Result<Vec<u8>, String> {

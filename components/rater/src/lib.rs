@@ -9,9 +9,7 @@ wit_bindgen::generate!({
 });
 
 use example::insurance::pricing;
-use example::insurance::types::{
-    Coverage, Line, Policy, Quote, RatingError, Risk, Subject, VehicleKind,
-};
+use example::insurance::types::{Coverage, Line, Policy, Quote, RatingError, Risk, Subject, VehicleKind};
 use exports::example::insurance::rater::Guest;
 use wasi::logging::logging::{Level, log};
 
@@ -51,9 +49,7 @@ fn validate(policy: &Policy) -> Result<Line, RatingError> {
         Subject::Person(_) => Line::Life,
     };
     if line == Line::Motor && policy.drivers.is_empty() {
-        return Err(RatingError::Invalid(
-            "a motor policy needs at least one driver".into(),
-        ));
+        return Err(RatingError::Invalid("a motor policy needs at least one driver".into()));
     }
     Ok(line)
 }
@@ -61,8 +57,7 @@ fn validate(policy: &Policy) -> Result<Line, RatingError> {
 impl Guest for Rater {
     fn rate(policy: Policy) -> Result<Quote, RatingError> {
         let line = validate(&policy)?;
-        let table =
-            pricing::table(line).map_err(|e| RatingError::Invalid(format!("pricing: {e}")))?;
+        let table = pricing::table(line).map_err(|e| RatingError::Invalid(format!("pricing: {e}")))?;
 
         let offered = table
             .loadings
@@ -95,10 +90,7 @@ impl Guest for Rater {
             }
             Subject::Person(age) => {
                 if *age > 85 {
-                    return Err(RatingError::Declined((
-                        Risk::High,
-                        format!("age {age} is above 85"),
-                    )));
+                    return Err(RatingError::Declined((Risk::High, format!("age {age} is above 85"))));
                 }
                 if *age > 60 {
                     risk = Risk::Medium;
@@ -126,10 +118,7 @@ impl Guest for Rater {
 
         for (flag, loading) in &table.loadings {
             if policy.coverage.contains(*flag) {
-                breakdown.push((
-                    extra_name(*flag).to_string(),
-                    cents(table.base * f64::from(*loading)),
-                ));
+                breakdown.push((extra_name(*flag).to_string(), cents(table.base * f64::from(*loading))));
             }
         }
 
@@ -162,10 +151,7 @@ impl Guest for Rater {
         log(
             Level::Info,
             "rater",
-            &format!(
-                "policy {} rated at {} {}",
-                policy.id, quote.premium, quote.currency
-            ),
+            &format!("policy {} rated at {} {}", policy.id, quote.premium, quote.currency),
         );
         Ok(quote)
     }

@@ -33,12 +33,7 @@ pub struct Callee {
 
 impl Callee {
     /// Wraps a freshly instantiated target.
-    pub(crate) fn new(
-        store: Store<HostState>,
-        instance: Instance,
-        target: Arc<Loaded>,
-        functions: usize,
-    ) -> Callee {
+    pub(crate) fn new(store: Store<HostState>, instance: Instance, target: Arc<Loaded>, functions: usize) -> Callee {
         Callee {
             store,
             instance,
@@ -49,12 +44,7 @@ impl Callee {
 
     /// Calls `function` of exported `interface` by name, keeping the instance
     /// (and any callees it started) for further calls.
-    pub async fn invoke(
-        &mut self,
-        interface: &str,
-        function: &str,
-        params: &[Val],
-    ) -> Result<Vec<Val>, Fault> {
+    pub async fn invoke(&mut self, interface: &str, function: &str, params: &[Val]) -> Result<Vec<Val>, Fault> {
         let func = self.lookup(interface, function)?;
         let mut results = vec![Val::Bool(false); func.ty(&self.store).results().len()];
         self.call_func(func, params, &mut results).await?;
@@ -84,23 +74,12 @@ impl Callee {
     fn lookup(&mut self, interface: &str, function: &str) -> Result<Func, Fault> {
         self.instance
             .get_export_index(&mut self.store, None, interface)
-            .and_then(|iface| {
-                self.instance
-                    .get_export_index(&mut self.store, Some(&iface), function)
-            })
+            .and_then(|iface| self.instance.get_export_index(&mut self.store, Some(&iface), function))
             .and_then(|f| self.instance.get_func(&mut self.store, f))
-            .ok_or_else(|| {
-                self.target
-                    .fault_host(format!("no export `{interface}#{function}`"))
-            })
+            .ok_or_else(|| self.target.fault_host(format!("no export `{interface}#{function}`")))
     }
 
-    async fn call_func(
-        &mut self,
-        func: Func,
-        params: &[Val],
-        results: &mut [Val],
-    ) -> Result<(), Fault> {
+    async fn call_func(&mut self, func: Func, params: &[Val], results: &mut [Val]) -> Result<(), Fault> {
         func.call_async(&mut self.store, params, results)
             .await
             .map_err(|e| self.target.classify(e))
@@ -128,10 +107,7 @@ pub fn check(
     let import = match from.get_import(engine, &link.import).map(|e| e.ty) {
         Some(ComponentItem::ComponentInstance(i)) => i,
         Some(_) => {
-            return Err(format!(
-                "links[{index}].import: `{}` is not an interface",
-                link.import
-            ));
+            return Err(format!("links[{index}].import: `{}` is not an interface", link.import));
         }
         None => {
             return Err(format!(
@@ -240,11 +216,7 @@ pub fn define_local(
                             .upgrade()
                             .ok_or_else(|| wasmtime::format_err!("the host is shutting down"))?;
                         let deadline = store.data().deadline;
-                        Box::new(
-                            runtime
-                                .start_callee(&link.target, deadline, link.count)
-                                .await?,
-                        )
+                        Box::new(runtime.start_callee(&link.target, deadline, link.count).await?)
                     }
                 };
                 let result = callee

@@ -20,11 +20,7 @@ pub struct Mismatch {
 
 /// Checks that `export` provides every function of `import` with the same
 /// signature. Extra functions in the export are fine.
-pub fn check_instance(
-    engine: &Engine,
-    import: &ComponentInstance,
-    export: &ComponentInstance,
-) -> Result<(), Mismatch> {
+pub fn check_instance(engine: &Engine, import: &ComponentInstance, export: &ComponentInstance) -> Result<(), Mismatch> {
     for (name, item) in import.exports(engine) {
         let ComponentItem::ComponentFunc(wanted) = item.ty else {
             continue;
@@ -84,22 +80,12 @@ pub fn diff_func(expected: &ComponentFunc, found: &ComponentFunc) -> Option<Stri
 }
 
 fn param_names(params: &[(&str, Type)]) -> String {
-    params
-        .iter()
-        .map(|(n, _)| *n)
-        .collect::<Vec<_>>()
-        .join(", ")
+    params.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
 }
 
 /// The first difference between two value types, as a path, or `None`.
 pub fn diff(expected: &Type, found: &Type) -> Option<String> {
-    let mismatch = || {
-        Some(format!(
-            "expected {}, found {}",
-            describe(expected),
-            describe(found)
-        ))
-    };
+    let mismatch = || Some(format!("expected {}, found {}", describe(expected), describe(found)));
     match (expected, found) {
         (Type::Record(e), Type::Record(f)) => {
             let (ef, ff): (Vec<_>, Vec<_>) = (e.fields().collect(), f.fields().collect());
@@ -111,10 +97,7 @@ pub fn diff(expected: &Type, found: &Type) -> Option<String> {
                         }
                     }
                     Some(other) => {
-                        return Some(format!(
-                            "field {i}: expected `{}`, found `{}`",
-                            field.name, other.name
-                        ));
+                        return Some(format!("field {i}: expected `{}`, found `{}`", field.name, other.name));
                     }
                     None => return Some(format!("field `{}` is missing", field.name)),
                 }
@@ -128,10 +111,7 @@ pub fn diff(expected: &Type, found: &Type) -> Option<String> {
                     return Some(format!("case `{}` is missing", case.name));
                 };
                 if other.name != case.name {
-                    return Some(format!(
-                        "case {i}: expected `{}`, found `{}`",
-                        case.name, other.name
-                    ));
+                    return Some(format!("case {i}: expected `{}`, found `{}`", case.name, other.name));
                 }
                 if let Some(d) = diff_opt(case.ty.as_ref(), other.ty.as_ref()) {
                     return Some(format!("case `{}`: {d}", case.name));
@@ -151,25 +131,15 @@ pub fn diff(expected: &Type, found: &Type) -> Option<String> {
                 .enumerate()
                 .find_map(|(i, (a, b))| diff(a, b).map(|d| format!("element {i}: {d}")))
         }
-        (Type::List(e), Type::List(f)) => {
-            diff(&e.ty(), &f.ty()).map(|d| format!("list element: {d}"))
-        }
-        (Type::Option(e), Type::Option(f)) => {
-            diff(&e.ty(), &f.ty()).map(|d| format!("option: {d}"))
-        }
+        (Type::List(e), Type::List(f)) => diff(&e.ty(), &f.ty()).map(|d| format!("list element: {d}")),
+        (Type::Option(e), Type::Option(f)) => diff(&e.ty(), &f.ty()).map(|d| format!("option: {d}")),
         (Type::Result(e), Type::Result(f)) => diff_opt(e.ok().as_ref(), f.ok().as_ref())
             .map(|d| format!("ok: {d}"))
             .or_else(|| diff_opt(e.err().as_ref(), f.err().as_ref()).map(|d| format!("err: {d}"))),
         (e, f) if std::mem::discriminant(e) == std::mem::discriminant(f) => {
             // Primitives are equal by kind; everything else (resources, maps,
             // streams...) falls back to wasmtime's own structural equality.
-            (e != f).then(|| {
-                format!(
-                    "expected {}, found a different {}",
-                    describe(e),
-                    describe(f)
-                )
-            })
+            (e != f).then(|| format!("expected {}, found a different {}", describe(e), describe(f)))
         }
         _ => mismatch(),
     }
@@ -193,13 +163,7 @@ fn diff_names<'a>(
     found: impl Iterator<Item = &'a str>,
 ) -> Option<String> {
     let (e, f): (Vec<_>, Vec<_>) = (expected.collect(), found.collect());
-    (e != f).then(|| {
-        format!(
-            "expected {what}s ({}), found ({})",
-            e.join(", "),
-            f.join(", ")
-        )
-    })
+    (e != f).then(|| format!("expected {what}s ({}), found ({})", e.join(", "), f.join(", ")))
 }
 
 /// A short WIT-like rendering of a type: compound types show their shape one
@@ -231,10 +195,7 @@ pub fn describe(ty: &Type) -> String {
         Type::Record(r) => format!("record {{ {} }}", names(r.fields().map(|f| f.name))),
         Type::Tuple(t) => format!(
             "tuple<{}>",
-            t.types()
-                .map(|t| describe(&t))
-                .collect::<Vec<_>>()
-                .join(", ")
+            t.types().map(|t| describe(&t)).collect::<Vec<_>>().join(", ")
         ),
         Type::Variant(v) => format!("variant {{ {} }}", names(v.cases().map(|c| c.name))),
         Type::Enum(e) => format!("enum {{ {} }}", names(e.names())),
@@ -259,19 +220,14 @@ pub fn describe(ty: &Type) -> String {
 /// async handle (future, stream), which cannot be forwarded between stores.
 pub fn carries_handle(ty: &Type) -> bool {
     match ty {
-        Type::Own(_) | Type::Borrow(_) | Type::Future(_) | Type::Stream(_) | Type::ErrorContext => {
-            true
-        }
+        Type::Own(_) | Type::Borrow(_) | Type::Future(_) | Type::Stream(_) | Type::ErrorContext => true,
         Type::List(l) => carries_handle(&l.ty()),
         Type::FixedLengthList(l) => carries_handle(&l.ty()),
         Type::Option(o) => carries_handle(&o.ty()),
         Type::Record(r) => r.fields().any(|f| carries_handle(&f.ty)),
         Type::Tuple(t) => t.types().any(|t| carries_handle(&t)),
         Type::Variant(v) => v.cases().any(|c| c.ty.as_ref().is_some_and(carries_handle)),
-        Type::Result(r) => {
-            r.ok().as_ref().is_some_and(carries_handle)
-                || r.err().as_ref().is_some_and(carries_handle)
-        }
+        Type::Result(r) => r.ok().as_ref().is_some_and(carries_handle) || r.err().as_ref().is_some_and(carries_handle),
         Type::Map(_) => true,
         _ => false,
     }

@@ -36,11 +36,9 @@ pub fn check_component_header(bytes: &[u8]) -> Result<(), String> {
     }
     match bytes[4..8] {
         [0x0d, 0x00, 0x01, 0x00] => Ok(()),
-        [0x01, 0x00, 0x00, 0x00] => Err(
-            "is a core WebAssembly module, not a component: build it with \
+        [0x01, 0x00, 0x00, 0x00] => Err("is a core WebAssembly module, not a component: build it with \
              `--target wasm32-wasip2` or wrap it with `wasm-tools component new`"
-                .into(),
-        ),
+            .into()),
         _ => Err(format!(
             "has an unsupported WebAssembly version/layer {:02x?}",
             &bytes[4..8]
@@ -63,12 +61,7 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 /// Compiles `bytes`, or loads the compiled code from `cache_dir` when present.
 /// Blocking and CPU-heavy: call it off the async runtime. `label` names the
 /// component in progress output.
-pub fn compile(
-    engine: &Engine,
-    label: &str,
-    bytes: &[u8],
-    cache_dir: Option<&Path>,
-) -> wasmtime::Result<Compiled> {
+pub fn compile(engine: &Engine, label: &str, bytes: &[u8], cache_dir: Option<&Path>) -> wasmtime::Result<Compiled> {
     let start = Instant::now();
     let digest = digest(bytes);
     let cached_path = cache_dir.map(|dir| dir.join(cache_file_name(engine, &digest)));

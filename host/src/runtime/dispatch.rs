@@ -6,7 +6,8 @@
 //! an instance permit.
 
 use super::Runtime;
-use super::fault::{Fault, FaultKind};
+use super::fault::{CallError, Fault, FaultKind};
+use crate::codec::json;
 use std::time::Instant;
 use wasmtime::component::Val;
 use wasmtime_wasi_http::WasiHttpView;
@@ -74,13 +75,7 @@ impl Runtime {
     /// Calls `function` of exported `interface` on a fresh instance of
     /// component `name` with dynamic values. Used by function-level media and
     /// benchmarks.
-    pub async fn call(
-        &self,
-        name: &str,
-        interface: &str,
-        function: &str,
-        params: &[Val],
-    ) -> Result<Vec<Val>, Fault> {
+    pub async fn call(&self, name: &str, interface: &str, function: &str, params: &[Val]) -> Result<Vec<Val>, Fault> {
         let loaded = self.get(name).ok_or_else(|| not_running(name))?;
         let deadline = Instant::now() + loaded.timeout;
         let call = async {
@@ -97,6 +92,27 @@ impl Runtime {
                     kind: FaultKind::Deadline(loaded.timeout),
                 })
             })
+    }
+}
+
+impl Runtime {
+    /// Calls `interface#function` of component `name` with a JSON object of
+    /// parameters; answers the JSON of the result. The JSON mapping is driven
+    /// by the function's own types (see [`crate::codec::json`]).
+    pub async fn call_json(
+        &self,
+        name: &str,
+        interface: &str,
+        function: &str,
+        body: &[u8],
+    ) -> Result<serde_json::Value, CallError> {
+        let loaded = self.get(name).ok_or_else(|| not_running(name))?;
+        let func = loaded
+            .function(interface, function)
+            .ok_or_else(|| loaded.fault_host(format!("no exported function `{interface}#{function}`")))?;
+        let params = json::params_from_json(func, body)?;
+        let results = self.call(name, interface, function, &params).await?;
+        Ok(json::results_to_json(&results))
     }
 }
 

@@ -45,9 +45,7 @@ impl HostEngine {
                     // Typical causes: a low `ulimit -v` or vm.overcommit settings
                     // that refuse the pool's virtual reservation. On-demand
                     // allocation is slower per instance but otherwise equivalent.
-                    tracing::warn!(
-                        "pooling allocator unavailable ({e}); using on-demand allocation"
-                    );
+                    tracing::warn!("pooling allocator unavailable ({e}); using on-demand allocation");
                     (Engine::new(&config(None))?, false)
                 }
             }
@@ -68,11 +66,7 @@ impl HostEngine {
                     }
                 }
             })?;
-        Ok(HostEngine {
-            engine,
-            pooling,
-            stop,
-        })
+        Ok(HostEngine { engine, pooling, stop })
     }
 }
 

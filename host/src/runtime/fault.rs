@@ -47,10 +47,9 @@ impl std::fmt::Display for FaultKind {
             FaultKind::MemoryExhausted { limit_mib } => {
                 write!(f, "exceeded its memory limit of {limit_mib} MiB")
             }
-            FaultKind::AtCapacity { max_instances } => write!(
-                f,
-                "is at capacity ({max_instances} instances busy); retry later"
-            ),
+            FaultKind::AtCapacity { max_instances } => {
+                write!(f, "is at capacity ({max_instances} instances busy); retry later")
+            }
             FaultKind::Host(msg) => write!(f, "could not be called: {msg}"),
         }
     }
@@ -79,9 +78,7 @@ impl Fault {
         let kind = if err.downcast_ref::<DeadlineExceeded>().is_some() {
             FaultKind::Deadline(timeout)
         } else if let Some(m) = err.downcast_ref::<MemoryLimitExceeded>() {
-            FaultKind::MemoryExhausted {
-                limit_mib: m.limit_mib,
-            }
+            FaultKind::MemoryExhausted { limit_mib: m.limit_mib }
         } else if let Some(trap) = err.downcast_ref::<wasmtime::Trap>() {
             FaultKind::Trap(trap.to_string())
         } else {
@@ -92,4 +89,16 @@ impl Fault {
             kind,
         }
     }
+}
+
+/// A failed call from a function-level medium: either the request did not fit
+/// the function's types (the caller's fault) or the call itself failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// The arguments did not decode; nothing was called.
+    #[error("bad request: {0}")]
+    BadRequest(#[from] crate::codec::json::JsonError),
+    /// The call failed.
+    #[error(transparent)]
+    Fault(#[from] Fault),
 }

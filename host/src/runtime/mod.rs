@@ -17,7 +17,7 @@ pub mod fault;
 pub mod state;
 
 use crate::links;
-use crate::manifest::{BindingSpec, Manifest, WasiGrants};
+use crate::manifest::{BindingSpec, Manifest, WasiGrants, split_export};
 use fault::{DeadlineExceeded, Fault, FaultKind};
 use state::HostState;
 use std::collections::{BTreeMap, HashMap};
@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
+use wasmtime::component::types::{ComponentFunc, ComponentItem};
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi_config::WasiConfigVariables;
@@ -50,6 +51,8 @@ pub struct Loaded {
     pub(crate) pre: InstancePre<HostState>,
     /// Present when the component exports `wasi:http/incoming-handler`.
     pub(crate) proxy: Option<ProxyPre<HostState>>,
+    /// Exported functions by interface and name, for function-level media.
+    functions: HashMap<String, HashMap<String, ComponentFunc>>,
     /// Deadline of one call.
     pub timeout: Duration,
     memory_mib: u64,
@@ -64,6 +67,41 @@ impl Loaded {
     /// Classifies an error from a call into this component.
     pub(crate) fn classify(&self, err: wasmtime::Error) -> Fault {
         Fault::classify(&self.name, self.timeout, err)
+    }
+
+    /// The type of exported `interface#function`, if there is one.
+    pub(crate) fn function(&self, interface: &str, function: &str) -> Option<&ComponentFunc> {
+        self.functions.get(interface)?.get(function)
+    }
+
+    /// Checks that a function-level medium can call `interface#function`.
+    fn check_function(&self, interface: &str, function: &str) -> Result<(), String> {
+        let Some(func) = self.function(interface, function) else {
+            let mut known: Vec<String> = self
+                .functions
+                .iter()
+                .flat_map(|(i, fs)| fs.keys().map(move |f| format!("{i}#{f}")))
+                .collect();
+            known.sort();
+            return Err(format!(
+                "component `{}` has no exported function `{interface}#{function}` (it exports: {})",
+                self.name,
+                if known.is_empty() {
+                    "no functions".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ));
+        };
+        if func.params().any(|(_, t)| links::typecheck::carries_handle(&t))
+            || func.results().any(|t| links::typecheck::carries_handle(&t))
+        {
+            return Err(format!(
+                "`{interface}#{function}` of `{}` passes a resource or stream, which no medium can carry",
+                self.name
+            ));
+        }
+        Ok(())
     }
 
     /// A host-side failure attributed to this component.
@@ -94,11 +132,7 @@ impl Runtime {
     pub async fn load(manifest: &Manifest, options: &LoadOptions) -> anyhow::Result<Arc<Runtime>> {
         let specs = &manifest.components;
         let engine = engine::HostEngine::new(engine::EngineOptions {
-            max_memory_mib: specs
-                .values()
-                .map(|c| c.limits.memory_mib)
-                .max()
-                .unwrap_or(64),
+            max_memory_mib: specs.values().map(|c| c.limits.memory_mib).max().unwrap_or(64),
             total_instances: specs
                 .values()
                 .map(|c| c.limits.max_instances)
@@ -115,10 +149,7 @@ impl Runtime {
             components: RwLock::new(HashMap::new()),
         });
         let loaded = runtime.prepare(manifest, compiled)?;
-        *runtime
-            .components
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = loaded;
+        *runtime.components.write().unwrap_or_else(|e| e.into_inner()) = loaded;
         Ok(runtime)
     }
 
@@ -172,18 +203,11 @@ impl Runtime {
             let mut linker = Linker::<HostState>::new(engine);
             linker.allow_shadowing(true);
             if let Err(e) = state::add_capabilities(&mut linker, &spec.wasi) {
-                problems.push(format!(
-                    "components.{name}: cannot set up capabilities: {e}"
-                ));
+                problems.push(format!("components.{name}: cannot set up capabilities: {e}"));
                 continue;
             }
             let mut slots = 0;
-            for (i, link) in manifest
-                .links
-                .iter()
-                .enumerate()
-                .filter(|(_, l)| l.from == name)
-            {
+            for (i, link) in manifest.links.iter().enumerate().filter(|(_, l)| l.from == name) {
                 let Some(ty) = &link_types[i] else { continue };
                 if let Err(e) = links::define_local(
                     &mut linker,
@@ -199,12 +223,8 @@ impl Runtime {
                 slots += 1;
             }
             for (import, item) in types[&name].imports(engine) {
-                let linked = manifest
-                    .links
-                    .iter()
-                    .any(|l| l.from == name && l.import == import);
-                if !linked && !import.starts_with("wasi:") && links::is_type_only(engine, &item.ty)
-                {
+                let linked = manifest.links.iter().any(|l| l.from == name && l.import == import);
+                if !linked && !import.starts_with("wasi:") && links::is_type_only(engine, &item.ty) {
                     // An interface of types only (like `types`): nothing to
                     // call, so an empty instance satisfies it.
                     if let Err(e) = linker.root().instance(import) {
@@ -215,9 +235,7 @@ impl Runtime {
                         "components.{name}: imports `{import}` but no [[links]] entry serves it \
                          (add one with from = \"{name}\", import = \"{import}\")"
                     ));
-                } else if import.starts_with("wasi:http/outgoing-handler")
-                    && !spec.wasi.outbound_http
-                {
+                } else if import.starts_with("wasi:http/outgoing-handler") && !spec.wasi.outbound_http {
                     problems.push(format!(
                         "components.{name}: imports `{import}`; grant it with `wasi.outbound_http = true`"
                     ));
@@ -231,6 +249,7 @@ impl Runtime {
                 }
             };
             let proxy = ProxyPre::new(pre.clone()).ok();
+            let functions = exported_functions(engine, &types[&name]);
             let config = spec
                 .config
                 .iter()
@@ -245,6 +264,7 @@ impl Runtime {
                     component: compiled.component,
                     pre,
                     proxy,
+                    functions,
                     timeout: Duration::from_millis(spec.limits.timeout_ms),
                     memory_mib: spec.limits.memory_mib,
                     max_instances: spec.limits.max_instances,
@@ -257,19 +277,28 @@ impl Runtime {
         }
 
         for (i, binding) in manifest.bindings.iter().enumerate() {
-            let BindingSpec::Http(http) = binding;
-            if let Some(c) = loaded.get(http.component.as_str())
-                && c.proxy.is_none()
-            {
-                let exports: Vec<_> = types[&http.component]
-                    .exports(engine)
-                    .map(|(n, _)| n.to_string())
-                    .collect();
-                problems.push(format!(
-                    "bindings[{i}]: medium `http` needs component `{}` to export `wasi:http/incoming-handler@0.2.x`; it exports: {}",
-                    http.component,
-                    exports.join(", ")
-                ));
+            let Some(c) = loaded.get(binding.component()) else {
+                continue;
+            };
+            match binding {
+                BindingSpec::Http(http) if c.proxy.is_none() => {
+                    let exports: Vec<_> = types[&http.component]
+                        .exports(engine)
+                        .map(|(n, _)| n.to_string())
+                        .collect();
+                    problems.push(format!(
+                        "bindings[{i}]: medium `http` needs component `{}` to export `wasi:http/incoming-handler@0.2.x`; it exports: {}",
+                        http.component,
+                        exports.join(", ")
+                    ));
+                }
+                _ => {
+                    if let Some((iface, func)) = binding.export().and_then(split_export)
+                        && let Err(problem) = c.check_function(iface, func)
+                    {
+                        problems.push(format!("bindings[{i}].export: {problem}"));
+                    }
+                }
             }
         }
 
@@ -284,11 +313,7 @@ impl Runtime {
     /// `deadline`. At `max_instances` live instances it fails at once (load
     /// shedding) rather than queueing: a queue bounded only by deadlines
     /// turns overload into timeouts for everyone.
-    pub(crate) fn new_store(
-        &self,
-        loaded: &Arc<Loaded>,
-        deadline: Instant,
-    ) -> Result<Store<HostState>, Fault> {
+    pub(crate) fn new_store(&self, loaded: &Arc<Loaded>, deadline: Instant) -> Result<Store<HostState>, Fault> {
         let permit = match loaded.permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
@@ -300,8 +325,7 @@ impl Runtime {
                 });
             }
         };
-        let wasi = state::wasi_ctx(&loaded.grants)
-            .map_err(|e| loaded.fault_host(format!("WASI setup: {e}")))?;
+        let wasi = state::wasi_ctx(&loaded.grants).map_err(|e| loaded.fault_host(format!("WASI setup: {e}")))?;
         let data = HostState::new(
             loaded.name.clone(),
             wasi,
@@ -326,11 +350,7 @@ impl Runtime {
 
     /// Starts an instance of component `name` that lives until `deadline` and
     /// can be called many times ([`links::Callee::invoke`]).
-    pub async fn start_instance(
-        &self,
-        name: &str,
-        deadline: Instant,
-    ) -> Result<links::Callee, Fault> {
+    pub async fn start_instance(&self, name: &str, deadline: Instant) -> Result<links::Callee, Fault> {
         self.start_callee(name, deadline, 0).await
     }
 
@@ -357,6 +377,27 @@ impl Runtime {
     }
 }
 
+/// Every function exported inside an interface, by interface and name.
+fn exported_functions(
+    engine: &wasmtime::Engine,
+    ty: &wasmtime::component::types::Component,
+) -> HashMap<String, HashMap<String, ComponentFunc>> {
+    let mut out = HashMap::new();
+    for (iface, item) in ty.exports(engine) {
+        if let ComponentItem::ComponentInstance(instance) = item.ty {
+            let functions = instance
+                .exports(engine)
+                .filter_map(|(name, item)| match item.ty {
+                    ComponentItem::ComponentFunc(f) => Some((name.to_string(), f)),
+                    _ => None,
+                })
+                .collect();
+            out.insert(iface.to_string(), functions);
+        }
+    }
+    out
+}
+
 /// Reads and compiles every component in parallel on the blocking pool,
 /// reporting progress. All unreadable or non-component sources are reported
 /// together.
@@ -380,12 +421,8 @@ async fn compile_all(
             problems.push(format!("components.{name}.source: {source} {why}"));
             continue;
         }
-        let (engine, cache_dir, name) =
-            (engine.clone(), cache_dir.map(PathBuf::from), name.clone());
-        tracing::info!(
-            "compiling {name} ({:.1} MiB)",
-            bytes.len() as f64 / (1 << 20) as f64
-        );
+        let (engine, cache_dir, name) = (engine.clone(), cache_dir.map(PathBuf::from), name.clone());
+        tracing::info!("compiling {name} ({:.1} MiB)", bytes.len() as f64 / (1 << 20) as f64);
         tasks.push(tokio::task::spawn_blocking(move || {
             let result = cache::compile(&engine, &name, &bytes, cache_dir.as_deref());
             (name, source, result)
@@ -396,11 +433,7 @@ async fn compile_all(
         let (name, source, result) = task.await?;
         match result {
             Ok(c) => {
-                let how = if c.cached {
-                    "loaded from cache"
-                } else {
-                    "compiled"
-                };
+                let how = if c.cached { "loaded from cache" } else { "compiled" };
                 tracing::info!("{how} {name} in {:.0?} ({})", c.elapsed, &c.digest[..19]);
                 compiled.insert(name, c);
             }

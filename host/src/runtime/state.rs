@@ -107,12 +107,7 @@ pub(crate) struct Limiter {
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> Result<bool> {
         if desired as u64 > self.memory_mib << 20 {
             return Err(MemoryLimitExceeded {
                 limit_mib: self.memory_mib,
@@ -122,12 +117,7 @@ impl ResourceLimiter for Limiter {
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> Result<bool> {
         Ok(desired <= 1 << 20)
     }
 }
@@ -141,10 +131,11 @@ pub fn add_capabilities(linker: &mut Linker<HostState>, grants: &WasiGrants) -> 
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
     } else {
         let options = wasmtime_wasi_http::p2::bindings::LinkOptions::default();
-        wasmtime_wasi_http::p2::bindings::http::types::add_to_linker::<
-            _,
-            wasmtime_wasi_http::WasiHttp,
-        >(linker, &options.into(), HostState::http)?;
+        wasmtime_wasi_http::p2::bindings::http::types::add_to_linker::<_, wasmtime_wasi_http::WasiHttp>(
+            linker,
+            &options.into(),
+            HostState::http,
+        )?;
     }
     wasmtime_wasi_config::add_to_linker(linker, |s: &mut HostState| WasiConfig::from(&*s.config))?;
     wasi_logging::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;

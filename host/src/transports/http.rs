@@ -9,7 +9,7 @@
 use super::Medium;
 use crate::manifest::HttpBinding;
 use crate::runtime::Runtime;
-use crate::runtime::fault::{Fault, FaultKind};
+use crate::runtime::fault::Fault;
 use anyhow::Context as _;
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -18,6 +18,7 @@ use hyper::StatusCode;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,11 +39,7 @@ pub struct HttpMedium {
 
 impl HttpMedium {
     /// Binds the socket of binding number `index`.
-    pub async fn bind(
-        index: usize,
-        spec: &HttpBinding,
-        runtime: Arc<Runtime>,
-    ) -> anyhow::Result<HttpMedium> {
+    pub async fn bind(index: usize, spec: &HttpBinding, runtime: Arc<Runtime>) -> anyhow::Result<HttpMedium> {
         let listener = TcpListener::bind(spec.address)
             .await
             .with_context(|| format!("bindings[{index}]: cannot listen on {}", spec.address))?;
@@ -66,54 +63,62 @@ impl Medium for HttpMedium {
         format!("http://{} -> {}", self.local, self.component)
     }
 
-    fn serve(
-        self: Box<Self>,
-        shutdown: CancellationToken,
-    ) -> BoxFuture<'static, anyhow::Result<()>> {
-        Box::pin(async move {
-            let graceful = GracefulShutdown::new();
-            let http = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .clone();
-            loop {
-                let (stream, peer) = tokio::select! {
-                    accepted = self.listener.accept() => match accepted {
-                        Ok(accepted) => accepted,
-                        Err(e) => {
-                            // Usually fd exhaustion: back off instead of spinning.
-                            tracing::warn!("http {}: accept failed: {e}", self.local);
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    },
-                    _ = shutdown.cancelled() => break,
-                };
-                let _ = stream.set_nodelay(true);
-                let (runtime, component) = (self.runtime.clone(), self.component.clone());
-                let service = hyper::service::service_fn(move |request| {
-                    let (runtime, component) = (runtime.clone(), component.clone());
-                    async move { Ok::<_, Infallible>(respond(&runtime, &component, request).await) }
-                });
-                let connection =
-                    graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!("http connection from {peer}: {e}");
-                    }
-                });
-            }
-            if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-                .await
-                .is_err()
-            {
-                tracing::warn!(
-                    "http {}: gave up waiting for in-flight requests",
-                    self.local
-                );
-            }
-            Ok(())
-        })
+    fn serve(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
+        let (runtime, component) = (self.runtime, self.component);
+        Box::pin(serve_http(self.listener, shutdown, move |request| {
+            let (runtime, component) = (runtime.clone(), component.clone());
+            async move { respond(&runtime, &component, request).await }
+        }))
     }
+}
+
+/// Accepts HTTP/1.1 connections (keep-alive) on `listener` and answers every
+/// request with `handler` until `shutdown`; then lets in-flight requests finish.
+/// Shared by the `http` and `http-rpc` media.
+pub(crate) async fn serve_http<H, F, B>(
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    handler: H,
+) -> anyhow::Result<()>
+where
+    H: Fn(hyper::Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = hyper::Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let local = listener.local_addr()?;
+    let graceful = GracefulShutdown::new();
+    let http = hyper::server::conn::http1::Builder::new().keep_alive(true).clone();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Usually fd exhaustion: back off instead of spinning.
+                    tracing::warn!("http {local}: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let response = handler(request);
+            async move { Ok::<_, Infallible>(response.await) }
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("http connection from {peer}: {e}");
+            }
+        });
+    }
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+        tracing::warn!("http {local}: gave up waiting for in-flight requests");
+    }
+    Ok(())
 }
 
 async fn respond(
@@ -133,23 +138,12 @@ async fn respond(
 /// The HTTP form of a fault: a status that follows its kind and a JSON body
 /// naming the component and the cause.
 pub fn fault_response(fault: &Fault) -> hyper::Response<HyperOutgoingBody> {
-    let (status, kind) = match fault.kind {
-        FaultKind::Trap(_) => (StatusCode::INTERNAL_SERVER_ERROR, "trap"),
-        FaultKind::Deadline(_) => (StatusCode::GATEWAY_TIMEOUT, "deadline"),
-        FaultKind::MemoryExhausted { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "memory"),
-        FaultKind::AtCapacity { .. } => (StatusCode::SERVICE_UNAVAILABLE, "capacity"),
-        FaultKind::Host(_) => (StatusCode::INTERNAL_SERVER_ERROR, "host"),
-    };
-    let body = serde_json::json!({
-        "error": fault.to_string(),
-        "component": &*fault.component,
-        "kind": kind,
-    });
+    let (status, body) = super::fault_reply(fault);
     let body = Full::new(Bytes::from(body.to_string()))
         .map_err(|never| match never {})
         .boxed_unsync();
     let mut response = hyper::Response::new(body);
-    *response.status_mut() = status;
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/json"),

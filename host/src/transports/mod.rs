@@ -8,9 +8,13 @@
 //! own error form.
 
 pub mod http;
+pub mod http_rpc;
+pub mod nats;
+pub mod queue;
 
 use crate::manifest::{BindingSpec, Manifest};
 use crate::runtime::Runtime;
+use crate::runtime::fault::{CallError, Fault, FaultKind};
 use futures::future::BoxFuture;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -20,24 +24,63 @@ pub trait Medium: Send {
     /// A short description for logs, e.g. `http://127.0.0.1:8080 -> gateway`.
     fn describe(&self) -> String;
     /// Serves until `shutdown` is cancelled, then lets in-flight calls finish.
-    fn serve(
-        self: Box<Self>,
-        shutdown: CancellationToken,
-    ) -> BoxFuture<'static, anyhow::Result<()>>;
+    fn serve(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>>;
 }
 
-/// Binds every binding of `manifest`, in order. Fails on the first that cannot bind.
+/// Binds every binding of `manifest`. Fails on the first that cannot bind.
+/// `nats` is the host's NATS connection, present when a binding needs one.
 pub async fn bind_all(
     manifest: &Manifest,
     runtime: &Arc<Runtime>,
+    nats: Option<&async_nats::Client>,
 ) -> anyhow::Result<Vec<Box<dyn Medium>>> {
     let mut media: Vec<Box<dyn Medium>> = Vec::new();
+    let need_nats = || nats.ok_or_else(|| anyhow::anyhow!("a NATS binding needs a NATS connection"));
     for (i, binding) in manifest.bindings.iter().enumerate() {
         match binding {
-            BindingSpec::Http(spec) => media.push(Box::new(
-                http::HttpMedium::bind(i, spec, runtime.clone()).await?,
+            BindingSpec::Http(spec) => media.push(Box::new(http::HttpMedium::bind(i, spec, runtime.clone()).await?)),
+            BindingSpec::HttpRpc(_) => {} // grouped by address below
+            BindingSpec::Nats(spec) => media.push(Box::new(
+                nats::NatsMedium::bind(i, spec, &manifest.app.name, need_nats()?.clone(), runtime.clone()).await?,
+            )),
+            BindingSpec::Queue(spec) => media.push(Box::new(
+                queue::QueueMedium::bind(i, spec, &manifest.app.name, need_nats()?.clone(), runtime.clone()).await?,
             )),
         }
     }
+    for server in http_rpc::HttpRpcMedium::bind_all(manifest, runtime).await? {
+        media.push(Box::new(server));
+    }
     Ok(media)
+}
+
+/// The status code (HTTP semantics, also used in NATS error headers) and the
+/// JSON error body of a fault. Every medium reports faults this way.
+pub fn fault_reply(fault: &Fault) -> (u16, serde_json::Value) {
+    let (status, kind) = match fault.kind {
+        FaultKind::Trap(_) => (500, "trap"),
+        FaultKind::Deadline(_) => (504, "deadline"),
+        FaultKind::MemoryExhausted { .. } => (500, "memory"),
+        FaultKind::AtCapacity { .. } => (503, "capacity"),
+        FaultKind::Host(_) => (500, "host"),
+    };
+    let body = serde_json::json!({
+        "error": fault.to_string(),
+        "component": &*fault.component,
+        "kind": kind,
+    });
+    (status, body)
+}
+
+/// [`fault_reply`] for any failed function call: a request that does not fit
+/// the function's types is a 400 with `kind: "bad-request"` and the path.
+pub fn call_error_reply(error: &CallError) -> (u16, serde_json::Value) {
+    match error {
+        CallError::BadRequest(e) => {
+            let mut body = e.to_json();
+            body["kind"] = "bad-request".into();
+            (400, body)
+        }
+        CallError::Fault(f) => fault_reply(f),
+    }
 }

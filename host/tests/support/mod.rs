@@ -2,6 +2,8 @@
 //! components built once per test run, and a small blocking HTTP client.
 #![allow(dead_code)]
 
+pub mod nats;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -34,9 +36,7 @@ pub fn wasm(name: &str) -> PathBuf {
             .expect("run scripts/build-components.sh");
         assert!(status.success(), "building the components failed");
     });
-    target_dir()
-        .join("wasm32-wasip2/release")
-        .join(format!("{name}.wasm"))
+    target_dir().join("wasm32-wasip2/release").join(format!("{name}.wasm"))
 }
 
 /// Replaces `{wasm:NAME}` in a manifest with the component's absolute path.
@@ -55,6 +55,8 @@ pub struct Host {
     child: Child,
     /// `(address, component)` of each http binding, in manifest order.
     pub http: Vec<(SocketAddr, String)>,
+    /// Address of each http-rpc server.
+    pub rpc: Vec<SocketAddr>,
     lines: Receiver<String>,
     log: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
@@ -69,18 +71,15 @@ pub struct Failed {
 fn spawn(
     manifest: &str,
     cache: &Path,
-) -> (
-    Child,
-    Receiver<String>,
-    Arc<Mutex<Vec<String>>>,
-    tempfile::TempDir,
-) {
+    args: &[&str],
+) -> (Child, Receiver<String>, Arc<Mutex<Vec<String>>>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("app.toml");
     std::fs::write(&path, with_paths(manifest)).expect("write manifest");
     let mut child = Command::new(env!("CARGO_BIN_EXE_membrane"))
         .arg("up")
         .arg(&path)
+        .args(args)
         .env("MEMBRANE_CACHE_DIR", cache)
         .env("RUST_LOG", "membrane=info,warn")
         .stdin(Stdio::null())
@@ -117,22 +116,37 @@ impl Host {
         }
     }
 
+    /// Starts a host with extra command-line arguments.
+    pub fn start_with(manifest: &str, args: &[&str]) -> Host {
+        match Host::launch(manifest, &shared_cache(), args) {
+            Ok(host) => host,
+            Err(f) => panic!("membrane exited with {}:\n{}", f.status, f.stderr),
+        }
+    }
+
     /// Starts a host with the given compile cache.
     pub fn try_start(manifest: &str, cache: &Path) -> Result<Host, Failed> {
-        let (mut child, lines, log, dir) = spawn(manifest, cache);
+        Host::launch(manifest, cache, &[])
+    }
+
+    fn launch(manifest: &str, cache: &Path, args: &[&str]) -> Result<Host, Failed> {
+        let (mut child, lines, log, dir) = spawn(manifest, cache, args);
         let mut http = Vec::new();
+        let mut rpc = Vec::new();
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(line) => {
-                    if let Some(rest) = line.split("serving http://").nth(1) {
-                        let (addr, component) =
-                            rest.split_once(" -> ").expect("serving line format");
+                    if let Some(rest) = line.split("serving http-rpc http://").nth(1) {
+                        rpc.push(rest.split(' ').next().unwrap().parse().expect("rpc address"));
+                    } else if let Some(rest) = line.split("serving http://").nth(1) {
+                        let (addr, component) = rest.split_once(" -> ").expect("serving line format");
                         http.push((addr.parse().expect("address"), component.trim().to_string()));
                     } else if line.contains(" ready: ") {
                         return Ok(Host {
                             child,
                             http,
+                            rpc,
                             lines,
                             log,
                             _dir: dir,
@@ -160,15 +174,8 @@ impl Host {
         match Host::try_start(manifest, &shared_cache()) {
             Ok(_) => panic!("membrane started, but the manifest should have been rejected"),
             Err(f) => {
-                assert!(
-                    !f.status.success(),
-                    "a rejected manifest must exit non-zero"
-                );
-                assert!(
-                    !f.stderr.contains("panicked"),
-                    "the host panicked:\n{}",
-                    f.stderr
-                );
+                assert!(!f.status.success(), "a rejected manifest must exit non-zero");
+                assert!(!f.stderr.contains("panicked"), "the host panicked:\n{}", f.stderr);
                 f.stderr
             }
         }
@@ -196,6 +203,32 @@ impl Host {
                 Err(_) => panic!("no log line containing {needle:?}"),
             }
         }
+    }
+
+    /// Waits until `needle` has appeared in `count` log lines.
+    pub fn wait_for_log_count(&self, needle: &str, count: usize) {
+        let seen = || self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).count();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while seen() < count {
+            // Lines arrive on `lines` as the log grows; each wakes this loop.
+            if self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .is_err()
+            {
+                panic!(
+                    "{needle:?} logged {} time(s), expected {count}:\n{}",
+                    seen(),
+                    self.log()
+                );
+            }
+        }
+    }
+
+    /// Kills the process at once (SIGKILL): no cleanup, no acks.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Everything the host logged so far.
@@ -237,8 +270,7 @@ pub struct Response {
 impl Response {
     /// The body as JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
     }
 }
 
@@ -257,9 +289,7 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Response
 /// the bodies, reading each response by its content-length.
 pub fn keep_alive(addr: SocketAddr, path: &str, requests: usize) -> Vec<String> {
     let stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
     let mut bodies = Vec::new();
@@ -291,9 +321,7 @@ pub fn keep_alive(addr: SocketAddr, path: &str, requests: usize) -> Vec<String> 
 /// Writes raw bytes to `addr` and reads until the server closes.
 pub fn raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     stream.write_all(bytes).expect("write request");
     let mut out = Vec::new();
     let _ = stream.read_to_end(&mut out);
@@ -305,14 +333,8 @@ fn parse(bytes: &[u8]) -> Response {
     let (head, body) = text
         .split_once("\r\n\r\n")
         .unwrap_or_else(|| panic!("no HTTP response: {text:?}"));
-    let status = head
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .expect("status code");
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
+    let status = head.get(9..12).and_then(|s| s.parse().ok()).expect("status code");
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         dechunk(body)
     } else {
         body.to_string()
@@ -339,21 +361,11 @@ fn dechunk(mut body: &str) -> String {
 
 /// The insurance app, co-located, on an ephemeral port.
 pub fn insurance_manifest() -> String {
-    let example = std::fs::read_to_string(workspace().join("examples/insurance/colocated.toml"))
-        .expect("example");
+    let example = std::fs::read_to_string(workspace().join("examples/insurance/colocated.toml")).expect("example");
     example
-        .replace(
-            "../../target/wasm32-wasip2/release/gateway.wasm",
-            "{wasm:gateway}",
-        )
-        .replace(
-            "../../target/wasm32-wasip2/release/rater.wasm",
-            "{wasm:rater}",
-        )
-        .replace(
-            "../../target/wasm32-wasip2/release/pricing.wasm",
-            "{wasm:pricing}",
-        )
+        .replace("../../target/wasm32-wasip2/release/gateway.wasm", "{wasm:gateway}")
+        .replace("../../target/wasm32-wasip2/release/rater.wasm", "{wasm:rater}")
+        .replace("../../target/wasm32-wasip2/release/pricing.wasm", "{wasm:pricing}")
         .replace("127.0.0.1:8080", "127.0.0.1:0")
 }
 

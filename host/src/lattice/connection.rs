@@ -1,0 +1,63 @@
+//! The host's NATS connection: manifest settings mapped one to one onto
+//! `async_nats::ConnectOptions`, and connection events in the log.
+//!
+//! The client reconnects forever with backoff and restores subscriptions by
+//! itself; media only have to survive the gap (see `transports::queue`).
+
+use crate::manifest::NatsSpec;
+use anyhow::Context as _;
+use async_nats::{ConnectOptions, Event, ServerAddr};
+
+/// Connects to NATS. `url_override` (the `--nats` flag, comma-separated)
+/// replaces `spec.urls`. Fails at once, naming the servers, if none answers:
+/// a host must not report ready with its NATS bindings dead.
+pub async fn connect(spec: &NatsSpec, url_override: Option<&str>, name: &str) -> anyhow::Result<async_nats::Client> {
+    let urls: Vec<String> = match url_override {
+        Some(urls) => urls.split(',').map(|u| u.trim().to_string()).collect(),
+        None => spec.urls.clone(),
+    };
+    anyhow::ensure!(
+        !urls.is_empty(),
+        "the manifest has NATS bindings but no NATS server: pass --nats URL or set [nats] urls"
+    );
+    let addrs = urls
+        .iter()
+        .map(|u| {
+            u.parse::<ServerAddr>()
+                .with_context(|| format!("nats.urls: {u:?} is not a NATS URL"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut options = ConnectOptions::new()
+        .name(name)
+        .max_reconnects(None)
+        .require_tls(spec.require_tls)
+        .event_callback(|event| async move {
+            match event {
+                Event::Connected => tracing::info!("nats: connected"),
+                Event::Disconnected => tracing::warn!("nats: disconnected; reconnecting"),
+                other => tracing::debug!("nats: {other}"),
+            }
+        });
+    if let (Some(user), Some(password)) = (&spec.user, &spec.password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(token) = &spec.token {
+        options = options.token(token.clone());
+    }
+    if let Some(creds) = &spec.creds {
+        options = options
+            .credentials_file(creds)
+            .await
+            .with_context(|| format!("nats.creds: {}", creds.display()))?;
+    }
+    if let Some(ca) = &spec.tls_ca {
+        options = options.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&spec.tls_cert, &spec.tls_key) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    options
+        .connect(addrs)
+        .await
+        .with_context(|| format!("cannot connect to NATS at {}", urls.join(", ")))
+}

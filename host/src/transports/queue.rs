@@ -1,0 +1,255 @@
+//! The `queue` medium: a JetStream durable pull consumer calls one exported
+//! function, at least once.
+//!
+//! - The stream, its dead-letter stream and the consumer are created from the
+//!   manifest if missing (an existing consumer is used as it is).
+//! - A message is acked only after the call succeeds. A failed call is nak'ed
+//!   with a delay that doubles per attempt (`backoff_ms`, capped at 30 s).
+//! - On the `max_deliver`-th failure, or at once when the payload cannot be
+//!   decoded (no retry can fix it), the message is published to the dead-letter
+//!   subject with its original headers plus `Membrane-Error-*` headers, and
+//!   only then terminated.
+//! - If the message carries a `Membrane-Reply-To` header, the result's JSON is
+//!   published there before the ack.
+//! - Shutdown stops pulling and lets in-flight calls finish (ack or nak).
+//!   Messages a dead host held are redelivered after `ack_wait`.
+
+use super::Medium;
+use super::nats::{ERROR_KIND_HEADER, Target};
+use crate::manifest::QueueBinding;
+use crate::runtime::Runtime;
+use crate::runtime::fault::CallError;
+use anyhow::Context as _;
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, stream};
+use futures::StreamExt as _;
+use futures::future::BoxFuture;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// Header naming where to publish a queued call's result.
+pub const REPLY_HEADER: &str = "Membrane-Reply-To";
+/// Longest redelivery delay.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long shutdown waits for in-flight calls.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A bound `queue` binding.
+pub struct QueueMedium {
+    js: jetstream::Context,
+    consumer: PullConsumer,
+    spec: QueueBinding,
+    call: Arc<Target>,
+}
+
+impl QueueMedium {
+    /// Creates (if missing) the stream, dead-letter stream and durable consumer
+    /// of binding number `index`.
+    pub async fn bind(
+        index: usize,
+        spec: &QueueBinding,
+        app: &str,
+        client: async_nats::Client,
+        runtime: Arc<Runtime>,
+    ) -> anyhow::Result<QueueMedium> {
+        let context = |what: &str| format!("bindings[{index}]: {what}");
+        let timeout = runtime
+            .get(&spec.component)
+            .map_or(Duration::from_secs(5), |c| c.timeout);
+        let js = jetstream::new(client);
+        let stream = js
+            .get_or_create_stream(stream::Config {
+                name: spec.stream.clone(),
+                subjects: vec![spec.subject.clone()],
+                ..Default::default()
+            })
+            .await
+            .with_context(|| context(&format!("cannot create stream {}", spec.stream)))?;
+        js.get_or_create_stream(stream::Config {
+            name: format!("{}_DEAD", spec.stream),
+            subjects: vec![spec.dead_letter_subject()],
+            ..Default::default()
+        })
+        .await
+        .with_context(|| context(&format!("cannot create dead-letter stream {}_DEAD", spec.stream)))?;
+        let name = spec.consumer_name(app);
+        // Prefetched messages may wait for one call before theirs starts, so
+        // the default ack wait covers two deadlines.
+        let ack_wait = spec
+            .ack_wait_ms
+            .map_or(timeout * 2 + Duration::from_secs(5), Duration::from_millis);
+        let consumer: PullConsumer = stream
+            .get_or_create_consumer(
+                &name,
+                jetstream::consumer::pull::Config {
+                    durable_name: Some(name.clone()),
+                    filter_subject: spec.subject.clone(),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait,
+                    // Delivery attempts are counted here, so the last failure
+                    // can be dead-lettered with its reason.
+                    max_deliver: -1,
+                    max_ack_pending: i64::from(spec.concurrency) * 4,
+                    ..Default::default()
+                },
+            )
+            .await
+            .with_context(|| context(&format!("cannot create consumer {name} on stream {}", spec.stream)))?;
+        Ok(QueueMedium {
+            js,
+            consumer,
+            spec: spec.clone(),
+            call: Arc::new(Target::new(runtime, &spec.component, &spec.export)?),
+        })
+    }
+}
+
+impl Medium for QueueMedium {
+    fn describe(&self) -> String {
+        format!(
+            "queue {} (stream {}, concurrency {}) -> {}:{}",
+            self.spec.subject, self.spec.stream, self.spec.concurrency, self.call.component, self.call.function
+        )
+    }
+
+    fn serve(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(async move {
+            let this = Arc::new(*self);
+            let slots = Arc::new(Semaphore::new(this.spec.concurrency as usize));
+            let mut in_flight = tokio::task::JoinSet::new();
+            'pull: while !shutdown.is_cancelled() {
+                let messages = this
+                    .consumer
+                    .stream()
+                    .max_messages_per_batch(this.spec.concurrency as usize)
+                    .heartbeat(Duration::from_secs(5))
+                    .messages()
+                    .await;
+                let mut messages = match messages {
+                    Ok(messages) => messages,
+                    Err(e) => {
+                        // Typically the broker is away; the client reconnects.
+                        tracing::warn!("queue {}: cannot pull ({e}); retrying", this.spec.subject);
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(500)) => continue 'pull,
+                            _ = shutdown.cancelled() => break 'pull,
+                        }
+                    }
+                };
+                loop {
+                    // Take a slot first, so nothing is pulled that cannot start.
+                    let slot = tokio::select! {
+                        slot = slots.clone().acquire_owned() => slot?,
+                        _ = shutdown.cancelled() => break 'pull,
+                    };
+                    let message = tokio::select! {
+                        message = messages.next() => message,
+                        _ = shutdown.cancelled() => break 'pull,
+                    };
+                    match message {
+                        Some(Ok(message)) => {
+                            let this = this.clone();
+                            in_flight.spawn(async move {
+                                this.process(message).await;
+                                drop(slot);
+                            });
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!("queue {}: {e}", this.spec.subject);
+                            if matches!(
+                                e.kind(),
+                                jetstream::consumer::pull::MessagesErrorKind::MissingHeartbeat
+                                    | jetstream::consumer::pull::MessagesErrorKind::ConsumerDeleted
+                            ) {
+                                continue 'pull;
+                            }
+                        }
+                        None => continue 'pull,
+                    }
+                    while in_flight.try_join_next().is_some() {}
+                }
+            }
+            let drain = async { while in_flight.join_next().await.is_some() {} };
+            if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
+                tracing::warn!("queue {}: gave up waiting for in-flight calls", this.spec.subject);
+            }
+            Ok(())
+        })
+    }
+}
+
+impl QueueMedium {
+    async fn process(&self, message: jetstream::Message) {
+        let deliveries = message.info().map_or(1, |info| info.delivered.max(1) as u64);
+        match self.call.call(&message.payload).await {
+            Ok(value) => {
+                if let Some(reply) = message.headers.as_ref().and_then(|h| h.get(REPLY_HEADER)) {
+                    let reply = reply.as_str().to_string();
+                    if let Err(e) = self.js.publish(reply, value.to_string().into()).await {
+                        // Core publish would do; this path only errs on a broken connection.
+                        tracing::warn!("queue {}: cannot publish the result: {e}", self.spec.subject);
+                    }
+                }
+                self.acknowledge(&message, AckKind::Ack).await;
+            }
+            Err(error) => {
+                let last = deliveries >= u64::from(self.spec.max_deliver);
+                if matches!(error, CallError::BadRequest(_)) || last {
+                    tracing::warn!(
+                        "queue {}: dead-lettering after {deliveries} attempt(s): {error}",
+                        self.spec.subject
+                    );
+                    match self.dead_letter(&message, &error, deliveries).await {
+                        Ok(()) => self.acknowledge(&message, AckKind::Term).await,
+                        Err(e) => {
+                            tracing::warn!("queue {}: cannot dead-letter ({e}); will retry", self.spec.subject);
+                            self.acknowledge(&message, AckKind::Nak(Some(self.backoff(deliveries))))
+                                .await;
+                        }
+                    }
+                } else {
+                    tracing::debug!("queue {}: attempt {deliveries} failed: {error}", self.spec.subject);
+                    self.acknowledge(&message, AckKind::Nak(Some(self.backoff(deliveries))))
+                        .await;
+                }
+            }
+        }
+    }
+
+    fn backoff(&self, deliveries: u64) -> Duration {
+        let factor = 1u64 << deliveries.saturating_sub(1).min(16);
+        Duration::from_millis(self.spec.backoff_ms.saturating_mul(factor)).min(MAX_BACKOFF)
+    }
+
+    async fn acknowledge(&self, message: &jetstream::Message, kind: AckKind) {
+        if let Err(e) = message.ack_with(kind).await {
+            // The server redelivers after ack_wait: at least once still holds.
+            tracing::warn!("queue {}: cannot acknowledge: {e}", self.spec.subject);
+        }
+    }
+
+    /// Publishes the message to the dead-letter subject, with its original
+    /// headers and the reason, and waits for the stream's ack.
+    async fn dead_letter(
+        &self,
+        message: &jetstream::Message,
+        error: &CallError,
+        deliveries: u64,
+    ) -> anyhow::Result<()> {
+        let (status, body) = super::call_error_reply(error);
+        let mut headers = message.headers.clone().unwrap_or_default();
+        let reason = body["error"].as_str().unwrap_or("error").replace(['\r', '\n'], " ");
+        headers.insert("Membrane-Error", reason.as_str());
+        headers.insert(ERROR_KIND_HEADER, body["kind"].as_str().unwrap_or("error"));
+        headers.insert("Membrane-Error-Code", status.to_string().as_str());
+        headers.insert("Membrane-Deliveries", deliveries.to_string().as_str());
+        headers.insert("Membrane-Original-Subject", message.subject.as_str());
+        headers.insert("Membrane-Component", &*self.call.component);
+        self.js
+            .publish_with_headers(self.spec.dead_letter_subject(), headers, message.payload.clone())
+            .await?
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,90 @@
+//! A private `nats-server` per test: JetStream on, a random port, a temp store
+//! dir. It can be killed and restarted on the same port and store to test
+//! broker faults.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::channel;
+use std::time::Duration;
+
+/// Where Debian's package puts the server; `scripts/test.sh` installs it.
+fn binary() -> PathBuf {
+    [
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+        "/usr/local/bin/nats-server",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+    .expect("nats-server not found: run scripts/test.sh, which installs it")
+}
+
+pub struct NatsServer {
+    child: Child,
+    pub port: u16,
+    store: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Starts a server on a random port.
+    pub fn start() -> NatsServer {
+        let store = tempfile::tempdir().expect("store dir");
+        let (child, port) = launch(-1, &store.path().to_path_buf());
+        NatsServer { child, port, store }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL: no goodbye to clients).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port with the same store.
+    pub fn restart(&mut self) {
+        self.kill();
+        let (child, _) = launch(i32::from(self.port), &self.store.path().to_path_buf());
+        self.child = child;
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts `nats-server` and waits for its "ready" log line; returns the port.
+fn launch(port: i32, store: &PathBuf) -> (Child, u16) {
+    let mut child = Command::new(binary())
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start nats-server");
+    let stderr = child.stderr.take().expect("piped");
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        let mut port = None;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("Listening for client connections on ").nth(1) {
+                port = rest.rsplit(':').next().and_then(|p| p.trim().parse::<u16>().ok());
+            }
+            if line.contains("Server is ready") {
+                let _ = tx.send(port);
+            }
+        }
+    });
+    let port = rx
+        .recv_timeout(Duration::from_secs(20))
+        .ok()
+        .flatten()
+        .expect("nats-server did not become ready");
+    (child, port)
+}
