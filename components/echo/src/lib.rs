@@ -1,5 +1,6 @@
 //! `echo`: the smallest useful component, for tests and benchmarks. Exports
-//! `example:testkit/echo` and an HTTP handler that echoes the request body.
+//! `example:testkit/echo`, `example:testkit/values` (identity on a value of
+//! every type) and an HTTP handler that echoes the request body.
 
 wit_bindgen::generate!({
     path: "../../wit/testkit",
@@ -17,6 +18,12 @@ impl exports::example::testkit::echo::Guest for Echo {
 
     fn add(a: u64, b: u64) -> u64 {
         a.wrapping_add(b)
+    }
+}
+
+impl exports::example::testkit::values::Guest for Echo {
+    fn roundtrip(v: exports::example::testkit::values::Everything) -> exports::example::testkit::values::Everything {
+        v
     }
 }
 

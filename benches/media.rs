@@ -1,0 +1,268 @@
+//! Media benchmark (a plain binary, not criterion): requests/s and p50/p99 of
+//! the same tiny call over each medium, next to its physical baseline, in one
+//! run on one machine.
+//!
+//! - `nats` binding (`echo#echo`, JSON) vs a raw async-nats request/reply echo
+//!   of the same bytes;
+//! - `http-rpc` binding (`echo#echo`, JSON) vs the plain `http` binding
+//!   (`echo`'s wasi:http handler echoing the body).
+//!
+//! Starts its own nats-server. `cargo bench -p membrane-benches --bench media`
+//! (after `scripts/build-components.sh`); `-- --quick` for a short run.
+
+use bytes::Bytes;
+use futures::StreamExt as _;
+use http_body_util::{BodyExt, Full};
+use membrane::manifest::Manifest;
+use membrane::runtime::{LoadOptions, Runtime};
+use membrane::transports;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+const PAYLOAD: &[u8] = br#"{"message":"hello, membrane"}"#;
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (warm, run) = if quick {
+        (Duration::from_millis(200), Duration::from_millis(500))
+    } else {
+        (Duration::from_secs(1), Duration::from_secs(4))
+    };
+    let rt = tokio::runtime::Runtime::new().expect("tokio");
+    rt.block_on(async move {
+        let store = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let mut server = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .or_else(|_| {
+                Command::new("/usr/sbin/nats-server")
+                    .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+            })
+            .expect("nats-server (scripts/test.sh installs it)");
+        let url = format!("nats://127.0.0.1:{port}");
+        let client = loop {
+            match async_nats::connect(&url).await {
+                Ok(client) => break client,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+
+        let manifest = format!(
+            r#"
+[app]
+name = "bench"
+[components.echo]
+source = "{}"
+[[bindings]]
+medium = "http"
+address = "127.0.0.1:0"
+component = "echo"
+[[bindings]]
+medium = "http-rpc"
+address = "127.0.0.1:0"
+component = "echo"
+export = "example:testkit/echo@0.1.0#echo"
+[[bindings]]
+medium = "nats"
+subject = "bench.echo"
+component = "echo"
+export = "example:testkit/echo@0.1.0#echo"
+"#,
+            membrane_benches::wasm("echo")
+        );
+        let manifest = Manifest::parse(&manifest, "bench.toml").expect("manifest");
+        let options = LoadOptions {
+            cache_dir: membrane::runtime::cache::default_cache_dir(),
+            pooling: true,
+        };
+        let runtime = Runtime::load(&manifest, &options).await.expect("load");
+        let media = transports::bind_all(&manifest, &runtime, Some(&client))
+            .await
+            .expect("bind");
+        let addrs: Vec<String> = media.iter().map(|m| m.describe()).collect();
+        let http_addr = addr_of(&addrs, "http://");
+        let rpc_addr = addr_of(&addrs, "http-rpc http://");
+        let shutdown = CancellationToken::new();
+        for medium in media {
+            tokio::spawn(medium.serve(shutdown.clone()));
+        }
+        // The raw baseline: a responder that echoes the bytes back.
+        let mut raw = client.subscribe("bench.raw").await.expect("subscribe");
+        let responder = client.clone();
+        tokio::spawn(async move {
+            while let Some(m) = raw.next().await {
+                if let Some(reply) = m.reply {
+                    let _ = responder.publish(reply, m.payload).await;
+                }
+            }
+        });
+        client.flush().await.expect("flush");
+
+        println!("| medium | concurrency | req/s | p50 | p99 | vs baseline (p50) |");
+        println!("|---|---|---|---|---|---|");
+        for concurrency in [1, 16] {
+            let c0 = client.clone();
+            let raw = measure(concurrency, warm, run, move || {
+                let c = c0.clone();
+                async move { c.request("bench.raw", Bytes::from_static(PAYLOAD)).await.is_ok() }
+            })
+            .await;
+            let c0 = client.clone();
+            let nats = measure(concurrency, warm, run, move || {
+                let c = c0.clone();
+                async move {
+                    c.request("bench.echo", Bytes::from_static(PAYLOAD))
+                        .await
+                        .is_ok_and(|m| m.headers.is_none())
+                }
+            })
+            .await;
+            let http = measure_http(concurrency, warm, run, &http_addr, "/", b"hello, membrane").await;
+            let rpc = measure_http(concurrency, warm, run, &rpc_addr, "/rpc/echo/echo", PAYLOAD).await;
+            row("raw async-nats echo", concurrency, &raw, &raw);
+            row("nats binding", concurrency, &nats, &raw);
+            row("http binding (wasi:http)", concurrency, &http, &http);
+            row("http-rpc binding", concurrency, &rpc, &http);
+        }
+        shutdown.cancel();
+        let _ = runtime;
+        let _ = server.kill();
+    });
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn addr_of(described: &[String], prefix: &str) -> String {
+    described
+        .iter()
+        .find_map(|d| d.strip_prefix(prefix))
+        .and_then(|rest| rest.split(' ').next())
+        .expect("bound address")
+        .to_string()
+}
+
+struct Stats {
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+    errors: usize,
+}
+
+fn row(name: &str, concurrency: usize, s: &Stats, baseline: &Stats) {
+    let ratio = s.p50.as_secs_f64() / baseline.p50.as_secs_f64();
+    let errors = if s.errors > 0 {
+        format!(" ({} errors)", s.errors)
+    } else {
+        String::new()
+    };
+    println!(
+        "| {name} | {concurrency} | {:.0}{errors} | {:.0} µs | {:.0} µs | {ratio:.2}× |",
+        s.rps,
+        s.p50.as_secs_f64() * 1e6,
+        s.p99.as_secs_f64() * 1e6
+    );
+}
+
+/// Runs `concurrency` workers calling `call` in a loop: `warm` unmeasured, then `run`.
+async fn measure<F, Fut>(concurrency: usize, warm: Duration, run: Duration, call: F) -> Stats
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let call = call.clone();
+        workers.push(tokio::spawn(async move {
+            let (mut samples, mut errors) = (Vec::new(), 0);
+            loop {
+                let t = Instant::now();
+                let ok = call().await;
+                let done = Instant::now();
+                if done - start > warm + run {
+                    break;
+                }
+                if done - start > warm {
+                    samples.push(done - t);
+                    errors += usize::from(!ok);
+                }
+            }
+            (samples, errors)
+        }));
+    }
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for w in workers {
+        let (s, e) = w.await.expect("worker");
+        all.extend(s);
+        errors += e;
+    }
+    all.sort();
+    let pick = |q: f64| {
+        all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Stats {
+        rps: all.len() as f64 / run.as_secs_f64(),
+        p50: pick(0.5),
+        p99: pick(0.99),
+        errors,
+    }
+}
+
+/// [`measure`] over HTTP/1.1, one kept-alive connection per worker.
+async fn measure_http(
+    concurrency: usize,
+    warm: Duration,
+    run: Duration,
+    addr: &str,
+    path: &'static str,
+    body: &'static [u8],
+) -> Stats {
+    let mut senders = Vec::new();
+    for _ in 0..concurrency {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        senders.push(Arc::new(tokio::sync::Mutex::new(sender)));
+    }
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let addr = addr.to_string();
+    measure(concurrency, warm, run, move || {
+        // Each worker takes its own connection on first use (round-robin).
+        let sender = senders[next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % senders.len()].clone();
+        let addr = addr.clone();
+        async move {
+            let mut sender = sender.lock().await;
+            let request = hyper::Request::post(path)
+                .header("host", addr)
+                .body(Full::new(Bytes::from_static(body)))
+                .expect("request");
+            match sender.send_request(request).await {
+                Ok(response) => {
+                    let ok = response.status().is_success();
+                    ok && response.into_body().collect().await.is_ok()
+                }
+                Err(_) => false,
+            }
+        }
+    })
+    .await
+}
