@@ -34,19 +34,20 @@ fn main() {
     rt.block_on(async move {
         let store = tempfile::tempdir().expect("temp dir");
         let port = free_port();
-        let mut server = Command::new("nats-server")
+        let binary = [
+            "/usr/sbin/nats-server",
+            "/usr/bin/nats-server",
+            "/usr/local/bin/nats-server",
+        ]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("nats-server");
+        let mut server = Command::new(binary)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(store.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .or_else(|_| {
-                Command::new("/usr/sbin/nats-server")
-                    .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-            })
             .expect("nats-server (scripts/test.sh installs it)");
         let url = format!("nats://127.0.0.1:{port}");
         let client = loop {
@@ -136,6 +137,7 @@ export = "example:testkit/echo@0.1.0#echo"
         shutdown.cancel();
         let _ = runtime;
         let _ = server.kill();
+        let _ = server.wait();
     });
 }
 
