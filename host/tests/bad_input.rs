@@ -131,3 +131,42 @@ fn busy_port_is_named() {
     let err = Host::fail(&manifest);
     assert!(err.contains("bindings[0]: cannot listen on 127.0.0.1:"), "{err}");
 }
+
+#[test]
+fn binding_to_a_missing_function_is_named() {
+    let manifest = format!(
+        "{}\n[[bindings]]\nmedium = \"http-rpc\"\naddress = \"127.0.0.1:0\"\ncomponent = \"rater\"\nexport = \"example:insurance/rater@0.1.0#rat\"\n",
+        insurance_manifest()
+    );
+    let err = Host::fail(&manifest);
+    assert!(
+        err.contains(
+            "bindings[1].export: component `rater` has no exported function `example:insurance/rater@0.1.0#rat` \
+             (it exports: example:insurance/rater@0.1.0#rate)"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn nats_binding_without_a_server_is_named() {
+    let manifest = format!(
+        "{}\n[[bindings]]\nmedium = \"nats\"\nsubject = \"x\"\ncomponent = \"rater\"\nexport = \"example:insurance/rater@0.1.0#rate\"\n",
+        insurance_manifest()
+    );
+    let err = Host::fail(&manifest);
+    assert!(
+        err.contains("the manifest has NATS bindings but no NATS server: pass --nats URL"),
+        "{err}"
+    );
+    // A server that is not there is named too.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let err = Host::fail(&manifest.replace("[app]", &format!("[nats]\nurls = [\"nats://{closed}\"]\n\n[app]")));
+    assert!(
+        err.contains(&format!("cannot connect to NATS at nats://{closed}")),
+        "{err}"
+    );
+}

@@ -6,8 +6,16 @@ mod support;
 
 use support::{Host, http, insurance_manifest, workspace};
 
-/// `(request body, expected reply)` for every curl example in `doc`.
-fn examples(doc: &str) -> Vec<(Vec<u8>, String)> {
+/// One curl example: where it goes, what it sends, what it must answer.
+struct Example {
+    rpc: bool,
+    path: String,
+    body: Vec<u8>,
+    expected: String,
+}
+
+/// Every curl example in `doc` that is followed by its `json` reply.
+fn examples(doc: &str) -> Vec<Example> {
     let text = std::fs::read_to_string(workspace().join(doc)).unwrap();
     let mut blocks = Vec::new();
     let mut rest = text.as_str();
@@ -23,9 +31,13 @@ fn examples(doc: &str) -> Vec<(Vec<u8>, String)> {
         let [(lang, command), (next, expected)] = pair else {
             continue;
         };
-        if lang != "sh" || next != "json" || !command.contains("curl") || !command.contains("/quote") {
+        if lang != "sh" || next != "json" || !command.contains("curl") {
             continue;
         }
+        // `localhost:8080/quote` is the gateway; `localhost:8081/...` is http-rpc.
+        let target = command.split("localhost:").nth(1).expect("a localhost URL");
+        let (port, rest) = target.split_once('/').unwrap();
+        let path = format!("/{}", rest.split_whitespace().next().unwrap());
         let body = if command.contains("--data @examples/insurance/policy.json") {
             std::fs::read(workspace().join("examples/insurance/policy.json")).unwrap()
         } else {
@@ -33,7 +45,12 @@ fn examples(doc: &str) -> Vec<(Vec<u8>, String)> {
             let len = command[start..].find('\'').unwrap();
             command.as_bytes()[start..start + len].to_vec()
         };
-        out.push((body, expected.trim().to_string()));
+        out.push(Example {
+            rpc: port == "8081",
+            path,
+            body,
+            expected: expected.trim().to_string(),
+        });
     }
     out
 }
@@ -41,22 +58,27 @@ fn examples(doc: &str) -> Vec<(Vec<u8>, String)> {
 fn check(doc: &str, expected_examples: usize) {
     let cases = examples(doc);
     assert_eq!(cases.len(), expected_examples, "curl examples found in {doc}");
-    let host = Host::start(&insurance_manifest());
-    for (request, expected) in cases {
-        let reply = http(host.addr(), "POST", "/quote", &request);
-        let expected: serde_json::Value = serde_json::from_str(&expected).unwrap();
+    let manifest = format!(
+        "{}\n[[bindings]]\nmedium = \"http-rpc\"\naddress = \"127.0.0.1:0\"\ncomponent = \"rater\"\nexport = \"example:insurance/rater@0.1.0#rate\"\n",
+        insurance_manifest()
+    );
+    let host = Host::start(&manifest);
+    for case in cases {
+        let addr = if case.rpc { host.rpc[0] } else { host.addr() };
+        let reply = http(addr, "POST", &case.path, &case.body);
+        // Byte for byte: the docs show exactly what a user sees.
         assert_eq!(
-            reply.json(),
-            expected,
+            reply.body,
+            case.expected,
             "{doc}: reply to {}",
-            String::from_utf8_lossy(&request)
+            String::from_utf8_lossy(&case.body)
         );
     }
 }
 
 #[test]
 fn example_readme_replies_are_what_the_app_answers() {
-    check("examples/insurance/README.md", 4);
+    check("examples/insurance/README.md", 6);
 }
 
 #[test]
