@@ -2,3 +2,4 @@
 //! component's own types drive the mapping, so no schema is written by hand.
 
 pub mod json;
+pub mod wire;
