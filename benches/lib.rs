@@ -31,6 +31,7 @@ pub async fn load(manifest: &str) -> Arc<Runtime> {
     let options = LoadOptions {
         cache_dir: membrane::runtime::cache::default_cache_dir(),
         pooling: true,
+        ..Default::default()
     };
     Runtime::load(&manifest, &options).await.expect("load bench app")
 }

@@ -84,6 +84,7 @@ export = "example:testkit/echo@0.1.0#echo"
         let options = LoadOptions {
             cache_dir: membrane::runtime::cache::default_cache_dir(),
             pooling: true,
+            ..Default::default()
         };
         let runtime = Runtime::load(&manifest, &options).await.expect("load");
         let media = transports::bind_all(&manifest, &runtime, Some(&client))

@@ -6,10 +6,12 @@
 //! Ctrl-C or SIGTERM, after which in-flight requests finish.
 
 use crate::lattice::connection;
+use crate::links::remote::{Lattice, RpcServer};
 use crate::manifest::Manifest;
 use crate::runtime::{LoadOptions, Runtime, cache};
 use crate::transports;
 use clap::{Parser, Subcommand};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -49,11 +51,28 @@ pub struct UpArgs {
     #[arg(long, env = "MEMBRANE_NATS")]
     pub nats: Option<String>,
 
+    /// The lattice to join: hosts with the same NATS and lattice name run one
+    /// app together. Only used when some link crosses hosts.
+    #[arg(long, default_value = "default", env = "MEMBRANE_LATTICE")]
+    pub lattice: String,
+
+    /// A label of this host, `key=value`; repeat for more. A component runs
+    /// here when all of its `placement` labels are among these.
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+
     /// Use on-demand instance allocation instead of the pooling allocator (the
     /// pool reserves much virtual memory up front; it falls back by itself
     /// when the machine refuses).
     #[arg(long)]
     pub no_pooling: bool,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not key=value")),
+    }
 }
 
 /// Entry point of the binary: parses arguments, sets up logging, runs.
@@ -110,6 +129,38 @@ async fn shutdown_signal() {
 pub async fn up(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     let started = Instant::now();
     let manifest = Manifest::load(&args.manifest)?;
+    let labels: BTreeMap<String, String> = args.labels.iter().cloned().collect();
+    let here: BTreeSet<String> = manifest
+        .components
+        .iter()
+        .filter(|(_, spec)| spec.placement.iter().all(|(k, v)| labels.get(k) == Some(v)))
+        .map(|(name, _)| name.clone())
+        .collect();
+    anyhow::ensure!(
+        !here.is_empty(),
+        "no component of `{}` is placed on a host labelled {labels:?}",
+        manifest.app.name
+    );
+    // NATS is needed by NATS media and by links that cross hosts.
+    let crosses = manifest
+        .links
+        .iter()
+        .any(|l| here.contains(&l.from) != here.contains(&l.to));
+    let needs_nats = crosses
+        || manifest
+            .bindings
+            .iter()
+            .any(|b| b.needs_nats() && here.contains(b.component()));
+    let nats = if needs_nats {
+        let name = format!("membrane {}", manifest.app.name);
+        Some(connection::connect(&manifest.nats, args.nats.as_deref(), &name).await?)
+    } else {
+        None
+    };
+    let lattice = nats.clone().filter(|_| crosses).map(|client| Lattice {
+        client,
+        name: args.lattice.clone(),
+    });
     let options = LoadOptions {
         cache_dir: if args.no_cache {
             None
@@ -117,15 +168,23 @@ pub async fn up(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) -
             args.cache_dir.clone().or_else(cache::default_cache_dir)
         },
         pooling: !args.no_pooling,
+        here: Some(here.clone()),
+        lattice: lattice.clone(),
     };
     let runtime = Runtime::load(&manifest, &options).await?;
-    let nats = if manifest.bindings.iter().any(|b| b.needs_nats()) {
-        let name = format!("membrane {}", manifest.app.name);
-        Some(connection::connect(&manifest.nats, args.nats.as_deref(), &name).await?)
-    } else {
-        None
-    };
-    let media = transports::bind_all(&manifest, &runtime, nats.as_ref()).await?;
+    let mut media = transports::bind_all(&manifest, &runtime, nats.as_ref()).await?;
+    if let Some(lattice) = &lattice {
+        // Serve this host's components to the links of the others.
+        let exports: Vec<(String, String)> = manifest
+            .links
+            .iter()
+            .filter(|l| here.contains(&l.to))
+            .map(|l| (l.to.clone(), l.import.clone()))
+            .collect();
+        if !exports.is_empty() {
+            media.push(Box::new(RpcServer::bind(lattice, runtime.clone(), &exports).await?));
+        }
+    }
 
     let token = CancellationToken::new();
     let mut serving = tokio::task::JoinSet::new();
@@ -134,10 +193,11 @@ pub async fn up(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) -
         serving.spawn(medium.serve(token.clone()));
     }
     tracing::info!(
-        "app `{}` ready: {} component(s), {} binding(s), in {:.0?}",
+        "app `{}` ready: {} of {} component(s) here, {} medium/media, in {:.0?}",
         manifest.app.name,
+        here.len(),
         manifest.components.len(),
-        manifest.bindings.len(),
+        serving.len(),
         started.elapsed()
     );
     shutdown.await;

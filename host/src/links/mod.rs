@@ -9,6 +9,7 @@
 //! deadlines stay per component; the callee inherits the caller's deadline
 //! when it is the sooner one.
 
+pub mod remote;
 pub mod typecheck;
 
 use crate::manifest::LinkSpec;

@@ -64,11 +64,17 @@ impl Runtime {
                 }),
             },
             // The epoch deadline stops running wasm; this also stops a guest
-            // parked in a host call (e.g. waiting on a request body).
-            _ = tokio::time::sleep_until(deadline.into()) => Err(Fault {
-                component: loaded.name.clone(),
-                kind: FaultKind::Deadline(loaded.timeout),
-            }),
+            // parked in a host call (e.g. waiting on a request body). Answer
+            // only once the guest's task is gone, so its instance slot is
+            // free by the time the client sees the 504.
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                task.abort();
+                let _ = task.await;
+                Err(Fault {
+                    component: loaded.name.clone(),
+                    kind: FaultKind::Deadline(loaded.timeout),
+                })
+            }
         }
     }
 
@@ -76,8 +82,22 @@ impl Runtime {
     /// component `name` with dynamic values. Used by function-level media and
     /// benchmarks.
     pub async fn call(&self, name: &str, interface: &str, function: &str, params: &[Val]) -> Result<Vec<Val>, Fault> {
+        self.call_until(name, interface, function, params, None).await
+    }
+
+    /// [`Runtime::call`], finishing by `deadline` if that is sooner than the
+    /// component's own timeout (a remote caller's deadline).
+    pub async fn call_until(
+        &self,
+        name: &str,
+        interface: &str,
+        function: &str,
+        params: &[Val],
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Val>, Fault> {
         let loaded = self.get(name).ok_or_else(|| not_running(name))?;
-        let deadline = Instant::now() + loaded.timeout;
+        let own = Instant::now() + loaded.timeout;
+        let deadline = deadline.map_or(own, |d| d.min(own));
         let call = async {
             let mut instance = self.start_instance(name, deadline).await?;
             instance.invoke(interface, function, params).await

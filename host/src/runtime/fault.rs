@@ -27,16 +27,37 @@ pub enum FaultKind {
     },
     /// The host could not set up the call (instantiation failed, missing export...).
     Host(String),
+    /// A remote link found no host serving the component.
+    NoResponders,
+    /// Bytes from the wire did not decode as the function's types.
+    Decode(String),
+    /// A fault reported by the remote host that ran the component, as it
+    /// described it (`kind` is the remote fault's kind, e.g. `trap`).
+    Remote {
+        /// The remote fault's kind.
+        kind: String,
+        /// The remote fault's full sentence.
+        message: String,
+    },
 }
 
 /// A failed call, naming the culprit component.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("component `{component}` {kind}")]
 pub struct Fault {
     /// The component in which the failure happened.
     pub component: Arc<str>,
     /// What happened.
     pub kind: FaultKind,
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            // The remote host already named the component in its sentence.
+            FaultKind::Remote { message, .. } => f.write_str(message),
+            kind => write!(f, "component `{}` {kind}", self.component),
+        }
+    }
 }
 
 impl std::fmt::Display for FaultKind {
@@ -51,6 +72,9 @@ impl std::fmt::Display for FaultKind {
                 write!(f, "is at capacity ({max_instances} instances busy); retry later")
             }
             FaultKind::Host(msg) => write!(f, "could not be called: {msg}"),
+            FaultKind::NoResponders => write!(f, "has no responders: no host in the lattice runs it"),
+            FaultKind::Decode(msg) => write!(f, "sent bytes that do not decode: {msg}"),
+            FaultKind::Remote { message, .. } => f.write_str(message),
         }
     }
 }

@@ -20,7 +20,7 @@ use crate::links;
 use crate::manifest::{BindingSpec, Manifest, WasiGrants, split_export};
 use fault::{DeadlineExceeded, Fault, FaultKind};
 use state::HostState;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -32,12 +32,23 @@ use wasmtime_wasi_config::WasiConfigVariables;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 /// How to load an app.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct LoadOptions {
     /// Where compiled code is cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
     /// Use the pooling allocator when the machine allows it.
     pub pooling: bool,
+    /// The components placed on this host; `None` means all of them.
+    pub here: Option<BTreeSet<String>>,
+    /// The lattice, for links to components placed elsewhere.
+    pub lattice: Option<links::remote::Lattice>,
+}
+
+impl LoadOptions {
+    /// Whether component `name` runs on this host.
+    pub fn runs_here(&self, name: &str) -> bool {
+        self.here.as_ref().is_none_or(|here| here.contains(name))
+    }
 }
 
 /// A component ready to instantiate: one version of it.
@@ -72,6 +83,13 @@ impl Loaded {
     /// The type of exported `interface#function`, if there is one.
     pub(crate) fn function(&self, interface: &str, function: &str) -> Option<&ComponentFunc> {
         self.functions.get(interface)?.get(function)
+    }
+
+    /// The functions of exported `interface`.
+    pub(crate) fn function_names(&self, interface: &str) -> Vec<String> {
+        self.functions
+            .get(interface)
+            .map_or_else(Vec::new, |fs| fs.keys().cloned().collect())
     }
 
     /// Checks that a function-level medium can call `interface#function`.
@@ -148,7 +166,7 @@ impl Runtime {
             engine,
             components: RwLock::new(HashMap::new()),
         });
-        let loaded = runtime.prepare(manifest, compiled)?;
+        let loaded = runtime.prepare(manifest, compiled, options)?;
         *runtime.components.write().unwrap_or_else(|e| e.into_inner()) = loaded;
         Ok(runtime)
     }
@@ -177,6 +195,7 @@ impl Runtime {
         self: &Arc<Self>,
         manifest: &Manifest,
         compiled: BTreeMap<String, cache::Compiled>,
+        options: &LoadOptions,
     ) -> anyhow::Result<HashMap<Arc<str>, Arc<Loaded>>> {
         let engine = self.engine();
         let mut problems = Vec::new();
@@ -199,6 +218,10 @@ impl Runtime {
 
         let mut loaded = HashMap::new();
         for (name, compiled) in compiled {
+            // Every host type-checks every link, but prepares only its own share.
+            if !options.runs_here(&name) {
+                continue;
+            }
             let spec = &manifest.components[&name];
             let mut linker = Linker::<HostState>::new(engine);
             linker.allow_shadowing(true);
@@ -209,18 +232,31 @@ impl Runtime {
             let mut slots = 0;
             for (i, link) in manifest.links.iter().enumerate().filter(|(_, l)| l.from == name) {
                 let Some(ty) = &link_types[i] else { continue };
-                if let Err(e) = links::define_local(
-                    &mut linker,
-                    engine,
-                    &link.import,
-                    ty,
-                    slots,
-                    Arc::from(link.to.as_str()),
-                    Arc::downgrade(self),
-                ) {
+                let target = Arc::from(link.to.as_str());
+                let defined = if options.runs_here(&link.to) {
+                    let slot = slots;
+                    slots += 1;
+                    links::define_local(
+                        &mut linker,
+                        engine,
+                        &link.import,
+                        ty,
+                        slot,
+                        target,
+                        Arc::downgrade(self),
+                    )
+                } else if let Some(lattice) = &options.lattice {
+                    links::remote::define_remote(&mut linker, engine, &link.import, ty, target, lattice)
+                } else {
+                    problems.push(format!(
+                        "links[{i}]: `{}` does not run on this host (placement {:?}) and there is no lattice: pass --nats URL",
+                        link.to, manifest.components[&link.to].placement
+                    ));
+                    continue;
+                };
+                if let Err(e) = defined {
                     problems.push(format!("links[{i}]: {e}"));
                 }
-                slots += 1;
             }
             for (import, item) in types[&name].imports(engine) {
                 let linked = manifest.links.iter().any(|l| l.from == name && l.import == import);
@@ -277,6 +313,7 @@ impl Runtime {
         }
 
         for (i, binding) in manifest.bindings.iter().enumerate() {
+            // Bindings of components placed elsewhere are served elsewhere.
             let Some(c) = loaded.get(binding.component()) else {
                 continue;
             };

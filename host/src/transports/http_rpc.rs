@@ -43,6 +43,9 @@ impl HttpRpcMedium {
         let mut by_address: BTreeMap<SocketAddr, (usize, HashMap<String, Route>)> = BTreeMap::new();
         for (i, binding) in manifest.bindings.iter().enumerate() {
             let BindingSpec::HttpRpc(spec) = binding else { continue };
+            if runtime.get(&spec.component).is_none() {
+                continue;
+            }
             let Some((interface, function)) = split_export(&spec.export) else {
                 continue;
             };

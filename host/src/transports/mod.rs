@@ -37,6 +37,10 @@ pub async fn bind_all(
     let mut media: Vec<Box<dyn Medium>> = Vec::new();
     let need_nats = || nats.ok_or_else(|| anyhow::anyhow!("a NATS binding needs a NATS connection"));
     for (i, binding) in manifest.bindings.iter().enumerate() {
+        // Bindings of components placed on other hosts are served there.
+        if runtime.get(binding.component()).is_none() {
+            continue;
+        }
         match binding {
             BindingSpec::Http(spec) => media.push(Box::new(http::HttpMedium::bind(i, spec, runtime.clone()).await?)),
             BindingSpec::HttpRpc(_) => {} // grouped by address below
@@ -57,12 +61,12 @@ pub async fn bind_all(
 /// The status code (HTTP semantics, also used in NATS error headers) and the
 /// JSON error body of a fault. Every medium reports faults this way.
 pub fn fault_reply(fault: &Fault) -> (u16, serde_json::Value) {
-    let (status, kind) = match fault.kind {
-        FaultKind::Trap(_) => (500, "trap"),
-        FaultKind::Deadline(_) => (504, "deadline"),
-        FaultKind::MemoryExhausted { .. } => (500, "memory"),
-        FaultKind::AtCapacity { .. } => (503, "capacity"),
-        FaultKind::Host(_) => (500, "host"),
+    let kind = fault_kind(&fault.kind);
+    let status = match kind {
+        "deadline" => 504,
+        "capacity" | "no-responders" => 503,
+        "decode" => 502,
+        _ => 500,
     };
     let body = serde_json::json!({
         "error": fault.to_string(),
@@ -70,6 +74,20 @@ pub fn fault_reply(fault: &Fault) -> (u16, serde_json::Value) {
         "kind": kind,
     });
     (status, body)
+}
+
+/// The short name of a fault kind, as it appears in error bodies and headers.
+pub fn fault_kind(kind: &FaultKind) -> &str {
+    match kind {
+        FaultKind::Trap(_) => "trap",
+        FaultKind::Deadline(_) => "deadline",
+        FaultKind::MemoryExhausted { .. } => "memory",
+        FaultKind::AtCapacity { .. } => "capacity",
+        FaultKind::Host(_) => "host",
+        FaultKind::NoResponders => "no-responders",
+        FaultKind::Decode(_) => "decode",
+        FaultKind::Remote { kind, .. } => kind,
+    }
 }
 
 /// [`fault_reply`] for any failed function call: a request that does not fit

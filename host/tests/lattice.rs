@@ -1,0 +1,86 @@
+//! The same .wasm files in two layouts: one host, or three hosts joined
+//! through a private nats-server, chosen by `placement` and host labels only.
+
+mod support;
+
+use std::time::Instant;
+use support::nats::NatsServer;
+use support::{Host, http, insurance_manifest, with_paths, workspace};
+
+/// `examples/insurance/distributed.toml` with test paths and a free port.
+fn distributed_manifest() -> String {
+    let text = std::fs::read_to_string(workspace().join("examples/insurance/distributed.toml")).unwrap();
+    with_paths(
+        &text
+            .replace("../../target/wasm32-wasip2/release/gateway.wasm", "{wasm:gateway}")
+            .replace("../../target/wasm32-wasip2/release/rater.wasm", "{wasm:rater}")
+            .replace("../../target/wasm32-wasip2/release/pricing.wasm", "{wasm:pricing}")
+            .replace("127.0.0.1:8080", "127.0.0.1:0"),
+    )
+}
+
+fn node(manifest: &str, server: &NatsServer, label: &str) -> Host {
+    Host::start_with(
+        manifest,
+        &["--nats", &server.url(), "--lattice", "test", "--label", label],
+    )
+}
+
+fn policies() -> Vec<String> {
+    let example = String::from_utf8(support::example_policy()).unwrap();
+    vec![
+        example.clone(),
+        example.replace(r#""deductible": 500"#, r#""deductible": 2500"#),
+        example.replace(r#"["collision", "theft"]"#, r#"["flood"]"#),
+        r#"{"id": 8, "holder": "Bo", "region": "S", "subject": {"dwelling": {"square_meters": 84.5, "postcode": "8001", "floor": -1}}, "coverage": ["flood", "theft"], "start_day": 20500}"#.into(),
+        r#"{"id": 7, "holder": "Old", "region": "S", "subject": {"person": {"age": 90}}, "start_day": -3}"#.into(),
+        r#"{"id": 1, "holder": ""}"#.into(),
+    ]
+}
+
+#[test]
+fn both_layouts_answer_byte_identically() {
+    let colocated = Host::start(&insurance_manifest());
+    let server = NatsServer::start();
+    let manifest = distributed_manifest();
+    // Start the callees first so that "ready" on `a` means the chain is up.
+    let c = node(&manifest, &server, "node=c");
+    let b = node(&manifest, &server, "node=b");
+    let a = node(&manifest, &server, "node=a");
+    assert!(c.log().contains("ready: 1 of 3 component(s) here"), "{}", c.log());
+    for policy in policies() {
+        let here = http(colocated.addr(), "POST", "/quote", policy.as_bytes());
+        let there = http(a.addr(), "POST", "/quote", policy.as_bytes());
+        assert_eq!((here.status, &here.body), (there.status, &there.body), "{policy}");
+    }
+    // The calls really crossed hosts: rater ran on b, pricing's host served rpc.
+    assert!(b.log().contains("policy 1001 rated at 936.92 EUR"), "{}", b.log());
+    assert!(!a.log().contains("rated at"), "rater must not run on a");
+    assert!(c.log().contains("serving lattice rpc for pricing"), "{}", c.log());
+}
+
+#[test]
+fn losing_the_pricing_host_fails_fast_with_a_typed_error_and_recovers() {
+    let server = NatsServer::start();
+    let manifest = distributed_manifest();
+    let c = node(&manifest, &server, "node=c");
+    let _b = node(&manifest, &server, "node=b");
+    let a = node(&manifest, &server, "node=a");
+    let policy = support::example_policy();
+    assert_eq!(http(a.addr(), "POST", "/quote", &policy).status, 200);
+
+    c.kill();
+    let started = Instant::now();
+    let response = http(a.addr(), "POST", "/quote", &policy);
+    let elapsed = started.elapsed();
+    assert_eq!(response.status, 503, "{}", response.body);
+    let body = response.json();
+    assert_eq!(body["component"], "pricing");
+    assert_eq!(body["kind"], "no-responders");
+    assert!(body["error"].as_str().unwrap().contains("no responders"), "{body}");
+    // Reported, not asserted: no responders is immediate, not a timeout.
+    eprintln!("no-responders answer after {elapsed:?} (deadline is 5 s)");
+
+    let _c = node(&manifest, &server, "node=c");
+    assert_eq!(http(a.addr(), "POST", "/quote", &policy).status, 200);
+}
