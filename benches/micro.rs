@@ -70,7 +70,8 @@ fn benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("warm_call");
     for name in ["echo", "relay"] {
         let label = if name == "relay" { "relay->echo" } else { "echo" };
-        let mut instance = rt.block_on(app.start_instance(name, far)).expect("instance");
+        let cx = membrane::runtime::context::CallContext::new(far);
+        let mut instance = rt.block_on(app.start_instance(name, &cx)).expect("instance");
         group.bench_function(label, |b| {
             b.iter(|| black_box(rt.block_on(instance.invoke(ECHO, "echo", &hello)).expect("call")))
         });

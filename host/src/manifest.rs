@@ -173,6 +173,9 @@ pub struct LinkSpec {
     pub import: String,
     /// The component that exports `import`.
     pub to: String,
+    /// Deadline of one call over this link when it crosses hosts, in
+    /// milliseconds; default: whatever is left of the caller's deadline.
+    pub timeout_ms: Option<u64>,
 }
 
 /// `[[bindings]]`: a medium delivering calls to a component.

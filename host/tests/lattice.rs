@@ -84,3 +84,101 @@ fn losing_the_pricing_host_fails_fast_with_a_typed_error_and_recovers() {
     let _c = node(&manifest, &server, "node=c");
     assert_eq!(http(a.addr(), "POST", "/quote", &policy).status, 200);
 }
+
+#[test]
+fn one_trace_id_crosses_all_three_hosts() {
+    let server = NatsServer::start();
+    let manifest = distributed_manifest();
+    let args = |label: &'static str| {
+        [
+            "--nats".to_string(),
+            server.url(),
+            "--lattice".into(),
+            "test".into(),
+            "--label".into(),
+            label.into(),
+        ]
+    };
+    let start = |label: &'static str| {
+        let args = args(label);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Host::start_logged(&manifest, &args, "membrane=debug,warn")
+    };
+    let (c, b, a) = (start("node=c"), start("node=b"), start("node=a"));
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let policy = support::example_policy();
+    let mut request = format!(
+        "POST /quote HTTP/1.1\r\nhost: x\r\nconnection: close\r\ntraceparent: 00-{trace}-00f067aa0ba902b7-01\r\ncontent-length: {}\r\n\r\n",
+        policy.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&policy);
+    let reply = String::from_utf8(support::raw(a.addr(), &request)).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    for (host, name) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+        let line = host.wait_for_log(trace);
+        eprintln!("host {name}: {line}");
+    }
+    // On b the rater's own log line carries the trace.
+    assert!(
+        b.log()
+            .lines()
+            .any(|l| l.contains(trace) && l.contains("rated at 936.92")),
+        "{}",
+        b.log()
+    );
+}
+
+#[test]
+fn garbage_on_an_rpc_subject_gets_a_decode_error_and_harms_nothing() {
+    let server = NatsServer::start();
+    let manifest = distributed_manifest();
+    let _c = node(&manifest, &server, "node=c");
+    let _b = node(&manifest, &server, "node=b");
+    let a = node(&manifest, &server, "node=a");
+    let subject = membrane::links::remote::subject("test", "pricing", "example:insurance/pricing@0.1.0", "table");
+    assert_eq!(
+        subject,
+        "membrane.test.rpc.v1.pricing.example:insurance/pricing@0%2E1%2E0.table"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(server.url()).await.unwrap();
+        for garbage in [&b"\xff\xfe not wire"[..], b"", b"\x01\x07"] {
+            let reply = client.request(subject.clone(), garbage.to_vec().into()).await.unwrap();
+            let headers = reply.headers.expect("an error reply");
+            assert_eq!(headers.get("Membrane-Error-Kind").unwrap().as_str(), "decode");
+            assert!(
+                headers
+                    .get("Nats-Service-Error")
+                    .unwrap()
+                    .as_str()
+                    .contains("wire decode error")
+            );
+        }
+    });
+    assert_eq!(http(a.addr(), "POST", "/quote", &support::example_policy()).status, 200);
+}
+
+#[test]
+fn a_fault_on_a_remote_host_keeps_its_component_and_kind() {
+    let server = NatsServer::start();
+    let manifest = distributed_manifest().replace(
+        "[components.pricing.config]",
+        "limits = { memory_mib = 1 }\n[components.pricing.config]",
+    );
+    let _c = node(&manifest, &server, "node=c");
+    let _b = node(&manifest, &server, "node=b");
+    let a = node(&manifest, &server, "node=a");
+    let response = http(a.addr(), "POST", "/quote", &support::example_policy());
+    assert_eq!(response.status, 500);
+    assert_eq!(response.json()["component"], "pricing");
+    assert_eq!(response.json()["kind"], "memory");
+    assert_eq!(
+        response.json()["error"],
+        "component `pricing` exceeded its memory limit of 1 MiB"
+    );
+}

@@ -216,8 +216,8 @@ pub fn define_local(
                             .runtime
                             .upgrade()
                             .ok_or_else(|| wasmtime::format_err!("the host is shutting down"))?;
-                        let deadline = store.data().deadline;
-                        Box::new(runtime.start_callee(&link.target, deadline, link.count).await?)
+                        let cx = store.data().cx.clone();
+                        Box::new(runtime.start_callee(&link.target, &cx, link.count).await?)
                     }
                 };
                 let result = callee

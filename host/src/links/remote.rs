@@ -15,6 +15,7 @@
 
 use crate::codec::wire;
 use crate::runtime::Runtime;
+use crate::runtime::context::CallContext;
 use crate::runtime::fault::{Fault, FaultKind};
 use crate::runtime::state::HostState;
 use crate::transports::Medium;
@@ -53,6 +54,8 @@ pub struct Lattice {
 
 struct RemoteFunc {
     lattice: Lattice,
+    /// The link's own deadline (`timeout_ms`), if it sets one.
+    timeout: Option<Duration>,
     subject: String,
     target: Arc<str>,
     params: Vec<Type>,
@@ -68,6 +71,7 @@ pub fn define_remote(
     import: &ComponentInstance,
     target: Arc<str>,
     lattice: &Lattice,
+    timeout: Option<Duration>,
 ) -> Result<()> {
     let mut root = linker.root();
     let mut instance = root.instance(interface)?;
@@ -77,6 +81,7 @@ pub fn define_remote(
         };
         let remote = Arc::new(RemoteFunc {
             lattice: lattice.clone(),
+            timeout,
             subject: subject(&lattice.name, &target, interface, name),
             target: target.clone(),
             params: func.params().map(|(_, t)| t).collect(),
@@ -84,20 +89,19 @@ pub fn define_remote(
         });
         instance.func_new_async(name, move |store, _ty, params, results| {
             let remote = remote.clone();
-            let deadline = store.data().deadline;
-            Box::new(async move {
-                remote
-                    .call(deadline, params, results)
-                    .await
-                    .map_err(wasmtime::Error::from)
-            })
+            let cx = store.data().cx.clone();
+            Box::new(async move { remote.call(&cx, params, results).await.map_err(wasmtime::Error::from) })
         })?;
     }
     Ok(())
 }
 
 impl RemoteFunc {
-    async fn call(&self, deadline: Instant, params: &[Val], results: &mut [Val]) -> Result<(), Fault> {
+    async fn call(&self, cx: &CallContext, params: &[Val], results: &mut [Val]) -> Result<(), Fault> {
+        let deadline = match self.timeout {
+            Some(timeout) => cx.deadline.min(Instant::now() + timeout),
+            None => cx.deadline,
+        };
         let fault = |kind| Fault {
             component: self.target.clone(),
             kind,
@@ -109,6 +113,7 @@ impl RemoteFunc {
         }
         let mut headers = HeaderMap::new();
         headers.insert(DEADLINE_HEADER, unix_millis(deadline).to_string().as_str());
+        headers.insert("traceparent", cx.traceparent().as_str());
         let request = async_nats::Request::new()
             .payload(payload.into())
             .headers(headers)
@@ -269,9 +274,13 @@ async fn answer(
             component: route.component.clone(),
             kind: FaultKind::Decode(e.to_string()),
         })?;
-        let deadline = deadline_from_header(message.headers.as_ref());
+        let headers = message.headers.as_ref();
+        let deadline = deadline_from_header(headers).unwrap_or_else(|| Instant::now() + loaded.timeout);
+        let traceparent = headers.and_then(|h| h.get("traceparent")).map(|v| v.as_str());
+        let cx = CallContext::from_traceparent(deadline, traceparent);
+        tracing::debug!(trace_id = %cx.trace_id, "rpc {}#{} called", route.interface, route.function);
         let values = runtime
-            .call_until(&route.component, &route.interface, &route.function, &args, deadline)
+            .call_until(&route.component, &route.interface, &route.function, &args, Some(cx))
             .await?;
         wire::encode(&results, &values).map_err(|e| loaded.fault_host(e.to_string()))
     }

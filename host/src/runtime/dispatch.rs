@@ -6,9 +6,11 @@
 //! an instance permit.
 
 use super::Runtime;
+use super::context::CallContext;
 use super::fault::{CallError, Fault, FaultKind};
 use crate::codec::json;
 use std::time::Instant;
+use tracing::Instrument as _;
 use wasmtime::component::Val;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -28,7 +30,11 @@ impl Runtime {
             return Err(loaded.fault_host("does not export wasi:http/incoming-handler".into()));
         };
         let deadline = Instant::now() + loaded.timeout;
-        let mut store = self.new_store(&loaded, deadline)?;
+        let traceparent = request.headers().get("traceparent").and_then(|v| v.to_str().ok());
+        let cx = CallContext::from_traceparent(deadline, traceparent);
+        let span = tracing::info_span!("http", component = name, trace_id = %cx.trace_id);
+        tracing::debug!(parent: &span, "{} {}", request.method(), request.uri().path());
+        let mut store = self.new_store(&loaded, &cx)?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let host_fault = |e: wasmtime::Error| loaded.fault_host(e.to_string());
         let request = store
@@ -85,23 +91,26 @@ impl Runtime {
         self.call_until(name, interface, function, params, None).await
     }
 
-    /// [`Runtime::call`], finishing by `deadline` if that is sooner than the
-    /// component's own timeout (a remote caller's deadline).
+    /// [`Runtime::call`] as part of a call chain `cx` (a remote caller's
+    /// deadline and trace); the component's own timeout still applies.
     pub async fn call_until(
         &self,
         name: &str,
         interface: &str,
         function: &str,
         params: &[Val],
-        deadline: Option<Instant>,
+        cx: Option<CallContext>,
     ) -> Result<Vec<Val>, Fault> {
         let loaded = self.get(name).ok_or_else(|| not_running(name))?;
         let own = Instant::now() + loaded.timeout;
-        let deadline = deadline.map_or(own, |d| d.min(own));
+        let cx = cx.map_or_else(|| CallContext::new(own), |cx| cx.until(own));
+        let deadline = cx.deadline;
+        let span = tracing::info_span!("call", component = name, trace_id = %cx.trace_id);
         let call = async {
-            let mut instance = self.start_instance(name, deadline).await?;
+            let mut instance = self.start_instance(name, &cx).await?;
             instance.invoke(interface, function, params).await
-        };
+        }
+        .instrument(span);
         // The epoch deadline stops running wasm; this also stops a guest
         // parked in a host call.
         tokio::time::timeout_at(deadline.into(), call)

@@ -11,6 +11,7 @@
 //! [`fault::Fault`].
 
 pub mod cache;
+pub mod context;
 pub mod dispatch;
 pub mod engine;
 pub mod fault;
@@ -18,6 +19,7 @@ pub mod state;
 
 use crate::links;
 use crate::manifest::{BindingSpec, Manifest, WasiGrants, split_export};
+use context::CallContext;
 use fault::{DeadlineExceeded, Fault, FaultKind};
 use state::HostState;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -246,7 +248,8 @@ impl Runtime {
                         Arc::downgrade(self),
                     )
                 } else if let Some(lattice) = &options.lattice {
-                    links::remote::define_remote(&mut linker, engine, &link.import, ty, target, lattice)
+                    let timeout = link.timeout_ms.map(Duration::from_millis);
+                    links::remote::define_remote(&mut linker, engine, &link.import, ty, target, lattice, timeout)
                 } else {
                     problems.push(format!(
                         "links[{i}]: `{}` does not run on this host (placement {:?}) and there is no lattice: pass --nats URL",
@@ -350,7 +353,7 @@ impl Runtime {
     /// `deadline`. At `max_instances` live instances it fails at once (load
     /// shedding) rather than queueing: a queue bounded only by deadlines
     /// turns overload into timeouts for everyone.
-    pub(crate) fn new_store(&self, loaded: &Arc<Loaded>, deadline: Instant) -> Result<Store<HostState>, Fault> {
+    pub(crate) fn new_store(&self, loaded: &Arc<Loaded>, cx: &CallContext) -> Result<Store<HostState>, Fault> {
         let permit = match loaded.permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
@@ -368,7 +371,7 @@ impl Runtime {
             wasi,
             loaded.config.clone(),
             loaded.memory_mib,
-            deadline,
+            cx.clone(),
             loaded.links,
             permit,
         );
@@ -376,7 +379,7 @@ impl Runtime {
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|ctx| {
-            if Instant::now() >= ctx.data().deadline {
+            if Instant::now() >= ctx.data().cx.deadline {
                 Err(DeadlineExceeded.into())
             } else {
                 Ok(UpdateDeadline::Yield(1))
@@ -387,8 +390,8 @@ impl Runtime {
 
     /// Starts an instance of component `name` that lives until `deadline` and
     /// can be called many times ([`links::Callee::invoke`]).
-    pub async fn start_instance(&self, name: &str, deadline: Instant) -> Result<links::Callee, Fault> {
-        self.start_callee(name, deadline, 0).await
+    pub async fn start_instance(&self, name: &str, cx: &CallContext) -> Result<links::Callee, Fault> {
+        self.start_callee(name, cx, 0).await
     }
 
     /// Starts an instance of `target` for a link call from a caller whose
@@ -396,15 +399,15 @@ impl Runtime {
     pub(crate) async fn start_callee(
         &self,
         target: &str,
-        parent_deadline: Instant,
+        parent: &CallContext,
         functions: usize,
     ) -> Result<links::Callee, Fault> {
         let loaded = self.get(target).ok_or_else(|| Fault {
             component: Arc::from(target),
             kind: FaultKind::Host("not running on this host".into()),
         })?;
-        let deadline = parent_deadline.min(Instant::now() + loaded.timeout);
-        let mut store = self.new_store(&loaded, deadline)?;
+        let cx = parent.until(Instant::now() + loaded.timeout);
+        let mut store = self.new_store(&loaded, &cx)?;
         let instance = loaded
             .pre
             .instantiate_async(&mut store)

@@ -9,9 +9,9 @@
 
 use crate::links::Callee;
 use crate::manifest::WasiGrants;
+use crate::runtime::context::CallContext;
 use crate::runtime::fault::MemoryLimitExceeded;
 use std::sync::Arc;
-use std::time::Instant;
 use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{ResourceLimiter, Result};
@@ -36,8 +36,8 @@ pub struct HostState {
     table: ResourceTable,
     config: Arc<WasiConfigVariables>,
     pub(crate) limiter: Limiter,
-    /// When the current call must have finished.
-    pub(crate) deadline: Instant,
+    /// The call's deadline and trace.
+    pub(crate) cx: CallContext,
     /// Instances of linked components started by this instance, one slot per link.
     pub(crate) callees: Vec<Option<Box<Callee>>>,
     _permit: OwnedSemaphorePermit,
@@ -50,7 +50,7 @@ impl HostState {
         wasi: WasiCtx,
         config: Arc<WasiConfigVariables>,
         memory_mib: u64,
-        deadline: Instant,
+        cx: CallContext,
         links: usize,
         permit: OwnedSemaphorePermit,
     ) -> HostState {
@@ -61,7 +61,7 @@ impl HostState {
             table: ResourceTable::new(),
             config,
             limiter: Limiter { memory_mib },
-            deadline,
+            cx,
             callees: (0..links).map(|_| None).collect(),
             _permit: permit,
         }

@@ -72,6 +72,7 @@ fn spawn(
     manifest: &str,
     cache: &Path,
     args: &[&str],
+    log_filter: &str,
 ) -> (Child, Receiver<String>, Arc<Mutex<Vec<String>>>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("app.toml");
@@ -81,7 +82,7 @@ fn spawn(
         .arg(&path)
         .args(args)
         .env("MEMBRANE_CACHE_DIR", cache)
-        .env("RUST_LOG", "membrane=info,warn")
+        .env("RUST_LOG", log_filter)
         .stdin(Stdio::null())
         .stdout(Stdio::inherit())
         .stderr(Stdio::piped())
@@ -118,7 +119,12 @@ impl Host {
 
     /// Starts a host with extra command-line arguments.
     pub fn start_with(manifest: &str, args: &[&str]) -> Host {
-        match Host::launch(manifest, &shared_cache(), args) {
+        Host::start_logged(manifest, args, "membrane=info,warn")
+    }
+
+    /// Starts a host with extra arguments and a `RUST_LOG` filter.
+    pub fn start_logged(manifest: &str, args: &[&str], log_filter: &str) -> Host {
+        match Host::launch(manifest, &shared_cache(), args, log_filter) {
             Ok(host) => host,
             Err(f) => panic!("membrane exited with {}:\n{}", f.status, f.stderr),
         }
@@ -126,11 +132,11 @@ impl Host {
 
     /// Starts a host with the given compile cache.
     pub fn try_start(manifest: &str, cache: &Path) -> Result<Host, Failed> {
-        Host::launch(manifest, cache, &[])
+        Host::launch(manifest, cache, &[], "membrane=info,warn")
     }
 
-    fn launch(manifest: &str, cache: &Path, args: &[&str]) -> Result<Host, Failed> {
-        let (mut child, lines, log, dir) = spawn(manifest, cache, args);
+    fn launch(manifest: &str, cache: &Path, args: &[&str], log_filter: &str) -> Result<Host, Failed> {
+        let (mut child, lines, log, dir) = spawn(manifest, cache, args, log_filter);
         let mut http = Vec::new();
         let mut rpc = Vec::new();
         let deadline = Instant::now() + READY_TIMEOUT;
