@@ -182,3 +182,54 @@ fn a_fault_on_a_remote_host_keeps_its_component_and_kind() {
         "component `pricing` exceeded its memory limit of 1 MiB"
     );
 }
+
+#[test]
+fn two_rater_replicas_share_the_load_and_survive_losing_one() {
+    let server = NatsServer::start();
+    // A short gateway deadline bounds the window in which calls in flight to
+    // the killed replica fail.
+    let manifest = distributed_manifest().replace(
+        "[components.gateway]\n",
+        "[components.gateway]\nlimits = { timeout_ms = 1000 }\n",
+    );
+    let _c = node(&manifest, &server, "node=c");
+    let b1 = node(&manifest, &server, "node=b");
+    let b2 = node(&manifest, &server, "node=b");
+    let a = node(&manifest, &server, "node=a");
+    let addr = a.addr();
+    let policy = support::example_policy();
+
+    assert!(burst(addr, &policy, 80).iter().all(|s| *s == 200));
+    let served = |h: &Host| h.log().matches("rated at").count();
+    let (by_b1, by_b2) = (served(&b1), served(&b2));
+    eprintln!("replica b1 served {by_b1}, b2 served {by_b2} of 80");
+    assert!(by_b1 > 0 && by_b2 > 0, "both replicas take traffic: {by_b1} / {by_b2}");
+
+    // Kill one replica while requests are in flight.
+    let load = {
+        let policy = policy.clone();
+        std::thread::spawn(move || burst(addr, &policy, 200))
+    };
+    b1.wait_for_log_count("rated at", by_b1 + 5);
+    b1.kill();
+    let statuses = load.join().unwrap();
+    let failed = statuses.iter().filter(|s| **s != 200).count();
+    eprintln!("while killing a replica: {failed} of {} calls failed", statuses.len());
+    // After the window every call succeeds, on the surviving replica.
+    assert!(burst(addr, &policy, 40).iter().all(|s| *s == 200));
+}
+
+/// `n` quote requests from 4 threads; their statuses.
+fn burst(addr: std::net::SocketAddr, policy: &[u8], n: usize) -> Vec<u16> {
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let policy = policy.to_vec();
+            std::thread::spawn(move || {
+                (0..n / 4)
+                    .map(|_| http(addr, "POST", "/quote", &policy).status)
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+}
