@@ -1,0 +1,212 @@
+//! Lattice benchmark (a plain binary): the cost of a link that crosses hosts.
+//!
+//! - one remote link call (`relay` on host X -> `echo` on host Y, a kept
+//!   `relay` instance) against a raw async-nats request/reply of the same
+//!   payload size, between the same two connections;
+//! - the insurance example end to end over HTTP (`POST /quote`), co-located
+//!   on one host and distributed over three.
+//!
+//! Every host is a runtime in this process with its own NATS connection, on
+//! one private nats-server. `cargo bench -p membrane-benches --bench lattice`
+//! (`-- --quick` for a short run).
+
+use bytes::Bytes;
+use futures::StreamExt as _;
+use membrane::links::remote::{Lattice, RpcServer};
+use membrane::manifest::Manifest;
+use membrane::runtime::context::CallContext;
+use membrane::runtime::{LoadOptions, Runtime};
+use membrane::transports::{self, Medium};
+use membrane_benches::{NatsServer, percentiles, wasm};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use wasmtime::component::Val;
+
+const ECHO: &str = "example:testkit/echo@0.1.0";
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let calls = if quick { 300 } else { 5000 };
+    let rt = tokio::runtime::Runtime::new().expect("tokio");
+    rt.block_on(async move {
+        let server = NatsServer::start();
+        let shutdown = CancellationToken::new();
+        println!("| measurement | p50 | p99 | ratio (p50) |");
+        println!("|---|---|---|---|");
+        remote_hop(&server.url, calls, &shutdown).await;
+        end_to_end(&server.url, calls / 2, &shutdown).await;
+        shutdown.cancel();
+    });
+}
+
+/// Loads `manifest` as a host running `here`, joined to the lattice unless
+/// it runs every component itself.
+async fn host(manifest: &str, here: &[&str], url: &str, shutdown: &CancellationToken) -> Arc<Runtime> {
+    let manifest = Manifest::parse(manifest, "bench.toml").expect("manifest");
+    let client = async_nats::connect(url).await.expect("nats");
+    let lattice = Lattice {
+        client: client.clone(),
+        name: "bench".into(),
+    };
+    let alone = manifest.components.keys().all(|c| here.contains(&c.as_str()));
+    let options = LoadOptions {
+        cache_dir: membrane::runtime::cache::default_cache_dir(),
+        pooling: true,
+        here: Some(here.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>()),
+        lattice: (!alone).then(|| lattice.clone()),
+    };
+    let runtime = Runtime::load(&manifest, &options).await.expect("load");
+    let mut media = transports::bind_all(&manifest, &runtime, Some(&client))
+        .await
+        .expect("bind");
+    let exports: Vec<(String, String)> = manifest
+        .links
+        .iter()
+        .filter(|l| here.contains(&l.to.as_str()))
+        .map(|l| (l.to.clone(), l.import.clone()))
+        .collect();
+    if !exports.is_empty() && !alone {
+        media.push(Box::new(
+            RpcServer::bind(&lattice, runtime.clone(), &exports).await.expect("rpc"),
+        ));
+    }
+    for medium in media {
+        eprintln!("{}", medium.describe());
+        tokio::spawn(medium.serve(shutdown.clone()));
+    }
+    client.flush().await.expect("flush");
+    runtime
+}
+
+async fn remote_hop(url: &str, calls: usize, shutdown: &CancellationToken) {
+    let manifest = format!(
+        "[app]\nname = \"hop\"\n[components.echo]\nsource = \"{}\"\n[components.relay]\nsource = \"{}\"\n\
+         [[links]]\nfrom = \"relay\"\nimport = \"{ECHO}\"\nto = \"echo\"\n",
+        wasm("echo"),
+        wasm("relay")
+    );
+    let _y = host(&manifest, &["echo"], url, shutdown).await;
+    let x = host(&manifest, &["relay"], url, shutdown).await;
+    let far = CallContext::new(Instant::now() + Duration::from_secs(3600));
+    let mut relay = x.start_instance("relay", &far).await.expect("relay");
+    let hello = [Val::String("hello".into())];
+    let mut samples = Vec::with_capacity(calls);
+    for i in 0..calls + calls / 10 {
+        let t = Instant::now();
+        relay.invoke(ECHO, "echo", &hello).await.expect("remote echo");
+        if i >= calls / 10 {
+            samples.push(t.elapsed());
+        }
+    }
+    let (link50, link99) = percentiles(&mut samples);
+
+    // The same bytes over raw request/reply between two connections.
+    let size = 1 + 1 + "hello".len(); // version byte, length varint, bytes
+    let responder = async_nats::connect(url).await.expect("nats");
+    let mut subscription = responder.subscribe("bench.raw").await.expect("subscribe");
+    tokio::spawn(async move {
+        while let Some(m) = subscription.next().await {
+            if let Some(reply) = m.reply {
+                let _ = responder.publish(reply, m.payload).await;
+            }
+        }
+    });
+    let requester = async_nats::connect(url).await.expect("nats");
+    requester.flush().await.expect("flush");
+    let payload = Bytes::from(vec![1u8; size]);
+    let mut samples = Vec::with_capacity(calls);
+    for i in 0..calls + calls / 10 {
+        let t = Instant::now();
+        requester.request("bench.raw", payload.clone()).await.expect("raw");
+        if i >= calls / 10 {
+            samples.push(t.elapsed());
+        }
+    }
+    let (raw50, raw99) = percentiles(&mut samples);
+    row(&format!("raw async-nats request/reply, {size} B"), raw50, raw99, raw50);
+    row(
+        "remote link call relay -> echo (fresh echo instance per call)",
+        link50,
+        link99,
+        raw50,
+    );
+}
+
+async fn end_to_end(url: &str, calls: usize, shutdown: &CancellationToken) {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let read = |file: &str| {
+        std::fs::read_to_string(root.join("examples/insurance").join(file))
+            .expect("example manifest")
+            .replace("../../target/wasm32-wasip2/release/gateway.wasm", &wasm("gateway"))
+            .replace("../../target/wasm32-wasip2/release/rater.wasm", &wasm("rater"))
+            .replace("../../target/wasm32-wasip2/release/pricing.wasm", &wasm("pricing"))
+            .replace("127.0.0.1:8080", "127.0.0.1:0")
+    };
+    let policy = std::fs::read(root.join("examples/insurance/policy.json")).expect("policy");
+
+    let colocated = read("colocated.toml");
+    let one = host(&colocated, &["gateway", "rater", "pricing"], url, shutdown).await;
+    let colocated_addr = http_addr(&colocated, &one).await;
+    let (c50, c99) = measure_http(&colocated_addr, &policy, calls).await;
+
+    let distributed = read("distributed.toml");
+    let _c = host(&distributed, &["pricing"], url, shutdown).await;
+    let _b = host(&distributed, &["rater"], url, shutdown).await;
+    let a = host(&distributed, &["gateway"], url, shutdown).await;
+    let distributed_addr = http_addr(&distributed, &a).await;
+    let (d50, d99) = measure_http(&distributed_addr, &policy, calls).await;
+    row("POST /quote, co-located (1 host)", c50, c99, c50);
+    row("POST /quote, distributed (3 hosts, 2 NATS hops)", d50, d99, c50);
+}
+
+/// Binds a second http listener for the gateway and returns its address.
+async fn http_addr(manifest: &str, runtime: &Arc<Runtime>) -> String {
+    let manifest = Manifest::parse(manifest, "bench.toml").expect("manifest");
+    let membrane::manifest::BindingSpec::Http(spec) = &manifest.bindings[0] else {
+        panic!("the example's first binding is http")
+    };
+    let medium = transports::http::HttpMedium::bind(0, spec, runtime.clone())
+        .await
+        .expect("bind");
+    let addr = medium.local_addr().to_string();
+    tokio::spawn(Box::new(medium).serve(CancellationToken::new()));
+    addr
+}
+
+async fn measure_http(addr: &str, body: &[u8], calls: usize) -> (Duration, Duration) {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let mut samples = Vec::with_capacity(calls);
+    for i in 0..calls + calls / 10 {
+        let request = hyper::Request::post("/quote")
+            .header("host", addr)
+            .body(http_body_util::Full::new(Bytes::copy_from_slice(body)))
+            .expect("request");
+        sender.ready().await.expect("connection ready");
+        let t = Instant::now();
+        let response = sender.send_request(request).await.expect("send");
+        assert!(response.status().is_success(), "status {}", response.status());
+        http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .expect("body");
+        if i >= calls / 10 {
+            samples.push(t.elapsed());
+        }
+    }
+    percentiles(&mut samples)
+}
+
+fn row(name: &str, p50: Duration, p99: Duration, baseline: Duration) {
+    println!(
+        "| {name} | {:.0} µs | {:.0} µs | {:.2}× |",
+        p50.as_secs_f64() * 1e6,
+        p99.as_secs_f64() * 1e6,
+        p50.as_secs_f64() / baseline.as_secs_f64()
+    );
+}
