@@ -6,6 +6,7 @@
 //! Ctrl-C or SIGTERM, after which in-flight requests finish.
 
 use crate::lattice::connection;
+use crate::lattice::inventory::{InventoryService, gather};
 use crate::links::remote::{Lattice, RpcServer};
 use crate::manifest::Manifest;
 use crate::runtime::{LoadOptions, Runtime, cache};
@@ -14,6 +15,7 @@ use clap::{Parser, Subcommand};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +31,32 @@ pub struct Cli {
 enum Command {
     /// Run the app described by a manifest on this host.
     Up(UpArgs),
+    /// Steer and inspect a running lattice over NATS.
+    #[command(subcommand)]
+    Ctl(CtlCommand),
+}
+
+/// `membrane ctl ...`.
+#[derive(Subcommand, Debug)]
+enum CtlCommand {
+    /// List the hosts of a lattice: labels, components, digests, instances.
+    Inventory(CtlArgs),
+}
+
+/// What every `ctl` command needs.
+#[derive(Parser, Debug, Clone)]
+pub struct CtlArgs {
+    /// NATS server URL(s), comma-separated.
+    #[arg(long, env = "MEMBRANE_NATS", default_value = "nats://127.0.0.1:4222")]
+    pub nats: String,
+
+    /// The lattice to inspect.
+    #[arg(long, default_value = "default", env = "MEMBRANE_LATTICE")]
+    pub lattice: String,
+
+    /// How long to wait for more hosts after the last answer, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    pub settle_ms: u64,
 }
 
 /// Arguments of `membrane up`.
@@ -88,6 +116,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Up(args) => runtime.block_on(up(args, shutdown_signal())),
+        Command::Ctl(CtlCommand::Inventory(args)) => runtime.block_on(inventory(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -151,7 +180,8 @@ pub async fn up(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) -
             .bindings
             .iter()
             .any(|b| b.needs_nats() && here.contains(b.component()));
-    let nats = if needs_nats {
+    // An explicit --nats also joins the lattice's inventory.
+    let nats = if needs_nats || args.nats.is_some() {
         let name = format!("membrane {}", manifest.app.name);
         Some(connection::connect(&manifest.nats, args.nats.as_deref(), &name).await?)
     } else {
@@ -186,6 +216,21 @@ pub async fn up(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) -
         }
     }
 
+    if let Some(client) = &nats {
+        let id = format!("host-{}", &crate::runtime::context::random_hex(1)[..8]);
+        media.push(Box::new(
+            InventoryService::bind(
+                client.clone(),
+                &args.lattice,
+                id,
+                &manifest.app.name,
+                labels,
+                runtime.clone(),
+            )
+            .await?,
+        ));
+    }
+
     let token = CancellationToken::new();
     let mut serving = tokio::task::JoinSet::new();
     for medium in media {
@@ -210,5 +255,41 @@ pub async fn up(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) -
         let _ = nats.flush().await;
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// `membrane ctl inventory`: one line per component per host.
+pub async fn inventory(args: CtlArgs) -> anyhow::Result<()> {
+    let client = connection::connect(&Default::default(), Some(&args.nats), "membrane ctl").await?;
+    let hosts = gather(&client, &args.lattice, Duration::from_millis(args.settle_ms)).await?;
+    if hosts.is_empty() {
+        println!("no hosts in lattice `{}`", args.lattice);
+        return Ok(());
+    }
+    println!(
+        "{:<14} {:<20} {:<12} {:<12} {:<21} INSTANCES",
+        "HOST", "LABELS", "APP", "COMPONENT", "DIGEST"
+    );
+    for host in &hosts {
+        let labels: Vec<String> = host.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let labels = if labels.is_empty() {
+            "-".to_string()
+        } else {
+            labels.join(",")
+        };
+        for c in &host.components {
+            println!(
+                "{:<14} {:<20} {:<12} {:<12} {:<21} {}/{}",
+                host.host,
+                labels,
+                host.app,
+                c.name,
+                &c.digest[..c.digest.len().min(19)],
+                c.instances,
+                c.max_instances
+            );
+        }
+    }
+    println!("{} host(s)", hosts.len());
     Ok(())
 }

@@ -233,3 +233,36 @@ fn burst(addr: std::net::SocketAddr, policy: &[u8], n: usize) -> Vec<u16> {
         .collect();
     handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
 }
+
+#[test]
+fn ctl_inventory_lists_every_host_with_labels_components_and_digests() {
+    let server = NatsServer::start();
+    let manifest = distributed_manifest();
+    let _hosts = [
+        node(&manifest, &server, "node=c"),
+        node(&manifest, &server, "node=b"),
+        node(&manifest, &server, "node=a"),
+    ];
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_membrane"))
+        .args(["ctl", "inventory", "--nats", &server.url(), "--lattice", "test"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let table = String::from_utf8(output.stdout).unwrap();
+    eprintln!("{table}");
+    let digest = |name: &str| {
+        use sha2::Digest as _;
+        let bytes = std::fs::read(support::wasm(name)).unwrap();
+        format!("sha256:{}", &hex::encode(sha2::Sha256::digest(bytes))[..12])
+    };
+    for (label, component) in [("node=a", "gateway"), ("node=b", "rater"), ("node=c", "pricing")] {
+        let row = table
+            .lines()
+            .find(|l| l.contains(label))
+            .unwrap_or_else(|| panic!("no row for {label}:\n{table}"));
+        assert!(row.contains(component), "{row}");
+        assert!(row.contains(&digest(component)), "{row}");
+        assert!(row.trim_end().ends_with("0/256"), "{row}");
+    }
+    assert!(table.contains("3 host(s)"), "{table}");
+}

@@ -1,4 +1,6 @@
-//! The lattice: everything a host shares with others through NATS. Today that
-//! is the connection itself; heartbeats, inventory and desired state follow.
+//! The lattice: everything a host shares with others through NATS: the
+//! connection, and the inventory and heartbeats operators read. Desired state
+//! (KV) and artifacts (object store) come with the control plane.
 
 pub mod connection;
+pub mod inventory;

@@ -60,7 +60,7 @@ impl CallContext {
 /// `words` × 16 hex digits of randomness. Trace ids need uniqueness, not
 /// secrecy: std's randomly keyed SipHash over a counter gives that without a
 /// dependency.
-fn random_hex(words: usize) -> String {
+pub(crate) fn random_hex(words: usize) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     (0..words)
         .map(|_| {

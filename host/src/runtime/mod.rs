@@ -82,6 +82,16 @@ impl Loaded {
         Fault::classify(&self.name, self.timeout, err)
     }
 
+    /// Instances of this version alive right now.
+    pub fn instances_in_use(&self) -> u32 {
+        self.max_instances - self.permits.available_permits() as u32
+    }
+
+    /// Its `max_instances` limit.
+    pub fn max_instances(&self) -> u32 {
+        self.max_instances
+    }
+
     /// The type of exported `interface#function`, if there is one.
     pub(crate) fn function(&self, interface: &str, function: &str) -> Option<&ComponentFunc> {
         self.functions.get(interface)?.get(function)
@@ -190,6 +200,16 @@ impl Runtime {
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
             .cloned()
+    }
+
+    /// Every component running on this host.
+    pub fn loaded(&self) -> Vec<Arc<Loaded>> {
+        self.components
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Link checks, linkers and pre-instantiation for every component.

@@ -1,0 +1,181 @@
+//! Inventory: what each host of a lattice runs, for operators.
+//!
+//! Every host connected to NATS answers requests on
+//! `membrane.<lattice>.ctl.v1.inventory` with its [`HostInventory`] (JSON) and
+//! publishes the same document as a heartbeat on
+//! `membrane.<lattice>.evt.v1.heartbeat` every [`HEARTBEAT`].
+//! `membrane ctl inventory` publishes one request and gathers every host's
+//! answer. The subjects and payloads are in `docs/control.md`.
+
+use crate::runtime::Runtime;
+use crate::transports::Medium;
+use futures::StreamExt as _;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// How often a host publishes its heartbeat.
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// The inventory request subject of `lattice`.
+pub fn inventory_subject(lattice: &str) -> String {
+    format!("membrane.{lattice}.ctl.v1.inventory")
+}
+
+/// The heartbeat subject of `lattice`.
+pub fn heartbeat_subject(lattice: &str) -> String {
+    format!("membrane.{lattice}.evt.v1.heartbeat")
+}
+
+/// One host's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostInventory {
+    /// The host's id (unique per process).
+    pub host: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// The app it runs.
+    pub app: String,
+    /// Seconds since it started.
+    pub uptime_s: u64,
+    /// The components it runs.
+    pub components: Vec<ComponentInventory>,
+}
+
+/// One component on one host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ComponentInventory {
+    /// Its name in the manifest.
+    pub name: String,
+    /// `sha256:<hex>` of the running version.
+    pub digest: String,
+    /// Instances alive right now.
+    pub instances: u32,
+    /// Its `max_instances`.
+    pub max_instances: u32,
+}
+
+/// Answers inventory requests and publishes heartbeats for this host.
+pub struct InventoryService {
+    client: async_nats::Client,
+    lattice: String,
+    subscriber: async_nats::Subscriber,
+    host: String,
+    app: String,
+    labels: BTreeMap<String, String>,
+    runtime: Arc<Runtime>,
+    started: Instant,
+}
+
+impl InventoryService {
+    /// Subscribes to the inventory subject of `lattice`.
+    pub async fn bind(
+        client: async_nats::Client,
+        lattice: &str,
+        host: String,
+        app: &str,
+        labels: BTreeMap<String, String>,
+        runtime: Arc<Runtime>,
+    ) -> anyhow::Result<InventoryService> {
+        let subscriber = client.subscribe(inventory_subject(lattice)).await?;
+        Ok(InventoryService {
+            client,
+            lattice: lattice.to_string(),
+            subscriber,
+            host,
+            app: app.to_string(),
+            labels,
+            runtime,
+            started: Instant::now(),
+        })
+    }
+
+    fn inventory(&self) -> HostInventory {
+        let mut components: Vec<ComponentInventory> = self
+            .runtime
+            .loaded()
+            .iter()
+            .map(|c| ComponentInventory {
+                name: c.name.to_string(),
+                digest: c.digest.clone(),
+                instances: c.instances_in_use(),
+                max_instances: c.max_instances(),
+            })
+            .collect();
+        components.sort_by(|a, b| a.name.cmp(&b.name));
+        HostInventory {
+            host: self.host.clone(),
+            labels: self.labels.clone(),
+            app: self.app.clone(),
+            uptime_s: self.started.elapsed().as_secs(),
+            components,
+        }
+    }
+
+    fn document(&self) -> bytes::Bytes {
+        serde_json::to_vec(&self.inventory()).unwrap_or_default().into()
+    }
+}
+
+impl Medium for InventoryService {
+    fn describe(&self) -> String {
+        format!("inventory of host {} on lattice {}", self.host, self.lattice)
+    }
+
+    fn serve(mut self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(async move {
+            let mut ticker = tokio::time::interval(HEARTBEAT);
+            let heartbeat = heartbeat_subject(&self.lattice);
+            loop {
+                tokio::select! {
+                    request = self.subscriber.next() => match request {
+                        Some(request) => {
+                            if let Some(reply) = request.reply
+                                && let Err(e) = self.client.publish(reply, self.document()).await
+                            {
+                                tracing::warn!("inventory: cannot reply: {e}");
+                            }
+                        }
+                        None => break,
+                    },
+                    _ = ticker.tick() => {
+                        if let Err(e) = self.client.publish(heartbeat.clone(), self.document()).await {
+                            tracing::debug!("heartbeat not sent: {e}");
+                        }
+                    }
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+            let _ = self.subscriber.unsubscribe().await;
+            Ok(())
+        })
+    }
+}
+
+/// Asks every host of `lattice` for its inventory. Hosts answer at once; the
+/// gathering stops `settle` after the last answer (or after `settle` if none
+/// comes), since nobody knows how many hosts there are.
+pub async fn gather(
+    client: &async_nats::Client,
+    lattice: &str,
+    settle: Duration,
+) -> anyhow::Result<Vec<HostInventory>> {
+    let inbox = client.new_inbox();
+    let mut answers = client.subscribe(inbox.clone()).await?;
+    client
+        .publish_with_reply(inventory_subject(lattice), inbox, bytes::Bytes::new())
+        .await?;
+    client.flush().await?;
+    let mut hosts = Vec::new();
+    while let Ok(Some(message)) = tokio::time::timeout(settle, answers.next()).await {
+        match serde_json::from_slice::<HostInventory>(&message.payload) {
+            Ok(inventory) => hosts.push(inventory),
+            Err(e) => tracing::warn!("ignoring a malformed inventory answer: {e}"),
+        }
+    }
+    hosts.sort_by(|a, b| a.labels.cmp(&b.labels).then(a.host.cmp(&b.host)));
+    Ok(hosts)
+}
