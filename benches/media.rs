@@ -16,7 +16,6 @@ use http_body_util::{BodyExt, Full};
 use membrane::manifest::Manifest;
 use membrane::runtime::{LoadOptions, Runtime};
 use membrane::transports;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -32,24 +31,8 @@ fn main() {
     };
     let rt = tokio::runtime::Runtime::new().expect("tokio");
     rt.block_on(async move {
-        let store = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let binary = [
-            "/usr/sbin/nats-server",
-            "/usr/bin/nats-server",
-            "/usr/local/bin/nats-server",
-        ]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .unwrap_or("nats-server");
-        let mut server = Command::new(binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(store.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server (scripts/test.sh installs it)");
-        let url = format!("nats://127.0.0.1:{port}");
+        let server = membrane_benches::NatsServer::start();
+        let url = server.url.clone();
         let client = loop {
             match async_nats::connect(&url).await {
                 Ok(client) => break client,
@@ -136,17 +119,9 @@ export = "example:testkit/echo@0.1.0#echo"
             row("http-rpc binding", concurrency, &rpc, &http);
         }
         shutdown.cancel();
-        let _ = runtime;
-        let _ = server.kill();
-        let _ = server.wait();
+        drop(runtime);
+        drop(server);
     });
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 fn addr_of(described: &[String], prefix: &str) -> String {

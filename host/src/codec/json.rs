@@ -173,6 +173,19 @@ fn case_name(value: &Value) -> Option<(&str, Option<&Value>)> {
     }
 }
 
+/// The elements of a JSON array as values of type `elem` (`ty` is the list
+/// type, for the error).
+fn elements(elem: &Type, ty: &Type, value: &Value, path: &Path) -> Result<Vec<Val>, JsonError> {
+    let Value::Array(items) = value else {
+        return Err(mismatch(path, &describe(ty), value));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| from_json(elem, v, &path.index(i)))
+        .collect()
+}
+
 /// Converts `value` into a component value of type `ty`.
 fn from_json(ty: &Type, value: &Value, path: &Path) -> Result<Val, JsonError> {
     let fail = |expected: &str| Err(mismatch(path, expected, value));
@@ -199,32 +212,8 @@ fn from_json(ty: &Type, value: &Value, path: &Path) -> Result<Val, JsonError> {
             Value::String(s) => Val::String(s.clone()),
             _ => return fail("string"),
         },
-        Type::List(list) => match value {
-            Value::Array(items) => {
-                let elem = list.ty();
-                Val::List(
-                    items
-                        .iter()
-                        .enumerate()
-                        .map(|(i, v)| from_json(&elem, v, &path.index(i)))
-                        .collect::<Result<_, _>>()?,
-                )
-            }
-            _ => return fail(&describe(ty)),
-        },
-        Type::FixedLengthList(list) => match value {
-            Value::Array(items) => {
-                let elem = list.ty();
-                Val::FixedLengthList(
-                    items
-                        .iter()
-                        .enumerate()
-                        .map(|(i, v)| from_json(&elem, v, &path.index(i)))
-                        .collect::<Result<_, _>>()?,
-                )
-            }
-            _ => return fail(&describe(ty)),
-        },
+        Type::List(list) => Val::List(elements(&list.ty(), ty, value, path)?),
+        Type::FixedLengthList(list) => Val::FixedLengthList(elements(&list.ty(), ty, value, path)?),
         Type::Map(map) => match value {
             Value::Array(pairs) => {
                 let (kt, vt) = (map.key(), map.value());
