@@ -1,22 +1,31 @@
-//! The command line: `membrane up <manifest>`.
+//! The command line: `membrane up` runs a host, `membrane ctl` steers a
+//! lattice.
 //!
-//! `up` does everything that can fail before it listens: it parses and checks
-//! the manifest, compiles and validates every component (types of links,
-//! shapes of bindings) and binds every socket. Only then does it serve, until
-//! Ctrl-C or SIGTERM, after which in-flight requests finish.
+//! `up` with a manifest does everything that can fail before it listens: it
+//! parses and checks the manifest, compiles and validates every component
+//! (types of links, shapes of bindings) and binds every socket. Only then does
+//! it serve, until Ctrl-C or SIGTERM, after which in-flight requests finish.
+//! `up` without a manifest joins a lattice and runs its share of the apps
+//! applied there (`membrane ctl apply`), following every later change.
 
+use crate::control::ctl::{Ctl, print_update};
+use crate::control::server::ControlServer;
+use crate::lattice::agent::{Agent, DesiredStream};
+use crate::lattice::artifacts::Artifacts;
 use crate::lattice::connection;
-use crate::lattice::inventory::{InventoryService, gather};
-use crate::links::remote::{Lattice, RpcServer};
-use crate::manifest::Manifest;
-use crate::runtime::{LoadOptions, Runtime, cache};
-use crate::transports;
-use clap::{Parser, Subcommand};
-use std::collections::{BTreeMap, BTreeSet};
+use crate::lattice::desired::Desired;
+use crate::lattice::inventory::{AppsView, HEARTBEAT, InventoryService};
+use crate::lattice::placement::{self, Member};
+use crate::links::remote::Lattice;
+use crate::manifest::{Manifest, NatsSpec};
+use crate::runtime::{LoadOptions, cache};
+use crate::transports::Medium;
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// Membrane: run WebAssembly components, bound to any medium by a manifest.
@@ -29,44 +38,151 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the app described by a manifest on this host.
+    /// Run a host: the app of a manifest, or (without one) the apps applied to its lattice.
     Up(UpArgs),
     /// Steer and inspect a running lattice over NATS.
-    #[command(subcommand)]
-    Ctl(CtlCommand),
+    Ctl(CtlArgs),
+}
+
+/// How to reach NATS: the same options for hosts and `ctl`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma-separated; overrides the manifest's `[nats] urls`.
+    #[arg(long, global = true, env = "MEMBRANE_NATS")]
+    pub nats: Option<String>,
+    /// NATS user (with --nats-password).
+    #[arg(long, global = true, env = "MEMBRANE_NATS_USER")]
+    pub nats_user: Option<String>,
+    /// NATS password.
+    #[arg(long, global = true, env = "MEMBRANE_NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+    /// NATS token.
+    #[arg(long, global = true, env = "MEMBRANE_NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<String>,
+    /// NATS credentials file (JWT and NKey).
+    #[arg(long, global = true, env = "MEMBRANE_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// CA certificate (PEM) to verify the NATS server.
+    #[arg(long, global = true, env = "MEMBRANE_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS, with --nats-tls-key.
+    #[arg(long, global = true, env = "MEMBRANE_NATS_TLS_CERT")]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// Client key (PEM).
+    #[arg(long, global = true, env = "MEMBRANE_NATS_TLS_KEY")]
+    pub nats_tls_key: Option<PathBuf>,
+    /// Refuse a connection without TLS.
+    #[arg(long, global = true)]
+    pub nats_require_tls: bool,
+}
+
+impl NatsArgs {
+    /// `base` (the manifest's `[nats]`) with every option given here on top.
+    pub fn over(&self, base: &NatsSpec) -> NatsSpec {
+        let mut spec = base.clone();
+        let pick = |flag: &Option<String>, field: &mut Option<String>| {
+            if flag.is_some() {
+                field.clone_from(flag);
+            }
+        };
+        pick(&self.nats_user, &mut spec.user);
+        pick(&self.nats_password, &mut spec.password);
+        pick(&self.nats_token, &mut spec.token);
+        for (flag, field) in [
+            (&self.nats_creds, &mut spec.creds),
+            (&self.nats_tls_ca, &mut spec.tls_ca),
+            (&self.nats_tls_cert, &mut spec.tls_cert),
+            (&self.nats_tls_key, &mut spec.tls_key),
+        ] {
+            if flag.is_some() {
+                field.clone_from(flag);
+            }
+        }
+        spec.require_tls |= self.nats_require_tls;
+        spec
+    }
 }
 
 /// `membrane ctl ...`.
+#[derive(Parser, Debug)]
+pub struct CtlArgs {
+    #[command(flatten)]
+    nats: NatsArgs,
+
+    /// The lattice to steer.
+    #[arg(long, global = true, default_value = "default", env = "MEMBRANE_LATTICE")]
+    lattice: String,
+
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
 #[derive(Subcommand, Debug)]
 enum CtlCommand {
     /// List the hosts of a lattice: labels, components, digests, instances.
-    Inventory(CtlArgs),
-}
-
-/// What every `ctl` command needs.
-#[derive(Parser, Debug, Clone)]
-pub struct CtlArgs {
-    /// NATS server URL(s), comma-separated.
-    #[arg(long, env = "MEMBRANE_NATS", default_value = "nats://127.0.0.1:4222")]
-    pub nats: String,
-
-    /// The lattice to inspect.
-    #[arg(long, default_value = "default", env = "MEMBRANE_LATTICE")]
-    pub lattice: String,
-
-    /// How long to wait for more hosts after the last answer, in milliseconds.
-    #[arg(long, default_value_t = 500)]
-    pub settle_ms: u64,
+    #[command(alias = "hosts")]
+    Inventory {
+        /// How long to wait for more hosts after the last answer, in milliseconds.
+        #[arg(long, default_value_t = 500)]
+        settle_ms: u64,
+    },
+    /// Put a component into the lattice's artifact store; prints its digest.
+    Push {
+        /// The component (.wasm).
+        file: PathBuf,
+    },
+    /// Store an app as the lattice's desired state (pushing its components);
+    /// every host runs its share.
+    Apply {
+        /// The manifest.
+        manifest: PathBuf,
+    },
+    /// Remove an app: every host stops its share.
+    Delete {
+        /// The app's name.
+        app: String,
+    },
+    /// Swap a component to another version on every host that runs it.
+    Update {
+        /// The component's name in its manifest.
+        component: String,
+        /// The new version: a .wasm file (pushed first) or `sha256:<hex>`.
+        version: String,
+        /// The app, when several have a component of that name.
+        #[arg(long)]
+        app: Option<String>,
+    },
+    /// Run a component on this many of its matching hosts.
+    Scale {
+        /// The component's name.
+        component: String,
+        /// Replicas wanted.
+        instances: u32,
+        /// The app, when several have a component of that name.
+        #[arg(long)]
+        app: Option<String>,
+        /// Return once the change is stored, without waiting for the hosts.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Print the lattice's events as they happen.
+    Watch {
+        /// Also print every heartbeat.
+        #[arg(long)]
+        heartbeats: bool,
+    },
 }
 
 /// Arguments of `membrane up`.
 #[derive(Parser, Debug, Clone)]
 pub struct UpArgs {
-    /// The app manifest (TOML). Relative component paths resolve against its directory.
-    pub manifest: PathBuf,
+    /// The app manifest (TOML). Relative component paths resolve against its
+    /// directory. Without it, the host runs the apps applied to its lattice.
+    pub manifest: Option<PathBuf>,
 
-    /// Directory for compiled code, keyed by component digest. Default:
-    /// `$MEMBRANE_CACHE_DIR`, else `$XDG_CACHE_HOME/membrane`, else `~/.cache/membrane`.
+    /// Directory for compiled code and fetched artifacts, keyed by digest.
+    /// Default: `$MEMBRANE_CACHE_DIR`, else `$XDG_CACHE_HOME/membrane`, else
+    /// `~/.cache/membrane`.
     #[arg(long, env = "MEMBRANE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
 
@@ -74,13 +190,11 @@ pub struct UpArgs {
     #[arg(long)]
     pub no_cache: bool,
 
-    /// NATS server URL(s), comma-separated; overrides `[nats] urls`. A host
-    /// connects to NATS only if a binding needs it.
-    #[arg(long, env = "MEMBRANE_NATS")]
-    pub nats: Option<String>,
+    #[command(flatten)]
+    pub nats: NatsArgs,
 
-    /// The lattice to join: hosts with the same NATS and lattice name run one
-    /// app together. Only used when some link crosses hosts.
+    /// The lattice to join: hosts with the same NATS and lattice name run
+    /// apps together.
     #[arg(long, default_value = "default", env = "MEMBRANE_LATTICE")]
     pub lattice: String,
 
@@ -88,6 +202,10 @@ pub struct UpArgs {
     /// here when all of its `placement` labels are among these.
     #[arg(long = "label", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
+
+    /// Heartbeat period in milliseconds; a host silent for three is gone.
+    #[arg(long, default_value_t = HEARTBEAT.as_millis() as u64, env = "MEMBRANE_HEARTBEAT_MS")]
+    pub heartbeat_ms: u64,
 
     /// Use on-demand instance allocation instead of the pooling allocator (the
     /// pool reserves much virtual memory up front; it falls back by itself
@@ -116,7 +234,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Up(args) => runtime.block_on(up(args, shutdown_signal())),
-        Command::Ctl(CtlCommand::Inventory(args)) => runtime.block_on(inventory(args)),
+        Command::Ctl(args) => runtime.block_on(ctl(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -157,40 +275,58 @@ async fn shutdown_signal() {
 /// `membrane up`: load, validate, bind, serve until `shutdown` resolves.
 pub async fn up(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     let started = Instant::now();
-    let manifest = Manifest::load(&args.manifest)?;
     let labels: BTreeMap<String, String> = args.labels.iter().cloned().collect();
-    let here: BTreeSet<String> = manifest
-        .components
-        .iter()
-        .filter(|(_, spec)| spec.placement.iter().all(|(k, v)| labels.get(k) == Some(v)))
-        .map(|(name, _)| name.clone())
-        .collect();
-    anyhow::ensure!(
-        !here.is_empty(),
-        "no component of `{}` is placed on a host labelled {labels:?}",
-        manifest.app.name
-    );
-    // NATS is needed by NATS media and by links that cross hosts.
-    let crosses = manifest
-        .links
-        .iter()
-        .any(|l| here.contains(&l.from) != here.contains(&l.to));
-    let needs_nats = crosses
-        || manifest
-            .bindings
-            .iter()
-            .any(|b| b.needs_nats() && here.contains(b.component()));
-    // An explicit --nats also joins the lattice's inventory.
-    let nats = if needs_nats || args.nats.is_some() {
-        let name = format!("membrane {}", manifest.app.name);
-        Some(connection::connect(&manifest.nats, args.nats.as_deref(), &name).await?)
+    let manifest = match &args.manifest {
+        Some(path) => {
+            let manifest = Manifest::load(path)?;
+            Some((std::fs::read_to_string(path)?, manifest))
+        }
+        None => None,
+    };
+    let nats_spec = args
+        .nats
+        .over(manifest.as_ref().map_or(&NatsSpec::default(), |(_, m)| &m.nats));
+    // NATS is needed by NATS media, by links that cross hosts, and to join a
+    // lattice; an explicit --nats always joins.
+    let needs_nats = match &manifest {
+        Some((_, manifest)) => {
+            let here: Vec<&String> = manifest
+                .components
+                .iter()
+                .filter(|(_, spec)| placement::matches(spec, &labels))
+                .map(|(name, _)| name)
+                .collect();
+            anyhow::ensure!(
+                !here.is_empty(),
+                "no component of `{}` is placed on a host labelled {labels:?}",
+                manifest.app.name
+            );
+            let runs = |c: &String| here.contains(&c);
+            manifest.links.iter().any(|l| runs(&l.from) != runs(&l.to))
+                || manifest
+                    .bindings
+                    .iter()
+                    .any(|b| b.needs_nats() && here.iter().any(|c| *c == b.component()))
+                || manifest.components.values().any(|c| c.instances.is_some())
+                || args.nats.nats.is_some()
+        }
+        None => {
+            anyhow::ensure!(
+                args.nats.nats.is_some() || !nats_spec.urls.is_empty(),
+                "without a manifest, a host runs the apps applied to its lattice: pass --nats URL"
+            );
+            true
+        }
+    };
+    let nats = if needs_nats {
+        let name = match &manifest {
+            Some((_, m)) => format!("membrane {}", m.app.name),
+            None => format!("membrane host ({})", args.lattice),
+        };
+        Some(connection::connect(&nats_spec, args.nats.nats.as_deref(), &name).await?)
     } else {
         None
     };
-    let lattice = nats.clone().filter(|_| crosses).map(|client| Lattice {
-        client,
-        name: args.lattice.clone(),
-    });
     let options = LoadOptions {
         cache_dir: if args.no_cache {
             None
@@ -198,98 +334,190 @@ pub async fn up(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) -
             args.cache_dir.clone().or_else(cache::default_cache_dir)
         },
         pooling: !args.no_pooling,
-        here: Some(here.clone()),
-        lattice: lattice.clone(),
+        here: None,
+        lattice: nats.clone().map(|client| Lattice {
+            client,
+            name: args.lattice.clone(),
+        }),
+        artifacts: nats.clone().map(|client| Artifacts::new(client, &args.lattice)),
     };
-    let runtime = Runtime::load(&manifest, &options).await?;
-    let mut media = transports::bind_all(&manifest, &runtime, nats.as_ref()).await?;
-    if let Some(lattice) = &lattice {
-        // Serve this host's components to the links of the others.
-        let exports: Vec<(String, String)> = manifest
-            .links
-            .iter()
-            .filter(|l| here.contains(&l.to))
-            .map(|l| (l.to.clone(), l.import.clone()))
-            .collect();
-        if !exports.is_empty() {
-            media.push(Box::new(RpcServer::bind(lattice, runtime.clone(), &exports).await?));
+    let me = Member {
+        host: format!("host-{}", &crate::runtime::context::random_hex(1)[..8]),
+        labels: labels.clone(),
+    };
+    let heartbeat = Duration::from_millis(args.heartbeat_ms.max(10));
+    let view = AppsView::default();
+    let mut agent = Agent::new(
+        me.clone(),
+        &args.lattice,
+        options,
+        nats.clone(),
+        view.clone(),
+        heartbeat,
+    );
+    let follows_lattice = manifest.is_none();
+    if follows_lattice
+        || manifest
+            .as_ref()
+            .is_some_and(|(_, m)| m.components.values().any(|c| c.instances.is_some()))
+    {
+        // Replicas are placed by membership: learn it first.
+        agent.discover(Duration::from_millis(300)).await?;
+    }
+    let app_name = manifest.as_ref().map(|(_, m)| m.app.name.clone()).unwrap_or_default();
+    if let Some((text, manifest)) = manifest {
+        agent.start_static(manifest, text).await?;
+    }
+
+    // A host without a manifest follows the desired state from the start.
+    let desired: Option<DesiredStream> = match (&nats, follows_lattice) {
+        (Some(client), true) => {
+            let watch = Desired::new(client.clone(), &args.lattice).watch().await;
+            Some(Box::pin(watch.context("cannot follow the lattice's desired state")?))
+        }
+        _ => None,
+    };
+
+    // Host-level services: inventory and heartbeats, control requests.
+    let token = CancellationToken::new();
+    let mut services = tokio::task::JoinSet::new();
+    if let Some(client) = &nats {
+        let inventory = InventoryService::bind(client.clone(), &args.lattice, me.host.clone(), labels, view, heartbeat);
+        let control = ControlServer::bind(client.clone(), &args.lattice);
+        let media: Vec<Box<dyn Medium>> = vec![Box::new(inventory.await?), Box::new(control.await?)];
+        for medium in media {
+            tracing::info!("serving {}", medium.describe());
+            services.spawn(medium.serve(token.clone()));
         }
     }
-
-    if let Some(client) = &nats {
-        let id = format!("host-{}", &crate::runtime::context::random_hex(1)[..8]);
-        media.push(Box::new(
-            InventoryService::bind(
-                client.clone(),
-                &args.lattice,
-                id,
-                &manifest.app.name,
-                labels,
-                runtime.clone(),
-            )
-            .await?,
-        ));
+    agent.announce().await;
+    let (components, total, media) = agent.running();
+    if follows_lattice {
+        tracing::info!(
+            "host {} ready: lattice `{}`, following its applied apps, in {:.0?}",
+            me.host,
+            args.lattice,
+            started.elapsed()
+        );
+    } else {
+        tracing::info!(
+            "app `{app_name}` ready: {components} of {total} component(s) here, {media} medium/media, in {:.0?}",
+            started.elapsed()
+        );
     }
-
-    let token = CancellationToken::new();
-    let mut serving = tokio::task::JoinSet::new();
-    for medium in media {
-        tracing::info!("serving {}", medium.describe());
-        serving.spawn(medium.serve(token.clone()));
-    }
-    tracing::info!(
-        "app `{}` ready: {} of {} component(s) here, {} medium/media, in {:.0?}",
-        manifest.app.name,
-        here.len(),
-        manifest.components.len(),
-        serving.len(),
-        started.elapsed()
-    );
-    shutdown.await;
-    tracing::info!("shutting down: finishing in-flight requests");
+    agent.run(desired, heartbeat, shutdown).await;
     token.cancel();
-    while let Some(done) = serving.join_next().await {
+    while let Some(done) = services.join_next().await {
         done??;
-    }
-    if let Some(nats) = nats {
-        let _ = nats.flush().await;
     }
     tracing::info!("stopped");
     Ok(())
 }
 
-/// `membrane ctl inventory`: one line per component per host.
-pub async fn inventory(args: CtlArgs) -> anyhow::Result<()> {
-    let client = connection::connect(&Default::default(), Some(&args.nats), "membrane ctl").await?;
-    let hosts = gather(&client, &args.lattice, Duration::from_millis(args.settle_ms)).await?;
+/// `membrane ctl ...`.
+pub async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
+    let spec = args.nats.over(&NatsSpec::default());
+    let url = args.nats.nats.clone().unwrap_or_else(|| "nats://127.0.0.1:4222".into());
+    let client = connection::connect(&spec, Some(&url), "membrane ctl").await?;
+    let ctl = Ctl::new(client.clone(), &args.lattice);
+    match args.command {
+        CtlCommand::Inventory { settle_ms } => {
+            print_inventory(&args.lattice, &ctl.inventory(Duration::from_millis(settle_ms)).await?)
+        }
+        CtlCommand::Push { file } => println!("{}", ctl.push(&file).await?),
+        CtlCommand::Apply { manifest } => {
+            let reply = ctl.apply(&manifest).await?;
+            println!("applied app `{}` (revision {})", reply.app, reply.revision);
+        }
+        CtlCommand::Delete { app } => {
+            let reply = ctl.delete(&app).await?;
+            println!("deleted app `{}`", reply.app);
+        }
+        CtlCommand::Update {
+            component,
+            version,
+            app,
+        } => {
+            let reply = ctl.update(&component, &version, app.as_deref()).await?;
+            print_update(&reply);
+            anyhow::ensure!(
+                reply.outcome != "rejected" && reply.silent.is_empty(),
+                "update of `{component}` {}",
+                if reply.outcome == "rejected" {
+                    "rejected"
+                } else {
+                    "incomplete"
+                }
+            );
+        }
+        CtlCommand::Scale {
+            component,
+            instances,
+            app,
+            no_wait,
+        } => {
+            let started = Instant::now();
+            let reply = ctl.scale(&component, instances, app.as_deref()).await?;
+            if no_wait {
+                println!(
+                    "{}/{}: {} replica(s) wanted (revision {})",
+                    reply.app, component, instances, reply.revision
+                );
+            } else {
+                let hosts = ctl
+                    .await_replicas(&reply.app, &component, instances, Duration::from_secs(30))
+                    .await?;
+                println!(
+                    "{}/{component}: {instances} replica(s) on {} in {:.0?} (revision {})",
+                    reply.app,
+                    hosts.join(", "),
+                    started.elapsed(),
+                    reply.revision
+                );
+            }
+        }
+        CtlCommand::Watch { heartbeats } => {
+            tokio::select! {
+                done = ctl.watch(heartbeats) => done?,
+                _ = shutdown_signal() => {}
+            }
+        }
+    }
+    let _ = client.flush().await;
+    Ok(())
+}
+
+fn print_inventory(lattice: &str, hosts: &[crate::lattice::inventory::HostInventory]) {
     if hosts.is_empty() {
-        println!("no hosts in lattice `{}`", args.lattice);
-        return Ok(());
+        println!("no hosts in lattice `{lattice}`");
+        return;
     }
     println!(
         "{:<14} {:<20} {:<12} {:<12} {:<21} INSTANCES",
         "HOST", "LABELS", "APP", "COMPONENT", "DIGEST"
     );
-    for host in &hosts {
+    for host in hosts {
         let labels: Vec<String> = host.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let labels = if labels.is_empty() {
             "-".to_string()
         } else {
             labels.join(",")
         };
+        if host.components.is_empty() {
+            println!("{:<14} {:<20} {:<12} {:<12} {:<21} -", host.host, labels, "-", "-", "-");
+        }
         for c in &host.components {
             println!(
                 "{:<14} {:<20} {:<12} {:<12} {:<21} {}/{}",
                 host.host,
                 labels,
-                host.app,
+                c.app,
                 c.name,
-                &c.digest[..c.digest.len().min(19)],
+                crate::app::short(&c.digest),
                 c.instances,
                 c.max_instances
             );
         }
     }
     println!("{} host(s)", hosts.len());
-    Ok(())
 }

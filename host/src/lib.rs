@@ -5,8 +5,10 @@
 //! [`transports`] → [`runtime::dispatch`] → component instance → [`links`] →
 //! other instances. Start reading at [`cli::up`].
 
+pub mod app;
 pub mod cli;
 pub mod codec;
+pub mod control;
 pub mod lattice;
 pub mod links;
 pub mod manifest;

@@ -76,7 +76,8 @@ pub struct AppSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ComponentSpec {
-    /// Path of the `.wasm` component, relative to the manifest's directory.
+    /// Path of the `.wasm` component, relative to the manifest's directory,
+    /// or `sha256:<hex>`: an artifact in the lattice's object store.
     pub source: PathBuf,
     /// Values the component reads through `wasi:config/store`.
     #[serde(default)]
@@ -84,9 +85,10 @@ pub struct ComponentSpec {
     /// Label selector: the component runs on hosts whose labels include all of these.
     #[serde(default)]
     pub placement: BTreeMap<String, String>,
-    /// Replicas across matching hosts (used by the lattice; one host runs one).
-    #[serde(default = "default_instances")]
-    pub instances: u32,
+    /// Replicas across matching hosts: that many of the hosts whose labels
+    /// match run it. `None`: every matching host runs it.
+    #[serde(default)]
+    pub instances: Option<u32>,
     /// Per-call limits.
     #[serde(default)]
     pub limits: Limits,
@@ -95,8 +97,17 @@ pub struct ComponentSpec {
     pub wasi: WasiGrants,
 }
 
-fn default_instances() -> u32 {
-    1
+impl ComponentSpec {
+    /// The digest when `source` names a lattice artifact (`sha256:<hex>`).
+    pub fn digest_source(&self) -> Option<&str> {
+        self.source.to_str().filter(|s| is_digest(s))
+    }
+}
+
+/// Whether `s` is `sha256:` and 64 lower-case hex digits.
+pub fn is_digest(s: &str) -> bool {
+    s.strip_prefix("sha256:")
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
 }
 
 /// A config value: strings as they are; numbers and booleans are accepted and
@@ -411,7 +422,7 @@ impl Manifest {
             }
         }
         for spec in self.components.values_mut() {
-            if spec.source.is_relative() {
+            if spec.source.is_relative() && spec.digest_source().is_none() {
                 spec.source = base.join(&spec.source);
             }
             for host in spec.wasi.dirs.values_mut() {
@@ -450,7 +461,15 @@ impl Manifest {
             if spec.limits.max_instances == 0 {
                 problems.push(format!("components.{name}.limits.max_instances: must be at least 1"));
             }
-            if spec.instances == 0 {
+            if let Some(text) = spec.source.to_str()
+                && text.starts_with("sha256:")
+                && !is_digest(text)
+            {
+                problems.push(format!(
+                    "components.{name}.source: {text:?} is not a digest (`sha256:` and 64 lower-case hex digits)"
+                ));
+            }
+            if spec.instances == Some(0) {
                 problems.push(format!("components.{name}.instances: must be at least 1"));
             }
         }

@@ -266,3 +266,84 @@ fn ctl_inventory_lists_every_host_with_labels_components_and_digests() {
     }
     assert!(table.contains("3 host(s)"), "{table}");
 }
+
+/// `relay` on `node=a`, served over http-rpc, linked to `target` on `node=b`.
+fn relay_to(target: &str, link: &str) -> String {
+    with_paths(&format!(
+        r#"
+[app]
+name = "relay"
+
+[components.relay]
+source = "{{wasm:relay}}"
+placement = {{ node = "a" }}
+
+[components.{target}]
+source = "{{wasm:{target}}}"
+placement = {{ node = "b" }}
+
+[[links]]
+from = "relay"
+import = "example:testkit/echo@0.1.0"
+to = "{target}"
+{link}
+
+[[bindings]]
+medium = "http-rpc"
+address = "127.0.0.1:0"
+component = "relay"
+export = "example:testkit/echo@0.1.0#echo"
+"#
+    ))
+}
+
+#[test]
+fn a_slow_remote_target_fails_at_the_link_deadline() {
+    let server = NatsServer::start();
+    let manifest = relay_to("faulty", "timeout_ms = 300");
+    let _b = node(&manifest, &server, "node=b");
+    let a = node(&manifest, &server, "node=a");
+    let call = |message: &str| {
+        let started = Instant::now();
+        let body = serde_json::json!({ "message": message }).to_string();
+        let response = http(a.rpc[0], "POST", "/rpc/relay/echo", body.as_bytes());
+        (response, started.elapsed())
+    };
+    let (quick, _) = call("20 quick");
+    assert_eq!((quick.status, quick.body.as_str()), (200, r#""20 quick""#));
+
+    let (slow, elapsed) = call("5000 slow");
+    eprintln!("a 5 s call over a 300 ms link failed after {elapsed:?}");
+    assert_eq!(slow.status, 504, "{}", slow.body);
+    let body = slow.json();
+    assert_eq!(body["component"], "faulty");
+    assert_eq!(body["kind"], "deadline");
+    assert!(
+        elapsed >= std::time::Duration::from_millis(300) && elapsed < std::time::Duration::from_millis(2000),
+        "failed after {elapsed:?}"
+    );
+}
+
+#[test]
+fn values_larger_than_max_payload_cross_hosts_in_chunks() {
+    let server = NatsServer::start();
+    let manifest = relay_to("echo", "");
+    let _b = node(&manifest, &server, "node=b");
+    let a = node(&manifest, &server, "node=a");
+    // 2.5 MiB each way, with the server's default max_payload of 1 MiB.
+    let message: String = (0..(5 << 19)).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let body = serde_json::json!({ "message": message }).to_string();
+    let response = http(a.rpc[0], "POST", "/rpc/relay/echo", body.as_bytes());
+    assert_eq!(
+        response.status,
+        200,
+        "{}",
+        &response.body[..response.body.len().min(300)]
+    );
+    let echoed: String = serde_json::from_str(&response.body).unwrap();
+    assert_eq!(echoed.len(), message.len());
+    assert!(echoed == message, "the value came back changed");
+    // A small call on the same link still takes the one-message path.
+    let small = http(a.rpc[0], "POST", "/rpc/relay/echo", br#"{"message": "hi"}"#);
+    assert_eq!(small.body, r#""hi""#);
+}

@@ -1,7 +1,7 @@
 //! `faulty`: misbehaves on purpose so tests can prove the host contains it.
 //! Over HTTP: `/trap` traps, `/loop` spins forever, `/hog` allocates without
 //! bound, `/sleep` answers after 300 ms, anything else answers `ok`. The same faults are exported as
-//! `example:testkit/faults` for the other media.
+//! `example:testkit/faults` for the other media, and a slow `echo` for links.
 
 wit_bindgen::generate!({
     path: "../../wit/testkit",
@@ -38,6 +38,20 @@ impl exports::example::testkit::faults::Guest for Faulty {
             hoard.push(vec![1u8; 1 << 20]);
             std::hint::black_box(&hoard);
         }
+    }
+}
+
+/// A slow echo, to stand behind a link: a leading number is a sleep in ms.
+impl exports::example::testkit::echo::Guest for Faulty {
+    fn echo(message: String) -> String {
+        use exports::example::testkit::faults::Guest;
+        let ms = message.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        Faulty::sleep(ms);
+        message
+    }
+
+    fn add(a: u64, b: u64) -> u64 {
+        a.wrapping_add(b)
     }
 }
 

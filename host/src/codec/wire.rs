@@ -262,7 +262,11 @@ impl Reader<'_> {
     fn count(&mut self, min_size: usize) -> Result<usize, WireError> {
         let n = self.varint()?;
         let left = (self.bytes.len() - self.pos) as u64;
-        if n > MAX_ELEMENTS || (min_size > 0 && n.saturating_mul(min_size as u64) > left) {
+        // Items of size zero take no bytes, so only a cap bounds them.
+        if min_size == 0 && n > MAX_ELEMENTS {
+            return Err(self.error(format!("a length of {n} exceeds {MAX_ELEMENTS} zero-size items")));
+        }
+        if n.saturating_mul(min_size as u64) > left {
             return Err(self.error(format!("a length of {n} does not fit the {left} byte(s) left")));
         }
         Ok(n as usize)

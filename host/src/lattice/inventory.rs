@@ -3,7 +3,7 @@
 //! Every host connected to NATS answers requests on
 //! `membrane.<lattice>.ctl.v1.inventory` with its [`HostInventory`] (JSON) and
 //! publishes the same document as a heartbeat on
-//! `membrane.<lattice>.evt.v1.heartbeat` every [`HEARTBEAT`].
+//! `membrane.<lattice>.evt.v1.heartbeat` every `--heartbeat-ms` (default [`HEARTBEAT`]).
 //! `membrane ctl inventory` publishes one request and gathers every host's
 //! answer. The subjects and payloads are in `docs/control.md`.
 
@@ -14,10 +14,11 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// How often a host publishes its heartbeat.
+/// How often a host publishes its heartbeat, by default.
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
 
 /// The inventory request subject of `lattice`.
@@ -37,8 +38,6 @@ pub struct HostInventory {
     pub host: String,
     /// Its labels.
     pub labels: BTreeMap<String, String>,
-    /// The app it runs.
-    pub app: String,
     /// Seconds since it started.
     pub uptime_s: u64,
     /// The components it runs.
@@ -48,6 +47,8 @@ pub struct HostInventory {
 /// One component on one host.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ComponentInventory {
+    /// The app it belongs to.
+    pub app: String,
     /// Its name in the manifest.
     pub name: String,
     /// `sha256:<hex>` of the running version.
@@ -58,15 +59,18 @@ pub struct ComponentInventory {
     pub max_instances: u32,
 }
 
+/// The apps running on a host, by name: what its inventory reports.
+pub type AppsView = Arc<RwLock<BTreeMap<String, Arc<Runtime>>>>;
+
 /// Answers inventory requests and publishes heartbeats for this host.
 pub struct InventoryService {
     client: async_nats::Client,
     lattice: String,
     subscriber: async_nats::Subscriber,
     host: String,
-    app: String,
     labels: BTreeMap<String, String>,
-    runtime: Arc<Runtime>,
+    apps: AppsView,
+    heartbeat: Duration,
     started: Instant,
 }
 
@@ -76,9 +80,9 @@ impl InventoryService {
         client: async_nats::Client,
         lattice: &str,
         host: String,
-        app: &str,
         labels: BTreeMap<String, String>,
-        runtime: Arc<Runtime>,
+        apps: AppsView,
+        heartbeat: Duration,
     ) -> anyhow::Result<InventoryService> {
         let subscriber = client.subscribe(inventory_subject(lattice)).await?;
         Ok(InventoryService {
@@ -86,30 +90,30 @@ impl InventoryService {
             lattice: lattice.to_string(),
             subscriber,
             host,
-            app: app.to_string(),
             labels,
-            runtime,
+            apps,
+            heartbeat,
             started: Instant::now(),
         })
     }
 
     fn inventory(&self) -> HostInventory {
-        let mut components: Vec<ComponentInventory> = self
-            .runtime
-            .loaded()
+        let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
+        let mut components: Vec<ComponentInventory> = apps
             .iter()
-            .map(|c| ComponentInventory {
+            .flat_map(|(app, runtime)| runtime.loaded().into_iter().map(move |c| (app, c)))
+            .map(|(app, c)| ComponentInventory {
+                app: app.clone(),
                 name: c.name.to_string(),
                 digest: c.digest.clone(),
                 instances: c.instances_in_use(),
                 max_instances: c.max_instances(),
             })
             .collect();
-        components.sort_by(|a, b| a.name.cmp(&b.name));
+        components.sort_by(|a, b| (&a.app, &a.name).cmp(&(&b.app, &b.name)));
         HostInventory {
             host: self.host.clone(),
             labels: self.labels.clone(),
-            app: self.app.clone(),
             uptime_s: self.started.elapsed().as_secs(),
             components,
         }
@@ -127,7 +131,7 @@ impl Medium for InventoryService {
 
     fn serve(mut self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
-            let mut ticker = tokio::time::interval(HEARTBEAT);
+            let mut ticker = tokio::time::interval(self.heartbeat);
             let heartbeat = heartbeat_subject(&self.lattice);
             loop {
                 tokio::select! {

@@ -1,6 +1,10 @@
 //! The lattice: everything a host shares with others through NATS: the
-//! connection, and the inventory and heartbeats operators read. Desired state
-//! (KV) and artifacts (object store) come with the control plane.
+//! connection, membership and placement, the host agent that reconciles, the
+//! inventory and heartbeats, desired state (KV) and artifacts (object store).
 
+pub mod agent;
+pub mod artifacts;
 pub mod connection;
+pub mod desired;
 pub mod inventory;
+pub mod placement;

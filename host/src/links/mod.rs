@@ -9,14 +9,15 @@
 //! deadlines stay per component; the callee inherits the caller's deadline
 //! when it is the sooner one.
 
+pub mod chunks;
 pub mod remote;
 pub mod typecheck;
 
 use crate::manifest::LinkSpec;
 use crate::runtime::fault::Fault;
 use crate::runtime::state::HostState;
-use crate::runtime::{Loaded, Runtime};
-use std::sync::{Arc, Weak};
+use crate::runtime::{Loaded, start_callee};
+use std::sync::Arc;
 use wasmtime::Store;
 use wasmtime::component::types::{Component as ComponentTy, ComponentInstance, ComponentItem};
 use wasmtime::component::{Func, Instance, Linker, Val};
@@ -166,7 +167,6 @@ struct LinkedFunc {
     interface: String,
     function: String,
     target: Arc<str>,
-    runtime: Weak<Runtime>,
     /// Position of the function in the interface (the callee's cache slot).
     index: usize,
     /// The link's slot among the caller's callees.
@@ -185,7 +185,6 @@ pub fn define_local(
     import: &ComponentInstance,
     slot: usize,
     target: Arc<str>,
-    runtime: Weak<Runtime>,
 ) -> Result<()> {
     let functions: Vec<String> = import
         .exports(engine)
@@ -201,7 +200,6 @@ pub fn define_local(
             interface: interface.to_string(),
             function: function.clone(),
             target: target.clone(),
-            runtime: runtime.clone(),
             index,
             slot,
             count,
@@ -212,12 +210,8 @@ pub fn define_local(
                 let mut callee = match store.data_mut().callees[link.slot].take() {
                     Some(callee) => callee,
                     None => {
-                        let runtime = link
-                            .runtime
-                            .upgrade()
-                            .ok_or_else(|| wasmtime::format_err!("the host is shutting down"))?;
-                        let cx = store.data().cx.clone();
-                        Box::new(runtime.start_callee(&link.target, &cx, link.count).await?)
+                        let (cx, generation) = (store.data().cx.clone(), store.data().generation.clone());
+                        Box::new(start_callee(store.engine(), &generation, &link.target, &cx, link.count).await?)
                     }
                 };
                 let result = callee

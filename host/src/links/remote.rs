@@ -13,6 +13,7 @@
 //! Subjects: `membrane.<lattice>.rpc.v1.<component>.<interface>.<function>`,
 //! with `.` in the interface escaped as `%2E` (and `%` as `%25`).
 
+use super::chunks;
 use crate::codec::wire;
 use crate::runtime::Runtime;
 use crate::runtime::context::CallContext;
@@ -21,8 +22,6 @@ use crate::runtime::state::HostState;
 use crate::transports::Medium;
 use crate::transports::nats::ERROR_KIND_HEADER;
 use async_nats::HeaderMap;
-use async_nats::client::RequestErrorKind;
-use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -114,20 +113,21 @@ impl RemoteFunc {
         let mut headers = HeaderMap::new();
         headers.insert(DEADLINE_HEADER, unix_millis(deadline).to_string().as_str());
         headers.insert("traceparent", cx.traceparent().as_str());
-        let request = async_nats::Request::new()
-            .payload(payload.into())
-            .headers(headers)
-            .timeout(Some(remaining));
-        let reply = match self.lattice.client.send_request(self.subject.clone(), request).await {
-            Ok(reply) => reply,
-            Err(e) => {
-                return Err(fault(match e.kind() {
-                    RequestErrorKind::NoResponders => FaultKind::NoResponders,
-                    RequestErrorKind::TimedOut => FaultKind::Deadline(remaining),
-                    _ => FaultKind::Host(format!("nats request failed: {e}")),
-                }));
-            }
-        };
+        let reply = chunks::request(
+            &self.lattice.client,
+            self.subject.clone(),
+            headers,
+            payload.into(),
+            deadline,
+        )
+        .await
+        .map_err(|e| {
+            fault(match e {
+                chunks::Failure::NoResponders => FaultKind::NoResponders,
+                chunks::Failure::TimedOut => FaultKind::Deadline(remaining),
+                chunks::Failure::Other(message) => FaultKind::Host(message),
+            })
+        })?;
         if let Some(headers) = &reply.headers
             && let Some(kind) = headers.get(ERROR_KIND_HEADER)
         {
@@ -227,24 +227,16 @@ impl Medium for RpcServer {
 
     fn serve(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
-            let mut messages = futures::stream::select_all(self.subscribers);
-            let mut in_flight = tokio::task::JoinSet::new();
-            loop {
-                let message = tokio::select! {
-                    message = messages.next() => match message {
-                        Some(message) => message,
-                        None => break,
-                    },
-                    _ = shutdown.cancelled() => break,
-                };
+            let serving = self.subscribers.into_iter().map(|subscriber| {
                 let (client, routes, runtime) = (self.client.clone(), self.routes.clone(), self.runtime.clone());
-                in_flight.spawn(async move { answer(&client, &routes, &runtime, message).await });
-                while in_flight.try_join_next().is_some() {}
-            }
-            // Unsubscribing first means new calls go to other replicas.
-            drop(messages);
-            let drain = async { while in_flight.join_next().await.is_some() {} };
-            let _ = tokio::time::timeout(Duration::from_secs(30), drain).await;
+                let label = "lattice rpc".to_string();
+                crate::transports::serve_subscription(subscriber, shutdown.clone(), label, move |message| {
+                    let (client, routes, runtime) = (client.clone(), routes.clone(), runtime.clone());
+                    async move { answer(&client, &routes, &runtime, message).await }
+                })
+            });
+            futures::future::join_all(serving).await;
+            let _ = self.client.flush().await;
             Ok(())
         })
     }
@@ -260,33 +252,23 @@ async fn answer(
     let Some(route) = routes.get(message.subject.as_str()) else {
         return;
     };
-    let result = async {
-        let loaded = runtime.get(&route.component).ok_or_else(|| Fault {
-            component: route.component.clone(),
-            kind: FaultKind::NoResponders,
-        })?;
-        let func = loaded
-            .function(&route.interface, &route.function)
-            .ok_or_else(|| loaded.fault_host(format!("no export `{}#{}`", route.interface, route.function)))?;
-        let params: Vec<Type> = func.params().map(|(_, t)| t).collect();
-        let results: Vec<Type> = func.results().collect();
-        let args = wire::decode(&params, &message.payload).map_err(|e| Fault {
-            component: route.component.clone(),
-            kind: FaultKind::Decode(e.to_string()),
-        })?;
-        let headers = message.headers.as_ref();
-        let deadline = deadline_from_header(headers).unwrap_or_else(|| Instant::now() + loaded.timeout);
-        let traceparent = headers.and_then(|h| h.get("traceparent")).map(|v| v.as_str());
-        let cx = CallContext::from_traceparent(deadline, traceparent);
-        tracing::debug!(trace_id = %cx.trace_id, "rpc {}#{} called", route.interface, route.function);
-        let values = runtime
-            .call_until(&route.component, &route.interface, &route.function, &args, Some(cx))
-            .await?;
-        wire::encode(&results, &values).map_err(|e| loaded.fault_host(e.to_string()))
-    }
-    .await;
+    let headers = message.headers.as_ref();
+    let timeout = runtime
+        .get(&route.component)
+        .map_or(Duration::from_secs(30), |c| c.timeout);
+    let deadline = deadline_from_header(headers).unwrap_or_else(|| Instant::now() + timeout);
+    let (reply, result) = match chunks::receive(client, &message, reply, deadline).await {
+        Ok((payload, reply)) => (reply, serve(runtime, route, headers, &payload, deadline).await),
+        Err((reply, problem)) => (
+            reply,
+            Err(Fault {
+                component: route.component.clone(),
+                kind: FaultKind::Decode(problem),
+            }),
+        ),
+    };
     let sent = match result {
-        Ok(bytes) => client.publish(reply, bytes.into()).await,
+        Ok(bytes) => chunks::respond(client, reply, bytes.into(), deadline).await,
         Err(fault) => {
             tracing::debug!("rpc {}: {fault}", message.subject);
             let (status, body) = crate::transports::fault_reply(&fault);
@@ -298,4 +280,34 @@ async fn answer(
     if let Err(e) = sent {
         tracing::warn!("rpc {}: cannot reply: {e}", message.subject);
     }
+}
+
+/// Decodes the arguments, calls the routed function, encodes the results.
+async fn serve(
+    runtime: &Runtime,
+    route: &Route,
+    headers: Option<&HeaderMap>,
+    payload: &[u8],
+    deadline: Instant,
+) -> Result<Vec<u8>, Fault> {
+    let loaded = runtime.get(&route.component).ok_or_else(|| Fault {
+        component: route.component.clone(),
+        kind: FaultKind::NoResponders,
+    })?;
+    let func = loaded
+        .function(&route.interface, &route.function)
+        .ok_or_else(|| loaded.fault_host(format!("no export `{}#{}`", route.interface, route.function)))?;
+    let params: Vec<Type> = func.params().map(|(_, t)| t).collect();
+    let results: Vec<Type> = func.results().collect();
+    let args = wire::decode(&params, payload).map_err(|e| Fault {
+        component: route.component.clone(),
+        kind: FaultKind::Decode(e.to_string()),
+    })?;
+    let traceparent = headers.and_then(|h| h.get("traceparent")).map(|v| v.as_str());
+    let cx = CallContext::from_traceparent(deadline, traceparent);
+    tracing::debug!(trace_id = %cx.trace_id, "rpc {}#{} called", route.interface, route.function);
+    let values = runtime
+        .call_until(&route.component, &route.interface, &route.function, &args, Some(cx))
+        .await?;
+    wire::encode(&results, &values).map_err(|e| loaded.fault_host(e.to_string()))
 }

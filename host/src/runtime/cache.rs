@@ -25,6 +25,19 @@ pub struct Compiled {
 }
 
 /// The `sha256:<hex>` digest that identifies component bytes.
+impl Compiled {
+    /// A version this process compiled before.
+    pub fn reused(component: Component, digest: &str) -> Compiled {
+        Compiled {
+            component,
+            digest: digest.to_string(),
+            cached: true,
+            elapsed: Duration::ZERO,
+        }
+    }
+}
+
+/// `sha256:<hex>` of `bytes`: the identity of a component version.
 pub fn digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }

@@ -25,7 +25,8 @@ impl Runtime {
         name: &str,
         request: hyper::Request<hyper::body::Incoming>,
     ) -> Result<hyper::Response<HyperOutgoingBody>, Fault> {
-        let loaded = self.get(name).ok_or_else(|| not_running(name))?;
+        let generation = self.generation();
+        let loaded = generation.get(name).cloned().ok_or_else(|| not_running(name))?;
         let Some(proxy) = loaded.proxy.clone() else {
             return Err(loaded.fault_host("does not export wasi:http/incoming-handler".into()));
         };
@@ -34,7 +35,7 @@ impl Runtime {
         let cx = CallContext::from_traceparent(deadline, traceparent);
         let span = tracing::info_span!("http", component = name, trace_id = %cx.trace_id);
         tracing::debug!(parent: &span, "{} {}", request.method(), request.uri().path());
-        let mut store = self.new_store(&loaded, &cx)?;
+        let mut store = super::new_store(self.engine(), &generation, &loaded, &cx)?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let host_fault = |e: wasmtime::Error| loaded.fault_host(e.to_string());
         let request = store
@@ -101,13 +102,14 @@ impl Runtime {
         params: &[Val],
         cx: Option<CallContext>,
     ) -> Result<Vec<Val>, Fault> {
-        let loaded = self.get(name).ok_or_else(|| not_running(name))?;
+        let generation = self.generation();
+        let loaded = generation.get(name).cloned().ok_or_else(|| not_running(name))?;
         let own = Instant::now() + loaded.timeout;
         let cx = cx.map_or_else(|| CallContext::new(own), |cx| cx.until(own));
         let deadline = cx.deadline;
         let span = tracing::info_span!("call", component = name, trace_id = %cx.trace_id);
         let call = async {
-            let mut instance = self.start_instance(name, &cx).await?;
+            let mut instance = super::start_callee(self.engine(), &generation, name, &cx, 0).await?;
             instance.invoke(interface, function, params).await
         }
         .instrument(span);

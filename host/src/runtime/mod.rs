@@ -1,10 +1,15 @@
 //! The runtime: one engine, the loaded components, and calls into them.
 //!
-//! [`Runtime::load`] turns a checked manifest into running components. It does
-//! all validation that needs the components themselves before anything serves:
-//! every source is a component, every link type-checks, every import is
-//! satisfied, every binding names an export of the right shape. Compilation
-//! happens once per component, off the async runtime, cached on disk.
+//! [`Runtime::stage`] turns a checked manifest into a [`Generation`]: one
+//! consistent set of component versions. It does all validation that needs
+//! the components themselves before anything serves: every source is a
+//! component, every link type-checks, every import is satisfied, every binding
+//! names an export of the right shape, and an update keeps the signature of
+//! every bound function. Compilation happens once per digest, off the async
+//! runtime, cached in memory and on disk. [`Runtime::commit`] then swaps the
+//! generation in atomically (hot swap): a call starts in the current
+//! generation and finishes in it, with its whole local call chain, so calls
+//! in flight finish on the old versions while new calls get the new ones.
 //!
 //! Calls enter through [`dispatch`] (one fresh instance per call, with its own
 //! store, deadline, memory cap and instance permit) and leave as values or a
@@ -24,7 +29,7 @@ use fault::{DeadlineExceeded, Fault, FaultKind};
 use state::HostState;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use wasmtime::component::types::{ComponentFunc, ComponentItem};
@@ -44,6 +49,8 @@ pub struct LoadOptions {
     pub here: Option<BTreeSet<String>>,
     /// The lattice, for links to components placed elsewhere.
     pub lattice: Option<links::remote::Lattice>,
+    /// The lattice's artifact store, for `sha256:` sources.
+    pub artifacts: Option<crate::lattice::artifacts::Artifacts>,
 }
 
 impl LoadOptions {
@@ -143,10 +150,64 @@ impl Loaded {
     }
 }
 
+/// One consistent set of component versions on this host. Calls hold it from
+/// start to finish, so a swap never changes the versions under a call.
+#[derive(Default)]
+pub struct Generation {
+    components: HashMap<Arc<str>, Arc<Loaded>>,
+}
+
+impl Generation {
+    /// The version of component `name` in this generation.
+    pub fn get(&self, name: &str) -> Option<&Arc<Loaded>> {
+        self.components.get(name)
+    }
+}
+
+/// What a commit changed, one entry per component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The component now runs here.
+    Started {
+        /// Its name.
+        name: String,
+        /// The version that started.
+        digest: String,
+    },
+    /// A new version replaced the old one.
+    Updated {
+        /// Its name.
+        name: String,
+        /// The old version.
+        from: String,
+        /// The new version.
+        to: String,
+    },
+    /// The component no longer runs here.
+    Stopped {
+        /// Its name.
+        name: String,
+        /// The version that stopped.
+        digest: String,
+    },
+}
+
+/// A validated generation, ready to [`Runtime::commit`].
+pub struct Staged {
+    generation: Generation,
+    /// What committing it will change.
+    pub changes: Vec<Change>,
+    /// Time spent fetching and compiling new versions.
+    pub compile: Duration,
+}
+
 /// The components of one app on this host.
 pub struct Runtime {
     engine: engine::HostEngine,
-    components: RwLock<HashMap<Arc<str>, Arc<Loaded>>>,
+    options: LoadOptions,
+    current: RwLock<Arc<Generation>>,
+    /// Compiled components by digest: a version compiles once per process.
+    compiled: Mutex<HashMap<String, Component>>,
 }
 
 /// A load failure: every problem found, each naming its culprit.
@@ -158,8 +219,8 @@ pub struct LoadError {
 }
 
 impl Runtime {
-    /// Compiles, validates and prepares every component of `manifest`.
-    pub async fn load(manifest: &Manifest, options: &LoadOptions) -> anyhow::Result<Arc<Runtime>> {
+    /// An empty runtime whose engine fits `manifest`'s limits.
+    pub fn new(manifest: &Manifest, options: &LoadOptions) -> anyhow::Result<Arc<Runtime>> {
         let specs = &manifest.components;
         let engine = engine::HostEngine::new(engine::EngineOptions {
             max_memory_mib: specs.values().map(|c| c.limits.memory_mib).max().unwrap_or(64),
@@ -172,15 +233,77 @@ impl Runtime {
         })
         .map_err(anyhow::Error::from)?;
         tracing::debug!(pooling = engine.pooling, "engine ready");
-
-        let compiled = compile_all(&engine.engine, manifest, options.cache_dir.as_deref()).await?;
-        let runtime = Arc::new(Runtime {
+        Ok(Arc::new(Runtime {
             engine,
-            components: RwLock::new(HashMap::new()),
-        });
-        let loaded = runtime.prepare(manifest, compiled, options)?;
-        *runtime.components.write().unwrap_or_else(|e| e.into_inner()) = loaded;
+            options: options.clone(),
+            current: RwLock::new(Arc::new(Generation::default())),
+            compiled: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Compiles, validates and starts every component of `manifest` that
+    /// `options.here` places on this host.
+    pub async fn load(manifest: &Manifest, options: &LoadOptions) -> anyhow::Result<Arc<Runtime>> {
+        let runtime = Runtime::new(manifest, options)?;
+        let here = options
+            .here
+            .clone()
+            .unwrap_or_else(|| manifest.components.keys().cloned().collect());
+        let staged = runtime.stage(manifest, &here).await?;
+        runtime.commit(staged);
         Ok(runtime)
+    }
+
+    /// Fetches, compiles and validates the versions `manifest` asks for, with
+    /// the components in `here` prepared to run on this host. Nothing changes
+    /// until [`Runtime::commit`]; on error, nothing changes at all.
+    pub async fn stage(self: &Arc<Self>, manifest: &Manifest, here: &BTreeSet<String>) -> Result<Staged, LoadError> {
+        let started = Instant::now();
+        let compiled = self.compile_all(manifest).await?;
+        let compile = started.elapsed();
+        let components = self.prepare(manifest, compiled, here)?;
+        let current = self.generation();
+        let mut changes = Vec::new();
+        for (name, new) in &components {
+            match current.get(name) {
+                None => changes.push(Change::Started {
+                    name: name.to_string(),
+                    digest: new.digest.clone(),
+                }),
+                Some(old) if old.digest != new.digest => changes.push(Change::Updated {
+                    name: name.to_string(),
+                    from: old.digest.clone(),
+                    to: new.digest.clone(),
+                }),
+                Some(_) => {}
+            }
+        }
+        for (name, old) in &current.components {
+            if !components.contains_key(name) {
+                changes.push(Change::Stopped {
+                    name: name.to_string(),
+                    digest: old.digest.clone(),
+                });
+            }
+        }
+        changes.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+        Ok(Staged {
+            generation: Generation { components },
+            changes,
+            compile,
+        })
+    }
+
+    /// Makes a staged generation the current one, atomically. Calls in
+    /// flight finish on the generation they started in.
+    pub fn commit(&self, staged: Staged) -> Vec<Change> {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(staged.generation);
+        staged.changes
+    }
+
+    /// The current generation.
+    pub fn generation(&self) -> Arc<Generation> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The wasmtime engine.
@@ -195,21 +318,12 @@ impl Runtime {
 
     /// The current version of component `name`.
     pub fn get(&self, name: &str) -> Option<Arc<Loaded>> {
-        self.components
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned()
+        self.generation().get(name).cloned()
     }
 
     /// Every component running on this host.
     pub fn loaded(&self) -> Vec<Arc<Loaded>> {
-        self.components
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.generation().components.values().cloned().collect()
     }
 
     /// Link checks, linkers and pre-instantiation for every component.
@@ -217,9 +331,11 @@ impl Runtime {
         self: &Arc<Self>,
         manifest: &Manifest,
         compiled: BTreeMap<String, cache::Compiled>,
-        options: &LoadOptions,
-    ) -> anyhow::Result<HashMap<Arc<str>, Arc<Loaded>>> {
+        here: &BTreeSet<String>,
+    ) -> Result<HashMap<Arc<str>, Arc<Loaded>>, LoadError> {
         let engine = self.engine();
+        let options = &self.options;
+        let runs_here = |name: &str| here.contains(name);
         let mut problems = Vec::new();
         let types: BTreeMap<String, _> = compiled
             .iter()
@@ -241,7 +357,7 @@ impl Runtime {
         let mut loaded = HashMap::new();
         for (name, compiled) in compiled {
             // Every host type-checks every link, but prepares only its own share.
-            if !options.runs_here(&name) {
+            if !runs_here(&name) {
                 continue;
             }
             let spec = &manifest.components[&name];
@@ -255,18 +371,10 @@ impl Runtime {
             for (i, link) in manifest.links.iter().enumerate().filter(|(_, l)| l.from == name) {
                 let Some(ty) = &link_types[i] else { continue };
                 let target = Arc::from(link.to.as_str());
-                let defined = if options.runs_here(&link.to) {
+                let defined = if runs_here(&link.to) {
                     let slot = slots;
                     slots += 1;
-                    links::define_local(
-                        &mut linker,
-                        engine,
-                        &link.import,
-                        ty,
-                        slot,
-                        target,
-                        Arc::downgrade(self),
-                    )
+                    links::define_local(&mut linker, engine, &link.import, ty, slot, target)
                 } else if let Some(lattice) = &options.lattice {
                     let timeout = link.timeout_ms.map(Duration::from_millis);
                     links::remote::define_remote(&mut linker, engine, &link.import, ty, target, lattice, timeout)
@@ -362,79 +470,195 @@ impl Runtime {
             }
         }
 
+        // An update must keep the type of every function a medium calls:
+        // clients of the binding rely on it.
+        let current = self.generation();
+        for (i, binding) in manifest.bindings.iter().enumerate() {
+            let (Some(new), Some(old)) = (loaded.get(binding.component()), current.get(binding.component())) else {
+                continue;
+            };
+            if let Some((iface, func)) = binding.export().and_then(split_export)
+                && let (Some(n), Some(o)) = (new.function(iface, func), old.function(iface, func))
+                && let Some(why) = links::typecheck::diff_func(o, n)
+            {
+                problems.push(format!(
+                    "bindings[{i}].export: the new version of `{}` changes `{iface}#{func}`: {why}",
+                    binding.component()
+                ));
+            }
+        }
+
         if problems.is_empty() {
             Ok(loaded)
         } else {
-            Err(LoadError { problems }.into())
+            Err(LoadError { problems })
         }
     }
 
-    /// A fresh store for one instance of `loaded`, which must finish by
-    /// `deadline`. At `max_instances` live instances it fails at once (load
-    /// shedding) rather than queueing: a queue bounded only by deadlines
-    /// turns overload into timeouts for everyone.
-    pub(crate) fn new_store(&self, loaded: &Arc<Loaded>, cx: &CallContext) -> Result<Store<HostState>, Fault> {
-        let permit = match loaded.permits.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                return Err(Fault {
-                    component: loaded.name.clone(),
-                    kind: FaultKind::AtCapacity {
-                        max_instances: loaded.max_instances,
-                    },
-                });
-            }
-        };
-        let wasi = state::wasi_ctx(&loaded.grants).map_err(|e| loaded.fault_host(format!("WASI setup: {e}")))?;
-        let data = HostState::new(
-            loaded.name.clone(),
-            wasi,
-            loaded.config.clone(),
-            loaded.memory_mib,
-            cx.clone(),
-            loaded.links,
-            permit,
-        );
-        let mut store = Store::new(self.engine(), data);
-        store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|ctx| {
-            if Instant::now() >= ctx.data().cx.deadline {
-                Err(DeadlineExceeded.into())
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
-        Ok(store)
-    }
-
-    /// Starts an instance of component `name` that lives until `deadline` and
-    /// can be called many times ([`links::Callee::invoke`]).
+    /// Starts an instance of component `name` (current generation) that lives
+    /// until `cx`'s deadline and can be called many times
+    /// ([`links::Callee::invoke`]).
     pub async fn start_instance(&self, name: &str, cx: &CallContext) -> Result<links::Callee, Fault> {
-        self.start_callee(name, cx, 0).await
+        start_callee(self.engine(), &self.generation(), name, cx, 0).await
     }
 
-    /// Starts an instance of `target` for a link call from a caller whose
-    /// deadline is `parent_deadline`.
-    pub(crate) async fn start_callee(
-        &self,
-        target: &str,
-        parent: &CallContext,
-        functions: usize,
-    ) -> Result<links::Callee, Fault> {
-        let loaded = self.get(target).ok_or_else(|| Fault {
-            component: Arc::from(target),
-            kind: FaultKind::Host("not running on this host".into()),
-        })?;
-        let cx = parent.until(Instant::now() + loaded.timeout);
-        let mut store = self.new_store(&loaded, &cx)?;
-        let instance = loaded
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| loaded.classify(e))?;
-        Ok(links::Callee::new(store, instance, loaded, functions))
+    /// Reads (or fetches) and compiles every component, on the blocking pool,
+    /// reusing versions compiled before. All unreadable or non-component
+    /// sources are reported together.
+    async fn compile_all(&self, manifest: &Manifest) -> Result<BTreeMap<String, cache::Compiled>, LoadError> {
+        let mut problems = Vec::new();
+        let mut tasks = Vec::new();
+        let mut compiled = BTreeMap::new();
+        for (name, spec) in &manifest.components {
+            let source = spec.source.display().to_string();
+            let bytes = match spec.digest_source() {
+                Some(digest) => {
+                    if let Some(component) = self.compiled_version(digest) {
+                        compiled.insert(name.clone(), cache::Compiled::reused(component, digest));
+                        continue;
+                    }
+                    let Some(artifacts) = &self.options.artifacts else {
+                        problems.push(format!(
+                            "components.{name}.source: {source} names an artifact, but this host has no lattice (pass --nats URL)"
+                        ));
+                        continue;
+                    };
+                    match artifacts.fetch(digest, self.options.cache_dir.as_deref()).await {
+                        Ok(bytes) => bytes,
+                        Err(e) => {
+                            problems.push(format!("components.{name}.source: {e:#}"));
+                            continue;
+                        }
+                    }
+                }
+                None => match std::fs::read(&spec.source) {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        problems.push(format!("components.{name}.source: {source}: {e}"));
+                        continue;
+                    }
+                },
+            };
+            let digest = cache::digest(&bytes);
+            if let Some(component) = self.compiled_version(&digest) {
+                compiled.insert(name.clone(), cache::Compiled::reused(component, &digest));
+                continue;
+            }
+            if let Err(why) = cache::check_component_header(&bytes) {
+                problems.push(format!("components.{name}.source: {source} {why}"));
+                continue;
+            }
+            let (engine, cache_dir, name) = (self.engine().clone(), self.options.cache_dir.clone(), name.clone());
+            tasks.push(tokio::task::spawn_blocking(move || {
+                let result = cache::compile(&engine, &name, &bytes, cache_dir.as_deref());
+                (name, source, result)
+            }));
+        }
+        for task in tasks {
+            let (name, source, result) = match task.await {
+                Ok(done) => done,
+                Err(e) => {
+                    problems.push(format!("a compile task failed: {e}"));
+                    continue;
+                }
+            };
+            match result {
+                Ok(c) => {
+                    let how = if c.cached { "loaded from cache" } else { "compiled" };
+                    tracing::info!("{how} {name} in {:.0?} ({})", c.elapsed, &c.digest[..19]);
+                    self.compiled
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(c.digest.clone(), c.component.clone());
+                    compiled.insert(name, c);
+                }
+                Err(e) => problems.push(format!(
+                    "components.{name}.source: {source}: not a valid component: {e:#}"
+                )),
+            }
+        }
+        if problems.is_empty() {
+            Ok(compiled)
+        } else {
+            Err(LoadError { problems })
+        }
     }
+
+    fn compiled_version(&self, digest: &str) -> Option<Component> {
+        self.compiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(digest)
+            .cloned()
+    }
+}
+
+/// A fresh store for one instance of `loaded`, which must finish by
+/// `deadline`. At `max_instances` live instances it fails at once (load
+/// shedding) rather than queueing: a queue bounded only by deadlines
+/// turns overload into timeouts for everyone.
+pub(crate) fn new_store(
+    engine: &wasmtime::Engine,
+    generation: &Arc<Generation>,
+    loaded: &Arc<Loaded>,
+    cx: &CallContext,
+) -> Result<Store<HostState>, Fault> {
+    let permit = match loaded.permits.clone().try_acquire_owned() {
+        Ok(permit) => permit,
+        Err(_) => {
+            return Err(Fault {
+                component: loaded.name.clone(),
+                kind: FaultKind::AtCapacity {
+                    max_instances: loaded.max_instances,
+                },
+            });
+        }
+    };
+    let wasi = state::wasi_ctx(&loaded.grants).map_err(|e| loaded.fault_host(format!("WASI setup: {e}")))?;
+    let data = HostState::new(
+        loaded.name.clone(),
+        wasi,
+        loaded.config.clone(),
+        loaded.memory_mib,
+        cx.clone(),
+        loaded.links,
+        permit,
+        generation.clone(),
+    );
+    let mut store = Store::new(engine, data);
+    store.limiter(|s| &mut s.limiter);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|ctx| {
+        if Instant::now() >= ctx.data().cx.deadline {
+            Err(DeadlineExceeded.into())
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+    Ok(store)
+}
+
+/// Starts an instance of `target` from `generation` for a call whose
+/// context is `parent`.
+pub(crate) async fn start_callee(
+    engine: &wasmtime::Engine,
+    generation: &Arc<Generation>,
+    target: &str,
+    parent: &CallContext,
+    functions: usize,
+) -> Result<links::Callee, Fault> {
+    let loaded = generation.get(target).cloned().ok_or_else(|| Fault {
+        component: Arc::from(target),
+        kind: FaultKind::Host("not running on this host".into()),
+    })?;
+    let cx = parent.until(Instant::now() + loaded.timeout);
+    let mut store = new_store(engine, generation, &loaded, &cx)?;
+    let instance = loaded
+        .pre
+        .instantiate_async(&mut store)
+        .await
+        .map_err(|e| loaded.classify(e))?;
+    Ok(links::Callee::new(store, instance, loaded, functions))
 }
 
 /// Every function exported inside an interface, by interface and name.
@@ -456,55 +680,4 @@ fn exported_functions(
         }
     }
     out
-}
-
-/// Reads and compiles every component in parallel on the blocking pool,
-/// reporting progress. All unreadable or non-component sources are reported
-/// together.
-async fn compile_all(
-    engine: &wasmtime::Engine,
-    manifest: &Manifest,
-    cache_dir: Option<&std::path::Path>,
-) -> anyhow::Result<BTreeMap<String, cache::Compiled>> {
-    let mut problems = Vec::new();
-    let mut tasks = Vec::new();
-    for (name, spec) in &manifest.components {
-        let source = spec.source.display().to_string();
-        let bytes = match std::fs::read(&spec.source) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                problems.push(format!("components.{name}.source: {source}: {e}"));
-                continue;
-            }
-        };
-        if let Err(why) = cache::check_component_header(&bytes) {
-            problems.push(format!("components.{name}.source: {source} {why}"));
-            continue;
-        }
-        let (engine, cache_dir, name) = (engine.clone(), cache_dir.map(PathBuf::from), name.clone());
-        tracing::info!("compiling {name} ({:.1} MiB)", bytes.len() as f64 / (1 << 20) as f64);
-        tasks.push(tokio::task::spawn_blocking(move || {
-            let result = cache::compile(&engine, &name, &bytes, cache_dir.as_deref());
-            (name, source, result)
-        }));
-    }
-    let mut compiled = BTreeMap::new();
-    for task in tasks {
-        let (name, source, result) = task.await?;
-        match result {
-            Ok(c) => {
-                let how = if c.cached { "loaded from cache" } else { "compiled" };
-                tracing::info!("{how} {name} in {:.0?} ({})", c.elapsed, &c.digest[..19]);
-                compiled.insert(name, c);
-            }
-            Err(e) => problems.push(format!(
-                "components.{name}.source: {source}: not a valid component: {e:#}"
-            )),
-        }
-    }
-    if problems.is_empty() {
-        Ok(compiled)
-    } else {
-        Err(LoadError { problems }.into())
-    }
 }

@@ -9,6 +9,7 @@
 
 use crate::links::Callee;
 use crate::manifest::WasiGrants;
+use crate::runtime::Generation;
 use crate::runtime::context::CallContext;
 use crate::runtime::fault::MemoryLimitExceeded;
 use std::sync::Arc;
@@ -40,6 +41,9 @@ pub struct HostState {
     pub(crate) cx: CallContext,
     /// Instances of linked components started by this instance, one slot per link.
     pub(crate) callees: Vec<Option<Box<Callee>>>,
+    /// The generation this call runs in: local links start their targets
+    /// from it, so one call sees one consistent set of versions.
+    pub(crate) generation: Arc<Generation>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -53,6 +57,7 @@ impl HostState {
         cx: CallContext,
         links: usize,
         permit: OwnedSemaphorePermit,
+        generation: Arc<Generation>,
     ) -> HostState {
         HostState {
             component,
@@ -63,6 +68,7 @@ impl HostState {
             limiter: Limiter { memory_mib },
             cx,
             callees: (0..links).map(|_| None).collect(),
+            generation,
             _permit: permit,
         }
     }

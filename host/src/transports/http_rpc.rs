@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Full, Limited};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -38,18 +38,23 @@ pub struct HttpRpcMedium {
 }
 
 impl HttpRpcMedium {
-    /// Binds one server per distinct address of the manifest's http-rpc bindings.
-    pub async fn bind_all(manifest: &Manifest, runtime: &Arc<Runtime>) -> anyhow::Result<Vec<HttpRpcMedium>> {
-        let mut by_address: BTreeMap<SocketAddr, (usize, HashMap<String, Route>)> = BTreeMap::new();
-        for (i, binding) in manifest.bindings.iter().enumerate() {
-            let BindingSpec::HttpRpc(spec) = binding else { continue };
-            if runtime.get(&spec.component).is_none() {
+    /// Binds one server for the http-rpc bindings numbered `bindings`, which
+    /// share one address.
+    pub async fn bind(
+        manifest: &Manifest,
+        bindings: &[usize],
+        runtime: &Arc<Runtime>,
+    ) -> anyhow::Result<HttpRpcMedium> {
+        let mut routes = HashMap::new();
+        let mut address = None;
+        for &i in bindings {
+            let Some(BindingSpec::HttpRpc(spec)) = manifest.bindings.get(i) else {
                 continue;
-            }
+            };
             let Some((interface, function)) = split_export(&spec.export) else {
                 continue;
             };
-            let (_, routes) = by_address.entry(spec.address).or_insert_with(|| (i, HashMap::new()));
+            address.get_or_insert((i, spec.address));
             let route = Route {
                 component: Arc::from(spec.component.as_str()),
                 interface: interface.to_string(),
@@ -63,19 +68,16 @@ impl HttpRpcMedium {
                 );
             }
         }
-        let mut servers = Vec::new();
-        for (address, (first, routes)) in by_address {
-            let listener = TcpListener::bind(address)
-                .await
-                .with_context(|| format!("bindings[{first}]: cannot listen on {address}"))?;
-            servers.push(HttpRpcMedium {
-                local: listener.local_addr()?,
-                listener,
-                routes: Arc::new(routes),
-                runtime: runtime.clone(),
-            });
-        }
-        Ok(servers)
+        let (first, address) = address.context("no http-rpc binding to serve")?;
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("bindings[{first}]: cannot listen on {address}"))?;
+        Ok(HttpRpcMedium {
+            local: listener.local_addr()?,
+            listener,
+            routes: Arc::new(routes),
+            runtime: runtime.clone(),
+        })
     }
 }
 

@@ -12,14 +12,9 @@ use crate::manifest::{NatsBinding, split_export};
 use crate::runtime::Runtime;
 use anyhow::Context as _;
 use async_nats::HeaderMap;
-use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-/// How long shutdown waits for in-flight calls.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Header naming the kind of a failure (`trap`, `deadline`, `bad-request`...).
 pub const ERROR_KIND_HEADER: &str = "Membrane-Error-Kind";
@@ -94,26 +89,15 @@ impl Medium for NatsMedium {
         )
     }
 
-    fn serve(mut self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
+    fn serve(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
-            let mut in_flight = tokio::task::JoinSet::new();
-            loop {
-                let message = tokio::select! {
-                    message = self.subscriber.next() => match message {
-                        Some(message) => message,
-                        None => break,
-                    },
-                    _ = shutdown.cancelled() => break,
-                };
-                let (client, call) = (self.client.clone(), self.call.clone());
-                in_flight.spawn(async move { answer(&client, &call, message).await });
-                while in_flight.try_join_next().is_some() {}
-            }
-            let _ = self.subscriber.unsubscribe().await;
-            let drain = async { while in_flight.join_next().await.is_some() {} };
-            if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
-                tracing::warn!("nats {}: gave up waiting for in-flight calls", self.subject);
-            }
+            let (client, call) = (self.client.clone(), self.call.clone());
+            let label = format!("nats {}", self.subject);
+            super::serve_subscription(self.subscriber, shutdown, label, |message| {
+                let (client, call) = (client.clone(), call.clone());
+                async move { answer(&client, &call, message).await }
+            })
+            .await;
             let _ = self.client.flush().await;
             Ok(())
         })

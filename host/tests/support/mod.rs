@@ -69,17 +69,20 @@ pub struct Failed {
 }
 
 fn spawn(
-    manifest: &str,
+    manifest: Option<&str>,
     cache: &Path,
     args: &[&str],
     log_filter: &str,
 ) -> (Child, Receiver<String>, Arc<Mutex<Vec<String>>>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("app.toml");
-    std::fs::write(&path, with_paths(manifest)).expect("write manifest");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_membrane"))
-        .arg("up")
-        .arg(&path)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_membrane"));
+    command.arg("up");
+    if let Some(manifest) = manifest {
+        let path = dir.path().join("app.toml");
+        std::fs::write(&path, with_paths(manifest)).expect("write manifest");
+        command.arg(&path);
+    }
+    let mut child = command
         .args(args)
         .env("MEMBRANE_CACHE_DIR", cache)
         .env("RUST_LOG", log_filter)
@@ -135,7 +138,20 @@ impl Host {
         Host::launch(manifest, cache, &[], "membrane=info,warn")
     }
 
+    /// Starts a host with no manifest: it runs the apps applied to its
+    /// lattice. `args` names the NATS server, lattice and labels.
+    pub fn join(args: &[&str]) -> Host {
+        match Host::launch_with(None, &shared_cache(), args, "membrane=info,warn") {
+            Ok(host) => host,
+            Err(f) => panic!("membrane exited with {}:\n{}", f.status, f.stderr),
+        }
+    }
+
     fn launch(manifest: &str, cache: &Path, args: &[&str], log_filter: &str) -> Result<Host, Failed> {
+        Host::launch_with(Some(manifest), cache, args, log_filter)
+    }
+
+    fn launch_with(manifest: Option<&str>, cache: &Path, args: &[&str], log_filter: &str) -> Result<Host, Failed> {
         let (mut child, lines, log, dir) = spawn(manifest, cache, args, log_filter);
         let mut http = Vec::new();
         let mut rpc = Vec::new();
@@ -183,6 +199,32 @@ impl Host {
                 assert!(!f.status.success(), "a rejected manifest must exit non-zero");
                 assert!(!f.stderr.contains("panicked"), "the host panicked:\n{}", f.stderr);
                 f.stderr
+            }
+        }
+    }
+
+    /// Waits until the host serves an http binding of `component` (as a
+    /// lattice host does after an apply); its address.
+    pub fn wait_for_http(&self, component: &str) -> SocketAddr {
+        let needle = format!(" -> {component}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let found = self.log.lock().unwrap().iter().find_map(|line| {
+                let rest = line.split("serving http://").nth(1)?;
+                let (addr, c) = rest.split_once(" -> ")?;
+                (format!(" -> {}", c.trim()) == needle)
+                    .then(|| addr.parse().ok())
+                    .flatten()
+            });
+            if let Some(addr) = found {
+                return addr;
+            }
+            if self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .is_err()
+            {
+                panic!("no http binding of {component} served:\n{}", self.log());
             }
         }
     }

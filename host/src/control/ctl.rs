@@ -1,0 +1,258 @@
+//! `membrane ctl`: the operator's client of the control plane.
+//!
+//! Each command is a thin wrapper around one documented NATS request (or the
+//! object store, for `push`), printing a short table. Everything here can be
+//! done with any NATS client; see `docs/control.md`.
+
+use super::{
+    ApplyReply, ApplyRequest, DeleteReply, DeleteRequest, Envelope, Event, ScaleReply, ScaleRequest, UpdateReply,
+    UpdateRequest, ctl_subject, event_subject,
+};
+use crate::lattice::artifacts::Artifacts;
+use crate::lattice::inventory::{HostInventory, gather};
+use crate::manifest::{Manifest, is_digest};
+use anyhow::{Context as _, bail};
+use futures::StreamExt as _;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A connection to one lattice's control plane.
+pub struct Ctl {
+    client: async_nats::Client,
+    lattice: String,
+}
+
+impl Ctl {
+    /// Control of `lattice` over `client`.
+    pub fn new(client: async_nats::Client, lattice: &str) -> Ctl {
+        Ctl {
+            client,
+            lattice: lattice.to_string(),
+        }
+    }
+
+    async fn request<Q: Serialize, A: DeserializeOwned>(
+        &self,
+        operation: &str,
+        request: &Q,
+        timeout: Duration,
+    ) -> anyhow::Result<A> {
+        let payload = serde_json::to_vec(request)?;
+        let subject = ctl_subject(&self.lattice, operation);
+        let request = async_nats::Request::new()
+            .payload(payload.into())
+            .timeout(Some(timeout));
+        let reply = self.client.send_request(subject, request).await.map_err(|e| {
+            if matches!(e.kind(), async_nats::client::RequestErrorKind::NoResponders) {
+                anyhow::anyhow!("no host of lattice `{}` answers control requests", self.lattice)
+            } else {
+                anyhow::anyhow!("{operation}: {e}")
+            }
+        })?;
+        match serde_json::from_slice::<Envelope<A>>(&reply.payload)
+            .with_context(|| format!("{operation}: a malformed answer"))?
+        {
+            Envelope::Ok(answer) => Ok(answer),
+            Envelope::Error(e) => Err(e.into()),
+        }
+    }
+
+    /// Puts a component file into the artifact store; its digest.
+    pub async fn push(&self, path: &Path) -> anyhow::Result<String> {
+        let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+        crate::runtime::cache::check_component_header(&bytes)
+            .map_err(|why| anyhow::anyhow!("{} {why}", path.display()))?;
+        let started = Instant::now();
+        eprintln!(
+            "pushing {} ({:.1} MiB)...",
+            path.display(),
+            bytes.len() as f64 / f64::from(1 << 20)
+        );
+        let digest = Artifacts::new(self.client.clone(), &self.lattice).push(&bytes).await?;
+        eprintln!("pushed in {:.0?}", started.elapsed());
+        Ok(digest)
+    }
+
+    /// Pushes every local component of the manifest at `path`, then stores the
+    /// app (with digests for sources) as desired state.
+    pub async fn apply(&self, path: &Path) -> anyhow::Result<ApplyReply> {
+        let manifest = Manifest::load(path)?;
+        let text = std::fs::read_to_string(path)?;
+        let mut table: toml::Table = text.parse().with_context(|| format!("{}", path.display()))?;
+        for (name, spec) in &manifest.components {
+            let digest = match spec.digest_source() {
+                Some(digest) => digest.to_string(),
+                None => self.push(&spec.source).await?,
+            };
+            if let Some(c) = table
+                .get_mut("components")
+                .and_then(|c| c.get_mut(name))
+                .and_then(|c| c.as_table_mut())
+            {
+                c.insert("source".into(), digest.into());
+            }
+        }
+        let request = ApplyRequest {
+            manifest: toml::to_string(&table)?,
+        };
+        self.request("app.apply", &request, Duration::from_secs(10)).await
+    }
+
+    /// Removes an app from the desired state.
+    pub async fn delete(&self, app: &str) -> anyhow::Result<DeleteReply> {
+        let request = DeleteRequest { app: app.to_string() };
+        self.request("app.delete", &request, Duration::from_secs(10)).await
+    }
+
+    /// Swaps `component` to `version` (a file, pushed first, or a digest) on
+    /// every host that runs it, and waits for their answers.
+    pub async fn update(&self, component: &str, version: &str, app: Option<&str>) -> anyhow::Result<UpdateReply> {
+        let digest = if is_digest(version) {
+            version.to_string()
+        } else if version.starts_with("sha256:") {
+            bail!("{version:?} is not `sha256:` and 64 lower-case hex digits");
+        } else {
+            self.push(Path::new(version)).await?
+        };
+        let request = UpdateRequest {
+            component: component.to_string(),
+            digest,
+            app: app.map(str::to_string),
+            timeout_ms: None,
+        };
+        self.request("component.update", &request, Duration::from_secs(40))
+            .await
+    }
+
+    /// Sets the replica count of `component`.
+    pub async fn scale(&self, component: &str, instances: u32, app: Option<&str>) -> anyhow::Result<ScaleReply> {
+        let request = ScaleRequest {
+            component: component.to_string(),
+            instances,
+            app: app.map(str::to_string),
+        };
+        self.request("component.scale", &request, Duration::from_secs(10)).await
+    }
+
+    /// Waits until `instances` hosts run `component` of `app`; the hosts.
+    pub async fn await_replicas(
+        &self,
+        app: &str,
+        component: &str,
+        instances: u32,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<String>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let hosts: Vec<String> = gather(&self.client, &self.lattice, Duration::from_millis(150))
+                .await?
+                .into_iter()
+                .filter(|h| h.components.iter().any(|c| c.app == app && c.name == component))
+                .map(|h| h.host)
+                .collect();
+            if hosts.len() == instances as usize {
+                return Ok(hosts);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{component} runs on {} host(s) ({}), not {instances}, after {timeout:?}",
+                    hosts.len(),
+                    hosts.join(", ")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every host's inventory.
+    pub async fn inventory(&self, settle: Duration) -> anyhow::Result<Vec<HostInventory>> {
+        gather(&self.client, &self.lattice, settle).await
+    }
+
+    /// Prints every event of the lattice as it happens, until interrupted.
+    pub async fn watch(&self, heartbeats: bool) -> anyhow::Result<()> {
+        let mut events = self.client.subscribe(event_subject(&self.lattice, ">")).await?;
+        self.client.flush().await?;
+        eprintln!("watching lattice `{}` (Ctrl-C to stop)", self.lattice);
+        while let Some(message) = events.next().await {
+            if message.subject.ends_with(".heartbeat") {
+                if heartbeats && let Ok(host) = serde_json::from_slice::<HostInventory>(&message.payload) {
+                    println!(
+                        "heartbeat           {} ({} component(s))",
+                        host.host,
+                        host.components.len()
+                    );
+                }
+                continue;
+            }
+            match serde_json::from_slice::<Event>(&message.payload) {
+                Ok(event) => println!("{}", describe(&event)),
+                Err(e) => println!("{}: unreadable event: {e}", message.subject),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One line for an event.
+pub fn describe(event: &Event) -> String {
+    let mut line = format!("{:<19} {}", event.kind, event.host);
+    if let (Some(app), Some(component)) = (&event.app, &event.component) {
+        line += &format!(" {app}/{component}");
+    } else if let Some(app) = &event.app {
+        line += &format!(" {app}");
+    }
+    if let Some(previous) = &event.previous {
+        line += &format!(" {}", crate::app::short(previous));
+        line += " ->";
+    }
+    if let Some(digest) = &event.digest {
+        line += &format!(" {}", crate::app::short(digest));
+    }
+    if let Some(revision) = event.revision {
+        line += &format!(" rev {revision}");
+    }
+    if let (Some(compile), Some(swap)) = (event.compile_ms, event.swap_ms) {
+        line += &format!(" (compile {compile:.1} ms, swap {swap:.1} ms)");
+    }
+    if !event.labels.is_empty() {
+        let labels: Vec<String> = event.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        line += &format!(" [{}]", labels.join(","));
+    }
+    if let Some(reason) = &event.reason {
+        line += &format!(": {reason}");
+    }
+    line
+}
+
+/// Prints an update's outcome as a table.
+pub fn print_update(reply: &UpdateReply) {
+    println!(
+        "{:<16} {:<10} {:>11} {:>9}  REASON",
+        "HOST", "OUTCOME", "COMPILE ms", "SWAP ms"
+    );
+    for host in &reply.hosts {
+        println!(
+            "{:<16} {:<10} {:>11.1} {:>9.1}  {}",
+            host.host,
+            host.outcome,
+            host.compile_ms,
+            host.swap_ms,
+            host.reason.as_deref().unwrap_or("-")
+        );
+    }
+    for host in &reply.silent {
+        println!("{host:<16} {:<10} {:>11} {:>9}  no answer in time", "silent", "-", "-");
+    }
+    println!(
+        "{} {}/{}: {} (running {}, revision {})",
+        reply.outcome,
+        reply.app,
+        reply.component,
+        crate::app::short(&reply.digest),
+        crate::app::short(&reply.running),
+        reply.revision
+    );
+}

@@ -1,0 +1,333 @@
+//! The host side of the control plane: answers the lattice-changing
+//! requests (`app.apply`, `app.delete`, `component.update`,
+//! `component.scale`).
+//!
+//! Every host subscribes in one queue group, so exactly one host answers each
+//! request. It checks the payload, writes the desired state with
+//! compare-and-set, and for an update waits for the affected hosts' events,
+//! so the operator learns what happened everywhere. If any host refused the
+//! new version, it restores the previous desired state: the old version never
+//! stopped serving. The reconciling itself happens on every host
+//! ([`crate::lattice::agent`]).
+
+use super::{
+    ApplyReply, ApplyRequest, ControlError, DeleteReply, DeleteRequest, Envelope, Event, HostOutcome, ScaleReply,
+    ScaleRequest, UpdateReply, UpdateRequest, ctl_subject, decode, event_subject,
+};
+use crate::lattice::artifacts::Artifacts;
+use crate::lattice::desired::{AppRevision, Desired};
+use crate::lattice::inventory::gather;
+use crate::manifest::{Manifest, is_digest};
+use crate::transports::Medium;
+use futures::StreamExt as _;
+use futures::future::BoxFuture;
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How long an update waits for the hosts' answers unless told otherwise.
+const UPDATE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an update waits for more inventory answers.
+const INVENTORY_SETTLE: Duration = Duration::from_millis(250);
+
+/// Answers control requests for one lattice.
+pub struct ControlServer {
+    client: async_nats::Client,
+    lattice: String,
+    subscriber: async_nats::Subscriber,
+    desired: Desired,
+    artifacts: Artifacts,
+}
+
+impl ControlServer {
+    /// Subscribes to `membrane.<lattice>.ctl.v1.app.*` and `.component.*`.
+    pub async fn bind(client: async_nats::Client, lattice: &str) -> anyhow::Result<ControlServer> {
+        let subscriber = client
+            .queue_subscribe(ctl_subject(lattice, "*.*"), format!("membrane.{lattice}.ctl"))
+            .await?;
+        Ok(ControlServer {
+            desired: Desired::new(client.clone(), lattice),
+            artifacts: Artifacts::new(client.clone(), lattice),
+            client,
+            lattice: lattice.to_string(),
+            subscriber,
+        })
+    }
+}
+
+impl Medium for ControlServer {
+    fn describe(&self) -> String {
+        format!("control plane of lattice {}", self.lattice)
+    }
+
+    fn serve(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
+        let this = std::sync::Arc::new(Handler {
+            client: self.client.clone(),
+            lattice: self.lattice.clone(),
+            desired: self.desired.clone(),
+            artifacts: self.artifacts.clone(),
+        });
+        Box::pin(async move {
+            crate::transports::serve_subscription(self.subscriber, shutdown, "control".into(), move |message| {
+                let this = this.clone();
+                async move { this.answer(message).await }
+            })
+            .await;
+            Ok(())
+        })
+    }
+}
+
+struct Handler {
+    client: async_nats::Client,
+    lattice: String,
+    desired: Desired,
+    artifacts: Artifacts,
+}
+
+impl Handler {
+    async fn answer(&self, message: async_nats::Message) {
+        let Some(reply) = message.reply.clone() else { return };
+        let operation = message
+            .subject
+            .strip_prefix(&ctl_subject(&self.lattice, ""))
+            .unwrap_or_default()
+            .to_string();
+        let payload = &message.payload;
+        let body = match operation.as_str() {
+            "app.apply" => envelope(async { self.apply(decode(payload)?).await }.await),
+            "app.delete" => envelope(async { self.delete(decode(payload)?).await }.await),
+            "component.update" => envelope(async { self.update(decode(payload)?).await }.await),
+            "component.scale" => envelope(async { self.scale(decode(payload)?).await }.await),
+            other => envelope::<()>(Err(ControlError::new(format!(
+                "unknown operation `{other}` (known: app.apply, app.delete, component.update, component.scale, inventory)"
+            )))),
+        };
+        tracing::info!("control {operation}: {}", String::from_utf8_lossy(&body));
+        if let Err(e) = self.client.publish(reply, body.into()).await {
+            tracing::warn!("control {operation}: cannot reply: {e}");
+        }
+    }
+
+    async fn apply(&self, request: ApplyRequest) -> Result<ApplyReply, ControlError> {
+        let manifest = Manifest::parse(&request.manifest, "manifest")
+            .map_err(|e| ControlError::field("manifest", e.to_string()))?;
+        for (name, spec) in &manifest.components {
+            let field = format!("manifest: components.{name}.source");
+            let Some(digest) = spec.digest_source() else {
+                return Err(ControlError::field(
+                    &field,
+                    format!(
+                        "{} is a path; an applied app names artifacts (`sha256:...`); `membrane ctl apply` pushes local files for you",
+                        spec.source.display()
+                    ),
+                ));
+            };
+            self.require_artifact(digest, &field).await?;
+        }
+        let revision = self.desired.put(&manifest.app.name, &request.manifest).await?;
+        Ok(ApplyReply {
+            app: manifest.app.name,
+            revision,
+        })
+    }
+
+    async fn delete(&self, request: DeleteRequest) -> Result<DeleteReply, ControlError> {
+        if self.desired.delete(&request.app).await? {
+            Ok(DeleteReply { app: request.app })
+        } else {
+            let known: Vec<String> = self.desired.apps().await?.into_iter().map(|a| a.app).collect();
+            Err(ControlError::field(
+                "app",
+                format!("unknown app `{}` (applied: {})", request.app, list(&known)),
+            ))
+        }
+    }
+
+    async fn require_artifact(&self, digest: &str, field: &str) -> Result<(), ControlError> {
+        if self.artifacts.exists(digest).await {
+            Ok(())
+        } else {
+            Err(ControlError::field(
+                field,
+                format!("no artifact {digest} in the lattice (push it first: `membrane ctl push FILE`)"),
+            ))
+        }
+    }
+
+    /// The applied app that has `component`, and its manifest.
+    async fn find(&self, component: &str, app: Option<&str>) -> Result<(AppRevision, Manifest), ControlError> {
+        let mut found = Vec::new();
+        let mut known = Vec::new();
+        for revision in self.desired.apps().await? {
+            let Some(text) = &revision.manifest else { continue };
+            let Ok(manifest) = Manifest::parse(text, &revision.app) else {
+                continue;
+            };
+            known.extend(manifest.components.keys().map(|c| format!("{}/{c}", revision.app)));
+            if manifest.components.contains_key(component) && app.is_none_or(|a| a == revision.app) {
+                found.push((revision, manifest));
+            }
+        }
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            0 => Err(ControlError::field(
+                "component",
+                format!(
+                    "unknown component `{component}`{}: no applied app has it (applied: {})",
+                    app.map(|a| format!(" in app `{a}`")).unwrap_or_default(),
+                    list(&known)
+                ),
+            )),
+            _ => Err(ControlError::field(
+                "app",
+                format!(
+                    "component `{component}` is in apps {}: name one with `app`",
+                    found.iter().map(|(r, _)| r.app.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            )),
+        }
+    }
+
+    async fn update(&self, request: UpdateRequest) -> Result<UpdateReply, ControlError> {
+        if !is_digest(&request.digest) {
+            return Err(ControlError::field(
+                "digest",
+                format!("{:?} is not `sha256:` and 64 lower-case hex digits", request.digest),
+            ));
+        }
+        let (current, manifest) = self.find(&request.component, request.app.as_deref()).await?;
+        let app = current.app.clone();
+        let previous = manifest.components[&request.component].source.display().to_string();
+        let mut reply = UpdateReply {
+            app: app.clone(),
+            component: request.component.clone(),
+            running: previous.clone(),
+            digest: request.digest.clone(),
+            revision: current.revision,
+            outcome: "unchanged".into(),
+            hosts: Vec::new(),
+            silent: Vec::new(),
+        };
+        if previous == request.digest {
+            return Ok(reply);
+        }
+        self.require_artifact(&request.digest, "digest").await?;
+        let old_text = current.manifest.clone().unwrap_or_default();
+        let new_text = edit_component(&old_text, &request.component, "source", request.digest.clone().into())?;
+
+        // The hosts running the component now must each answer.
+        let hosts = gather(&self.client, &self.lattice, INVENTORY_SETTLE).await?;
+        let mut expected: BTreeSet<String> = hosts
+            .iter()
+            .filter(|h| h.components.iter().any(|c| c.app == app && c.name == request.component))
+            .map(|h| h.host.clone())
+            .collect();
+        let mut events = self
+            .client
+            .subscribe(event_subject(&self.lattice, "component.*"))
+            .await
+            .map_err(|e| ControlError::new(format!("cannot watch events: {e}")))?;
+        let revision = self.desired.replace(&app, &new_text, current.revision).await?;
+        reply.revision = revision;
+
+        let timeout = request.timeout_ms.map_or(UPDATE_TIMEOUT, Duration::from_millis);
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !expected.is_empty() {
+            let Ok(Some(message)) = tokio::time::timeout_at(deadline, events.next()).await else {
+                break;
+            };
+            let Ok(event) = serde_json::from_slice::<Event>(&message.payload) else {
+                continue;
+            };
+            if event.revision != Some(revision) || event.component.as_deref() != Some(&request.component) {
+                continue;
+            }
+            let outcome = event.kind.trim_start_matches("component.").to_string();
+            if !matches!(outcome.as_str(), "updated" | "rejected" | "failed" | "started") {
+                continue;
+            }
+            expected.remove(&event.host);
+            reply.hosts.push(HostOutcome {
+                host: event.host,
+                outcome,
+                reason: event.reason,
+                compile_ms: event.compile_ms.unwrap_or_default(),
+                swap_ms: event.swap_ms.unwrap_or_default(),
+            });
+        }
+        reply.silent = expected.into_iter().collect();
+        reply.hosts.sort_by(|a, b| a.host.cmp(&b.host));
+        if reply
+            .hosts
+            .iter()
+            .any(|h| h.outcome != "updated" && h.outcome != "started")
+        {
+            // Some host refused it: go back, unless someone changed the app since.
+            reply.outcome = "rejected".into();
+            match self.desired.replace(&app, &old_text, revision).await {
+                Ok(restored) => reply.revision = restored,
+                Err(e) => tracing::warn!(
+                    "update of {}: cannot restore the previous version: {e:#}",
+                    request.component
+                ),
+            }
+        } else {
+            reply.outcome = "updated".into();
+            reply.running = request.digest.clone();
+        }
+        Ok(reply)
+    }
+
+    async fn scale(&self, request: ScaleRequest) -> Result<ScaleReply, ControlError> {
+        if request.instances == 0 {
+            return Err(ControlError::field("instances", "must be at least 1"));
+        }
+        let (current, _) = self.find(&request.component, request.app.as_deref()).await?;
+        let text = current.manifest.clone().unwrap_or_default();
+        let new_text = edit_component(
+            &text,
+            &request.component,
+            "instances",
+            i64::from(request.instances).into(),
+        )?;
+        let revision = self.desired.replace(&current.app, &new_text, current.revision).await?;
+        Ok(ScaleReply {
+            app: current.app,
+            component: request.component,
+            instances: request.instances,
+            revision,
+        })
+    }
+}
+
+fn envelope<T: Serialize>(result: Result<T, ControlError>) -> Vec<u8> {
+    let envelope = match result {
+        Ok(reply) => Envelope::Ok(reply),
+        Err(e) => Envelope::Error(e),
+    };
+    serde_json::to_vec(&envelope).unwrap_or_default()
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_string()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// `manifest` with `components.<component>.<key>` set to `value`.
+pub fn edit_component(manifest: &str, component: &str, key: &str, value: toml::Value) -> Result<String, ControlError> {
+    let mut table: toml::Table = manifest
+        .parse()
+        .map_err(|e| ControlError::new(format!("the stored manifest does not parse: {e}")))?;
+    let spec = table
+        .get_mut("components")
+        .and_then(|c| c.get_mut(component))
+        .and_then(|c| c.as_table_mut())
+        .ok_or_else(|| ControlError::field("component", format!("no component `{component}` in the manifest")))?;
+    spec.insert(key.to_string(), value);
+    toml::to_string(&table).map_err(|e| ControlError::new(format!("cannot write the manifest: {e}")))
+}

@@ -1,0 +1,421 @@
+//! The host agent: what this host runs, kept equal to what it should run.
+//!
+//! The agent holds the desired manifest of every app it knows (from a local
+//! file, or from the lattice's desired state in KV) and the lattice's
+//! membership (from heartbeats and host events). Whenever either changes, it
+//! recomputes placement ([`placement::placed_here`]) and reconciles each app
+//! ([`AppRunner::reconcile`]), then publishes what happened as events. A
+//! version that fails validation is reported `component.rejected` and the
+//! old one keeps serving. There is no scheduler: every host runs this same
+//! loop over the same inputs.
+
+use super::desired::AppRevision;
+use super::inventory::{AppsView, HostInventory, heartbeat_subject};
+use super::placement::{self, Member, Members};
+use crate::app::{AppRunner, short};
+use crate::control::{Event, Events, event_subject};
+use crate::manifest::Manifest;
+use crate::runtime::{Change, LoadOptions};
+use futures::StreamExt as _;
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::time::Duration;
+
+/// The revisions of the lattice's desired state, from
+/// [`super::desired::Desired::watch`].
+pub type DesiredStream = std::pin::Pin<Box<dyn futures::Stream<Item = AppRevision> + Send>>;
+
+/// One app as this host knows it.
+struct AppState {
+    manifest: Manifest,
+    /// Its manifest text: what changed is judged by it.
+    text: String,
+    /// The desired-state revision, for applied apps.
+    revision: Option<u64>,
+    runner: Option<AppRunner>,
+    /// The text and placement last reconciled successfully.
+    applied: Option<(String, BTreeSet<String>)>,
+    /// The manifest last reconciled successfully.
+    applied_manifest: Option<Manifest>,
+}
+
+/// This host's agent.
+pub struct Agent {
+    me: Member,
+    options: LoadOptions,
+    nats: Option<async_nats::Client>,
+    events: Option<Events>,
+    lattice: String,
+    apps: BTreeMap<String, AppState>,
+    view: AppsView,
+    members: Members,
+}
+
+impl Agent {
+    /// An agent for host `me` that runs nothing yet. `heartbeat` is the
+    /// lattice's heartbeat period: a peer silent for three is gone.
+    pub fn new(
+        me: Member,
+        lattice: &str,
+        options: LoadOptions,
+        nats: Option<async_nats::Client>,
+        view: AppsView,
+        heartbeat: Duration,
+    ) -> Agent {
+        Agent {
+            events: nats.clone().map(|c| Events::new(c, lattice)),
+            me,
+            options,
+            nats,
+            lattice: lattice.to_string(),
+            apps: BTreeMap::new(),
+            view,
+            members: Members::new(heartbeat * 3),
+        }
+    }
+
+    /// Learns the lattice's current hosts by asking for their inventory.
+    pub async fn discover(&mut self, settle: Duration) -> anyhow::Result<()> {
+        let Some(client) = &self.nats else { return Ok(()) };
+        for host in super::inventory::gather(client, &self.lattice, settle).await? {
+            self.members.saw(member_of(&host));
+        }
+        Ok(())
+    }
+
+    /// Runs `manifest` (from a local file) and waits until it serves. Any
+    /// validation or bind error is returned: `membrane up` fails on it.
+    pub async fn start_static(&mut self, manifest: Manifest, text: String) -> anyhow::Result<()> {
+        let app = manifest.app.name.clone();
+        self.apps.insert(app.clone(), AppState::new(manifest, text, None));
+        self.reconcile(&app).await
+    }
+
+    /// Summary of what runs here, for the ready line.
+    pub fn running(&self) -> (usize, usize, usize) {
+        self.apps
+            .values()
+            .map(|s| {
+                let runner = s.runner.as_ref();
+                (
+                    runner.map_or(0, |r| r.here().len()),
+                    s.manifest.components.len(),
+                    runner.map_or(0, AppRunner::media),
+                )
+            })
+            .fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2))
+    }
+
+    /// Publishes `host.started`.
+    pub async fn announce(&self) {
+        let mut event = Event::new("host.started", &self.me.host);
+        event.labels = self.me.labels.clone();
+        self.emit(event).await;
+    }
+
+    /// Reconciles until `shutdown`, following membership and, when
+    /// `desired` is given, the lattice's desired state. Then stops every app
+    /// (calls in flight finish) and publishes `host.stopped`.
+    pub async fn run(
+        mut self,
+        desired: Option<DesiredStream>,
+        heartbeat: Duration,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let mut watch = desired;
+        let mut peers = match &self.nats {
+            Some(client) => {
+                let subjects = [heartbeat_subject(&self.lattice), event_subject(&self.lattice, "host.*")];
+                let mut subscribers = Vec::new();
+                for subject in subjects {
+                    match client.subscribe(subject).await {
+                        Ok(s) => subscribers.push(s),
+                        Err(e) => tracing::warn!("cannot follow the lattice's hosts: {e}"),
+                    }
+                }
+                Some(futures::stream::select_all(subscribers))
+            }
+            None => None,
+        };
+        let mut expiry = tokio::time::interval(heartbeat);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(revision) = async { watch.as_mut()?.next().await } => self.on_revision(revision).await,
+                Some(message) = async { peers.as_mut()?.next().await } => {
+                    if self.on_peer(&message) {
+                        self.reconcile_all().await;
+                    }
+                }
+                _ = expiry.tick() => {
+                    if self.members.expire() {
+                        self.reconcile_all().await;
+                    }
+                }
+            }
+        }
+        tracing::info!("shutting down: finishing in-flight requests");
+        for (_, state) in std::mem::take(&mut self.apps) {
+            if let Some(runner) = state.runner {
+                runner.stop().await;
+            }
+        }
+        self.emit(Event::new("host.stopped", &self.me.host)).await;
+        if let Some(client) = &self.nats {
+            let _ = client.flush().await;
+        }
+    }
+
+    async fn on_revision(&mut self, revision: AppRevision) {
+        let AppRevision {
+            app,
+            revision,
+            manifest,
+        } = revision;
+        let Some(text) = manifest else {
+            tracing::info!("app `{app}` deleted (revision {revision})");
+            if let Some(state) = self.apps.remove(&app) {
+                self.stop_app(&app, state, Some(revision)).await;
+            }
+            return;
+        };
+        let manifest = match Manifest::parse(&text, &format!("app `{app}` revision {revision}")) {
+            Ok(manifest) => manifest,
+            Err(e) => {
+                tracing::error!("{e}");
+                let mut event = Event::new("component.failed", &self.me.host);
+                (event.app, event.revision, event.reason) = (Some(app), Some(revision), Some(e.to_string()));
+                self.emit(event).await;
+                return;
+            }
+        };
+        match self.apps.get_mut(&app) {
+            Some(state) => {
+                state.manifest = manifest;
+                state.text = text;
+                state.revision = Some(revision);
+            }
+            None => {
+                self.apps
+                    .insert(app.clone(), AppState::new(manifest, text, Some(revision)));
+            }
+        }
+        if let Err(e) = self.reconcile(&app).await {
+            tracing::error!("app `{app}` revision {revision}: {e:#}");
+        }
+    }
+
+    /// Records a heartbeat or host event; whether membership changed.
+    fn on_peer(&mut self, message: &async_nats::Message) -> bool {
+        if message.subject.ends_with(".heartbeat") {
+            return match serde_json::from_slice::<HostInventory>(&message.payload) {
+                Ok(host) if host.host != self.me.host => self.members.saw(member_of(&host)),
+                _ => false,
+            };
+        }
+        let Ok(event) = serde_json::from_slice::<Event>(&message.payload) else {
+            return false;
+        };
+        if event.host == self.me.host {
+            return false;
+        }
+        match event.kind.as_str() {
+            "host.started" => self.members.saw(Member {
+                host: event.host,
+                labels: event.labels,
+            }),
+            "host.stopped" => self.members.left(&event.host),
+            _ => false,
+        }
+    }
+
+    async fn reconcile_all(&mut self) {
+        let names: Vec<String> = self.apps.keys().cloned().collect();
+        for app in names {
+            if let Err(e) = self.reconcile(&app).await {
+                tracing::error!("app `{app}`: {e:#}");
+            }
+        }
+    }
+
+    /// Brings app `app` to its desired manifest and this host's placement.
+    async fn reconcile(&mut self, app: &str) -> anyhow::Result<()> {
+        let members = self.members.list();
+        let Some(state) = self.apps.get_mut(app) else {
+            return Ok(());
+        };
+        let here = placement::placed_here(&state.manifest, &self.me, &members);
+        if state.applied.as_ref() == Some(&(state.text.clone(), here.clone())) {
+            return Ok(());
+        }
+        if here.is_empty() {
+            if let Some(runner) = state.runner.take() {
+                let revision = state.revision;
+                self.view.write().unwrap_or_else(|e| e.into_inner()).remove(app);
+                let stopped = runner.here().clone();
+                runner.stop().await;
+                for name in stopped {
+                    tracing::info!("stopped {name}: placed on other hosts");
+                    let mut event = self.event("component.stopped", app, &name, revision);
+                    event.reason = Some("placed on other hosts".into());
+                    self.emit(event).await;
+                }
+            }
+            if let Some(state) = self.apps.get_mut(app) {
+                state.applied = Some((state.text.clone(), here));
+            }
+            return Ok(());
+        }
+        if state.runner.is_none() {
+            state.runner = Some(AppRunner::new(&state.manifest, &self.options, self.nats.clone())?);
+        }
+        let (manifest, revision) = (state.manifest.clone(), state.revision);
+        let previous = state.applied_manifest.clone();
+        let runner = state.runner.as_mut().expect("runner was just set");
+        let outcome = runner.reconcile(&manifest, here.clone()).await;
+        let runtime = runner.runtime().clone();
+        match outcome {
+            Ok(done) => {
+                state.applied = Some((state.text.clone(), here.clone()));
+                state.applied_manifest = Some(manifest.clone());
+                self.view
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(app.to_string(), runtime);
+                tracing::info!(
+                    "app `{app}`{}: {} of {} component(s) here",
+                    revision.map(|r| format!(" revision {r}")).unwrap_or_default(),
+                    here.len(),
+                    manifest.components.len()
+                );
+                for change in &done.changes {
+                    let mut event = match change {
+                        Change::Started { name, digest } => {
+                            let mut e = self.event("component.started", app, name, revision);
+                            e.digest = Some(digest.clone());
+                            e
+                        }
+                        Change::Updated { name, from, to } => {
+                            let mut e = self.event("component.updated", app, name, revision);
+                            (e.digest, e.previous) = (Some(to.clone()), Some(from.clone()));
+                            e
+                        }
+                        Change::Stopped { name, digest } => {
+                            let mut e = self.event("component.stopped", app, name, revision);
+                            e.digest = Some(digest.clone());
+                            e
+                        }
+                    };
+                    event.compile_ms = Some(done.compile.as_secs_f64() * 1e3);
+                    event.swap_ms = Some(done.swap.as_secs_f64() * 1e3);
+                    self.emit(event).await;
+                }
+                if done.failures.is_empty() {
+                    Ok(())
+                } else {
+                    for name in &here {
+                        let mut event = self.event("component.failed", app, name, revision);
+                        event.reason = Some(done.failures.join("; "));
+                        self.emit(event).await;
+                    }
+                    anyhow::bail!("{}", done.failures.join("\n"))
+                }
+            }
+            Err(e) => {
+                // Name the components whose version changed; if none did, the
+                // app as a whole failed to start here.
+                let changed = changed_components(previous.as_ref(), &manifest);
+                let (kind, names) = if changed.is_empty() {
+                    ("component.failed", here.iter().cloned().collect())
+                } else {
+                    ("component.rejected", changed)
+                };
+                for name in names {
+                    let mut event = self.event(kind, app, &name, revision);
+                    event.digest = Some(manifest.components[&name].source.display().to_string());
+                    event.reason = Some(format!("{e:#}"));
+                    tracing::warn!(
+                        "{kind} {name} ({}): {e:#}",
+                        short(event.digest.as_deref().unwrap_or(""))
+                    );
+                    self.emit(event).await;
+                }
+                let state = self.apps.get_mut(app);
+                if let Some(state) = state
+                    && state.applied.is_none()
+                {
+                    // It never ran here: nothing to keep.
+                    state.runner = None;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn stop_app(&mut self, app: &str, state: AppState, revision: Option<u64>) {
+        self.view.write().unwrap_or_else(|e| e.into_inner()).remove(app);
+        if let Some(runner) = state.runner {
+            let stopped = runner.here().clone();
+            runner.stop().await;
+            for name in stopped {
+                tracing::info!("stopped {name}");
+                let event = self.event("component.stopped", app, &name, revision);
+                self.emit(event).await;
+            }
+        }
+    }
+
+    fn event(&self, kind: &str, app: &str, component: &str, revision: Option<u64>) -> Event {
+        let mut event = Event::new(kind, &self.me.host);
+        event.app = Some(app.to_string());
+        event.component = Some(component.to_string());
+        event.revision = revision;
+        event
+    }
+
+    async fn emit(&self, event: Event) {
+        if let Some(events) = &self.events {
+            events.emit(&event).await;
+        }
+    }
+}
+
+impl AppState {
+    fn new(manifest: Manifest, text: String, revision: Option<u64>) -> AppState {
+        AppState {
+            manifest,
+            text,
+            revision,
+            runner: None,
+            applied: None,
+            applied_manifest: None,
+        }
+    }
+}
+
+fn member_of(host: &HostInventory) -> Member {
+    Member {
+        host: host.host.clone(),
+        labels: host.labels.clone(),
+    }
+}
+
+/// Components whose source differs between the manifest last applied and
+/// `manifest`.
+fn changed_components(previous: Option<&Manifest>, manifest: &Manifest) -> Vec<String> {
+    let Some(previous) = previous else {
+        return Vec::new();
+    };
+    manifest
+        .components
+        .iter()
+        .filter(|(name, spec)| {
+            previous
+                .components
+                .get(*name)
+                .is_none_or(|old| old.source != spec.source)
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}

@@ -1,0 +1,114 @@
+//! Artifacts: component bytes in a JetStream object store, keyed by digest.
+//!
+//! `membrane ctl push` puts a component into the bucket
+//! `membrane-<lattice>-artifacts` under its `sha256:<hex>` name. Hosts fetch a
+//! version by digest, verify that the bytes hash to it, and keep them on
+//! disk beside the compiled code, so a version crosses the network once per
+//! host. The object store chunks large components itself, so components far
+//! beyond NATS's `max_payload` work.
+
+use crate::runtime::cache;
+use anyhow::{Context as _, bail};
+use async_nats::jetstream;
+use async_nats::jetstream::object_store::{self, ObjectStore};
+use std::path::Path;
+use tokio::io::AsyncReadExt as _;
+
+/// The artifact store of one lattice.
+#[derive(Clone)]
+pub struct Artifacts {
+    jetstream: jetstream::Context,
+    bucket: String,
+}
+
+/// The object store bucket of `lattice`.
+pub fn bucket_name(lattice: &str) -> String {
+    format!("membrane-{lattice}-artifacts")
+}
+
+impl Artifacts {
+    /// The artifact store of `lattice` on `client`'s JetStream. Nothing is
+    /// contacted until first use.
+    pub fn new(client: async_nats::Client, lattice: &str) -> Artifacts {
+        Artifacts {
+            jetstream: jetstream::new(client),
+            bucket: bucket_name(lattice),
+        }
+    }
+
+    async fn store(&self, create: bool) -> anyhow::Result<ObjectStore> {
+        match self.jetstream.get_object_store(&self.bucket).await {
+            Ok(store) => Ok(store),
+            Err(_) if create => self
+                .jetstream
+                .create_object_store(object_store::Config {
+                    bucket: self.bucket.clone(),
+                    description: Some("Membrane component artifacts, by sha256".into()),
+                    ..Default::default()
+                })
+                .await
+                .with_context(|| format!("cannot create object store `{}` (is JetStream enabled?)", self.bucket)),
+            Err(e) => Err(e).with_context(|| format!("no artifact store `{}` (push a component first)", self.bucket)),
+        }
+    }
+
+    /// Stores `bytes` under their digest (once) and returns the digest.
+    pub async fn push(&self, bytes: &[u8]) -> anyhow::Result<String> {
+        let digest = cache::digest(bytes);
+        let store = self.store(true).await?;
+        if store.info(&digest).await.is_ok_and(|info| info.size == bytes.len()) {
+            return Ok(digest);
+        }
+        store
+            .put(digest.as_str(), &mut &bytes[..])
+            .await
+            .with_context(|| format!("cannot store {digest}"))?;
+        Ok(digest)
+    }
+
+    /// Whether the store holds version `digest`.
+    pub async fn exists(&self, digest: &str) -> bool {
+        match self.store(false).await {
+            Ok(store) => store.info(digest).await.is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// The bytes of version `digest`, from `cache_dir` when a verified copy
+    /// is there, else from the object store (then kept in `cache_dir`).
+    pub async fn fetch(&self, digest: &str, cache_dir: Option<&Path>) -> anyhow::Result<Vec<u8>> {
+        let local = cache_dir.map(|dir| dir.join("artifacts").join(digest.replace(':', "-")));
+        if let Some(path) = &local
+            && let Ok(bytes) = tokio::fs::read(path).await
+            && cache::digest(&bytes) == digest
+        {
+            return Ok(bytes);
+        }
+        let store = self.store(false).await?;
+        let mut object = store
+            .get(digest)
+            .await
+            .with_context(|| format!("artifact {digest} is not in `{}`", self.bucket))?;
+        let mut bytes = Vec::with_capacity(object.info().size);
+        object
+            .read_to_end(&mut bytes)
+            .await
+            .with_context(|| format!("cannot read artifact {digest}"))?;
+        let found = cache::digest(&bytes);
+        if found != digest {
+            bail!("artifact {digest} is corrupt: its bytes hash to {found}");
+        }
+        if let Some(path) = &local {
+            let written = async {
+                tokio::fs::create_dir_all(path.parent().unwrap_or(Path::new("."))).await?;
+                let partial = path.with_extension("partial");
+                tokio::fs::write(&partial, &bytes).await?;
+                tokio::fs::rename(&partial, path).await
+            };
+            if let Err(e) = written.await {
+                tracing::warn!("cannot keep artifact {digest} at {}: {e}", path.display());
+            }
+        }
+        Ok(bytes)
+    }
+}

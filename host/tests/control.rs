@@ -1,0 +1,481 @@
+//! The control plane: apps applied to a lattice, hot swaps under load,
+//! rejected versions, late hosts, scaling, and bad control input. Each test
+//! has its own nats-server and hosts started with no manifest.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::process::Output;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use support::nats::NatsServer;
+use support::{Host, http, wasm, with_paths};
+
+/// A host of lattice `test` with `labels`, following the applied apps.
+fn host(server: &NatsServer, labels: &[&str]) -> Host {
+    host_with(server, labels, &[])
+}
+
+/// [`host`] with extra arguments.
+fn host_with(server: &NatsServer, labels: &[&str], extra: &[&str]) -> Host {
+    let mut args = vec!["--nats", &*server.url(), "--lattice", "test", "--heartbeat-ms", "500"]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+    for label in labels {
+        args.extend(["--label".to_string(), label.to_string()]);
+    }
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Host::join(&args)
+}
+
+/// Runs `membrane ctl <args>` against `server`'s lattice `test`.
+fn ctl(server: &NatsServer, args: &[&str]) -> Output {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_membrane"))
+        .args(["ctl", "--nats", &server.url(), "--lattice", "test"])
+        .args(args)
+        .output()
+        .expect("run membrane ctl");
+    eprintln!(
+        "$ membrane ctl {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn ok(output: Output) -> String {
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Writes an app manifest for `ctl apply`; the file lives as long as the dir.
+fn manifest_file(dir: &tempfile::TempDir, text: &str) -> String {
+    let path = dir.path().join("app.toml");
+    std::fs::write(&path, with_paths(text)).unwrap();
+    path.display().to_string()
+}
+
+/// `versioned` (v1) over HTTP and NATS, on hosts labelled `role=web`.
+fn versioned_app(instances: &str) -> String {
+    format!(
+        r#"
+[app]
+name = "swap"
+
+[components.versioned]
+source = "{{wasm:versioned_v1}}"
+placement = {{ role = "web" }}
+{instances}
+
+[[bindings]]
+medium = "http"
+address = "127.0.0.1:0"
+component = "versioned"
+
+[[bindings]]
+medium = "nats"
+subject = "swap.version"
+component = "versioned"
+export = "example:testkit/version@0.1.0#get"
+"#
+    )
+}
+
+fn version_over_http(addr: SocketAddr) -> Result<u32, String> {
+    let response = http(addr, "GET", "/", b"");
+    if response.status != 200 {
+        return Err(format!("{} {}", response.status, response.body));
+    }
+    let body = response.json();
+    body["version"].as_u64().map(|v| v as u32).ok_or(response.body)
+}
+
+fn path(name: &str) -> String {
+    wasm(name).display().to_string()
+}
+
+fn digest_of(name: &str) -> String {
+    use sha2::Digest as _;
+    format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(std::fs::read(wasm(name)).unwrap()))
+    )
+}
+
+#[test]
+fn a_swap_under_load_fails_no_request_and_never_goes_back() {
+    let server = NatsServer::start();
+    // Caches of their own: the hosts really compile v2, so the reported
+    // compile and swap times are honest.
+    let caches = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let hosts = caches.each_ref().map(|cache| {
+        host_with(
+            &server,
+            &["role=web"],
+            &["--cache-dir", &cache.path().display().to_string()],
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    ok(ctl(&server, &["apply", &manifest_file(&dir, &versioned_app(""))]));
+    let addrs: Vec<SocketAddr> = hosts.iter().map(|h| h.wait_for_http("versioned")).collect();
+    for addr in &addrs {
+        assert_eq!(version_over_http(*addr), Ok(1));
+    }
+
+    // 16 clients, 8 per host, each checking that its answers never go back.
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let first_v2: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..16)
+        .map(|i| {
+            let (addr, stop, done, first_v2, failures) = (
+                addrs[i % 2],
+                stop.clone(),
+                done.clone(),
+                first_v2.clone(),
+                failures.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut last = 1;
+                let mut seen = [0usize; 3];
+                while !stop.load(Ordering::Relaxed) {
+                    match version_over_http(addr) {
+                        Ok(v) if v >= last && v <= 2 => {
+                            if v == 2 {
+                                first_v2.get_or_init(Instant::now);
+                            }
+                            last = v;
+                            seen[v as usize] += 1;
+                        }
+                        Ok(v) => failures.lock().unwrap().push(format!("client {i}: {v} after {last}")),
+                        Err(e) => failures.lock().unwrap().push(format!("client {i}: {e}")),
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                seen
+            })
+        })
+        .collect();
+    while done.load(Ordering::Relaxed) < 3_000 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let asked = Instant::now();
+    let table = ok(ctl(&server, &["update", "versioned", &path("versioned_v2")]));
+    let answered = asked.elapsed();
+    let before = done.load(Ordering::Relaxed);
+    while done.load(Ordering::Relaxed) < (before + 2_000).max(10_000) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let seen: Vec<[usize; 3]> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let total = done.load(Ordering::Relaxed);
+    let (ones, twos) = seen.iter().fold((0, 0), |(a, b), s| (a + s[1], b + s[2]));
+    let failures = failures.lock().unwrap();
+    let swap = first_v2.get().map(|t| t.saturating_duration_since(asked));
+    eprintln!(
+        "{total} requests at concurrency 16: {ones} answered v1, {twos} v2, {} failed; \
+         ctl update answered in {answered:?}; first v2 answer {swap:?} after the update was sent",
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(total >= 10_000);
+    assert!(seen.iter().all(|s| s[2] > 0), "every client saw v2: {seen:?}");
+    // Both hosts swapped, and the table says so.
+    assert_eq!(table.lines().filter(|l| l.contains(" updated ")).count(), 2, "{table}");
+    assert!(table.contains("updated swap/versioned"), "{table}");
+    for addr in &addrs {
+        assert_eq!(version_over_http(*addr), Ok(2));
+    }
+}
+
+#[test]
+fn an_incompatible_version_is_rejected_everywhere_and_the_old_one_keeps_serving() {
+    let server = NatsServer::start();
+    let hosts = [host(&server, &["role=web"]), host(&server, &["role=web"])];
+    let dir = tempfile::tempdir().unwrap();
+    ok(ctl(&server, &["apply", &manifest_file(&dir, &versioned_app(""))]));
+    let addrs: Vec<SocketAddr> = hosts.iter().map(|h| h.wait_for_http("versioned")).collect();
+
+    let output = ctl(&server, &["update", "versioned", &path("versioned_v3")]);
+    assert!(!output.status.success(), "an incompatible update must fail the command");
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(table.lines().filter(|l| l.contains(" rejected ")).count(), 2, "{table}");
+    assert!(
+        table.contains("changes `example:testkit/version@0.1.0#get`: result: expected u32, found string"),
+        "{table}"
+    );
+    for addr in &addrs {
+        assert_eq!(version_over_http(*addr), Ok(1));
+    }
+    // The desired state was restored: a host that joins now runs v1 too.
+    let late = host(&server, &["role=web"]);
+    assert_eq!(version_over_http(late.wait_for_http("versioned")), Ok(1));
+    let inventory = ok(ctl(&server, &["inventory"]));
+    let v1 = &digest_of("versioned_v1")[..19];
+    assert_eq!(inventory.lines().filter(|l| l.contains(v1)).count(), 3, "{inventory}");
+}
+
+#[test]
+fn a_host_started_after_apply_runs_its_share() {
+    let server = NatsServer::start();
+    let front = host(&server, &["role=front"]);
+    let text = versioned_app("").replacen(
+        "[[bindings]]",
+        "[components.echo]\nsource = \"{wasm:echo}\"\nplacement = { role = \"front\" }\n\n[[bindings]]",
+        1,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let applied = ok(ctl(&server, &["apply", &manifest_file(&dir, &text)]));
+    assert!(applied.contains("applied app `swap`"), "{applied}");
+    front.wait_for_log("started echo");
+
+    // Nothing runs `versioned` until a host labelled role=web joins.
+    let late = host(&server, &["role=web"]);
+    let addr = late.wait_for_http("versioned");
+    assert_eq!(version_over_http(addr), Ok(1));
+    assert!(!late.log().contains("started echo"), "{}", late.log());
+    assert!(!front.log().contains("started versioned"), "{}", front.log());
+
+    // Delete: every host stops its share.
+    ok(ctl(&server, &["delete", "swap"]));
+    late.wait_for_log("stopped versioned");
+    front.wait_for_log("stopped echo");
+    let inventory = ok(ctl(&server, &["inventory"]));
+    assert!(
+        !inventory.contains("versioned") && !inventory.contains("echo"),
+        "{inventory}"
+    );
+}
+
+#[test]
+fn scaling_from_one_to_three_and_back_under_load_fails_no_call() {
+    let server = NatsServer::start();
+    let hosts: Vec<Host> = (0..3).map(|_| host(&server, &["role=web"])).collect();
+    let dir = tempfile::tempdir().unwrap();
+    ok(ctl(
+        &server,
+        &["apply", &manifest_file(&dir, &versioned_app("instances = 1"))],
+    ));
+    let replicas = || {
+        let inventory = ok(ctl(&server, &["inventory", "--settle-ms", "200"]));
+        inventory.lines().filter(|l| l.contains("versioned")).count()
+    };
+    wait_until(|| replicas() == 1);
+
+    let url = server.url();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || nats_load(&url, 16, stop))
+    };
+    let phases = [("3", 3), ("1", 1)];
+    for (n, want) in phases {
+        std::thread::sleep(Duration::from_millis(300));
+        let out = ok(ctl(&server, &["scale", "versioned", n]));
+        assert!(out.contains(&format!("{want} replica(s) on")), "{out}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (calls, failures) = load.join().unwrap();
+    eprintln!(
+        "{calls} calls over nats while scaling 1 -> 3 -> 1: {} failed",
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(calls > 1_000, "only {calls} calls");
+    // Replicas really came and went: more than one host answered.
+    let started = hosts.iter().filter(|h| h.log().contains("started versioned")).count();
+    assert_eq!(started, 3, "each host ran a replica at 3");
+    let stopped = hosts.iter().filter(|h| h.log().contains("stopped versioned")).count();
+    assert_eq!(stopped, 2, "two replicas drained at 1");
+    assert_eq!(replicas(), 1);
+}
+
+fn wait_until(mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(Instant::now() < deadline, "condition not met in 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Requests `swap.version` from `clients` concurrent clients until `stop`;
+/// the number of calls and every failure.
+fn nats_load(url: &str, clients: usize, stop: Arc<AtomicBool>) -> (usize, Vec<String>) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = async_nats::connect(url).await.unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let tasks: Vec<_> = (0..clients)
+            .map(|_| {
+                let (client, calls, failures, stop) = (client.clone(), calls.clone(), failures.clone(), stop.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let request = async_nats::Request::new()
+                            .payload("{}".into())
+                            .timeout(Some(Duration::from_secs(5)));
+                        match client.send_request("swap.version", request).await {
+                            Ok(reply) if reply.payload.as_ref() == b"1" => {}
+                            Ok(reply) => failures.lock().unwrap().push(format!(
+                                "{}: {:?}",
+                                String::from_utf8_lossy(&reply.payload),
+                                reply.headers
+                            )),
+                            Err(e) => failures.lock().unwrap().push(e.to_string()),
+                        }
+                        calls.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let failures = failures.lock().unwrap().clone();
+        (calls.load(Ordering::Relaxed), failures)
+    })
+}
+
+#[test]
+fn bad_control_input_is_named_and_changes_nothing() {
+    let server = NatsServer::start();
+    // A cache of its own, so the host has never seen the real v2.
+    let cache = tempfile::tempdir().unwrap();
+    let web = host_with(
+        &server,
+        &["role=web"],
+        &["--cache-dir", &cache.path().display().to_string()],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    ok(ctl(&server, &["apply", &manifest_file(&dir, &versioned_app(""))]));
+    let addr = web.wait_for_http("versioned");
+
+    // A malformed payload names the field.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let url = server.url();
+    runtime.block_on(async {
+        let client = async_nats::connect(&url).await.unwrap();
+        let subject = "membrane.test.ctl.v1.component.update";
+        for (payload, field, words) in [
+            (
+                r#"{"component": "versioned", "digest": 7}"#,
+                Some("digest"),
+                "invalid type",
+            ),
+            (
+                r#"{"component": "versioned", "digest": "sha256:zz"}"#,
+                Some("digest"),
+                "64 lower-case hex",
+            ),
+            (r#"{"component": "versioned"}"#, None, "missing field `digest`"),
+            (
+                r#"{"component": "versioned", "digest": "x", "colour": 1}"#,
+                Some("colour"),
+                "unknown field",
+            ),
+            ("not json", None, "expected"),
+        ] {
+            let reply = client.request(subject, payload.into()).await.unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+            let error = &body["error"];
+            assert_eq!(error["field"].as_str(), field, "{payload}: {body}");
+            assert!(error["message"].as_str().unwrap().contains(words), "{payload}: {body}");
+        }
+        let reply = client
+            .request(
+                "membrane.test.ctl.v1.component.scale",
+                r#"{"component": "versioned", "instances": 0}"#.into(),
+            )
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+        assert_eq!(body["error"]["field"], "instances", "{body}");
+    });
+
+    // An unknown component is an error, not a no-op.
+    let output = ctl(&server, &["update", "nosuch", &format!("sha256:{}", "0".repeat(64))]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unknown component `nosuch`"), "{stderr}");
+    assert!(stderr.contains("swap/versioned"), "the known ones are listed: {stderr}");
+
+    // An artifact whose bytes do not hash to its name is refused.
+    let v2 = digest_of("versioned_v2");
+    runtime.block_on(async {
+        let client = async_nats::connect(&url).await.unwrap();
+        let store = async_nats::jetstream::new(client)
+            .get_object_store("membrane-test-artifacts")
+            .await
+            .unwrap();
+        let forged = std::fs::read(wasm("versioned_v4")).unwrap();
+        store.put(v2.as_str(), &mut forged.as_slice()).await.unwrap();
+    });
+    let output = ctl(&server, &["update", "versioned", &v2]);
+    assert!(!output.status.success());
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(table.contains("rejected") && table.contains("is corrupt"), "{table}");
+    assert_eq!(version_over_http(addr), Ok(1));
+    drop(web);
+}
+
+#[test]
+fn two_concurrent_updates_leave_one_version_everywhere() {
+    let server = NatsServer::start();
+    let hosts = [host(&server, &["role=web"]), host(&server, &["role=web"])];
+    let dir = tempfile::tempdir().unwrap();
+    ok(ctl(&server, &["apply", &manifest_file(&dir, &versioned_app(""))]));
+    let addrs: Vec<SocketAddr> = hosts.iter().map(|h| h.wait_for_http("versioned")).collect();
+    // Push both first, so the two updates race on the desired state only.
+    let (v2, v4) = (
+        ok(ctl(&server, &["push", &path("versioned_v2")])),
+        ok(ctl(&server, &["push", &path("versioned_v4")])),
+    );
+    let racers: Vec<_> = [v2.trim().to_string(), v4.trim().to_string()]
+        .into_iter()
+        .map(|digest| {
+            let url = server.url();
+            std::thread::spawn(move || {
+                std::process::Command::new(env!("CARGO_BIN_EXE_membrane"))
+                    .args([
+                        "ctl",
+                        "--nats",
+                        &url,
+                        "--lattice",
+                        "test",
+                        "update",
+                        "versioned",
+                        &digest,
+                    ])
+                    .output()
+                    .unwrap()
+            })
+        })
+        .collect();
+    let outputs: Vec<Output> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+    for output in &outputs {
+        eprintln!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let won = outputs.iter().filter(|o| o.status.success()).count();
+    assert!(won >= 1, "at least one update wins");
+    let lost: Vec<String> = outputs
+        .iter()
+        .filter(|o| !o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        .collect();
+    assert!(lost.iter().all(|e| e.contains("changed while")), "{lost:?}");
+    // Exactly one version, the same on every host.
+    let versions: BTreeSet<u32> = addrs.iter().map(|a| version_over_http(*a).unwrap()).collect();
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    assert!(versions.contains(&2) || versions.contains(&4), "{versions:?}");
+}
