@@ -56,6 +56,7 @@ async fn host(manifest: &str, here: &[&str], url: &str, shutdown: &CancellationT
         pooling: true,
         here: Some(here.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>()),
         lattice: (!alone).then(|| lattice.clone()),
+        artifacts: None,
     };
     let runtime = Runtime::load(&manifest, &options).await.expect("load");
     let mut media = transports::bind_all(&manifest, &runtime, Some(&client))
