@@ -224,7 +224,12 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 /// Entry point of the binary: parses arguments, sets up logging, runs.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // `ctl` prints its own short output; only problems go to the log.
+    init_logging(if matches!(cli.command, Command::Ctl(_)) {
+        "warn"
+    } else {
+        "membrane=info,warn"
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -245,9 +250,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("membrane=info,warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)

@@ -225,6 +225,18 @@ fn an_incompatible_version_is_rejected_everywhere_and_the_old_one_keeps_serving(
 fn a_host_started_after_apply_runs_its_share() {
     let server = NatsServer::start();
     let front = host(&server, &["role=front"]);
+    #[allow(clippy::zombie_processes)] // reaped by `wait_with_output` below
+    let mut watch = std::process::Command::new(env!("CARGO_BIN_EXE_membrane"))
+        .args(["ctl", "--nats", &server.url(), "--lattice", "test", "watch"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `watch` says so on stderr once it is subscribed.
+    let mut stderr = std::io::BufReader::new(watch.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+    assert!(line.contains("watching lattice `test`"), "{line}");
     let text = versioned_app("").replacen(
         "[[bindings]]",
         "[components.echo]\nsource = \"{wasm:echo}\"\nplacement = { role = \"front\" }\n\n[[bindings]]",

@@ -323,6 +323,10 @@ impl Agent {
                 }
             }
             Err(e) => {
+                let reason = match e.downcast_ref::<crate::runtime::LoadError>() {
+                    Some(load) => load.problems.join("; "),
+                    None => format!("{e:#}"),
+                };
                 // Name the components whose version changed; if none did, the
                 // app as a whole failed to start here.
                 let changed = changed_components(previous.as_ref(), &manifest);
@@ -334,9 +338,9 @@ impl Agent {
                 for name in names {
                     let mut event = self.event(kind, app, &name, revision);
                     event.digest = Some(manifest.components[&name].source.display().to_string());
-                    event.reason = Some(format!("{e:#}"));
+                    event.reason = Some(reason.clone());
                     tracing::warn!(
-                        "{kind} {name} ({}): {e:#}",
+                        "{kind} {name} ({}): {reason}",
                         short(event.digest.as_deref().unwrap_or(""))
                     );
                     self.emit(event).await;

@@ -615,16 +615,7 @@ pub(crate) fn new_store(
         }
     };
     let wasi = state::wasi_ctx(&loaded.grants).map_err(|e| loaded.fault_host(format!("WASI setup: {e}")))?;
-    let data = HostState::new(
-        loaded.name.clone(),
-        wasi,
-        loaded.config.clone(),
-        loaded.memory_mib,
-        cx.clone(),
-        loaded.links,
-        permit,
-        generation.clone(),
-    );
+    let data = HostState::new(loaded, wasi, cx.clone(), permit, generation.clone());
     let mut store = Store::new(engine, data);
     store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(1);

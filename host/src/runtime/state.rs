@@ -9,9 +9,9 @@
 
 use crate::links::Callee;
 use crate::manifest::WasiGrants;
-use crate::runtime::Generation;
 use crate::runtime::context::CallContext;
 use crate::runtime::fault::MemoryLimitExceeded;
+use crate::runtime::{Generation, Loaded};
 use std::sync::Arc;
 use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
@@ -48,26 +48,25 @@ pub struct HostState {
 }
 
 impl HostState {
-    /// State for a new instance of `component`.
+    /// State for a new instance of `loaded`, from `generation`.
     pub(crate) fn new(
-        component: Arc<str>,
+        loaded: &Loaded,
         wasi: WasiCtx,
-        config: Arc<WasiConfigVariables>,
-        memory_mib: u64,
         cx: CallContext,
-        links: usize,
         permit: OwnedSemaphorePermit,
         generation: Arc<Generation>,
     ) -> HostState {
         HostState {
-            component,
+            component: loaded.name.clone(),
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            config,
-            limiter: Limiter { memory_mib },
+            config: loaded.config.clone(),
+            limiter: Limiter {
+                memory_mib: loaded.memory_mib,
+            },
             cx,
-            callees: (0..links).map(|_| None).collect(),
+            callees: (0..loaded.links).map(|_| None).collect(),
             generation,
             _permit: permit,
         }
