@@ -8,12 +8,19 @@
 //!   (plus `relay`'s own few instructions: an upper bound).
 //! - `fresh_rate/rater->pricing`: `rater.rate` on a fresh instance, which
 //!   starts `pricing` through its link: the example's inner path per request.
+//! - `native/echo`: the same logic as `echo#echo` as a direct Rust call (the
+//!   physical floor under `warm_call`).
+//! - `codec/{wire,json}-{encode,decode}/{small,medium,large}`: a value of
+//!   `values#roundtrip`'s record type with a 5 B, 1 KiB and 64 KiB payload,
+//!   through the wire codec of remote links and the JSON of the media.
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use membrane::codec::{json, wire};
 use membrane_benches::load;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 use wasmtime::component::Val;
+use wasmtime::component::types::{ComponentFunc, ComponentItem};
 
 const ECHO: &str = "example:testkit/echo@0.1.0";
 
@@ -90,9 +97,96 @@ fn benches(c: &mut Criterion) {
     });
 }
 
+/// The same logic as the `echo` component's `echo`, compiled natively.
+#[inline(never)]
+fn native_echo(message: &str) -> String {
+    message.to_string()
+}
+
+/// A `values#everything` record whose text and bytes carry `size` bytes.
+fn everything(size: usize) -> Val {
+    let text: String = "x".repeat(size / 2);
+    let bytes = Val::List((0..size - size / 2).map(|i| Val::U8(i as u8)).collect());
+    Val::Record(vec![
+        ("flag".into(), Val::Bool(true)),
+        ("a".into(), Val::S8(-1)),
+        ("b".into(), Val::U8(2)),
+        ("c".into(), Val::S16(-3)),
+        ("d".into(), Val::U16(4)),
+        ("e".into(), Val::S32(-5)),
+        ("f".into(), Val::U32(6)),
+        ("g".into(), Val::S64(-7)),
+        ("h".into(), Val::U64(8)),
+        ("x".into(), Val::Float32(1.5)),
+        ("y".into(), Val::Float64(2.25)),
+        ("ch".into(), Val::Char('λ')),
+        ("text".into(), Val::String(text)),
+        ("bytes".into(), bytes),
+        ("pair".into(), Val::Tuple(vec![Val::String("k".into()), Val::U32(9)])),
+        ("color".into(), Val::Enum("green".into())),
+        ("perms".into(), Val::Flags(vec!["read".into(), "exec".into()])),
+        (
+            "shape".into(),
+            Val::Variant("circle".into(), Some(Box::new(Val::Float64(1.0)))),
+        ),
+        ("maybe".into(), Val::Option(Some(Box::new(Val::String("m".into()))))),
+        ("maybe-maybe".into(), Val::Option(Some(Box::new(Val::Option(None))))),
+        ("outcome".into(), Val::Result(Ok(Some(Box::new(Val::U16(10)))))),
+        ("unit-result".into(), Val::Result(Err(None))),
+        (
+            "nested".into(),
+            Val::List(vec![Val::List(vec![Val::Variant("point".into(), None)])]),
+        ),
+    ])
+}
+
+/// The type of `values#roundtrip` in the `echo` component.
+fn roundtrip_type(app: &membrane::runtime::Runtime) -> ComponentFunc {
+    let echo = app.get("echo").expect("echo loaded");
+    let engine = app.engine();
+    let ty = echo.component.component_type();
+    let Some(ComponentItem::ComponentInstance(values)) =
+        ty.get_export(engine, "example:testkit/values@0.1.0").map(|e| e.ty)
+    else {
+        panic!("echo exports values");
+    };
+    match values.get_export(engine, "roundtrip").map(|e| e.ty) {
+        Some(ComponentItem::ComponentFunc(f)) => f,
+        _ => panic!("values exports roundtrip"),
+    }
+}
+
+fn codec_benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let app = rt.block_on(load(APP));
+    let func = roundtrip_type(&app);
+    let types: Vec<_> = func.params().map(|(_, t)| t).collect();
+    let mut group = c.benchmark_group("codec");
+    for (label, size) in [("small", 5), ("medium", 1 << 10), ("large", 64 << 10)] {
+        let values = [everything(size)];
+        let bytes = wire::encode(&types, &values).expect("encode");
+        let body = serde_json::json!({ "v": json::to_json(&values[0]) }).to_string();
+        group.bench_with_input(BenchmarkId::new("wire-encode", label), &values, |b, v| {
+            b.iter(|| black_box(wire::encode(&types, v).expect("encode")))
+        });
+        group.bench_with_input(BenchmarkId::new("wire-decode", label), &bytes, |b, bytes| {
+            b.iter(|| black_box(wire::decode(&types, bytes).expect("decode")))
+        });
+        group.bench_with_input(BenchmarkId::new("json-encode", label), &values, |b, v| {
+            b.iter(|| black_box(json::results_to_json(v).to_string()))
+        });
+        group.bench_with_input(BenchmarkId::new("json-decode", label), &body, |b, body| {
+            b.iter(|| black_box(json::params_from_json(&func, body.as_bytes()).expect("decode")))
+        });
+    }
+    group.finish();
+
+    c.bench_function("native/echo", |b| b.iter(|| black_box(native_echo(black_box("hello")))));
+}
+
 criterion_group! {
     name = micro;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = benches
+    targets = benches, codec_benches
 }
 criterion_main!(micro);

@@ -263,6 +263,55 @@ fn a_host_started_after_apply_runs_its_share() {
         !inventory.contains("versioned") && !inventory.contains("echo"),
         "{inventory}"
     );
+
+    // Everything above was announced as events.
+    let _ = watch.kill();
+    let output = watch.wait_with_output().unwrap();
+    let events = String::from_utf8_lossy(&output.stdout);
+    eprintln!("{events}");
+    for needle in [
+        "host.started",
+        "component.started   ",
+        "swap/versioned",
+        "swap/echo",
+        "component.stopped",
+    ] {
+        assert!(events.contains(needle), "no {needle:?} in:\n{events}");
+    }
+}
+
+#[test]
+fn a_component_larger_than_max_payload_travels_through_the_object_store() {
+    let server = NatsServer::start();
+    let web = host(&server, &["role=web"]);
+    // versioned v1 plus a 3 MiB custom section: still a valid component,
+    // three times the server's max_payload.
+    let mut bytes = std::fs::read(wasm("versioned_v1")).unwrap();
+    let name = b"membrane-test-padding";
+    let mut size = (name.len() + 1 + (3 << 20)) as u64;
+    bytes.push(0); // custom section id
+    loop {
+        let byte = (size & 0x7f) as u8;
+        size >>= 7;
+        bytes.push(if size == 0 { byte } else { byte | 0x80 });
+        if size == 0 {
+            break;
+        }
+    }
+    bytes.push(name.len() as u8);
+    bytes.extend_from_slice(name);
+    bytes.extend(std::iter::repeat_n(0x5a, 3 << 20));
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.wasm");
+    std::fs::write(&big, &bytes).unwrap();
+    let text = versioned_app("").replace("{wasm:versioned_v1}", &big.display().to_string());
+    ok(ctl(&server, &["apply", &manifest_file(&dir, &text)]));
+    let addr = web.wait_for_http("versioned");
+    assert_eq!(version_over_http(addr), Ok(1));
+    use sha2::Digest as _;
+    let digest = format!("sha256:{}", &hex::encode(sha2::Sha256::digest(&bytes))[..12]);
+    let inventory = ok(ctl(&server, &["inventory"]));
+    assert!(inventory.contains(&digest), "{inventory}");
 }
 
 #[test]
