@@ -12,12 +12,11 @@
 
 use bytes::Bytes;
 use futures::StreamExt as _;
-use http_body_util::{BodyExt, Full};
 use membrane::manifest::Manifest;
 use membrane::runtime::{LoadOptions, Runtime};
 use membrane::transports;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use membrane_benches::{Stats, measure, measure_http};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const PAYLOAD: &[u8] = br#"{"message":"hello, membrane"}"#;
@@ -133,13 +132,6 @@ fn addr_of(described: &[String], prefix: &str) -> String {
         .to_string()
 }
 
-struct Stats {
-    rps: f64,
-    p50: Duration,
-    p99: Duration,
-    errors: usize,
-}
-
 fn row(name: &str, concurrency: usize, s: &Stats, baseline: &Stats) {
     let ratio = s.p50.as_secs_f64() / baseline.p50.as_secs_f64();
     let errors = if s.errors > 0 {
@@ -153,94 +145,4 @@ fn row(name: &str, concurrency: usize, s: &Stats, baseline: &Stats) {
         s.p50.as_secs_f64() * 1e6,
         s.p99.as_secs_f64() * 1e6
     );
-}
-
-/// Runs `concurrency` workers calling `call` in a loop: `warm` unmeasured, then `run`.
-async fn measure<F, Fut>(concurrency: usize, warm: Duration, run: Duration, call: F) -> Stats
-where
-    F: Fn() -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
-{
-    let start = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..concurrency {
-        let call = call.clone();
-        workers.push(tokio::spawn(async move {
-            let (mut samples, mut errors) = (Vec::new(), 0);
-            loop {
-                let t = Instant::now();
-                let ok = call().await;
-                let done = Instant::now();
-                if done - start > warm + run {
-                    break;
-                }
-                if done - start > warm {
-                    samples.push(done - t);
-                    errors += usize::from(!ok);
-                }
-            }
-            (samples, errors)
-        }));
-    }
-    let (mut all, mut errors) = (Vec::new(), 0);
-    for w in workers {
-        let (s, e) = w.await.expect("worker");
-        all.extend(s);
-        errors += e;
-    }
-    all.sort();
-    let pick = |q: f64| {
-        all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
-    Stats {
-        rps: all.len() as f64 / run.as_secs_f64(),
-        p50: pick(0.5),
-        p99: pick(0.99),
-        errors,
-    }
-}
-
-/// [`measure`] over HTTP/1.1, one kept-alive connection per worker.
-async fn measure_http(
-    concurrency: usize,
-    warm: Duration,
-    run: Duration,
-    addr: &str,
-    path: &'static str,
-    body: &'static [u8],
-) -> Stats {
-    let mut senders = Vec::new();
-    for _ in 0..concurrency {
-        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
-        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .expect("handshake");
-        tokio::spawn(conn);
-        senders.push(Arc::new(tokio::sync::Mutex::new(sender)));
-    }
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let addr = addr.to_string();
-    measure(concurrency, warm, run, move || {
-        // Each worker takes its own connection on first use (round-robin).
-        let sender = senders[next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % senders.len()].clone();
-        let addr = addr.clone();
-        async move {
-            let mut sender = sender.lock().await;
-            let request = hyper::Request::post(path)
-                .header("host", addr)
-                .body(Full::new(Bytes::from_static(body)))
-                .expect("request");
-            match sender.send_request(request).await {
-                Ok(response) => {
-                    let ok = response.status().is_success();
-                    ok && response.into_body().collect().await.is_ok()
-                }
-                Err(_) => false,
-            }
-        }
-    })
-    .await
 }

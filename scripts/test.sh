@@ -30,3 +30,8 @@ cargo test --release
 
 echo "==> benches compile"
 cargo bench --no-run -p membrane-benches
+
+# The layouts bench in its short mode, so the harness keeps working. It
+# asserts no timings; it writes its report under target/release/.
+echo "==> layouts bench (--quick)"
+cargo bench -p membrane-benches --bench layouts -- --quick

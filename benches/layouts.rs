@@ -1,0 +1,531 @@
+//! Layouts: the insurance example co-located (one host) and distributed
+//! (three hosts), driven over HTTP and NATS at concurrency 1 and 64, beside
+//! the physical baselines measured in the same run: a native hyper server, a
+//! raw NATS request/reply echo, and direct native calls.
+//!
+//! ```sh
+//! cargo build --release -p membrane && scripts/build-components.sh
+//! cargo bench -p membrane-benches --bench layouts             # ~2 min; writes BENCHMARKS.md, benchmarks.svg
+//! cargo bench -p membrane-benches --bench layouts -- --quick  # ~30 s; writes under target/ (CI runs this)
+//! ```
+//!
+//! Hosts are real `membrane up` processes (target/release/membrane), joined
+//! through a private nats-server, so their memory is measured per process.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use membrane_benches::{NatsServer, Stats, load, measure, measure_http, percentiles, wasm};
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::component::Val;
+
+const POLICY: &[u8] = include_bytes!("../examples/insurance/policy.json");
+const ECHO: &str = "example:testkit/echo@0.1.0";
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (warm, run) = if quick {
+        (Duration::from_millis(200), Duration::from_millis(800))
+    } else {
+        (Duration::from_secs(1), Duration::from_secs(5))
+    };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let binary = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("release/membrane");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build --release -p membrane` first",
+        binary.display()
+    );
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rate_body: &'static [u8] = Box::leak(
+        format!("{{\"policy\": {}}}", String::from_utf8_lossy(POLICY))
+            .into_bytes()
+            .into_boxed_slice(),
+    );
+    let mut rows = Vec::new();
+
+    // Baselines first, on a quiet machine.
+    let hyper_addr = rt.block_on(native_quote_server());
+    let raw = rt.block_on(async_nats::connect(&server.url)).expect("nats");
+    let responder = rt.block_on(async_nats::connect(&server.url)).expect("nats");
+    rt.block_on(raw_echo(&responder));
+    for c in [1, 64] {
+        let s = rt.block_on(measure_http(c, warm, run, &hyper_addr, "/quote", POLICY));
+        rows.push(Row::new("baseline", "native hyper", c, s));
+        let client = raw.clone();
+        let s = rt.block_on(measure(c, warm, run, move || {
+            let client = client.clone();
+            async move { client.request("bench.raw", Bytes::from_static(rate_body)).await.is_ok() }
+        }));
+        rows.push(Row::new("baseline", "raw NATS echo", c, s));
+    }
+
+    // The example in two layouts, the same .wasm files.
+    let mut memory = Vec::new();
+    let idle = Host::start(&binary, None, &server.url, "bench-idle", &[]);
+    memory.push(("idle host, no app".to_string(), idle.rss_kib()));
+    drop(idle);
+    for (layout, file, hosts) in [
+        ("co-located", "colocated.toml", vec![vec![]]),
+        (
+            "distributed",
+            "distributed.toml",
+            vec![vec!["node=c"], vec!["node=b"], vec!["node=a"]],
+        ),
+    ] {
+        let manifest = manifest(&root, dir.path(), file, layout);
+        let running: Vec<Host> = hosts
+            .iter()
+            .map(|labels| Host::start(&binary, Some(&manifest), &server.url, layout, labels))
+            .collect();
+        for host in &running {
+            memory.push((format!("{layout}: {}", host.describe), host.rss_kib()));
+        }
+        let gateway = running.iter().find_map(|h| h.http.clone()).expect("gateway address");
+        let subject = format!("bench.{layout}.rate");
+        for c in [1, 64] {
+            let s = rt.block_on(measure_http(c, warm, run, &gateway, "/quote", POLICY));
+            rows.push(Row::new(layout, "http", c, s));
+            let (client, subject) = (raw.clone(), subject.clone());
+            let s = rt.block_on(measure(c, warm, run, move || {
+                let (client, subject) = (client.clone(), subject.clone());
+                async move {
+                    match client.request(subject, Bytes::from_static(rate_body)).await {
+                        Ok(reply) => reply.headers.is_none(),
+                        Err(_) => false,
+                    }
+                }
+            }));
+            rows.push(Row::new(layout, "nats", c, s));
+        }
+        for host in &running {
+            memory.push((format!("{layout} after load: {}", host.describe), host.rss_kib()));
+        }
+    }
+
+    // In-process figures for the goals.
+    let micro = rt.block_on(micro(if quick { 2_000 } else { 20_000 }));
+    let report = report(&rows, &memory, &micro, quick, warm, run);
+    println!("{report}");
+    let (md, svg) = if quick {
+        let target = binary.parent().expect("target dir").to_path_buf();
+        (target.join("BENCHMARKS-quick.md"), target.join("benchmarks-quick.svg"))
+    } else {
+        (root.join("BENCHMARKS.md"), root.join("benchmarks.svg"))
+    };
+    std::fs::write(&md, report).expect("write report");
+    std::fs::write(&svg, chart(&rows)).expect("write chart");
+    eprintln!("wrote {} and {}", md.display(), svg.display());
+}
+
+/// One measured row.
+struct Row {
+    layout: &'static str,
+    medium: &'static str,
+    concurrency: usize,
+    stats: Stats,
+}
+
+impl Row {
+    fn new(layout: &'static str, medium: &'static str, concurrency: usize, stats: Stats) -> Row {
+        Row {
+            layout,
+            medium,
+            concurrency,
+            stats,
+        }
+    }
+
+    /// The baseline this row is compared with.
+    fn baseline<'a>(&self, rows: &'a [Row]) -> Option<&'a Row> {
+        let medium = match self.medium {
+            "http" => "native hyper",
+            "nats" => "raw NATS echo",
+            _ => return None,
+        };
+        rows.iter()
+            .find(|r| r.layout == "baseline" && r.medium == medium && r.concurrency == self.concurrency)
+    }
+}
+
+/// `examples/insurance/<file>` with absolute component paths, an ephemeral
+/// HTTP port and a NATS binding of `rater`; written into `dir`.
+fn manifest(root: &Path, dir: &Path, file: &str, layout: &str) -> PathBuf {
+    let mut text = std::fs::read_to_string(root.join("examples/insurance").join(file)).expect("example manifest");
+    for name in ["gateway", "rater", "pricing"] {
+        text = text.replace(&format!("../../target/wasm32-wasip2/release/{name}.wasm"), &wasm(name));
+    }
+    text = text.replace("127.0.0.1:8080", "127.0.0.1:0");
+    text.push_str(&format!(
+        "\n[[bindings]]\nmedium = \"nats\"\nsubject = \"bench.{layout}.rate\"\ncomponent = \"rater\"\nexport = \"example:insurance/rater@0.1.0#rate\"\n"
+    ));
+    let path = dir.join(format!("{layout}.toml"));
+    std::fs::write(&path, text).expect("write manifest");
+    path
+}
+
+/// A `membrane up` process.
+struct Host {
+    child: Child,
+    http: Option<String>,
+    describe: String,
+}
+
+impl Host {
+    fn start(binary: &Path, manifest: Option<&Path>, url: &str, lattice: &str, labels: &[&str]) -> Host {
+        let mut command = Command::new(binary);
+        command.arg("up");
+        if let Some(manifest) = manifest {
+            command.arg(manifest);
+        }
+        command.args(["--nats", url, "--lattice", lattice]);
+        for label in labels {
+            command.args(["--label", label]);
+        }
+        let mut child = command
+            .env("RUST_LOG", "membrane=info,warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn membrane");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let (mut http, mut components) = (None, 0);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        for line in lines.by_ref() {
+            let line = line.expect("read stderr");
+            if let Some(rest) = line.split("serving http://").nth(1) {
+                http = rest.split(' ').next().map(str::to_string);
+            }
+            if line.contains(" started ") {
+                components += 1;
+            }
+            if line.contains(" ready: ") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "host not ready");
+        }
+        // Keep draining the log so the host never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        let describe = if labels.is_empty() {
+            format!("{components} component(s)")
+        } else {
+            format!("{} ({components} component(s))", labels.join(","))
+        };
+        Host { child, http, describe }
+    }
+
+    /// Resident memory, from /proc.
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A native hyper server that parses the policy and answers a JSON quote-like
+/// document: the HTTP and JSON floor under the gateway (it does not rate).
+async fn native_quote_server() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|request: hyper::Request<hyper::body::Incoming>| async move {
+                    let body = request.into_body().collect().await?.to_bytes();
+                    let policy: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    let quote = serde_json::json!({
+                        "policy_id": policy["id"],
+                        "premium": 936.92,
+                        "currency": "EUR",
+                        "holder": policy["holder"],
+                    });
+                    Ok::<_, hyper::Error>(hyper::Response::new(Full::new(Bytes::from(quote.to_string()))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A raw NATS responder that echoes `bench.raw`.
+async fn raw_echo(client: &async_nats::Client) {
+    use futures::StreamExt as _;
+    let mut subscription = client.subscribe("bench.raw").await.expect("subscribe");
+    let responder = client.clone();
+    tokio::spawn(async move {
+        while let Some(message) = subscription.next().await {
+            if let Some(reply) = message.reply {
+                let _ = responder.publish(reply, message.payload).await;
+            }
+        }
+    });
+    client.flush().await.expect("flush");
+}
+
+/// In-process figures: fresh instance, kept instance, link hop, native call.
+struct Micro {
+    fresh: Duration,
+    warm: Duration,
+    linked: Duration,
+    native: Duration,
+}
+
+async fn micro(calls: usize) -> Micro {
+    let app: Arc<membrane::runtime::Runtime> = load(
+        "[app]\nname = \"micro\"\n[components.echo]\nsource = \"{wasm:echo}\"\n[components.relay]\nsource = \"{wasm:relay}\"\n\
+         [[links]]\nfrom = \"relay\"\nimport = \"example:testkit/echo@0.1.0\"\nto = \"echo\"\n",
+    )
+    .await;
+    let hello = [Val::String("hello".into())];
+    let mut samples = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let t = Instant::now();
+        app.call("echo", ECHO, "echo", &hello).await.expect("echo");
+        samples.push(t.elapsed());
+    }
+    let fresh = percentiles(&mut samples).0;
+    let far = membrane::runtime::context::CallContext::new(Instant::now() + Duration::from_secs(3600));
+    let mut kept = Vec::new();
+    for name in ["echo", "relay"] {
+        let mut instance = app.start_instance(name, &far).await.expect("instance");
+        let mut samples = Vec::with_capacity(calls);
+        for _ in 0..calls {
+            let t = Instant::now();
+            instance.invoke(ECHO, "echo", &hello).await.expect("call");
+            samples.push(t.elapsed());
+        }
+        kept.push(percentiles(&mut samples).0);
+    }
+    let mut samples = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let t = Instant::now();
+        std::hint::black_box(std::hint::black_box("hello").to_string());
+        samples.push(t.elapsed());
+    }
+    Micro {
+        fresh,
+        warm: kept[0],
+        linked: kept[1],
+        native: percentiles(&mut samples).0,
+    }
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+fn report(rows: &[Row], memory: &[(String, u64)], micro: &Micro, quick: bool, warm: Duration, run: Duration) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")?
+                    .split(':')
+                    .nth(1)
+                    .map(|s| s.trim().to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let rustc = Command::new("rustc")
+        .arg("-V")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let lock =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock")).unwrap_or_default();
+    let version = |name: &str| {
+        let needle = format!("name = \"{name}\"\nversion = \"");
+        lock.split(&needle)
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("?")
+            .to_string()
+    };
+    let mut out = String::new();
+    let mut line = |s: String| {
+        out.push_str(&s);
+        out.push('\n');
+    };
+    line("# Benchmarks".into());
+    line(String::new());
+    line(format!(
+        "Generated by `cargo bench -p membrane-benches --bench layouts{}`. Machine: {cores} cores, {cpu}. \
+         {rustc}; membrane {}, wasmtime {}, async-nats {}, hyper {}, nats-server from Debian. \
+         Each cell: {:.1} s of load after {:.1} s of warm-up; the load generator shares the cores. \
+         One run: compare ratios, not absolutes.",
+        if quick { " -- --quick" } else { "" },
+        env!("CARGO_PKG_VERSION"),
+        version("wasmtime"),
+        version("async-nats"),
+        version("hyper"),
+        run.as_secs_f64(),
+        warm.as_secs_f64()
+    ));
+    line(String::new());
+    line("![req/s by layout, medium and concurrency](benchmarks.svg)".into());
+    line(String::new());
+    line("## The example app, by layout".into());
+    line(String::new());
+    line("`POST /quote` over the http binding of `gateway` (gateway → rater → pricing), and `rater#rate` over a nats binding (rater → pricing), the same .wasm files in both layouts. Co-located: 1 host, links in-process. Distributed: gateway, rater and pricing on 3 hosts, each link a NATS hop.".into());
+    line(String::new());
+    line("| layout | medium | concurrency | req/s | p50 | p99 | req/s vs baseline | p50 vs baseline | errors |".into());
+    line("|---|---|---|---|---|---|---|---|---|".into());
+    for row in rows {
+        let (rps_ratio, p50_ratio) = match row.baseline(rows) {
+            Some(b) => (
+                format!("{:.2}×", row.stats.rps / b.stats.rps),
+                format!("{:.2}×", row.stats.p50.as_secs_f64() / b.stats.p50.as_secs_f64()),
+            ),
+            None => ("1.00×".into(), "1.00×".into()),
+        };
+        line(format!(
+            "| {} | {} | {} | {:.0} | {} | {} | {rps_ratio} | {p50_ratio} | {} |",
+            row.layout,
+            row.medium,
+            row.concurrency,
+            row.stats.rps,
+            us(row.stats.p50),
+            us(row.stats.p99),
+            row.stats.errors
+        ));
+    }
+    line(String::new());
+    line("Baselines: `native hyper` parses the same policy JSON and answers a small JSON document (the HTTP and JSON floor; it does not rate); `raw NATS echo` answers the same request bytes from a plain async-nats subscriber.".into());
+    line(String::new());
+    line("## Memory (resident, from /proc)".into());
+    line(String::new());
+    line("| host | RSS |".into());
+    line("|---|---|".into());
+    for (what, kib) in memory {
+        line(format!("| {what} | {:.1} MiB |", *kib as f64 / 1024.0));
+    }
+    line(String::new());
+    line("## In-process (same run)".into());
+    line(String::new());
+    line("| measurement | median |".into());
+    line("|---|---|".into());
+    line(format!(
+        "| direct native call (`echo`'s logic in Rust) | {:.3} µs |",
+        micro.native.as_secs_f64() * 1e6
+    ));
+    line(format!(
+        "| call on a kept instance (`echo`) | {:.2} µs |",
+        micro.warm.as_secs_f64() * 1e6
+    ));
+    line(format!(
+        "| the same through one in-process link (`relay → echo`) | {:.2} µs |",
+        micro.linked.as_secs_f64() * 1e6
+    ));
+    line(format!(
+        "| fresh instance + call (`echo`) | {:.2} µs |",
+        micro.fresh.as_secs_f64() * 1e6
+    ));
+    line(String::new());
+    let find = |layout: &str, medium: &str, c: usize| {
+        rows.iter()
+            .find(|r| r.layout == layout && r.medium == medium && r.concurrency == c)
+    };
+    let hop = micro.linked.saturating_sub(micro.warm);
+    let http_ratio = match (find("co-located", "http", 64), find("baseline", "native hyper", 64)) {
+        (Some(a), Some(b)) => a.stats.rps / b.stats.rps,
+        _ => 0.0,
+    };
+    let idle = memory.first().map_or(0, |m| m.1) as f64 / 1024.0;
+    let colocated = memory
+        .iter()
+        .find(|m| m.0.starts_with("co-located: "))
+        .map_or(0, |m| m.1) as f64
+        / 1024.0;
+    let per_component = (colocated - idle) / 3.0;
+    let status = |ok: bool| if ok { "met" } else { "missed" };
+    line("## Goals".into());
+    line(String::new());
+    line("| goal | measured | status |".into());
+    line("|---|---|---|".into());
+    line(format!(
+        "| co-located link hop ≤ 2 µs | {:.2} µs (link call minus direct call) | {} |",
+        hop.as_secs_f64() * 1e6,
+        status(hop <= Duration::from_micros(2))
+    ));
+    line(format!(
+        "| fresh instance ≤ 10 µs | {:.1} µs | {} |",
+        micro.fresh.as_secs_f64() * 1e6,
+        status(micro.fresh <= Duration::from_micros(10))
+    ));
+    line("| distributed hop ≤ 1.3× a raw NATS round trip | not in this binary: `cargo bench -p membrane-benches --bench lattice` times one remote link call against raw request/reply of the same bytes | see README |".into());
+    line(format!(
+        "| http req/s ≥ 0.6× native hyper (c=64) | {http_ratio:.2}× | {} |",
+        status(http_ratio >= 0.6)
+    ));
+    line(format!(
+        "| host RSS idle ≤ 30 MiB | {idle:.1} MiB | {} |",
+        status(idle <= 30.0)
+    ));
+    line(format!(
+        "| ≤ 2 MiB per extra loaded component | {per_component:.2} MiB ((co-located host − idle host) / 3, before load) | {} |",
+        status(per_component <= 2.0)
+    ));
+    out
+}
+
+/// A horizontal bar chart of req/s, one bar per row, as SVG.
+fn chart(rows: &[Row]) -> String {
+    let max = rows.iter().map(|r| r.stats.rps).fold(1.0, f64::max);
+    let (left, width, bar, gap) = (300.0, 560.0, 18.0, 6.0);
+    let height = 60.0 + rows.len() as f64 * (bar + gap);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"10\" y=\"24\" font-size=\"15\" font-weight=\"bold\">Requests per second: the insurance example by layout, medium and concurrency</text>\n",
+        left + width + 120.0
+    );
+    for (i, row) in rows.iter().enumerate() {
+        let y = 44.0 + i as f64 * (bar + gap);
+        let w = (row.stats.rps / max * width).max(1.0);
+        let color = match (row.layout, row.medium) {
+            ("baseline", _) => "#9e9e9e",
+            (_, "http") => "#1f77b4",
+            _ => "#ff7f0e",
+        };
+        svg += &format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{} · {} · c={}</text>\n\
+             <rect x=\"{left}\" y=\"{y}\" width=\"{w:.1}\" height=\"{bar}\" fill=\"{color}\"/>\n\
+             <text x=\"{:.1}\" y=\"{}\">{:.0} req/s, p50 {}</text>\n",
+            left - 8.0,
+            y + 13.0,
+            row.layout,
+            row.medium,
+            row.concurrency,
+            left + w + 6.0,
+            y + 13.0,
+            row.stats.rps,
+            us(row.stats.p50)
+        );
+    }
+    svg + "</svg>\n"
+}
