@@ -477,7 +477,7 @@ fn report(rows: &[Row], memory: &[(String, u64)], micro: &Micro, quick: bool, wa
         micro.fresh.as_secs_f64() * 1e6,
         status(micro.fresh <= Duration::from_micros(10))
     ));
-    line("| distributed hop ≤ 1.3× a raw NATS round trip | not in this binary: `cargo bench -p membrane-benches --bench lattice` times one remote link call against raw request/reply of the same bytes | see README |".into());
+    line("| distributed hop ≤ 1.3× a raw NATS round trip | not in this binary: `cargo bench -p membrane-benches --bench lattice` times one remote link call against raw request/reply of the same bytes | see docs/performance.md |".into());
     line(format!(
         "| http req/s ≥ 0.6× native hyper (c=64) | {http_ratio:.2}× | {} |",
         status(http_ratio >= 0.6)
@@ -490,6 +490,8 @@ fn report(rows: &[Row], memory: &[(String, u64)], micro: &Micro, quick: bool, wa
         "| ≤ 2 MiB per extra loaded component | {per_component:.2} MiB ((co-located host − idle host) / 3, before load) | {} |",
         status(per_component <= 2.0)
     ));
+    line(String::new());
+    line("Profiles of the missed goals, and what would fix them: [docs/performance.md](docs/performance.md).".into());
     out
 }
 
