@@ -14,7 +14,7 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
-use membrane_benches::{NatsServer, Stats, load, measure, measure_http, percentiles, wasm};
+use membrane_benches::{NatsServer, Stats, load, measure, measure_http, percentiles, raw_echo, wasm};
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -55,7 +55,7 @@ fn main() {
     let hyper_addr = rt.block_on(native_quote_server());
     let raw = rt.block_on(async_nats::connect(&server.url)).expect("nats");
     let responder = rt.block_on(async_nats::connect(&server.url)).expect("nats");
-    rt.block_on(raw_echo(&responder));
+    rt.block_on(raw_echo(&responder, "bench.raw"));
     for c in [1, 64] {
         let s = rt.block_on(measure_http(c, warm, run, &hyper_addr, "/quote", POLICY));
         rows.push(Row::new("baseline", "native hyper", c, s));
@@ -269,21 +269,6 @@ async fn native_quote_server() -> String {
         }
     });
     addr
-}
-
-/// A raw NATS responder that echoes `bench.raw`.
-async fn raw_echo(client: &async_nats::Client) {
-    use futures::StreamExt as _;
-    let mut subscription = client.subscribe("bench.raw").await.expect("subscribe");
-    let responder = client.clone();
-    tokio::spawn(async move {
-        while let Some(message) = subscription.next().await {
-            if let Some(reply) = message.reply {
-                let _ = responder.publish(reply, message.payload).await;
-            }
-        }
-    });
-    client.flush().await.expect("flush");
 }
 
 /// In-process figures: fresh instance, kept instance, link hop, native call.

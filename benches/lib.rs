@@ -199,3 +199,19 @@ pub async fn measure_http(
     })
     .await
 }
+
+/// A plain async-nats responder on `subject` that answers every request with
+/// its own bytes: the raw NATS baseline.
+pub async fn raw_echo(client: &async_nats::Client, subject: &str) {
+    use futures::StreamExt as _;
+    let mut subscription = client.subscribe(subject.to_string()).await.expect("subscribe");
+    let responder = client.clone();
+    tokio::spawn(async move {
+        while let Some(message) = subscription.next().await {
+            if let Some(reply) = message.reply {
+                let _ = responder.publish(reply, message.payload).await;
+            }
+        }
+    });
+    client.flush().await.expect("flush");
+}

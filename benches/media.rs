@@ -11,11 +11,10 @@
 //! (after `scripts/build-components.sh`); `-- --quick` for a short run.
 
 use bytes::Bytes;
-use futures::StreamExt as _;
 use membrane::manifest::Manifest;
 use membrane::runtime::{LoadOptions, Runtime};
 use membrane::transports;
-use membrane_benches::{Stats, measure, measure_http};
+use membrane_benches::{Stats, measure, measure_http, raw_echo};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -80,16 +79,7 @@ export = "example:testkit/echo@0.1.0#echo"
             tokio::spawn(medium.serve(shutdown.clone()));
         }
         // The raw baseline: a responder that echoes the bytes back.
-        let mut raw = client.subscribe("bench.raw").await.expect("subscribe");
-        let responder = client.clone();
-        tokio::spawn(async move {
-            while let Some(m) = raw.next().await {
-                if let Some(reply) = m.reply {
-                    let _ = responder.publish(reply, m.payload).await;
-                }
-            }
-        });
-        client.flush().await.expect("flush");
+        raw_echo(&client, "bench.raw").await;
 
         println!("| medium | concurrency | req/s | p50 | p99 | vs baseline (p50) |");
         println!("|---|---|---|---|---|---|");

@@ -312,7 +312,6 @@ pub async fn up(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) -
                     .bindings
                     .iter()
                     .any(|b| b.needs_nats() && here.iter().any(|c| *c == b.component()))
-                || manifest.components.values().any(|c| c.instances.is_some())
                 || args.nats.nats.is_some()
         }
         None => {

@@ -540,3 +540,27 @@ fn two_concurrent_updates_leave_one_version_everywhere() {
     assert_eq!(versions.len(), 1, "{versions:?}");
     assert!(versions.contains(&2) || versions.contains(&4), "{versions:?}");
 }
+
+#[test]
+fn hosts_and_ctl_take_the_same_nats_auth() {
+    let server = NatsServer::start_with(&["--auth", "s3cret-token"]);
+    let web = host_with(&server, &["role=web"], &["--nats-token", "s3cret-token"]);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = manifest_file(&dir, &versioned_app(""));
+
+    // Without the token, ctl is refused by the server and says so.
+    let refused = ctl(&server, &["apply", &manifest]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr).to_lowercase();
+    assert!(stderr.contains("cannot connect to nats"), "{stderr}");
+
+    // With it (flag or environment), everything works.
+    ok(ctl(&server, &["--nats-token", "s3cret-token", "apply", &manifest]));
+    assert_eq!(version_over_http(web.wait_for_http("versioned")), Ok(1));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_membrane"))
+        .args(["ctl", "--nats", &server.url(), "--lattice", "test", "inventory"])
+        .env("MEMBRANE_NATS_TOKEN", "s3cret-token")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&output.stdout).contains("versioned"));
+}

@@ -267,14 +267,18 @@ impl Agent {
             }
             return Ok(());
         }
-        if state.runner.is_none() {
-            state.runner = Some(AppRunner::new(&state.manifest, &self.options, self.nats.clone())?);
-        }
         let (manifest, revision) = (state.manifest.clone(), state.revision);
         let previous = state.applied_manifest.clone();
-        let runner = state.runner.as_mut().expect("runner was just set");
+        let mut runner = match state.runner.take() {
+            Some(runner) => runner,
+            None => AppRunner::new(&manifest, &self.options, self.nats.clone())?,
+        };
         let outcome = runner.reconcile(&manifest, here.clone()).await;
         let runtime = runner.runtime().clone();
+        // A runner that never ran anything here is not kept after a failure.
+        if outcome.is_ok() || state.applied.is_some() {
+            state.runner = Some(runner);
+        }
         match outcome {
             Ok(done) => {
                 state.applied = Some((state.text.clone(), here.clone()));
@@ -344,13 +348,6 @@ impl Agent {
                         short(event.digest.as_deref().unwrap_or(""))
                     );
                     self.emit(event).await;
-                }
-                let state = self.apps.get_mut(app);
-                if let Some(state) = state
-                    && state.applied.is_none()
-                {
-                    // It never ran here: nothing to keep.
-                    state.runner = None;
                 }
                 Err(e)
             }

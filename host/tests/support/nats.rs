@@ -25,14 +25,26 @@ pub struct NatsServer {
     child: Child,
     pub port: u16,
     store: tempfile::TempDir,
+    extra: Vec<String>,
 }
 
 impl NatsServer {
     /// Starts a server on a random port.
     pub fn start() -> NatsServer {
+        NatsServer::start_with(&[])
+    }
+
+    /// Starts a server with extra command-line options (e.g. `--auth TOKEN`).
+    pub fn start_with(extra: &[&str]) -> NatsServer {
         let store = tempfile::tempdir().expect("store dir");
-        let (child, port) = launch(-1, &store.path().to_path_buf());
-        NatsServer { child, port, store }
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (child, port) = launch(-1, &store.path().to_path_buf(), &extra);
+        NatsServer {
+            child,
+            port,
+            store,
+            extra,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -48,7 +60,7 @@ impl NatsServer {
     /// Starts it again on the same port with the same store.
     pub fn restart(&mut self) {
         self.kill();
-        let (child, _) = launch(i32::from(self.port), &self.store.path().to_path_buf());
+        let (child, _) = launch(i32::from(self.port), &self.store.path().to_path_buf(), &self.extra);
         self.child = child;
     }
 }
@@ -60,10 +72,11 @@ impl Drop for NatsServer {
 }
 
 /// Starts `nats-server` and waits for its "ready" log line; returns the port.
-fn launch(port: i32, store: &PathBuf) -> (Child, u16) {
+fn launch(port: i32, store: &PathBuf, extra: &[String]) -> (Child, u16) {
     let mut child = Command::new(binary())
         .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
         .arg(store)
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
