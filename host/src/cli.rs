@@ -374,10 +374,14 @@ pub async fn up(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) -
     }
 
     // A host without a manifest follows the desired state from the start.
-    let desired: Option<DesiredStream> = match (&nats, follows_lattice) {
+    let desired: Option<(Desired, DesiredStream)> = match (&nats, follows_lattice) {
         (Some(client), true) => {
-            let watch = Desired::new(client.clone(), &args.lattice).watch().await;
-            Some(Box::pin(watch.context("cannot follow the lattice's desired state")?))
+            let desired = Desired::new(client.clone(), &args.lattice);
+            let watch = desired
+                .watch()
+                .await
+                .context("cannot follow the lattice's desired state")?;
+            Some((desired, Box::pin(watch)))
         }
         _ => None,
     };

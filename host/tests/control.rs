@@ -564,3 +564,24 @@ fn hosts_and_ctl_take_the_same_nats_auth() {
         .unwrap();
     assert!(String::from_utf8_lossy(&output.stdout).contains("versioned"));
 }
+
+#[test]
+fn lattice_hosts_follow_the_desired_state_across_a_broker_restart() {
+    let mut server = NatsServer::start();
+    let web = host(&server, &["role=web"]);
+    let dir = tempfile::tempdir().unwrap();
+    ok(ctl(&server, &["apply", &manifest_file(&dir, &versioned_app(""))]));
+    let addr = web.wait_for_http("versioned");
+
+    server.restart();
+    // HTTP never depended on the broker.
+    assert_eq!(version_over_http(addr), Ok(1));
+    // Once reconnected, the host follows new revisions again.
+    web.wait_for_log_count("nats: connected", 2);
+    wait_until(|| {
+        ctl(&server, &["update", "versioned", &path("versioned_v2")])
+            .status
+            .success()
+    });
+    assert_eq!(version_over_http(addr), Ok(2));
+}

@@ -9,7 +9,7 @@
 //! old one keeps serving. There is no scheduler: every host runs this same
 //! loop over the same inputs.
 
-use super::desired::AppRevision;
+use super::desired::{AppRevision, Desired};
 use super::inventory::{AppsView, HostInventory, heartbeat_subject};
 use super::placement::{self, Member, Members};
 use crate::app::{AppRunner, short};
@@ -118,11 +118,16 @@ impl Agent {
     /// (calls in flight finish) and publishes `host.stopped`.
     pub async fn run(
         mut self,
-        desired: Option<DesiredStream>,
+        desired: Option<(Desired, DesiredStream)>,
         heartbeat: Duration,
         shutdown: impl Future<Output = ()>,
     ) {
-        let mut watch = desired;
+        let (desired, mut watch) = match desired {
+            Some((desired, watch)) => (Some(desired), Some(watch)),
+            None => (None, None),
+        };
+        let rewatch = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(rewatch);
         let mut peers = match &self.nats {
             Some(client) => {
                 let subjects = [heartbeat_subject(&self.lattice), event_subject(&self.lattice, "host.*")];
@@ -142,7 +147,30 @@ impl Agent {
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                Some(revision) = async { watch.as_mut()?.next().await } => self.on_revision(revision).await,
+                next = async { watch.as_mut()?.next().await }, if watch.is_some() => match next {
+                    Some(revision) => self.on_revision(revision).await,
+                    None => {
+                        // The watch ended (the server went away for good, or
+                        // its consumer was lost): follow again from the
+                        // latest revisions, which reconcile as no-ops.
+                        tracing::warn!("desired-state watch ended; following it again in 1 s");
+                        watch = None;
+                        rewatch.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(1));
+                    }
+                },
+                _ = &mut rewatch, if watch.is_none() && desired.is_some() => {
+                    let Some(desired) = &desired else { continue };
+                    match desired.watch().await {
+                        Ok(stream) => {
+                            tracing::info!("following the desired state again");
+                            watch = Some(Box::pin(stream));
+                        }
+                        Err(e) => {
+                            tracing::warn!("cannot follow the desired state yet: {e:#}");
+                            rewatch.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(1));
+                        }
+                    }
+                }
                 Some(message) = async { peers.as_mut()?.next().await } => {
                     if self.on_peer(&message) {
                         self.reconcile_all().await;

@@ -175,6 +175,10 @@ pub async fn gather(
     client.flush().await?;
     let mut hosts = Vec::new();
     while let Ok(Some(message)) = tokio::time::timeout(settle, answers.next()).await {
+        if message.status.is_some() {
+            // NATS's "no responders" notice: no host is up yet.
+            continue;
+        }
         match serde_json::from_slice::<HostInventory>(&message.payload) {
             Ok(inventory) => hosts.push(inventory),
             Err(e) => tracing::warn!("ignoring a malformed inventory answer: {e}"),
