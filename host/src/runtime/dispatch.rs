@@ -110,7 +110,13 @@ impl Runtime {
         let span = tracing::info_span!("call", component = name, trace_id = %cx.trace_id);
         let call = async {
             let mut instance = super::start_callee(self.engine(), &generation, name, &cx, 0).await?;
-            instance.invoke(interface, function, params).await
+            let results = instance.invoke(interface, function, params).await;
+            // Tearing an instance down returns its memory to the pool
+            // (madvise, and TLB shootdowns on other cores): tens of µs that
+            // need not delay the answer. Measured on the remote hop: p50
+            // 365 -> 329 µs.
+            tokio::spawn(async move { drop(instance) });
+            results
         }
         .instrument(span);
         // The epoch deadline stops running wasm; this also stops a guest
