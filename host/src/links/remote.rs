@@ -267,8 +267,9 @@ async fn answer(
             }),
         ),
     };
+    // The instance is dropped only after the answer is sent.
     let sent = match result {
-        Ok(bytes) => chunks::respond(client, reply, bytes.into(), deadline).await,
+        Ok((bytes, _instance)) => chunks::respond(client, reply, bytes.into(), deadline).await,
         Err(fault) => {
             tracing::debug!("rpc {}: {fault}", message.subject);
             let (status, body) = crate::transports::fault_reply(&fault);
@@ -282,14 +283,15 @@ async fn answer(
     }
 }
 
-/// Decodes the arguments, calls the routed function, encodes the results.
+/// Decodes the arguments, calls the routed function, encodes the results;
+/// also hands back the instance, to drop after answering.
 async fn serve(
     runtime: &Runtime,
     route: &Route,
     headers: Option<&HeaderMap>,
     payload: &[u8],
     deadline: Instant,
-) -> Result<Vec<u8>, Fault> {
+) -> Result<(Vec<u8>, crate::links::Callee), Fault> {
     let loaded = runtime.get(&route.component).ok_or_else(|| Fault {
         component: route.component.clone(),
         kind: FaultKind::NoResponders,
@@ -306,8 +308,9 @@ async fn serve(
     let traceparent = headers.and_then(|h| h.get("traceparent")).map(|v| v.as_str());
     let cx = CallContext::from_traceparent(deadline, traceparent);
     tracing::debug!(trace_id = %cx.trace_id, "rpc {}#{} called", route.interface, route.function);
-    let values = runtime
-        .call_until(&route.component, &route.interface, &route.function, &args, Some(cx))
+    let (values, instance) = runtime
+        .call_keeping(&route.component, &route.interface, &route.function, &args, Some(cx))
         .await?;
-    wire::encode(&results, &values).map_err(|e| loaded.fault_host(e.to_string()))
+    let bytes = wire::encode(&results, &values).map_err(|e| loaded.fault_host(e.to_string()))?;
+    Ok((bytes, instance))
 }

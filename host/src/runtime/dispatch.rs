@@ -102,6 +102,22 @@ impl Runtime {
         params: &[Val],
         cx: Option<CallContext>,
     ) -> Result<Vec<Val>, Fault> {
+        let (results, _instance) = self.call_keeping(name, interface, function, params, cx).await?;
+        Ok(results)
+    }
+
+    /// [`Runtime::call_until`], handing back the used instance. A caller that
+    /// drops it only after it has sent its answer keeps the teardown
+    /// (returning the instance's memory to the pool: madvise, TLB
+    /// shootdowns) off the answer's path.
+    pub async fn call_keeping(
+        &self,
+        name: &str,
+        interface: &str,
+        function: &str,
+        params: &[Val],
+        cx: Option<CallContext>,
+    ) -> Result<(Vec<Val>, crate::links::Callee), Fault> {
         let generation = self.generation();
         let loaded = generation.get(name).cloned().ok_or_else(|| not_running(name))?;
         let own = Instant::now() + loaded.timeout;
@@ -110,13 +126,8 @@ impl Runtime {
         let span = tracing::info_span!("call", component = name, trace_id = %cx.trace_id);
         let call = async {
             let mut instance = super::start_callee(self.engine(), &generation, name, &cx, 0).await?;
-            let results = instance.invoke(interface, function, params).await;
-            // Tearing an instance down returns its memory to the pool
-            // (madvise, and TLB shootdowns on other cores): tens of µs that
-            // need not delay the answer. Measured on the remote hop: p50
-            // 365 -> 329 µs.
-            tokio::spawn(async move { drop(instance) });
-            results
+            let results = instance.invoke(interface, function, params).await?;
+            Ok((results, instance))
         }
         .instrument(span);
         // The epoch deadline stops running wasm; this also stops a guest
