@@ -11,14 +11,11 @@
 //! (`-- --quick` for a short run).
 
 use bytes::Bytes;
-use futures::StreamExt as _;
-use membrane::links::remote::{Lattice, RpcServer};
 use membrane::manifest::Manifest;
+use membrane::runtime::Runtime;
 use membrane::runtime::context::CallContext;
-use membrane::runtime::{LoadOptions, Runtime};
 use membrane::transports::{self, Medium};
-use membrane_benches::{NatsServer, percentiles, wasm};
-use std::collections::BTreeSet;
+use membrane_benches::{NatsServer, lattice_host, percentiles, raw_echo, wasm};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -41,46 +38,6 @@ fn main() {
     });
 }
 
-/// Loads `manifest` as a host running `here`, joined to the lattice unless
-/// it runs every component itself.
-async fn host(manifest: &str, here: &[&str], url: &str, shutdown: &CancellationToken) -> Arc<Runtime> {
-    let manifest = Manifest::parse(manifest, "bench.toml").expect("manifest");
-    let client = async_nats::connect(url).await.expect("nats");
-    let lattice = Lattice {
-        client: client.clone(),
-        name: "bench".into(),
-    };
-    let alone = manifest.components.keys().all(|c| here.contains(&c.as_str()));
-    let options = LoadOptions {
-        cache_dir: membrane::runtime::cache::default_cache_dir(),
-        pooling: true,
-        here: Some(here.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>()),
-        lattice: (!alone).then(|| lattice.clone()),
-        artifacts: None,
-    };
-    let runtime = Runtime::load(&manifest, &options).await.expect("load");
-    let mut media = transports::bind_all(&manifest, &runtime, Some(&client))
-        .await
-        .expect("bind");
-    let exports: Vec<(String, String)> = manifest
-        .links
-        .iter()
-        .filter(|l| here.contains(&l.to.as_str()))
-        .map(|l| (l.to.clone(), l.import.clone()))
-        .collect();
-    if !exports.is_empty() && !alone {
-        media.push(Box::new(
-            RpcServer::bind(&lattice, runtime.clone(), &exports).await.expect("rpc"),
-        ));
-    }
-    for medium in media {
-        eprintln!("{}", medium.describe());
-        tokio::spawn(medium.serve(shutdown.clone()));
-    }
-    client.flush().await.expect("flush");
-    runtime
-}
-
 async fn remote_hop(url: &str, calls: usize, shutdown: &CancellationToken) {
     let manifest = format!(
         "[app]\nname = \"hop\"\n[components.echo]\nsource = \"{}\"\n[components.relay]\nsource = \"{}\"\n\
@@ -88,8 +45,8 @@ async fn remote_hop(url: &str, calls: usize, shutdown: &CancellationToken) {
         wasm("echo"),
         wasm("relay")
     );
-    let _y = host(&manifest, &["echo"], url, shutdown).await;
-    let x = host(&manifest, &["relay"], url, shutdown).await;
+    let _y = lattice_host(&manifest, &["echo"], url, shutdown).await;
+    let x = lattice_host(&manifest, &["relay"], url, shutdown).await;
     let far = CallContext::new(Instant::now() + Duration::from_secs(3600));
     let mut relay = x.start_instance("relay", &far).await.expect("relay");
     let hello = [Val::String("hello".into())];
@@ -106,14 +63,7 @@ async fn remote_hop(url: &str, calls: usize, shutdown: &CancellationToken) {
     // The same bytes over raw request/reply between two connections.
     let size = 1 + 1 + "hello".len(); // version byte, length varint, bytes
     let responder = async_nats::connect(url).await.expect("nats");
-    let mut subscription = responder.subscribe("bench.raw").await.expect("subscribe");
-    tokio::spawn(async move {
-        while let Some(m) = subscription.next().await {
-            if let Some(reply) = m.reply {
-                let _ = responder.publish(reply, m.payload).await;
-            }
-        }
-    });
+    raw_echo(&responder, "bench.raw").await;
     let requester = async_nats::connect(url).await.expect("nats");
     requester.flush().await.expect("flush");
     let payload = Bytes::from(vec![1u8; size]);
@@ -148,14 +98,14 @@ async fn end_to_end(url: &str, calls: usize, shutdown: &CancellationToken) {
     let policy = std::fs::read(root.join("examples/insurance/policy.json")).expect("policy");
 
     let colocated = read("colocated.toml");
-    let one = host(&colocated, &["gateway", "rater", "pricing"], url, shutdown).await;
+    let one = lattice_host(&colocated, &["gateway", "rater", "pricing"], url, shutdown).await;
     let colocated_addr = http_addr(&colocated, &one).await;
     let (c50, c99) = measure_http(&colocated_addr, &policy, calls).await;
 
     let distributed = read("distributed.toml");
-    let _c = host(&distributed, &["pricing"], url, shutdown).await;
-    let _b = host(&distributed, &["rater"], url, shutdown).await;
-    let a = host(&distributed, &["gateway"], url, shutdown).await;
+    let _c = lattice_host(&distributed, &["pricing"], url, shutdown).await;
+    let _b = lattice_host(&distributed, &["rater"], url, shutdown).await;
+    let a = lattice_host(&distributed, &["gateway"], url, shutdown).await;
     let distributed_addr = http_addr(&distributed, &a).await;
     let (d50, d99) = measure_http(&distributed_addr, &policy, calls).await;
     row("POST /quote, co-located (1 host)", c50, c99, c50);

@@ -215,3 +215,54 @@ pub async fn raw_echo(client: &async_nats::Client, subject: &str) {
     });
     client.flush().await.expect("flush");
 }
+
+/// Loads `manifest` as a host running `here`, joined to the lattice unless
+/// it runs every component itself.
+pub async fn lattice_host(
+    manifest: &str,
+    here: &[&str],
+    url: &str,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Arc<Runtime> {
+    let manifest = membrane::manifest::Manifest::parse(manifest, "bench.toml").expect("manifest");
+    let client = async_nats::connect(url).await.expect("nats");
+    let lattice = membrane::links::remote::Lattice {
+        client: client.clone(),
+        name: "bench".into(),
+    };
+    let alone = manifest.components.keys().all(|c| here.contains(&c.as_str()));
+    let options = LoadOptions {
+        cache_dir: membrane::runtime::cache::default_cache_dir(),
+        pooling: true,
+        here: Some(
+            here.iter()
+                .map(|s| s.to_string())
+                .collect::<std::collections::BTreeSet<_>>(),
+        ),
+        lattice: (!alone).then(|| lattice.clone()),
+        artifacts: None,
+    };
+    let runtime = Runtime::load(&manifest, &options).await.expect("load");
+    let mut media = membrane::transports::bind_all(&manifest, &runtime, Some(&client))
+        .await
+        .expect("bind");
+    let exports: Vec<(String, String)> = manifest
+        .links
+        .iter()
+        .filter(|l| here.contains(&l.to.as_str()))
+        .map(|l| (l.to.clone(), l.import.clone()))
+        .collect();
+    if !exports.is_empty() && !alone {
+        media.push(Box::new(
+            membrane::links::remote::RpcServer::bind(&lattice, runtime.clone(), &exports)
+                .await
+                .expect("rpc"),
+        ));
+    }
+    for medium in media {
+        eprintln!("{}", medium.describe());
+        tokio::spawn(medium.serve(shutdown.clone()));
+    }
+    client.flush().await.expect("flush");
+    runtime
+}

@@ -10,6 +10,10 @@
 //!   starts `pricing` through its link: the example's inner path per request.
 //! - `native/echo`: the same logic as `echo#echo` as a direct Rust call (the
 //!   physical floor under `warm_call`).
+//! - `remote/link relay->echo` vs `remote/raw-nats`: one remote link call
+//!   (a kept `relay` on host X, `echo` on host Y, each a runtime with its own
+//!   NATS connection to a private nats-server) against raw async-nats
+//!   request/reply of the same 7 bytes.
 //! - `codec/{wire,json}-{encode,decode}/{small,medium,large}`: a value of
 //!   `values#roundtrip`'s record type with a 5 B, 1 KiB and 64 KiB payload,
 //!   through the wire codec of remote links and the JSON of the media.
@@ -184,9 +188,52 @@ fn codec_benches(c: &mut Criterion) {
     c.bench_function("native/echo", |b| b.iter(|| black_box(native_echo(black_box("hello")))));
 }
 
+fn remote_benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let server = membrane_benches::NatsServer::start();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let manifest = format!(
+        "[app]\nname = \"hop\"\n[components.echo]\nsource = \"{}\"\n[components.relay]\nsource = \"{}\"\n\
+         limits = {{ timeout_ms = 86400000 }}\n[[links]]\nfrom = \"relay\"\nimport = \"{ECHO}\"\nto = \"echo\"\n",
+        membrane_benches::wasm("echo"),
+        membrane_benches::wasm("relay")
+    );
+    let (_y, x) = rt.block_on(async {
+        let y = membrane_benches::lattice_host(&manifest, &["echo"], &server.url, &shutdown).await;
+        let x = membrane_benches::lattice_host(&manifest, &["relay"], &server.url, &shutdown).await;
+        (y, x)
+    });
+    // A kept instance lives until its component's deadline: a day here.
+    let far = membrane::runtime::context::CallContext::new(Instant::now() + Duration::from_secs(24 * 3600));
+    let mut relay = rt.block_on(x.start_instance("relay", &far)).expect("relay");
+    let hello = [Val::String("hello".into())];
+    let (responder, requester) = rt.block_on(async {
+        let responder = async_nats::connect(&server.url).await.expect("nats");
+        membrane_benches::raw_echo(&responder, "bench.raw").await;
+        (responder, async_nats::connect(&server.url).await.expect("nats"))
+    });
+    // The wire payload of `echo("hello")`: version byte, length, bytes.
+    let payload = bytes::Bytes::from(vec![1u8; 7]);
+    let mut group = c.benchmark_group("remote");
+    group.bench_function("link relay->echo", |b| {
+        b.iter(|| black_box(rt.block_on(relay.invoke(ECHO, "echo", &hello)).expect("remote echo")))
+    });
+    group.bench_function("raw-nats", |b| {
+        b.iter(|| {
+            black_box(
+                rt.block_on(requester.request("bench.raw", payload.clone()))
+                    .expect("raw"),
+            )
+        })
+    });
+    group.finish();
+    shutdown.cancel();
+    drop(responder);
+}
+
 criterion_group! {
     name = micro;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = benches, codec_benches
+    targets = benches, codec_benches, remote_benches
 }
 criterion_main!(micro);
