@@ -14,7 +14,7 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
-use membrane_benches::{NatsServer, Stats, load, measure, measure_http, percentiles, raw_echo, wasm};
+use membrane_benches::{NatsServer, Stats, load, measure, measure_http, percentiles, post, raw_echo, wasm};
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -52,7 +52,9 @@ fn main() {
     let mut rows = Vec::new();
 
     // Baselines first, on a quiet machine.
-    let hyper_addr = rt.block_on(native_quote_server());
+    let hyper_addr = rt.block_on(native_quote_server(&root));
+    let native_quote = rt.block_on(post(&hyper_addr, "/quote", POLICY));
+    assert_eq!(native_quote.0, 200, "native quote: {:?}", native_quote.1);
     let raw = rt.block_on(async_nats::connect(&server.url)).expect("nats");
     let responder = rt.block_on(async_nats::connect(&server.url)).expect("nats");
     rt.block_on(raw_echo(&responder, "bench.raw"));
@@ -89,6 +91,12 @@ fn main() {
             memory.push((format!("{layout}: {}", host.describe), host.rss_kib()));
         }
         let gateway = running.iter().find_map(|h| h.http.clone()).expect("gateway address");
+        // The baseline is only a baseline if it answers the same bytes.
+        assert_eq!(
+            rt.block_on(post(&gateway, "/quote", POLICY)),
+            native_quote,
+            "{layout}: the gateway and the native baseline quote differently"
+        );
         let subject = format!("bench.{layout}.rate");
         for c in [1, 64] {
             let s = rt.block_on(measure_http(c, warm, run, &gateway, "/quote", POLICY));
@@ -239,9 +247,19 @@ impl Drop for Host {
     }
 }
 
-/// A native hyper server that parses the policy and answers a JSON quote-like
-/// document: the HTTP and JSON floor under the gateway (it does not rate).
-async fn native_quote_server() -> String {
+/// A native hyper server that computes the same quote as the example: the
+/// shared `insurance` crate's JSON forms and rules, with the pricing config of
+/// `examples/insurance/colocated.toml`. Only Wasm, links and the host differ.
+async fn native_quote_server(root: &Path) -> String {
+    let manifest = membrane::manifest::Manifest::load(&root.join("examples/insurance/colocated.toml"))
+        .expect("examples/insurance/colocated.toml");
+    let config: Arc<std::collections::BTreeMap<String, String>> = Arc::new(
+        manifest.components["pricing"]
+            .config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_config_string()))
+            .collect(),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     tokio::spawn(async move {
@@ -250,17 +268,21 @@ async fn native_quote_server() -> String {
                 continue;
             };
             let _ = stream.set_nodelay(true);
+            let config = config.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(|request: hyper::Request<hyper::body::Incoming>| async move {
-                    let body = request.into_body().collect().await?.to_bytes();
-                    let policy: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                    let quote = serde_json::json!({
-                        "policy_id": policy["id"],
-                        "premium": 936.92,
-                        "currency": "EUR",
-                        "holder": policy["holder"],
-                    });
-                    Ok::<_, hyper::Error>(hyper::Response::new(Full::new(Bytes::from(quote.to_string()))))
+                let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let config = config.clone();
+                    async move {
+                        let body = request.into_body().collect().await?.to_bytes();
+                        let (status, json) = insurance::json::quote_response(&body, |policy| {
+                            insurance::rate(&policy, |line| {
+                                insurance::price_table(line, |key| Ok(config.get(key).cloned()))
+                            })
+                        });
+                        let mut response = hyper::Response::new(Full::new(Bytes::from(json)));
+                        *response.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
+                        Ok::<_, hyper::Error>(response)
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
@@ -400,7 +422,7 @@ fn report(rows: &[Row], memory: &[(String, u64)], micro: &Micro, quick: bool, wa
         ));
     }
     line(String::new());
-    line("Baselines: `native hyper` parses the same policy JSON and answers a small JSON document (the HTTP and JSON floor; it does not rate); `raw NATS echo` answers the same request bytes from a plain async-nats subscriber.".into());
+    line("Baselines: `native hyper` computes the same quote from the same policy JSON with the same Rust code (the shared `insurance` crate, compiled natively; its answer is checked byte for byte against the co-located host's); `raw NATS echo` answers the same request bytes from a plain async-nats subscriber.".into());
     line(String::new());
     line("## Memory (resident, from /proc)".into());
     line(String::new());

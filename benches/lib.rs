@@ -200,6 +200,22 @@ pub async fn measure_http(
     .await
 }
 
+/// One `POST path` with `body` on a fresh connection: the status and body.
+pub async fn post(addr: &str, path: &str, body: &'static [u8]) -> (u16, Bytes) {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let request = hyper::Request::post(path)
+        .header("host", addr)
+        .body(Full::new(Bytes::from_static(body)))
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    let status = response.status().as_u16();
+    (status, response.into_body().collect().await.expect("body").to_bytes())
+}
+
 /// A plain async-nats responder on `subject` that answers every request with
 /// its own bytes: the raw NATS baseline.
 pub async fn raw_echo(client: &async_nats::Client, subject: &str) {

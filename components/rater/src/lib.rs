@@ -1,5 +1,6 @@
-//! `rater`: the business rules that turn a policy into a quote. Prices come
-//! from the imported `pricing` interface; it logs through `wasi:logging`.
+//! `rater`: the business rules that turn a policy into a quote (the rules
+//! themselves are `insurance::rate`, shared with the native baseline). Prices
+//! come from the imported `pricing` interface; it logs through `wasi:logging`.
 //! It knows nothing of HTTP, NATS or where `pricing` runs.
 
 wit_bindgen::generate!({
@@ -9,152 +10,118 @@ wit_bindgen::generate!({
 });
 
 use example::insurance::pricing;
-use example::insurance::types::{Coverage, Line, Policy, Quote, RatingError, Risk, Subject, VehicleKind};
+use example::insurance::types as wit;
 use exports::example::insurance::rater::Guest;
+use insurance::model;
 use wasi::logging::logging::{Level, log};
 
 struct Rater;
 
-/// Rounds to cents so that quotes are stable across layouts and platforms.
-fn cents(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
-}
-
-fn extra_name(flag: Coverage) -> &'static str {
-    [
-        (Coverage::COLLISION, "collision"),
-        (Coverage::THEFT, "theft"),
-        (Coverage::GLASS, "glass"),
-        (Coverage::ROADSIDE, "roadside"),
-        (Coverage::FLOOD, "flood"),
-    ]
-    .iter()
-    .find(|(f, _)| *f == flag)
-    .map_or("extra", |(_, name)| name)
-}
-
-fn validate(policy: &Policy) -> Result<Line, RatingError> {
-    if policy.holder.trim().is_empty() {
-        return Err(RatingError::Invalid("holder must not be empty".into()));
-    }
-    if !policy.region.is_ascii_uppercase() {
-        return Err(RatingError::Invalid(format!(
-            "region must be one uppercase letter, got {:?}",
-            policy.region
-        )));
-    }
-    let line = match &policy.subject {
-        Subject::Vehicle(_) => Line::Motor,
-        Subject::Dwelling(_) => Line::Home,
-        Subject::Person(_) => Line::Life,
-    };
-    if line == Line::Motor && policy.drivers.is_empty() {
-        return Err(RatingError::Invalid("a motor policy needs at least one driver".into()));
-    }
-    Ok(line)
-}
-
 impl Guest for Rater {
-    fn rate(policy: Policy) -> Result<Quote, RatingError> {
-        let line = validate(&policy)?;
-        let table = pricing::table(line).map_err(|e| RatingError::Invalid(format!("pricing: {e}")))?;
-
-        let offered = table
-            .loadings
-            .iter()
-            .fold(Coverage::empty(), |acc, (flag, _)| acc | *flag);
-        let unsupported = policy.coverage - offered;
-        if !unsupported.is_empty() {
-            return Err(RatingError::UnsupportedCoverage(unsupported));
-        }
-
-        let mut warnings = Vec::new();
-        let mut breakdown = vec![("base".to_string(), table.base)];
-        let mut risk = Risk::Low;
-
-        let subject = match &policy.subject {
-            Subject::Vehicle(v) => {
-                let kind = match v.kind {
-                    VehicleKind::Car => 1.0,
-                    VehicleKind::Motorcycle => 1.4,
-                    VehicleKind::Van => 1.2,
-                };
-                if v.year < 2000 {
-                    warnings.push(format!("vehicle from {} is rated as a classic", v.year));
-                }
-                (v.value_cents as f64 / 100.0) * 0.02 * kind
-            }
-            Subject::Dwelling(d) => {
-                let basement = if d.floor < 0 { 1.1 } else { 1.0 };
-                f64::from(d.square_meters) * 1.5 * basement
-            }
-            Subject::Person(age) => {
-                if *age > 85 {
-                    return Err(RatingError::Declined((Risk::High, format!("age {age} is above 85"))));
-                }
-                if *age > 60 {
-                    risk = Risk::Medium;
-                }
-                f64::from(*age) * 4.0
-            }
-        };
-        breakdown.push(("subject".to_string(), cents(subject)));
-
-        let mut drivers = 0.0;
-        for d in &policy.drivers {
-            let young = if d.age < 25 { 0.3 } else { 0.0 };
-            let claims: f64 = d.claims.iter().map(|(_, amount)| amount).sum();
-            if d.claims.len() >= 3 {
-                risk = Risk::High;
-            } else if !d.claims.is_empty() && risk == Risk::Low {
-                risk = Risk::Medium;
-            }
-            let malus = -f64::from(d.bonus_malus) * 0.02;
-            drivers += table.base * (young + malus + d.claims.len() as f64 * 0.08) + claims * 0.01;
-        }
-        if !policy.drivers.is_empty() {
-            breakdown.push(("drivers".to_string(), cents(drivers)));
-        }
-
-        for (flag, loading) in &table.loadings {
-            if policy.coverage.contains(*flag) {
-                breakdown.push((extra_name(*flag).to_string(), cents(table.base * f64::from(*loading))));
-            }
-        }
-
-        let mut premium: f64 = breakdown.iter().map(|(_, x)| x).sum();
-        if let Some(deductible) = policy.deductible {
-            let discount = -premium * (f64::from(deductible) / 10_000.0).min(0.2);
-            breakdown.push(("deductible".to_string(), cents(discount)));
-            premium += discount;
-        }
-        match policy.discount_code.as_deref() {
-            Some("WELCOME10") => {
-                let discount = -premium * 0.1;
-                breakdown.push(("welcome".to_string(), cents(discount)));
-                premium += discount;
-            }
-            Some(other) => warnings.push(format!("unknown discount code {other:?} ignored")),
-            None => {}
-        }
-
-        let quote = Quote {
-            policy_id: policy.id,
-            premium: cents(premium),
-            currency: table.currency,
-            breakdown,
-            risk,
-            valid_days: if risk == Risk::High { 7 } else { 30 },
-            reference: ((policy.id as i64) << 20) ^ i64::from(policy.start_day),
-            warnings,
-        };
+    fn rate(policy: wit::Policy) -> Result<wit::Quote, wit::RatingError> {
+        let policy = from_wit(policy);
+        let quote = insurance::rate(&policy, |line| pricing::table(to_wit_line(line)).map(from_wit_table))
+            .map_err(to_wit_error)?;
         log(
             Level::Info,
             "rater",
             &format!("policy {} rated at {} {}", policy.id, quote.premium, quote.currency),
         );
-        Ok(quote)
+        Ok(to_wit_quote(quote))
     }
 }
 
 export!(Rater);
+
+fn coverage(flags: wit::Coverage) -> model::Coverage {
+    model::Coverage::from_bits(flags.bits())
+}
+
+fn to_wit_coverage(flags: model::Coverage) -> wit::Coverage {
+    wit::Coverage::from_bits_retain(flags.bits())
+}
+
+fn from_wit(p: wit::Policy) -> model::Policy {
+    let subject = match p.subject {
+        wit::Subject::Vehicle(v) => model::Subject::Vehicle(model::Vehicle {
+            kind: match v.kind {
+                wit::VehicleKind::Car => model::VehicleKind::Car,
+                wit::VehicleKind::Motorcycle => model::VehicleKind::Motorcycle,
+                wit::VehicleKind::Van => model::VehicleKind::Van,
+            },
+            year: v.year,
+            value_cents: v.value_cents,
+        }),
+        wit::Subject::Dwelling(d) => model::Subject::Dwelling(model::Dwelling {
+            square_meters: d.square_meters,
+            postcode: d.postcode,
+            floor: d.floor,
+        }),
+        wit::Subject::Person(age) => model::Subject::Person(age),
+    };
+    model::Policy {
+        id: p.id,
+        holder: p.holder,
+        region: p.region,
+        subject,
+        coverage: coverage(p.coverage),
+        deductible: p.deductible,
+        drivers: p
+            .drivers
+            .into_iter()
+            .map(|d| model::Driver {
+                name: d.name,
+                age: d.age,
+                claims: d.claims,
+                bonus_malus: d.bonus_malus,
+            })
+            .collect(),
+        start_day: p.start_day,
+        discount_code: p.discount_code,
+    }
+}
+
+fn to_wit_line(line: model::Line) -> wit::Line {
+    match line {
+        model::Line::Motor => wit::Line::Motor,
+        model::Line::Home => wit::Line::Home,
+        model::Line::Life => wit::Line::Life,
+    }
+}
+
+fn from_wit_table(t: wit::PriceTable) -> model::PriceTable {
+    model::PriceTable {
+        base: t.base,
+        loadings: t.loadings.into_iter().map(|(flags, x)| (coverage(flags), x)).collect(),
+        currency: t.currency,
+    }
+}
+
+fn to_wit_risk(r: model::Risk) -> wit::Risk {
+    match r {
+        model::Risk::Low => wit::Risk::Low,
+        model::Risk::Medium => wit::Risk::Medium,
+        model::Risk::High => wit::Risk::High,
+    }
+}
+
+fn to_wit_quote(q: model::Quote) -> wit::Quote {
+    wit::Quote {
+        policy_id: q.policy_id,
+        premium: q.premium,
+        currency: q.currency,
+        breakdown: q.breakdown,
+        risk: to_wit_risk(q.risk),
+        valid_days: q.valid_days,
+        reference: q.reference,
+        warnings: q.warnings,
+    }
+}
+
+fn to_wit_error(e: model::RatingError) -> wit::RatingError {
+    match e {
+        model::RatingError::Invalid(message) => wit::RatingError::Invalid(message),
+        model::RatingError::UnsupportedCoverage(c) => wit::RatingError::UnsupportedCoverage(to_wit_coverage(c)),
+        model::RatingError::Declined(risk, reason) => wit::RatingError::Declined((to_wit_risk(risk), reason)),
+    }
+}
