@@ -74,18 +74,26 @@ fn main() {
     let idle = Host::start(&binary, None, &server.url, "bench-idle", &[]);
     memory.push(("idle host, no app".to_string(), idle.rss_kib()));
     drop(idle);
-    for (layout, file, hosts) in [
-        ("co-located", "colocated.toml", vec![vec![]]),
+    // Each layout also runs with every component reusing its instances
+    // (`reuse`), the other instance strategy of the performance model.
+    let one = || vec![vec![]];
+    let three = || vec![vec!["node=c"], vec!["node=b"], vec!["node=a"]];
+    for (layout, slug, file, hosts, reuse) in [
+        ("co-located", "colocated", "colocated.toml", one(), false),
+        ("co-located, reused", "colocated-reuse", "colocated.toml", one(), true),
+        ("distributed", "distributed", "distributed.toml", three(), false),
         (
-            "distributed",
+            "distributed, reused",
+            "distributed-reuse",
             "distributed.toml",
-            vec![vec!["node=c"], vec!["node=b"], vec!["node=a"]],
+            three(),
+            true,
         ),
     ] {
-        let manifest = manifest(&root, dir.path(), file, layout);
+        let manifest = manifest(&root, dir.path(), file, slug, reuse);
         let running: Vec<Host> = hosts
             .iter()
-            .map(|labels| Host::start(&binary, Some(&manifest), &server.url, layout, labels))
+            .map(|labels| Host::start(&binary, Some(&manifest), &server.url, slug, labels))
             .collect();
         for host in &running {
             memory.push((format!("{layout}: {}", host.describe), host.rss_kib()));
@@ -97,7 +105,7 @@ fn main() {
             native_quote,
             "{layout}: the gateway and the native baseline quote differently"
         );
-        let subject = format!("bench.{layout}.rate");
+        let subject = format!("bench.{slug}.rate");
         for c in [1, 64] {
             let s = rt.block_on(measure_http(c, warm, run, &gateway, "/quote", POLICY));
             rows.push(Row::new(layout, "http", c, s));
@@ -164,12 +172,19 @@ impl Row {
 }
 
 /// `examples/insurance/<file>` with absolute component paths, an ephemeral
-/// HTTP port and a NATS binding of `rater`; written into `dir`.
-fn manifest(root: &Path, dir: &Path, file: &str, layout: &str) -> PathBuf {
+/// HTTP port and a NATS binding of `rater`, and with `reuse`, instances kept
+/// for up to 1000 calls; written into `dir`.
+fn manifest(root: &Path, dir: &Path, file: &str, layout: &str, reuse: bool) -> PathBuf {
     let mut text = std::fs::read_to_string(root.join("examples/insurance").join(file)).expect("example manifest");
     for name in ["gateway", "rater", "pricing"] {
-        text = text.replace(&format!("../../target/wasm32-wasip2/release/{name}.wasm"), &wasm(name));
+        let source = format!("source = \"{}\"", wasm(name));
+        let strategy = if reuse { "\nreuse = 1000" } else { "" };
+        text = text.replace(
+            &format!("source = \"../../target/wasm32-wasip2/release/{name}.wasm\""),
+            &format!("{source}{strategy}"),
+        );
     }
+    assert_eq!(text.matches("reuse = 1000").count(), if reuse { 3 } else { 0 });
     text = text.replace("127.0.0.1:8080", "127.0.0.1:0");
     text.push_str(&format!(
         "\n[[bindings]]\nmedium = \"nats\"\nsubject = \"bench.{layout}.rate\"\ncomponent = \"rater\"\nexport = \"example:insurance/rater@0.1.0#rate\"\n"
@@ -293,9 +308,11 @@ async fn native_quote_server(root: &Path) -> String {
     addr
 }
 
-/// In-process figures: fresh instance, kept instance, link hop, native call.
+/// In-process figures: fresh instance, reused instance, kept instance, link
+/// hop, native call.
 struct Micro {
     fresh: Duration,
+    reused: Duration,
     warm: Duration,
     linked: Duration,
     native: Duration,
@@ -315,6 +332,15 @@ async fn micro(calls: usize) -> Micro {
         samples.push(t.elapsed());
     }
     let fresh = percentiles(&mut samples).0;
+    let pooled =
+        load("[app]\nname = \"micro-reuse\"\n[components.echo]\nsource = \"{wasm:echo}\"\nreuse = 1000000\n").await;
+    let mut samples = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let t = Instant::now();
+        pooled.call("echo", ECHO, "echo", &hello).await.expect("echo");
+        samples.push(t.elapsed());
+    }
+    let reused = percentiles(&mut samples).0;
     let far = membrane::runtime::context::CallContext::new(Instant::now() + Duration::from_secs(3600));
     let mut kept = Vec::new();
     for name in ["echo", "relay"] {
@@ -335,6 +361,7 @@ async fn micro(calls: usize) -> Micro {
     }
     Micro {
         fresh,
+        reused,
         warm: kept[0],
         linked: kept[1],
         native: percentiles(&mut samples).0,
@@ -398,7 +425,7 @@ fn report(rows: &[Row], memory: &[(String, u64)], micro: &Micro, quick: bool, wa
     line(String::new());
     line("## The example app, by layout".into());
     line(String::new());
-    line("`POST /quote` over the http binding of `gateway` (gateway → rater → pricing), and `rater#rate` over a nats binding (rater → pricing), the same .wasm files in both layouts. Co-located: 1 host, links in-process. Distributed: gateway, rater and pricing on 3 hosts, each link a NATS hop.".into());
+    line("`POST /quote` over the http binding of `gateway` (gateway → rater → pricing), and `rater#rate` over a nats binding (rater → pricing), the same .wasm files in every layout. Co-located: 1 host, links in-process. Distributed: gateway, rater and pricing on 3 hosts, each link a NATS hop. By default every call gets a fresh instance of each component; \"reused\" rows set `reuse = 1000` on the three components, so a healthy instance serves up to 1000 calls.".into());
     line(String::new());
     line("| layout | medium | concurrency | req/s | p50 | p99 | req/s vs baseline | p50 vs baseline | errors |".into());
     line("|---|---|---|---|---|---|---|---|---|".into());
@@ -452,16 +479,21 @@ fn report(rows: &[Row], memory: &[(String, u64)], micro: &Micro, quick: bool, wa
         "| fresh instance + call (`echo`) | {:.2} µs |",
         micro.fresh.as_secs_f64() * 1e6
     ));
+    line(format!(
+        "| reused instance + call (`echo` with `reuse`; the whole `Runtime::call` path) | {:.2} µs |",
+        micro.reused.as_secs_f64() * 1e6
+    ));
     line(String::new());
     let find = |layout: &str, medium: &str, c: usize| {
         rows.iter()
             .find(|r| r.layout == layout && r.medium == medium && r.concurrency == c)
     };
     let hop = micro.linked.saturating_sub(micro.warm);
-    let http_ratio = match (find("co-located", "http", 64), find("baseline", "native hyper", 64)) {
+    let http_ratio = |layout: &str| match (find(layout, "http", 64), find("baseline", "native hyper", 64)) {
         (Some(a), Some(b)) => a.stats.rps / b.stats.rps,
         _ => 0.0,
     };
+    let (http_reused, http_fresh) = (http_ratio("co-located, reused"), http_ratio("co-located"));
     let idle = memory.first().map_or(0, |m| m.1) as f64 / 1024.0;
     let colocated = memory
         .iter()
@@ -486,8 +518,8 @@ fn report(rows: &[Row], memory: &[(String, u64)], micro: &Micro, quick: bool, wa
     ));
     line("| distributed hop ≤ 1.3× a raw NATS round trip | not in this binary: `cargo bench -p membrane-benches --bench lattice` times one remote link call against raw request/reply of the same bytes | see docs/performance.md |".into());
     line(format!(
-        "| http req/s ≥ 0.6× native hyper (c=64) | {http_ratio:.2}× | {} |",
-        status(http_ratio >= 0.6)
+        "| http req/s ≥ 0.6× native hyper (c=64, co-located) | {http_reused:.2}× with reused instances; {http_fresh:.2}× with a fresh instance per call | {} |",
+        status(http_reused >= 0.6)
     ));
     line(format!(
         "| host RSS idle ≤ 30 MiB | {idle:.1} MiB | {} |",

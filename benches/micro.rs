@@ -6,8 +6,12 @@
 //! - `warm_call/echo` vs `warm_call/relay->echo`: the same call on kept
 //!   instances, directly and through one link. The difference is the hop
 //!   (plus `relay`'s own few instructions: an upper bound).
+//! - `reused_call/echo`: the same as `instantiate_call`, with `reuse` set, so
+//!   the call takes a parked instance: the other instance strategy.
 //! - `fresh_rate/rater->pricing`: `rater.rate` on a fresh instance, which
-//!   starts `pricing` through its link: the example's inner path per request.
+//!   starts `pricing` through its link: the example's inner path per request;
+//!   `reused_rate/rater->pricing` the same with `reuse` on both, and
+//!   `native/rate` the same rules as a direct Rust call (`insurance::rate`).
 //! - `native/echo`: the same logic as `echo#echo` as a direct Rust call (the
 //!   physical floor under `warm_call`).
 //! - `remote/link relay->echo` vs `remote/raw-nats`: one remote link call
@@ -76,6 +80,17 @@ fn benches(c: &mut Criterion) {
         b.to_async(&rt)
             .iter(|| async { black_box(app.call("echo", ECHO, "echo", &hello).await.expect("echo")) })
     });
+    let reusing = rt.block_on(load(&["echo", "relay", "rater", "pricing"].iter().fold(
+        APP.to_string(),
+        |app, name| {
+            let source = format!("source = \"{{wasm:{name}}}\"");
+            app.replace(&source, &format!("{source}\nreuse = 1000000"))
+        },
+    )));
+    c.bench_function("reused_call/echo", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(reusing.call("echo", ECHO, "echo", &hello).await.expect("echo")) })
+    });
 
     let far = Instant::now() + Duration::from_secs(24 * 3600);
     let mut group = c.benchmark_group("warm_call");
@@ -97,6 +112,33 @@ fn benches(c: &mut Criterion) {
                     .await
                     .expect("rate"),
             )
+        })
+    });
+    c.bench_function("reused_rate/rater->pricing", |b| {
+        b.to_async(&rt).iter(|| async {
+            black_box(
+                reusing
+                    .call("rater", "example:insurance/rater@0.1.0", "rate", &policy)
+                    .await
+                    .expect("rate"),
+            )
+        })
+    });
+    let native = insurance::model::Policy {
+        id: 7,
+        holder: "Bench".into(),
+        region: 'N',
+        subject: insurance::model::Subject::Person(40),
+        coverage: insurance::model::Coverage::empty(),
+        deductible: None,
+        drivers: vec![],
+        start_day: 20_000,
+        discount_code: None,
+    };
+    let config = |key: &str| Ok((key == "life.base").then(|| "95".to_string()));
+    c.bench_function("native/rate", |b| {
+        b.iter(|| {
+            black_box(insurance::rate(black_box(&native), |line| insurance::price_table(line, config)).expect("rate"))
         })
     });
 }

@@ -89,6 +89,11 @@ pub struct ComponentSpec {
     /// match run it. `None`: every matching host runs it.
     #[serde(default)]
     pub instances: Option<u32>,
+    /// Instance strategy: the calls one instance may serve before it is
+    /// replaced. 0 (the default) gives every call a fresh instance; more
+    /// keeps healthy instances between calls, so guest state survives them.
+    #[serde(default)]
+    pub reuse: u32,
     /// Per-call limits.
     #[serde(default)]
     pub limits: Limits,

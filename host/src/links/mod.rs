@@ -15,6 +15,7 @@ pub mod typecheck;
 
 use crate::manifest::LinkSpec;
 use crate::runtime::fault::Fault;
+use crate::runtime::idle::Idle;
 use crate::runtime::state::HostState;
 use crate::runtime::{Loaded, start_callee};
 use std::sync::Arc;
@@ -27,28 +28,50 @@ use wasmtime::{Engine, Result};
 /// caller during one call and reused for that caller's further calls to it,
 /// or an instance a host-side user keeps warm ([`Runtime::start_instance`]).
 pub struct Callee {
-    store: Store<HostState>,
+    /// Always `Some` until dropped; taken by `Drop` to park the instance.
+    store: Option<Store<HostState>>,
     instance: Instance,
     target: Arc<Loaded>,
     funcs: Vec<Option<Func>>,
+    /// Calls served, including those before it was parked.
+    uses: u32,
+    /// Whether every call so far returned normally (and none was cancelled),
+    /// so that the instance may serve another.
+    healthy: bool,
+}
+
+impl Drop for Callee {
+    fn drop(&mut self) {
+        if let Some(store) = self.store.take()
+            && self.healthy
+        {
+            self.target.idle.give_back(store, self.instance, self.uses);
+        }
+    }
 }
 
 impl Callee {
-    /// Wraps a freshly instantiated target.
-    pub(crate) fn new(store: Store<HostState>, instance: Instance, target: Arc<Loaded>, functions: usize) -> Callee {
+    /// Wraps an instance of `target`, fresh or reused.
+    pub(crate) fn new(idle: Idle, target: Arc<Loaded>, functions: usize) -> Callee {
         Callee {
-            store,
-            instance,
+            store: Some(idle.store),
+            instance: idle.instance,
             target,
             funcs: vec![None; functions],
+            uses: idle.uses,
+            healthy: true,
         }
+    }
+
+    fn store(&mut self) -> &mut Store<HostState> {
+        self.store.as_mut().expect("a callee's store is only taken on drop")
     }
 
     /// Calls `function` of exported `interface` by name, keeping the instance
     /// (and any callees it started) for further calls.
     pub async fn invoke(&mut self, interface: &str, function: &str, params: &[Val]) -> Result<Vec<Val>, Fault> {
         let func = self.lookup(interface, function)?;
-        let mut results = vec![Val::Bool(false); func.ty(&self.store).results().len()];
+        let mut results = vec![Val::Bool(false); func.ty(self.store()).results().len()];
         self.call_func(func, params, &mut results).await?;
         Ok(results)
     }
@@ -74,17 +97,25 @@ impl Callee {
     }
 
     fn lookup(&mut self, interface: &str, function: &str) -> Result<Func, Fault> {
-        self.instance
-            .get_export_index(&mut self.store, None, interface)
-            .and_then(|iface| self.instance.get_export_index(&mut self.store, Some(&iface), function))
-            .and_then(|f| self.instance.get_func(&mut self.store, f))
+        let instance = self.instance;
+        let store = self.store();
+        instance
+            .get_export_index(&mut *store, None, interface)
+            .and_then(|iface| instance.get_export_index(&mut *store, Some(&iface), function))
+            .and_then(|f| instance.get_func(&mut *store, f))
             .ok_or_else(|| self.target.fault_host(format!("no export `{interface}#{function}`")))
     }
 
     async fn call_func(&mut self, func: Func, params: &[Val], results: &mut [Val]) -> Result<(), Fault> {
-        func.call_async(&mut self.store, params, results)
+        // Unhealthy until the call returns normally: a trap, a fault or a
+        // cancelled call leaves the instance out of the idle pool.
+        self.healthy = false;
+        func.call_async(self.store(), params, results)
             .await
-            .map_err(|e| self.target.classify(e))
+            .map_err(|e| self.target.classify(e))?;
+        self.healthy = true;
+        self.uses += 1;
+        Ok(())
     }
 }
 

@@ -3,7 +3,8 @@
 //! Transports hand requests here and get back responses or a [`Fault`]; they
 //! never touch wasmtime. Every call gets a fresh instance (Spin's model): its
 //! own store, a deadline of the component's `timeout_ms`, the memory cap and
-//! an instance permit.
+//! an instance permit; or, for a component with `reuse`, a healthy instance
+//! parked by an earlier call (see `idle.rs`).
 
 use super::Runtime;
 use super::context::CallContext;
@@ -35,7 +36,10 @@ impl Runtime {
         let cx = CallContext::from_traceparent(deadline, traceparent);
         let span = tracing::info_span!("http", component = name, trace_id = %cx.trace_id);
         tracing::debug!(parent: &span, "{} {}", request.method(), request.uri().path());
-        let mut store = super::new_store(self.engine(), &generation, &loaded, &cx)?;
+        let (mut store, parked) = match loaded.idle.take(&generation, &cx) {
+            Some(idle) => (idle.store, Some((idle.instance, idle.uses))),
+            None => (super::new_store(self.engine(), &generation, &loaded, &cx)?, None),
+        };
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let host_fault = |e: wasmtime::Error| loaded.fault_host(e.to_string());
         let request = store
@@ -50,14 +54,25 @@ impl Runtime {
             .map_err(host_fault)?;
 
         // The guest runs in its own task: after it sets the response it may
-        // keep streaming the body, beyond this function's return.
+        // keep streaming the body, beyond this function's return. An instance
+        // that returns normally goes back to the idle pool (if the component
+        // reuses instances) once it is done.
         let guest = loaded.clone();
         let task = tokio::spawn(async move {
-            let proxy = proxy.instantiate_async(&mut store).await?;
-            proxy
+            let (instance, uses) = match parked {
+                Some(parked) => parked,
+                None => (proxy.instance_pre().instantiate_async(&mut store).await?, 0),
+            };
+            let handler = match &guest.proxy_indices {
+                Some(indices) => indices.load(&mut store, &instance)?,
+                None => wasmtime_wasi_http::p2::bindings::Proxy::new(&mut store, &instance)?,
+            };
+            handler
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, request, out)
-                .await
+                .await?;
+            guest.idle.give_back(store, instance, uses + 1);
+            Ok(())
         });
 
         tokio::select! {
@@ -66,7 +81,7 @@ impl Runtime {
                 Ok(Err(code)) => Err(loaded.fault_host(format!("responded with error code {code:?}"))),
                 Err(_) => Err(match task.await {
                     Ok(Ok(())) => loaded.fault_host("returned without setting a response".into()),
-                    Ok(Err(e)) => guest.classify(e),
+                    Ok(Err(e)) => loaded.classify(e),
                     Err(e) => loaded.fault_host(format!("guest task failed: {e}")),
                 }),
             },

@@ -20,6 +20,7 @@ pub mod context;
 pub mod dispatch;
 pub mod engine;
 pub mod fault;
+pub(crate) mod idle;
 pub mod state;
 
 use crate::links;
@@ -36,7 +37,7 @@ use wasmtime::component::types::{ComponentFunc, ComponentItem};
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi_config::WasiConfigVariables;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::{ProxyIndices, ProxyPre};
 
 /// How to load an app.
 #[derive(Clone, Default)]
@@ -71,6 +72,10 @@ pub struct Loaded {
     pub(crate) pre: InstancePre<HostState>,
     /// Present when the component exports `wasi:http/incoming-handler`.
     pub(crate) proxy: Option<ProxyPre<HostState>>,
+    /// Where `proxy`'s exports sit in an instance, for reused instances.
+    pub(crate) proxy_indices: Option<ProxyIndices>,
+    /// Instances parked for reuse (`reuse` in the manifest).
+    pub(crate) idle: idle::IdlePool,
     /// Exported functions by interface and name, for function-level media.
     functions: HashMap<String, HashMap<String, ComponentFunc>>,
     /// Deadline of one call.
@@ -416,6 +421,7 @@ impl Runtime {
                 }
             };
             let proxy = ProxyPre::new(pre.clone()).ok();
+            let proxy_indices = proxy.as_ref().and_then(|_| ProxyIndices::new(&pre).ok());
             let functions = exported_functions(engine, &types[&name]);
             let config = spec
                 .config
@@ -431,6 +437,8 @@ impl Runtime {
                     component: compiled.component,
                     pre,
                     proxy,
+                    proxy_indices,
+                    idle: idle::IdlePool::new(spec.reuse),
                     functions,
                     timeout: Duration::from_millis(spec.limits.timeout_ms),
                     memory_mib: spec.limits.memory_mib,
@@ -630,7 +638,8 @@ pub(crate) fn new_store(
 }
 
 /// Starts an instance of `target` from `generation` for a call whose
-/// context is `parent`.
+/// context is `parent`: an idle one when the component reuses instances,
+/// else a fresh one.
 pub(crate) async fn start_callee(
     engine: &wasmtime::Engine,
     generation: &Arc<Generation>,
@@ -643,13 +652,21 @@ pub(crate) async fn start_callee(
         kind: FaultKind::Host("not running on this host".into()),
     })?;
     let cx = parent.until(Instant::now() + loaded.timeout);
+    if let Some(idle) = loaded.idle.take(generation, &cx) {
+        return Ok(links::Callee::new(idle, loaded, functions));
+    }
     let mut store = new_store(engine, generation, &loaded, &cx)?;
     let instance = loaded
         .pre
         .instantiate_async(&mut store)
         .await
         .map_err(|e| loaded.classify(e))?;
-    Ok(links::Callee::new(store, instance, loaded, functions))
+    let fresh = idle::Idle {
+        store,
+        instance,
+        uses: 0,
+    };
+    Ok(links::Callee::new(fresh, loaded, functions))
 }
 
 /// Every function exported inside an interface, by interface and name.
