@@ -2,7 +2,8 @@
 //!
 //! - one remote link call (`relay` on host X -> `echo` on host Y, a kept
 //!   `relay` instance) against a raw async-nats request/reply of the same
-//!   payload size, between the same two connections;
+//!   payload size, between the same two connections; with `echo` on a fresh
+//!   instance per call, then with `reuse`;
 //! - the insurance example end to end over HTTP (`POST /quote`), co-located
 //!   on one host and distributed over three.
 //!
@@ -13,15 +14,11 @@
 use bytes::Bytes;
 use membrane::manifest::Manifest;
 use membrane::runtime::Runtime;
-use membrane::runtime::context::CallContext;
 use membrane::transports::{self, Medium};
-use membrane_benches::{NatsServer, lattice_host, percentiles, raw_echo, wasm};
+use membrane_benches::{NatsServer, lattice_host, percentiles, wasm};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use wasmtime::component::Val;
-
-const ECHO: &str = "example:testkit/echo@0.1.0";
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
@@ -39,48 +36,32 @@ fn main() {
 }
 
 async fn remote_hop(url: &str, calls: usize, shutdown: &CancellationToken) {
-    let manifest = format!(
-        "[app]\nname = \"hop\"\n[components.echo]\nsource = \"{}\"\n[components.relay]\nsource = \"{}\"\n\
-         [[links]]\nfrom = \"relay\"\nimport = \"{ECHO}\"\nto = \"echo\"\n",
-        wasm("echo"),
-        wasm("relay")
+    let fresh = membrane_benches::remote_hop(url, calls, false, shutdown).await;
+    let reused = membrane_benches::remote_hop(url, calls, true, shutdown).await;
+    let (raw50, raw99) = fresh.raw;
+    row(
+        &format!("raw async-nats request/reply, {} B", fresh.bytes),
+        raw50,
+        raw99,
+        raw50,
     );
-    let _y = lattice_host(&manifest, &["echo"], url, shutdown).await;
-    let x = lattice_host(&manifest, &["relay"], url, shutdown).await;
-    let far = CallContext::new(Instant::now() + Duration::from_secs(3600));
-    let mut relay = x.start_instance("relay", &far).await.expect("relay");
-    let hello = [Val::String("hello".into())];
-    let mut samples = Vec::with_capacity(calls);
-    for i in 0..calls + calls / 10 {
-        let t = Instant::now();
-        relay.invoke(ECHO, "echo", &hello).await.expect("remote echo");
-        if i >= calls / 10 {
-            samples.push(t.elapsed());
-        }
-    }
-    let (link50, link99) = percentiles(&mut samples);
-
-    // The same bytes over raw request/reply between two connections.
-    let size = 1 + 1 + "hello".len(); // version byte, length varint, bytes
-    let responder = async_nats::connect(url).await.expect("nats");
-    raw_echo(&responder, "bench.raw").await;
-    let requester = async_nats::connect(url).await.expect("nats");
-    requester.flush().await.expect("flush");
-    let payload = Bytes::from(vec![1u8; size]);
-    let mut samples = Vec::with_capacity(calls);
-    for i in 0..calls + calls / 10 {
-        let t = Instant::now();
-        requester.request("bench.raw", payload.clone()).await.expect("raw");
-        if i >= calls / 10 {
-            samples.push(t.elapsed());
-        }
-    }
-    let (raw50, raw99) = percentiles(&mut samples);
-    row(&format!("raw async-nats request/reply, {size} B"), raw50, raw99, raw50);
     row(
         "remote link call relay -> echo (fresh echo instance per call)",
-        link50,
-        link99,
+        fresh.link.0,
+        fresh.link.1,
+        raw50,
+    );
+    let (raw50, raw99) = reused.raw;
+    row(
+        &format!("raw async-nats request/reply, {} B (again)", reused.bytes),
+        raw50,
+        raw99,
+        raw50,
+    );
+    row(
+        "remote link call relay -> echo (echo with `reuse`)",
+        reused.link.0,
+        reused.link.1,
         raw50,
     );
 }

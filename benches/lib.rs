@@ -282,3 +282,69 @@ pub async fn lattice_host(
     client.flush().await.expect("flush");
     runtime
 }
+
+/// One remote link call against raw NATS: p50 and p99 of each.
+pub struct Hop {
+    /// The remote link call `relay -> echo`.
+    pub link: (Duration, Duration),
+    /// Raw async-nats request/reply of the same bytes.
+    pub raw: (Duration, Duration),
+    /// The request size on the wire.
+    pub bytes: usize,
+}
+
+/// Times `calls` remote link calls (a kept `relay` instance on one host,
+/// `echo` on another, `reuse` set on `echo` or not), then raw async-nats
+/// request/reply of the same bytes between two connections. Each call
+/// sequence starts after a tenth as many warm-up calls.
+pub async fn remote_hop(url: &str, calls: usize, reuse: bool, shutdown: &tokio_util::sync::CancellationToken) -> Hop {
+    use wasmtime::component::Val;
+    const ECHO: &str = "example:testkit/echo@0.1.0";
+    // Distinct names per strategy: the RPC subjects are per component.
+    let (echo, relay, strategy) = if reuse {
+        ("echo-reused", "relay-reused", "reuse = 1000000\n")
+    } else {
+        ("echo", "relay", "")
+    };
+    let manifest = format!(
+        "[app]\nname = \"hop\"\n[components.{echo}]\nsource = \"{}\"\n{strategy}[components.{relay}]\nsource = \"{}\"\n\
+         [[links]]\nfrom = \"{relay}\"\nimport = \"{ECHO}\"\nto = \"{echo}\"\n",
+        wasm("echo"),
+        wasm("relay")
+    );
+    let _y = lattice_host(&manifest, &[echo], url, shutdown).await;
+    let x = lattice_host(&manifest, &[relay], url, shutdown).await;
+    let far = membrane::runtime::context::CallContext::new(Instant::now() + Duration::from_secs(3600));
+    let mut caller = x.start_instance(relay, &far).await.expect("relay");
+    let hello = [Val::String("hello".into())];
+    let mut samples = Vec::with_capacity(calls);
+    for i in 0..calls + calls / 10 {
+        let t = Instant::now();
+        caller.invoke(ECHO, "echo", &hello).await.expect("remote echo");
+        if i >= calls / 10 {
+            samples.push(t.elapsed());
+        }
+    }
+    let link = percentiles(&mut samples);
+
+    let bytes = 1 + 1 + "hello".len(); // version byte, length varint, bytes
+    let subject = format!("bench.raw.{echo}");
+    let responder = async_nats::connect(url).await.expect("nats");
+    raw_echo(&responder, &subject).await;
+    let requester = async_nats::connect(url).await.expect("nats");
+    requester.flush().await.expect("flush");
+    let payload = Bytes::from(vec![1u8; bytes]);
+    let mut samples = Vec::with_capacity(calls);
+    for i in 0..calls + calls / 10 {
+        let t = Instant::now();
+        requester.request(subject.clone(), payload.clone()).await.expect("raw");
+        if i >= calls / 10 {
+            samples.push(t.elapsed());
+        }
+    }
+    Hop {
+        link,
+        raw: percentiles(&mut samples),
+        bytes,
+    }
+}

@@ -53,12 +53,14 @@ impl Runtime {
             .new_response_outparam(sender)
             .map_err(host_fault)?;
 
-        // The guest runs in its own task: after it sets the response it may
-        // keep streaming the body, beyond this function's return. An instance
-        // that returns normally goes back to the idle pool (if the component
-        // reuses instances) once it is done.
+        // The guest runs in this task until it has set the response and
+        // then until it next waits: a handler that writes its body and
+        // returns (the usual case) is finished by then, and its instance is
+        // back in the idle pool (with `reuse`) before the client has the
+        // response. A guest that keeps streaming its body goes on in a task
+        // of its own.
         let guest = loaded.clone();
-        let task = tokio::spawn(async move {
+        let mut run = Box::pin(async move {
             let (instance, uses) = match parked {
                 Some(parked) => parked,
                 None => (proxy.instance_pre().instantiate_async(&mut store).await?, 0),
@@ -72,31 +74,53 @@ impl Runtime {
                 .call_handle(&mut store, request, out)
                 .await?;
             guest.idle.give_back(store, instance, uses + 1);
-            Ok(())
+            wasmtime::Result::<()>::Ok(())
         });
-
-        tokio::select! {
-            response = receiver => match response {
-                Ok(Ok(response)) => Ok(response),
-                Ok(Err(code)) => Err(loaded.fault_host(format!("responded with error code {code:?}"))),
-                Err(_) => Err(match task.await {
-                    Ok(Ok(())) => loaded.fault_host("returned without setting a response".into()),
-                    Ok(Err(e)) => loaded.classify(e),
-                    Err(e) => loaded.fault_host(format!("guest task failed: {e}")),
-                }),
+        let mut receiver = receiver;
+        let first = tokio::time::timeout_at(deadline.into(), async {
+            tokio::select! {
+                response = &mut receiver => Ok(response),
+                finished = &mut run => Err(finished),
+            }
+        });
+        let deadline_fault = || Fault {
+            component: loaded.name.clone(),
+            kind: FaultKind::Deadline(loaded.timeout),
+        };
+        let no_response = |finished: wasmtime::Result<()>| match finished {
+            Ok(()) => loaded.fault_host("returned without setting a response".into()),
+            Err(e) => loaded.classify(e),
+        };
+        let (response, running) = match first.await {
+            Ok(Ok(Ok(response))) => (response, true),
+            // The response outparam was dropped unset: the guest says why.
+            Ok(Ok(Err(_))) => {
+                return Err(match tokio::time::timeout_at(deadline.into(), &mut run).await {
+                    Ok(finished) => no_response(finished),
+                    Err(_) => deadline_fault(),
+                });
+            }
+            // The guest returned: it set the response first, or failed.
+            Ok(Err(finished)) => match receiver.try_recv() {
+                Ok(response) => (response, false),
+                Err(_) => return Err(no_response(finished)),
             },
             // The epoch deadline stops running wasm; this also stops a guest
-            // parked in a host call (e.g. waiting on a request body). Answer
-            // only once the guest's task is gone, so its instance slot is
-            // free by the time the client sees the 504.
-            _ = tokio::time::sleep_until(deadline.into()) => {
-                task.abort();
-                let _ = task.await;
-                Err(Fault {
-                    component: loaded.name.clone(),
-                    kind: FaultKind::Deadline(loaded.timeout),
-                })
-            }
+            // parked in a host call (e.g. waiting on a request body). The
+            // guest is dropped here, so its instance slot is free by the
+            // time the client sees the 504.
+            Err(_) => return Err(deadline_fault()),
+        };
+        if running && futures::poll!(&mut run).is_pending() {
+            tokio::spawn(async move {
+                if let Err(e) = run.await {
+                    tracing::debug!("guest failed after its response: {e:#}");
+                }
+            });
+        }
+        match response {
+            Ok(response) => Ok(response),
+            Err(code) => Err(loaded.fault_host(format!("responded with error code {code:?}"))),
         }
     }
 
