@@ -225,7 +225,7 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // `ctl` prints its own short output; only problems go to the log.
-    init_logging(if matches!(cli.command, Command::Ctl(_)) {
+    let logging = init_logging(if matches!(cli.command, Command::Ctl(_)) {
         "warn"
     } else {
         "membrane=info,warn"
@@ -241,6 +241,8 @@ pub fn main() -> ExitCode {
         Command::Up(args) => runtime.block_on(up(args, shutdown_signal())),
         Command::Ctl(args) => runtime.block_on(ctl(args)),
     };
+    // Flush the log before the last word, so it comes last.
+    drop(logging);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -250,15 +252,20 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(default: &str) {
+/// Logs to stderr from a thread of its own: workers only queue the line
+/// (components may log on every call). Under a backlog of 128 Ki lines, new
+/// lines are dropped rather than stall the host. The guard flushes on drop.
+fn init_logging(default: &str) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .init();
+    guard
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
