@@ -379,17 +379,19 @@ async fn micro(calls: usize) -> Micro {
     }
     let reused = percentiles(&mut samples).0;
     let far = membrane::runtime::context::CallContext::new(Instant::now() + Duration::from_secs(3600));
-    let mut kept = Vec::new();
-    for name in ["echo", "relay"] {
-        let mut instance = app.start_instance(name, &far).await.expect("instance");
-        let mut samples = Vec::with_capacity(calls);
-        for _ in 0..calls {
-            let t = Instant::now();
-            instance.invoke(ECHO, "echo", &hello).await.expect("call");
-            samples.push(t.elapsed());
-        }
-        kept.push(percentiles(&mut samples).0);
+    // Direct and linked calls alternate, so both see the same machine noise.
+    let mut echo = app.start_instance("echo", &far).await.expect("instance");
+    let mut relay = app.start_instance("relay", &far).await.expect("instance");
+    let (mut direct, mut linked) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
+    for _ in 0..calls {
+        let t = Instant::now();
+        echo.invoke(ECHO, "echo", &hello).await.expect("call");
+        direct.push(t.elapsed());
+        let t = Instant::now();
+        relay.invoke(ECHO, "echo", &hello).await.expect("call");
+        linked.push(t.elapsed());
     }
+    let kept = [percentiles(&mut direct).0, percentiles(&mut linked).0];
     let mut samples = Vec::with_capacity(calls);
     for _ in 0..calls {
         let t = Instant::now();

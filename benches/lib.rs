@@ -294,9 +294,9 @@ pub struct Hop {
 }
 
 /// Times `calls` remote link calls (a kept `relay` instance on one host,
-/// `echo` on another, `reuse` set on `echo` or not), then raw async-nats
-/// request/reply of the same bytes between two connections. Each call
-/// sequence starts after a tenth as many warm-up calls.
+/// `echo` on another, `reuse` set on `echo` or not), alternating with raw
+/// async-nats request/reply of the same bytes between two connections, after
+/// a tenth as many warm-up rounds.
 pub async fn remote_hop(url: &str, calls: usize, reuse: bool, shutdown: &tokio_util::sync::CancellationToken) -> Hop {
     use wasmtime::component::Val;
     const ECHO: &str = "example:testkit/echo@0.1.0";
@@ -317,16 +317,6 @@ pub async fn remote_hop(url: &str, calls: usize, reuse: bool, shutdown: &tokio_u
     let far = membrane::runtime::context::CallContext::new(Instant::now() + Duration::from_secs(3600));
     let mut caller = x.start_instance(relay, &far).await.expect("relay");
     let hello = [Val::String("hello".into())];
-    let mut samples = Vec::with_capacity(calls);
-    for i in 0..calls + calls / 10 {
-        let t = Instant::now();
-        caller.invoke(ECHO, "echo", &hello).await.expect("remote echo");
-        if i >= calls / 10 {
-            samples.push(t.elapsed());
-        }
-    }
-    let link = percentiles(&mut samples);
-
     let bytes = 1 + 1 + "hello".len(); // version byte, length varint, bytes
     let subject = format!("bench.raw.{echo}");
     let responder = async_nats::connect(url).await.expect("nats");
@@ -334,17 +324,22 @@ pub async fn remote_hop(url: &str, calls: usize, reuse: bool, shutdown: &tokio_u
     let requester = async_nats::connect(url).await.expect("nats");
     requester.flush().await.expect("flush");
     let payload = Bytes::from(vec![1u8; bytes]);
-    let mut samples = Vec::with_capacity(calls);
+    // Link and raw calls alternate, so both see the same machine noise.
+    let (mut link, mut raw) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
     for i in 0..calls + calls / 10 {
+        let t = Instant::now();
+        caller.invoke(ECHO, "echo", &hello).await.expect("remote echo");
+        let linked = t.elapsed();
         let t = Instant::now();
         requester.request(subject.clone(), payload.clone()).await.expect("raw");
         if i >= calls / 10 {
-            samples.push(t.elapsed());
+            link.push(linked);
+            raw.push(t.elapsed());
         }
     }
     Hop {
-        link,
-        raw: percentiles(&mut samples),
+        link: percentiles(&mut link),
+        raw: percentiles(&mut raw),
         bytes,
     }
 }

@@ -122,12 +122,8 @@ fn second_start_loads_compiled_code_from_the_cache() {
 
 #[test]
 fn a_fault_deep_in_the_link_chain_names_the_component_that_failed() {
-    // Rust guests start with ~1.1 MiB of memory: a 1 MiB cap makes `pricing`
-    // fail when `rater` first calls it, two links away from the request.
-    let manifest = insurance_manifest().replace(
-        "[components.pricing.config]",
-        "limits = { memory_mib = 1 }\n[components.pricing.config]",
-    );
+    // `pricing` fails when `rater` first calls it, two links away from the request.
+    let manifest = support::starve_pricing(&insurance_manifest());
     let host = Host::start(&manifest);
     let response = http(host.addr(), "POST", "/quote", &example_policy());
     assert_eq!(response.status, 500);

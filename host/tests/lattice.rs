@@ -166,10 +166,7 @@ fn garbage_on_an_rpc_subject_gets_a_decode_error_and_harms_nothing() {
 #[test]
 fn a_fault_on_a_remote_host_keeps_its_component_and_kind() {
     let server = NatsServer::start();
-    let manifest = distributed_manifest().replace(
-        "[components.pricing.config]",
-        "limits = { memory_mib = 1 }\n[components.pricing.config]",
-    );
+    let manifest = support::starve_pricing(&distributed_manifest());
     let _c = node(&manifest, &server, "node=c");
     let _b = node(&manifest, &server, "node=b");
     let a = node(&manifest, &server, "node=a");

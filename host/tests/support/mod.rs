@@ -417,6 +417,18 @@ pub fn insurance_manifest() -> String {
         .replace("127.0.0.1:8080", "127.0.0.1:0")
 }
 
+/// `manifest` (the insurance app) with `pricing` capped at 1 MiB of memory
+/// and a 1.5 MiB `currency`, which cannot be handed to it under that cap: it
+/// fails with a memory fault when `rater` first calls it.
+pub fn starve_pricing(manifest: &str) -> String {
+    manifest
+        .replace(
+            "[components.pricing.config]",
+            "limits = { memory_mib = 1 }\n[components.pricing.config]",
+        )
+        .replace("currency = \"EUR\"", &format!("currency = \"{}\"", "E".repeat(3 << 19)))
+}
+
 /// The example policy from `examples/insurance/policy.json`.
 pub fn example_policy() -> Vec<u8> {
     std::fs::read(workspace().join("examples/insurance/policy.json")).expect("example policy")
