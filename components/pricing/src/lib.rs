@@ -14,31 +14,19 @@ wit_bindgen::generate!({
     generate_all,
 });
 
-use example::insurance::types::{Coverage, Line, PriceTable};
+use example::insurance::types as wit;
 use exports::example::insurance::pricing::Guest;
-use insurance::model;
 use wasi::config::store;
 
 struct Pricing;
 
 impl Guest for Pricing {
-    fn table(line: Line) -> Result<PriceTable, String> {
-        let line = match line {
-            Line::Motor => model::Line::Motor,
-            Line::Home => model::Line::Home,
-            Line::Life => model::Line::Life,
-        };
-        let table = insurance::price_table(line, |key| store::get(key).map_err(|e| format!("config store: {e:?}")))?;
-        Ok(PriceTable {
-            base: table.base,
-            loadings: table
-                .loadings
-                .into_iter()
-                .map(|(flags, x)| (Coverage::from_bits_retain(flags.bits()), x))
-                .collect(),
-            currency: table.currency,
-        })
+    fn table(line: wit::Line) -> Result<wit::PriceTable, String> {
+        let get = |key: &str| store::get(key).map_err(|e| format!("config store: {e:?}"));
+        insurance::price_table(from_wit_line(line), get).map(to_wit_table)
     }
 }
 
 export!(Pricing);
+
+insurance::wit_glue!();
