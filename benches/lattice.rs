@@ -36,34 +36,23 @@ fn main() {
 }
 
 async fn remote_hop(url: &str, calls: usize, shutdown: &CancellationToken) {
-    let fresh = membrane_benches::remote_hop(url, calls, false, shutdown).await;
-    let reused = membrane_benches::remote_hop(url, calls, true, shutdown).await;
-    let (raw50, raw99) = fresh.raw;
-    row(
-        &format!("raw async-nats request/reply, {} B", fresh.bytes),
-        raw50,
-        raw99,
-        raw50,
-    );
-    row(
-        "remote link call relay -> echo (fresh echo instance per call)",
-        fresh.link.0,
-        fresh.link.1,
-        raw50,
-    );
-    let (raw50, raw99) = reused.raw;
-    row(
-        &format!("raw async-nats request/reply, {} B (again)", reused.bytes),
-        raw50,
-        raw99,
-        raw50,
-    );
-    row(
-        "remote link call relay -> echo (echo with `reuse`)",
-        reused.link.0,
-        reused.link.1,
-        raw50,
-    );
+    for (reuse, strategy) in [(false, "fresh echo instance per call"), (true, "echo with `reuse`")] {
+        let hop = membrane_benches::remote_hop(url, calls, reuse, shutdown).await;
+        let (raw50, raw99) = hop.raw;
+        row(
+            &format!("raw async-nats request/reply, {} B (beside the next row)", hop.bytes),
+            raw50,
+            raw99,
+            raw50,
+        );
+        let (link50, link99) = hop.link;
+        row(
+            &format!("remote link call relay -> echo ({strategy})"),
+            link50,
+            link99,
+            raw50,
+        );
+    }
 }
 
 async fn end_to_end(url: &str, calls: usize, shutdown: &CancellationToken) {
