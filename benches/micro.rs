@@ -37,8 +37,11 @@ const APP: &str = r#"
 name = "bench"
 [components.echo]
 source = "{wasm:echo}"
+# Kept instances (warm_call) live for the whole group, past the default 5 s deadline.
+limits = { timeout_ms = 3600000 }
 [components.relay]
 source = "{wasm:relay}"
+limits = { timeout_ms = 3600000 }
 [components.rater]
 source = "{wasm:rater}"
 [components.pricing]
