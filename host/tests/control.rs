@@ -60,8 +60,9 @@ fn manifest_file(dir: &tempfile::TempDir, text: &str) -> String {
     path.display().to_string()
 }
 
-/// `versioned` (v1) over HTTP and NATS, on hosts labelled `role=web`.
-fn versioned_app(instances: &str) -> String {
+/// `versioned` (v1) over HTTP and NATS, on hosts labelled `role=web`, with
+/// `extra` lines in its component entry.
+fn versioned_app(extra: &str) -> String {
     format!(
         r#"
 [app]
@@ -70,7 +71,7 @@ name = "swap"
 [components.versioned]
 source = "{{wasm:versioned_v1}}"
 placement = {{ role = "web" }}
-{instances}
+{extra}
 
 [[bindings]]
 medium = "http"
@@ -109,6 +110,16 @@ fn digest_of(name: &str) -> String {
 
 #[test]
 fn a_swap_under_load_fails_no_request_and_never_goes_back() {
+    swap_under_load("");
+}
+
+#[test]
+fn a_swap_under_load_with_reused_instances_fails_no_request_and_never_goes_back() {
+    // Parked v1 instances are dropped at the commit: no call takes one after.
+    swap_under_load("reuse = 1000");
+}
+
+fn swap_under_load(strategy: &str) {
     let server = NatsServer::start();
     // Caches of their own: the hosts really compile v2, so the reported
     // compile and swap times are honest.
@@ -121,7 +132,7 @@ fn a_swap_under_load_fails_no_request_and_never_goes_back() {
         )
     });
     let dir = tempfile::tempdir().unwrap();
-    ok(ctl(&server, &["apply", &manifest_file(&dir, &versioned_app(""))]));
+    ok(ctl(&server, &["apply", &manifest_file(&dir, &versioned_app(strategy))]));
     let addrs: Vec<SocketAddr> = hosts.iter().map(|h| h.wait_for_http("versioned")).collect();
     for addr in &addrs {
         assert_eq!(version_over_http(*addr), Ok(1));

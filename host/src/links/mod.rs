@@ -33,7 +33,8 @@ pub struct Callee {
     instance: Instance,
     target: Arc<Loaded>,
     funcs: Vec<Option<Func>>,
-    /// Calls served, including those before it was parked.
+    /// Calls served before this one (a caller's call, however many link
+    /// calls it makes, counts once).
     uses: u32,
     /// Whether every call so far returned normally (and none was cancelled),
     /// so that the instance may serve another.
@@ -45,7 +46,11 @@ impl Drop for Callee {
         if let Some(store) = self.store.take()
             && self.healthy
         {
-            self.target.idle.give_back(store, self.instance, self.uses);
+            self.target.idle.give_back(Idle {
+                store,
+                instance: self.instance,
+                uses: self.uses + 1,
+            });
         }
     }
 }
@@ -114,7 +119,6 @@ impl Callee {
             .await
             .map_err(|e| self.target.classify(e))?;
         self.healthy = true;
-        self.uses += 1;
         Ok(())
     }
 }

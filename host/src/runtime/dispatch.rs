@@ -9,7 +9,11 @@
 use super::Runtime;
 use super::context::CallContext;
 use super::fault::{CallError, Fault, FaultKind};
+use super::idle::Idle;
 use crate::codec::json;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument as _;
 use wasmtime::component::Val;
@@ -41,41 +45,54 @@ impl Runtime {
             None => (super::new_store(self.engine(), &generation, &loaded, &cx)?, None),
         };
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let host_fault = |e: wasmtime::Error| loaded.fault_host(e.to_string());
-        let request = store
+        let resources = store
             .data_mut()
             .http()
             .new_incoming_request(Scheme::Http, request)
-            .map_err(host_fault)?;
-        let out = store
-            .data_mut()
-            .http()
-            .new_response_outparam(sender)
-            .map_err(host_fault)?;
+            .and_then(|request| Ok((request, store.data_mut().http().new_response_outparam(sender)?)));
+        let (request, out) = match resources {
+            Ok(resources) => resources,
+            Err(e) => {
+                // The request was refused before the guest ran (e.g. no
+                // host): a parked instance is as good as it was.
+                if let Some((instance, uses)) = parked {
+                    loaded.idle.give_back(Idle { store, instance, uses });
+                }
+                return Err(loaded.fault_host(e.to_string()));
+            }
+        };
 
         // The guest runs in this task until it has set the response and
         // then until it next waits: a handler that writes its body and
         // returns (the usual case) is finished by then, and its instance is
         // back in the idle pool (with `reuse`) before the client has the
-        // response. A guest that keeps streaming its body goes on in a task
-        // of its own.
+        // response. A guest that keeps streaming its body, or whose client
+        // went away, finishes in a task of its own (see `GuestRun`).
         let guest = loaded.clone();
-        let mut run = Box::pin(async move {
-            let (instance, uses) = match parked {
-                Some(parked) => parked,
-                None => (proxy.instance_pre().instantiate_async(&mut store).await?, 0),
-            };
-            let handler = match &guest.proxy_indices {
-                Some(indices) => indices.load(&mut store, &instance)?,
-                None => wasmtime_wasi_http::p2::bindings::Proxy::new(&mut store, &instance)?,
-            };
-            handler
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, request, out)
-                .await?;
-            guest.idle.give_back(store, instance, uses + 1);
-            wasmtime::Result::<()>::Ok(())
-        });
+        let mut run = GuestRun::new(
+            loaded.name.clone(),
+            deadline,
+            Box::pin(async move {
+                let (instance, uses) = match parked {
+                    Some(parked) => parked,
+                    None => (proxy.instance_pre().instantiate_async(&mut store).await?, 0),
+                };
+                let handler = match &guest.proxy_indices {
+                    Some(indices) => indices.load(&mut store, &instance)?,
+                    None => wasmtime_wasi_http::p2::bindings::Proxy::new(&mut store, &instance)?,
+                };
+                handler
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, request, out)
+                    .await?;
+                guest.idle.give_back(Idle {
+                    store,
+                    instance,
+                    uses: uses + 1,
+                });
+                Ok(())
+            }),
+        );
         let mut receiver = receiver;
         let first = tokio::time::timeout_at(deadline.into(), async {
             tokio::select! {
@@ -91,32 +108,37 @@ impl Runtime {
             Ok(()) => loaded.fault_host("returned without setting a response".into()),
             Err(e) => loaded.classify(e),
         };
-        let (response, running) = match first.await {
-            Ok(Ok(Ok(response))) => (response, true),
+        let response = match first.await {
+            Ok(Ok(Ok(response))) => response,
             // The response outparam was dropped unset: the guest says why.
             Ok(Ok(Err(_))) => {
                 return Err(match tokio::time::timeout_at(deadline.into(), &mut run).await {
                     Ok(finished) => no_response(finished),
-                    Err(_) => deadline_fault(),
+                    Err(_) => {
+                        run.cancel();
+                        deadline_fault()
+                    }
                 });
             }
             // The guest returned: it set the response first, or failed.
             Ok(Err(finished)) => match receiver.try_recv() {
-                Ok(response) => (response, false),
+                Ok(response) => {
+                    run.report(finished);
+                    response
+                }
                 Err(_) => return Err(no_response(finished)),
             },
             // The epoch deadline stops running wasm; this also stops a guest
             // parked in a host call (e.g. waiting on a request body). The
             // guest is dropped here, so its instance slot is free by the
             // time the client sees the 504.
-            Err(_) => return Err(deadline_fault()),
+            Err(_) => {
+                run.cancel();
+                return Err(deadline_fault());
+            }
         };
-        if running && futures::poll!(&mut run).is_pending() {
-            tokio::spawn(async move {
-                if let Err(e) = run.await {
-                    tracing::debug!("guest failed after its response: {e:#}");
-                }
-            });
+        if let std::task::Poll::Ready(finished) = futures::poll!(&mut run) {
+            run.report(finished);
         }
         match response {
             Ok(response) => Ok(response),
@@ -207,5 +229,73 @@ fn not_running(name: &str) -> Fault {
     Fault {
         component: name.into(),
         kind: FaultKind::Host("is not running on this host".into()),
+    }
+}
+
+type BoxedRun = Pin<Box<dyn Future<Output = wasmtime::Result<()>> + Send>>;
+
+/// A guest's run of one HTTP request. Polled, it runs the guest; dropped
+/// before the guest is done (it still streams its body, or the client went
+/// away), it finishes in a task of its own, within the request's deadline,
+/// as the guest would have had it run to the end. [`GuestRun::cancel`] stops
+/// it instead.
+struct GuestRun {
+    component: Arc<str>,
+    deadline: Instant,
+    run: Option<BoxedRun>,
+}
+
+impl GuestRun {
+    fn new(component: Arc<str>, deadline: Instant, run: BoxedRun) -> GuestRun {
+        GuestRun {
+            component,
+            deadline,
+            run: Some(run),
+        }
+    }
+
+    /// Drops the guest where it is.
+    fn cancel(&mut self) {
+        self.run = None;
+    }
+
+    /// Logs a failure that came after the response was set: the client has
+    /// its status already, and perhaps a cut body.
+    fn report(&self, finished: wasmtime::Result<()>) {
+        if let Err(e) = finished {
+            tracing::warn!(component = &*self.component, "failed after its response: {e:#}");
+        }
+    }
+}
+
+impl Future for GuestRun {
+    type Output = wasmtime::Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let Some(run) = self.run.as_mut() else {
+            return std::task::Poll::Ready(Ok(()));
+        };
+        let finished = std::task::ready!(run.as_mut().poll(cx));
+        self.run = None;
+        std::task::Poll::Ready(finished)
+    }
+}
+
+impl Drop for GuestRun {
+    fn drop(&mut self) {
+        let Some(run) = self.run.take() else {
+            return;
+        };
+        let Ok(tokio) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (component, deadline) = (self.component.clone(), self.deadline);
+        tokio.spawn(async move {
+            match tokio::time::timeout_at(deadline.into(), run).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(component = &*component, "failed after its response: {e:#}"),
+                Err(_) => tracing::warn!(component = &*component, "stopped at its deadline after its response"),
+            }
+        });
     }
 }

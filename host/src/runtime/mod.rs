@@ -94,9 +94,10 @@ impl Loaded {
         Fault::classify(&self.name, self.timeout, err)
     }
 
-    /// Instances of this version alive right now.
+    /// Instances of this version serving a call right now.
     pub fn instances_in_use(&self) -> u32 {
-        self.max_instances - self.permits.available_permits() as u32
+        let alive = self.max_instances - self.permits.available_permits() as u32;
+        alive.saturating_sub(self.idle.len() as u32)
     }
 
     /// Its `max_instances` limit.
@@ -302,7 +303,15 @@ impl Runtime {
     /// Makes a staged generation the current one, atomically. Calls in
     /// flight finish on the generation they started in.
     pub fn commit(&self, staged: Staged) -> Vec<Change> {
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(staged.generation);
+        let old = std::mem::replace(
+            &mut *self.current.write().unwrap_or_else(|e| e.into_inner()),
+            Arc::new(staged.generation),
+        );
+        // Calls in flight keep the old versions, but their parked instances
+        // go now: nothing new will take them.
+        for loaded in old.components.values() {
+            loaded.idle.close();
+        }
         staged.changes
     }
 

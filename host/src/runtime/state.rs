@@ -44,6 +44,8 @@ pub struct HostState {
     /// The generation this call runs in: local links start their targets
     /// from it, so one call sees one consistent set of versions.
     pub(crate) generation: Arc<Generation>,
+    /// Resource-table entries when the instance was first parked (`reuse`).
+    pub(crate) parked_entries: Option<usize>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -68,8 +70,14 @@ impl HostState {
             cx,
             callees: (0..loaded.links).map(|_| None).collect(),
             generation,
+            parked_entries: None,
             _permit: permit,
         }
+    }
+
+    /// Entries in the resource table (WASI preopens, live handles).
+    pub(crate) fn table_entries(&mut self) -> usize {
+        self.table.iter_mut().count()
     }
 }
 
