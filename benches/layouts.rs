@@ -155,6 +155,40 @@ fn main() {
         }
     }
 
+    // The peer of DESIGN.md's table: one wasi:http component (`echo`, which
+    // answers the request body) against a native hyper echo, fresh and
+    // reused: the cost of the wasi:http path alone, without links or JSON.
+    let echo_addr = rt.block_on(native_server(|body| (200, body)));
+    for c in [1, 64] {
+        let s = rt.block_on(measure_http(c, warm, run, &echo_addr, "/", POLICY));
+        rows.push(Row::new("baseline", "native hyper echo", c, s));
+    }
+    for (layout, slug, strategy) in [
+        ("echo, 1 component", "echo", ""),
+        ("echo, 1 component, reused", "echo-reuse", "reuse = 1000\n"),
+    ] {
+        if only.as_ref().is_some_and(|only| only != slug) {
+            continue;
+        }
+        let manifest = dir.path().join(format!("{slug}.toml"));
+        std::fs::write(
+            &manifest,
+            format!(
+                "[app]\nname = \"{slug}\"\n[components.echo]\nsource = \"{}\"\n{strategy}\
+                 [[bindings]]\nmedium = \"http\"\naddress = \"127.0.0.1:0\"\ncomponent = \"echo\"\n",
+                wasm("echo")
+            ),
+        )
+        .expect("write manifest");
+        let host = Host::start(&binary, Some(&manifest), &server.url, slug, &[]);
+        let addr = host.http.clone().expect("echo address");
+        assert_eq!(rt.block_on(post(&addr, "/", POLICY)).1, POLICY, "{layout}: echo");
+        for c in [1, 64] {
+            let s = rt.block_on(measure_http(c, warm, run, &addr, "/", POLICY));
+            rows.push(Row::new(layout, "http echo", c, s));
+        }
+    }
+
     // In-process figures for the goals.
     let micro = rt.block_on(micro(if quick { 2_000 } else { 20_000 }));
     let hops = rt.block_on(async {
@@ -201,6 +235,7 @@ impl Row {
         let medium = match self.medium {
             "http" => "native hyper",
             "nats" => "raw NATS echo",
+            "http echo" => "native hyper echo",
             _ => return None,
         };
         rows.iter()
@@ -305,13 +340,26 @@ impl Drop for Host {
 async fn native_quote_server(root: &Path) -> String {
     let manifest = membrane::manifest::Manifest::load(&root.join("examples/insurance/colocated.toml"))
         .expect("examples/insurance/colocated.toml");
-    let config: Arc<std::collections::BTreeMap<String, String>> = Arc::new(
-        manifest.components["pricing"]
-            .config
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_config_string()))
-            .collect(),
-    );
+    let config: std::collections::BTreeMap<String, String> = manifest.components["pricing"]
+        .config
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_config_string()))
+        .collect();
+    native_server(move |body| {
+        let (status, json) = insurance::json::quote_response(&body, |policy| {
+            insurance::rate(&policy, |line| {
+                insurance::price_table(line, |key| Ok(config.get(key).cloned()))
+            })
+        });
+        (status, Bytes::from(json))
+    })
+    .await
+}
+
+/// A native hyper server on an ephemeral loopback port that answers each
+/// request with `answer(body)`; its address.
+async fn native_server(answer: impl Fn(Bytes) -> (u16, Bytes) + Send + Sync + 'static) -> String {
+    let answer = Arc::new(answer);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     tokio::spawn(async move {
@@ -320,18 +368,14 @@ async fn native_quote_server(root: &Path) -> String {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let config = config.clone();
+            let answer = answer.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                    let config = config.clone();
+                    let answer = answer.clone();
                     async move {
                         let body = request.into_body().collect().await?.to_bytes();
-                        let (status, json) = insurance::json::quote_response(&body, |policy| {
-                            insurance::rate(&policy, |line| {
-                                insurance::price_table(line, |key| Ok(config.get(key).cloned()))
-                            })
-                        });
-                        let mut response = hyper::Response::new(Full::new(Bytes::from(json)));
+                        let (status, body) = answer(body);
+                        let mut response = hyper::Response::new(Full::new(body));
                         *response.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
                         Ok::<_, hyper::Error>(response)
                     }
@@ -496,7 +540,7 @@ fn report(
         ));
     }
     line(String::new());
-    line("Baselines: `native hyper` computes the same quote from the same policy JSON with the same Rust code (the shared `insurance` crate, compiled natively; its answer is checked byte for byte against the co-located host's); `raw NATS echo` answers the same request bytes from a plain async-nats subscriber.".into());
+    line("Baselines: `native hyper` computes the same quote from the same policy JSON with the same Rust code (the shared `insurance` crate, compiled natively; its answer is checked byte for byte against the co-located host's); `raw NATS echo` answers the same request bytes from a plain async-nats subscriber. The `echo` rows are the peer of DESIGN.md's table: one wasi:http component that answers the request body (the same policy bytes), beside `native hyper echo`, the same in plain hyper: the cost of the wasi:http path alone, without links or JSON.".into());
     line(String::new());
     line("## Memory (resident, from /proc)".into());
     line(String::new());
