@@ -146,9 +146,9 @@ impl Runtime {
         }
     }
 
-    /// Calls `function` of exported `interface` on a fresh instance of
-    /// component `name` with dynamic values. Used by function-level media and
-    /// benchmarks.
+    /// Calls `function` of exported `interface` on an instance of component
+    /// `name` (fresh, or a parked one with `reuse`) with dynamic values. Used
+    /// by function-level media and benchmarks.
     pub async fn call(&self, name: &str, interface: &str, function: &str, params: &[Val]) -> Result<Vec<Val>, Fault> {
         self.call_until(name, interface, function, params, None).await
     }
