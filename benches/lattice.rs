@@ -14,7 +14,7 @@
 use bytes::Bytes;
 use membrane::manifest::Manifest;
 use membrane::runtime::Runtime;
-use membrane::transports::{self, Medium};
+use membrane::transports::{self, Medium, Service};
 use membrane_benches::{NatsServer, lattice_host, percentiles, wasm};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -88,7 +88,12 @@ async fn http_addr(manifest: &str, runtime: &Arc<Runtime>) -> String {
     let membrane::manifest::BindingSpec::Http(spec) = &manifest.bindings[0] else {
         panic!("the example's first binding is http")
     };
-    let medium = transports::http::HttpMedium::bind(0, spec, runtime.clone())
+    let cx = transports::BindContext {
+        app: "bench",
+        runtime,
+        nats: None,
+    };
+    let medium = <transports::http::HttpMedium as Medium>::bind(&[(0, spec)], &cx)
         .await
         .expect("bind");
     let addr = medium.local_addr().to_string();

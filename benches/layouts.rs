@@ -15,6 +15,8 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
+use membrane::runtime::context::CallContext;
+use membrane::runtime::dispatch::FunctionRef;
 use membrane_benches::{NatsServer, Stats, load, measure, measure_http, percentiles, post, raw_echo, wasm};
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -406,10 +408,13 @@ async fn micro(calls: usize) -> Micro {
     )
     .await;
     let hello = [Val::String("hello".into())];
+    let echo = FunctionRef::new("echo", ECHO, "echo");
     let mut samples = Vec::with_capacity(calls);
     for _ in 0..calls {
         let t = Instant::now();
-        app.call("echo", ECHO, "echo", &hello).await.expect("echo");
+        app.call(&echo, &hello, CallContext::incoming(None))
+            .await
+            .expect("echo");
         samples.push(t.elapsed());
     }
     let fresh = percentiles(&mut samples).0;
@@ -418,18 +423,21 @@ async fn micro(calls: usize) -> Micro {
     let mut samples = Vec::with_capacity(calls);
     for _ in 0..calls {
         let t = Instant::now();
-        pooled.call("echo", ECHO, "echo", &hello).await.expect("echo");
+        pooled
+            .call(&echo, &hello, CallContext::incoming(None))
+            .await
+            .expect("echo");
         samples.push(t.elapsed());
     }
     let reused = percentiles(&mut samples).0;
-    let far = membrane::runtime::context::CallContext::new(Instant::now() + Duration::from_secs(3600));
+    let far = CallContext::new(Instant::now() + Duration::from_secs(3600));
     // Direct and linked calls alternate, so both see the same machine noise.
-    let mut echo = app.start_instance("echo", &far).await.expect("instance");
+    let mut echo_instance = app.start_instance("echo", &far).await.expect("instance");
     let mut relay = app.start_instance("relay", &far).await.expect("instance");
     let (mut direct, mut linked) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
     for _ in 0..calls {
         let t = Instant::now();
-        echo.invoke(ECHO, "echo", &hello).await.expect("call");
+        echo_instance.invoke(ECHO, "echo", &hello).await.expect("call");
         direct.push(t.elapsed());
         let t = Instant::now();
         relay.invoke(ECHO, "echo", &hello).await.expect("call");

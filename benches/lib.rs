@@ -3,8 +3,10 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
+use membrane::app::HostContext;
 use membrane::manifest::Manifest;
-use membrane::runtime::{LoadOptions, Runtime};
+use membrane::runtime::Runtime;
+use membrane::runtime::engine::EngineOptions;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,12 +33,11 @@ pub async fn load(manifest: &str) -> Arc<Runtime> {
         text.replace_range(start..=end, &wasm(&name));
     }
     let manifest = Manifest::parse(&text, "bench.toml").expect("bench manifest");
-    let options = LoadOptions {
-        cache_dir: membrane::runtime::cache::default_cache_dir(),
-        pooling: true,
-        ..Default::default()
-    };
-    Runtime::load(&manifest, &options).await.expect("load bench app")
+    let host =
+        HostContext::local(EngineOptions::default(), membrane::runtime::cache::default_cache_dir()).expect("engine");
+    membrane::app::load(&manifest, &host, None)
+        .await
+        .expect("load bench app")
 }
 
 /// A private nats-server (JetStream, temp store) for a benchmark run.
@@ -247,18 +248,11 @@ pub async fn lattice_host(
         name: "bench".into(),
     };
     let alone = manifest.components.keys().all(|c| here.contains(&c.as_str()));
-    let options = LoadOptions {
-        cache_dir: membrane::runtime::cache::default_cache_dir(),
-        pooling: true,
-        here: Some(
-            here.iter()
-                .map(|s| s.to_string())
-                .collect::<std::collections::BTreeSet<_>>(),
-        ),
-        lattice: (!alone).then(|| lattice.clone()),
-        artifacts: None,
-    };
-    let runtime = Runtime::load(&manifest, &options).await.expect("load");
+    let mut host =
+        HostContext::local(EngineOptions::default(), membrane::runtime::cache::default_cache_dir()).expect("engine");
+    host.lattice = (!alone).then(|| lattice.clone());
+    let placed = here.iter().map(|s| s.to_string()).collect();
+    let runtime = membrane::app::load(&manifest, &host, Some(placed)).await.expect("load");
     let mut media = membrane::transports::bind_all(&manifest, &runtime, Some(&client))
         .await
         .expect("bind");
@@ -270,7 +264,7 @@ pub async fn lattice_host(
         .collect();
     if !exports.is_empty() && !alone {
         media.push(Box::new(
-            membrane::links::remote::RpcServer::bind(&lattice, runtime.clone(), &exports)
+            membrane::transports::rpc::LinkServer::bind(&lattice, runtime.clone(), &exports)
                 .await
                 .expect("rpc"),
         ));

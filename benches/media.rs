@@ -11,8 +11,9 @@
 //! (after `scripts/build-components.sh`); `-- --quick` for a short run.
 
 use bytes::Bytes;
+use membrane::app::HostContext;
 use membrane::manifest::Manifest;
-use membrane::runtime::{LoadOptions, Runtime};
+use membrane::runtime::engine::EngineOptions;
 use membrane::transports;
 use membrane_benches::{Stats, measure, measure_http, raw_echo};
 use std::time::Duration;
@@ -62,12 +63,9 @@ export = "example:testkit/echo@0.1.0#echo"
             membrane_benches::wasm("echo")
         );
         let manifest = Manifest::parse(&manifest, "bench.toml").expect("manifest");
-        let options = LoadOptions {
-            cache_dir: membrane::runtime::cache::default_cache_dir(),
-            pooling: true,
-            ..Default::default()
-        };
-        let runtime = Runtime::load(&manifest, &options).await.expect("load");
+        let host = HostContext::local(EngineOptions::default(), membrane::runtime::cache::default_cache_dir())
+            .expect("engine");
+        let runtime = membrane::app::load(&manifest, &host, None).await.expect("load");
         let media = transports::bind_all(&manifest, &runtime, Some(&client))
             .await
             .expect("bind");

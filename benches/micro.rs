@@ -81,7 +81,7 @@ fn benches(c: &mut Criterion) {
 
     c.bench_function("instantiate_call/echo", |b| {
         b.to_async(&rt)
-            .iter(|| async { black_box(app.call("echo", ECHO, "echo", &hello).await.expect("echo")) })
+            .iter(|| async { black_box(app.call(&echo_ref(), &hello, incoming()).await.expect("echo")) })
     });
     let reusing = rt.block_on(load(&["echo", "relay", "rater", "pricing"].iter().fold(
         APP.to_string(),
@@ -92,7 +92,7 @@ fn benches(c: &mut Criterion) {
     )));
     c.bench_function("reused_call/echo", |b| {
         b.to_async(&rt)
-            .iter(|| async { black_box(reusing.call("echo", ECHO, "echo", &hello).await.expect("echo")) })
+            .iter(|| async { black_box(reusing.call(&echo_ref(), &hello, incoming()).await.expect("echo")) })
     });
 
     let far = Instant::now() + Duration::from_secs(24 * 3600);
@@ -109,23 +109,12 @@ fn benches(c: &mut Criterion) {
 
     let policy = [life_policy()];
     c.bench_function("fresh_rate/rater->pricing", |b| {
-        b.to_async(&rt).iter(|| async {
-            black_box(
-                app.call("rater", "example:insurance/rater@0.1.0", "rate", &policy)
-                    .await
-                    .expect("rate"),
-            )
-        })
+        b.to_async(&rt)
+            .iter(|| async { black_box(app.call(&rate_ref(), &policy, incoming()).await.expect("rate")) })
     });
     c.bench_function("reused_rate/rater->pricing", |b| {
-        b.to_async(&rt).iter(|| async {
-            black_box(
-                reusing
-                    .call("rater", "example:insurance/rater@0.1.0", "rate", &policy)
-                    .await
-                    .expect("rate"),
-            )
-        })
+        b.to_async(&rt)
+            .iter(|| async { black_box(reusing.call(&rate_ref(), &policy, incoming()).await.expect("rate")) })
     });
     let native = insurance::model::Policy {
         id: 7,
@@ -282,3 +271,15 @@ criterion_group! {
     targets = benches, codec_benches, remote_benches
 }
 criterion_main!(micro);
+
+fn echo_ref() -> membrane::runtime::dispatch::FunctionRef {
+    membrane::runtime::dispatch::FunctionRef::new("echo", ECHO, "echo")
+}
+
+fn rate_ref() -> membrane::runtime::dispatch::FunctionRef {
+    membrane::runtime::dispatch::FunctionRef::new("rater", "example:insurance/rater@0.1.0", "rate")
+}
+
+fn incoming() -> membrane::runtime::context::CallContext {
+    membrane::runtime::context::CallContext::incoming(None)
+}

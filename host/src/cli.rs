@@ -8,6 +8,7 @@
 //! `up` without a manifest joins a lattice and runs its share of the apps
 //! applied there (`membrane ctl apply`), following every later change.
 
+use crate::app::HostContext;
 use crate::control::ctl::{Ctl, print_update};
 use crate::control::server::ControlServer;
 use crate::lattice::agent::{Agent, DesiredStream};
@@ -18,8 +19,9 @@ use crate::lattice::inventory::{AppsView, HEARTBEAT, InventoryService};
 use crate::lattice::placement::{self, Member};
 use crate::links::remote::Lattice;
 use crate::manifest::{Manifest, NatsSpec};
+use crate::runtime::engine::{DEFAULT_MAX_INSTANCES, EngineOptions, HostEngine};
 use crate::runtime::{LoadOptions, cache};
-use crate::transports::Medium;
+use crate::transports::Service;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use std::collections::BTreeMap;
@@ -212,6 +214,17 @@ pub struct UpArgs {
     /// when the machine refuses).
     #[arg(long)]
     pub no_pooling: bool,
+
+    /// Component instances this host runs at once, all apps together: the
+    /// pool's size. A call that would pass it is shed (503, `host-capacity`).
+    #[arg(long, default_value_t = DEFAULT_MAX_INSTANCES, env = "MEMBRANE_MAX_INSTANCES")]
+    pub max_instances: u32,
+
+    /// The largest `limits.memory_mib` a component on this host may have, in
+    /// MiB (the pool's slot size). Default: the largest in the manifest, or
+    /// 256 for a host that follows its lattice.
+    #[arg(long, env = "MEMBRANE_MAX_MEMORY_MIB")]
+    pub max_memory_mib: Option<u64>,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -323,7 +336,7 @@ pub async fn up(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) -
                 || manifest
                     .bindings
                     .iter()
-                    .any(|b| b.needs_nats() && here.iter().any(|c| *c == b.component()))
+                    .any(|b| crate::transports::needs_nats(b) && here.iter().any(|c| *c == b.component()))
                 || args.nats.nats.is_some()
         }
         None => {
@@ -343,19 +356,33 @@ pub async fn up(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) -
     } else {
         None
     };
-    let options = LoadOptions {
-        cache_dir: if args.no_cache {
-            None
-        } else {
-            args.cache_dir.clone().or_else(cache::default_cache_dir)
-        },
+    let largest_memory = manifest
+        .as_ref()
+        .and_then(|(_, m)| m.components.values().map(|c| c.limits.memory_mib).max());
+    let engine = HostEngine::new(EngineOptions {
+        max_memory_mib: args.max_memory_mib.or(largest_memory).unwrap_or(256),
+        max_instances: args.max_instances,
         pooling: !args.no_pooling,
-        here: None,
+    })
+    .map_err(anyhow::Error::from)?;
+    tracing::debug!(pooling = engine.pooling, "engine ready");
+    let host = HostContext {
+        engine,
+        load: LoadOptions {
+            cache_dir: if args.no_cache {
+                None
+            } else {
+                args.cache_dir.clone().or_else(cache::default_cache_dir)
+            },
+            artifacts: nats
+                .clone()
+                .map(|client| std::sync::Arc::new(Artifacts::new(client, &args.lattice)) as _),
+        },
+        nats: nats.clone(),
         lattice: nats.clone().map(|client| Lattice {
             client,
             name: args.lattice.clone(),
         }),
-        artifacts: nats.clone().map(|client| Artifacts::new(client, &args.lattice)),
     };
     let me = Member {
         host: format!("host-{}", &crate::runtime::context::random_hex(1)[..8]),
@@ -363,14 +390,7 @@ pub async fn up(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) -
     };
     let heartbeat = Duration::from_millis(args.heartbeat_ms.max(10));
     let view = AppsView::default();
-    let mut agent = Agent::new(
-        me.clone(),
-        &args.lattice,
-        options,
-        nats.clone(),
-        view.clone(),
-        heartbeat,
-    );
+    let mut agent = Agent::new(me.clone(), &args.lattice, host, view.clone(), heartbeat);
     let follows_lattice = manifest.is_none();
     if follows_lattice
         || manifest
@@ -404,7 +424,7 @@ pub async fn up(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) -
     if let Some(client) = &nats {
         let inventory = InventoryService::bind(client.clone(), &args.lattice, me.host.clone(), labels, view, heartbeat);
         let control = ControlServer::bind(client.clone(), &args.lattice);
-        let media: Vec<Box<dyn Medium>> = vec![Box::new(inventory.await?), Box::new(control.await?)];
+        let media: Vec<Box<dyn Service>> = vec![Box::new(inventory.await?), Box::new(control.await?)];
         for medium in media {
             tracing::info!("serving {}", medium.describe());
             services.spawn(medium.serve(token.clone()));

@@ -229,11 +229,6 @@ impl BindingSpec {
         }
     }
 
-    /// Whether the binding needs a NATS connection.
-    pub fn needs_nats(&self) -> bool {
-        matches!(self, BindingSpec::Nats(_) | BindingSpec::Queue(_))
-    }
-
     /// The socket address, for media that listen on one.
     pub fn address(&self) -> Option<SocketAddr> {
         match self {

@@ -18,7 +18,8 @@ use crate::lattice::artifacts::Artifacts;
 use crate::lattice::desired::{AppRevision, Desired};
 use crate::lattice::inventory::gather;
 use crate::manifest::{Manifest, is_digest};
-use crate::transports::Medium;
+use crate::transports::Service;
+use crate::transports::serve::serve_subscription;
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use serde::Serialize;
@@ -56,7 +57,7 @@ impl ControlServer {
     }
 }
 
-impl Medium for ControlServer {
+impl Service for ControlServer {
     fn describe(&self) -> String {
         format!("control plane of lattice {}", self.lattice)
     }
@@ -69,7 +70,7 @@ impl Medium for ControlServer {
             artifacts: self.artifacts.clone(),
         });
         Box::pin(async move {
-            crate::transports::serve_subscription(self.subscriber, shutdown, "control".into(), move |message| {
+            serve_subscription(self.subscriber, shutdown, "control".into(), move |message| {
                 let this = this.clone();
                 async move { this.answer(message).await }
             })

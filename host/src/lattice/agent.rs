@@ -12,10 +12,10 @@
 use super::desired::{AppRevision, Desired};
 use super::inventory::{AppsView, HostInventory, heartbeat_subject};
 use super::placement::{self, Member, Members};
-use crate::app::{AppRunner, short};
+use crate::app::{AppRunner, HostContext, short};
 use crate::control::{Event, Events, event_subject};
 use crate::manifest::Manifest;
-use crate::runtime::{Change, LoadOptions};
+use crate::runtime::Change;
 use futures::StreamExt as _;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -42,7 +42,7 @@ struct AppState {
 /// This host's agent.
 pub struct Agent {
     me: Member,
-    options: LoadOptions,
+    host: HostContext,
     nats: Option<async_nats::Client>,
     events: Option<Events>,
     lattice: String,
@@ -54,19 +54,12 @@ pub struct Agent {
 impl Agent {
     /// An agent for host `me` that runs nothing yet. `heartbeat` is the
     /// lattice's heartbeat period: a peer silent for three is gone.
-    pub fn new(
-        me: Member,
-        lattice: &str,
-        options: LoadOptions,
-        nats: Option<async_nats::Client>,
-        view: AppsView,
-        heartbeat: Duration,
-    ) -> Agent {
+    pub fn new(me: Member, lattice: &str, host: HostContext, view: AppsView, heartbeat: Duration) -> Agent {
         Agent {
-            events: nats.clone().map(|c| Events::new(c, lattice)),
+            events: host.nats.clone().map(|c| Events::new(c, lattice)),
             me,
-            options,
-            nats,
+            nats: host.nats.clone(),
+            host,
             lattice: lattice.to_string(),
             apps: BTreeMap::new(),
             view,
@@ -299,7 +292,7 @@ impl Agent {
         let previous = state.applied_manifest.clone();
         let mut runner = match state.runner.take() {
             Some(runner) => runner,
-            None => AppRunner::new(&manifest, &self.options, self.nats.clone())?,
+            None => AppRunner::new(&manifest, &self.host),
         };
         let outcome = runner.reconcile(&manifest, here.clone()).await;
         let runtime = runner.runtime().clone();

@@ -112,3 +112,13 @@ impl Artifacts {
         Ok(bytes)
     }
 }
+
+impl crate::runtime::ArtifactStore for Artifacts {
+    fn fetch<'a>(
+        &'a self,
+        digest: &'a str,
+        cache_dir: Option<&'a Path>,
+    ) -> futures::future::BoxFuture<'a, anyhow::Result<Vec<u8>>> {
+        Box::pin(Artifacts::fetch(self, digest, cache_dir))
+    }
+}

@@ -8,7 +8,7 @@
 //! answer. The subjects and payloads are in `docs/control.md`.
 
 use crate::runtime::Runtime;
-use crate::transports::Medium;
+use crate::transports::Service;
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -124,7 +124,7 @@ impl InventoryService {
     }
 }
 
-impl Medium for InventoryService {
+impl Service for InventoryService {
     fn describe(&self) -> String {
         format!("inventory of host {} on lattice {}", self.host, self.lattice)
     }

@@ -232,3 +232,9 @@ pub fn carries_handle(ty: &Type) -> bool {
         _ => false,
     }
 }
+
+/// Whether a function passes a resource, stream or future in its parameters
+/// or results: no link between components nor any medium can carry those.
+pub fn func_carries_handle(func: &ComponentFunc) -> bool {
+    func.params().any(|(_, t)| carries_handle(&t)) || func.results().any(|t| carries_handle(&t))
+}

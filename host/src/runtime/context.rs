@@ -4,7 +4,11 @@
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// The deadline of a chain whose caller set none: every component's own
+/// `timeout_ms` is far shorter, so in effect the first callee's applies.
+const UNBOUNDED: Duration = Duration::from_secs(24 * 3600);
 
 /// The context of one call chain.
 #[derive(Debug, Clone)]
@@ -22,6 +26,12 @@ impl CallContext {
             deadline,
             trace_id: Arc::from(random_hex(2).as_str()),
         }
+    }
+
+    /// The context of a call arriving from a medium with an optional W3C
+    /// `traceparent`: its trace continues, and the callee's timeout bounds it.
+    pub fn incoming(traceparent: Option<&str>) -> CallContext {
+        CallContext::from_traceparent(Instant::now() + UNBOUNDED, traceparent)
     }
 
     /// Continues the trace of a W3C `traceparent` header

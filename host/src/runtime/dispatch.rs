@@ -1,15 +1,19 @@
-//! The dispatcher: where a call from a medium meets a component instance.
+//! The dispatcher: where a call from a medium or a remote link meets a
+//! component instance.
 //!
-//! Transports hand requests here and get back responses or a [`Fault`]; they
-//! never touch wasmtime. Every call gets a fresh instance (Spin's model): its
-//! own store, a deadline of the component's `timeout_ms`, the memory cap and
-//! an instance permit; or, for a component with `reuse`, a healthy instance
-//! parked by an earlier call (see `idle.rs`).
+//! Every call goes the same way: [`Runtime::enter`] takes the current
+//! generation, bounds the caller's [`CallContext`] by the component's own
+//! timeout and opens the call's span (with the trace id); the instance comes
+//! from [`acquire`] (fresh, or parked with `reuse`) and goes back when its
+//! [`Callee`] is dropped. [`Runtime::call`] runs a function with dynamic
+//! values, [`Runtime::call_json`] wraps it for the JSON media, and
+//! [`Runtime::handle_http`] runs `wasi:http/incoming-handler`. Transports
+//! never touch wasmtime.
 
 use super::Runtime;
+use super::component::{Callee, Generation, Loaded, acquire};
 use super::context::CallContext;
-use super::fault::{CallError, Fault, FaultKind};
-use super::idle::Idle;
+use super::fault::{CallError, Fault};
 use crate::codec::json;
 use std::future::Future;
 use std::pin::Pin;
@@ -21,7 +25,126 @@ use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+/// One exported function of one component: what function-level media and
+/// remote links call.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FunctionRef {
+    /// The component, by manifest name.
+    pub component: Arc<str>,
+    /// The exported interface, `pkg:ns/iface@version`.
+    pub interface: String,
+    /// The function.
+    pub function: String,
+}
+
+impl FunctionRef {
+    /// `export` (`interface#function`) of `component`.
+    pub fn parse(component: &str, export: &str) -> Option<FunctionRef> {
+        let (interface, function) = crate::manifest::split_export(export)?;
+        Some(FunctionRef::new(component, interface, function))
+    }
+
+    /// `interface#function` of `component`.
+    pub fn new(component: &str, interface: &str, function: &str) -> FunctionRef {
+        FunctionRef {
+            component: Arc::from(component),
+            interface: interface.to_string(),
+            function: function.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for FunctionRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}#{}", self.component, self.interface, self.function)
+    }
+}
+
+/// A call on its way in: the versions it runs on, its bounded context and span.
+struct Entry {
+    generation: Arc<Generation>,
+    loaded: Arc<Loaded>,
+    cx: CallContext,
+    span: tracing::Span,
+}
+
+impl Entry {
+    /// An instance for this call, fresh or reused.
+    async fn instance(&self) -> Result<Callee, Fault> {
+        acquire(&self.generation, &self.loaded.name, &self.cx, 0).await
+    }
+}
+
 impl Runtime {
+    /// The start of every call into component `name`: `cx` bounded by the
+    /// component's timeout, in the current generation.
+    fn enter(&self, name: &str, cx: CallContext, medium: &'static str) -> Result<Entry, Fault> {
+        let generation = self.generation();
+        let loaded = generation.get(name).cloned().ok_or_else(|| Fault::not_running(name))?;
+        let cx = cx.until(Instant::now() + loaded.timeout);
+        let span = tracing::info_span!("call", medium, component = name, trace_id = %cx.trace_id);
+        Ok(Entry {
+            generation,
+            loaded,
+            cx,
+            span,
+        })
+    }
+
+    /// Calls `target` with dynamic values as part of call chain `cx` (a
+    /// caller's deadline and trace; the component's own timeout still
+    /// applies). Hands back the used instance too: a caller that drops it
+    /// only after it has sent its answer keeps the teardown (returning the
+    /// instance's memory to the pool) off the answer's path.
+    pub async fn call(
+        &self,
+        target: &FunctionRef,
+        params: &[Val],
+        cx: CallContext,
+    ) -> Result<(Vec<Val>, Callee), Fault> {
+        let entry = self.enter(&target.component, cx, "call")?;
+        let call = async {
+            let mut instance = entry.instance().await?;
+            let results = instance.invoke(&target.interface, &target.function, params).await?;
+            Ok((results, instance))
+        }
+        .instrument(entry.span.clone());
+        // The epoch deadline stops running wasm; this also stops a guest
+        // parked in a host call.
+        tokio::time::timeout_at(entry.cx.deadline.into(), call)
+            .await
+            .unwrap_or_else(|_| Err(entry.loaded.fault_deadline()))
+    }
+
+    /// Calls `target` with a JSON object of parameters; answers the JSON of
+    /// the result. The mapping is driven by the function's own types (see
+    /// [`crate::codec::json`]).
+    pub async fn call_json(
+        &self,
+        target: &FunctionRef,
+        body: &[u8],
+        cx: CallContext,
+    ) -> Result<serde_json::Value, CallError> {
+        let loaded = self
+            .get(&target.component)
+            .ok_or_else(|| Fault::not_running(&target.component))?;
+        let func = loaded.function(&target.interface, &target.function).ok_or_else(|| {
+            loaded.fault_host(format!(
+                "no exported function `{}#{}`",
+                target.interface, target.function
+            ))
+        })?;
+        let params = json::params_from_json(func, body)?;
+        let (results, _instance) = self.call(target, &params, cx).await?;
+        Ok(json::results_to_json(&results))
+    }
+
+    /// Starts an instance of component `name` that lives until `cx`'s
+    /// deadline and can be called many times ([`Callee::invoke`]).
+    pub async fn start_instance(&self, name: &str, cx: &CallContext) -> Result<Callee, Fault> {
+        acquire(&self.generation(), name, cx, 0).await
+    }
+
     /// Serves one HTTP request with component `name`'s
     /// `wasi:http/incoming-handler`. The response may still be streaming its
     /// body from the guest when this returns.
@@ -30,206 +153,124 @@ impl Runtime {
         name: &str,
         request: hyper::Request<hyper::body::Incoming>,
     ) -> Result<hyper::Response<HyperOutgoingBody>, Fault> {
-        let generation = self.generation();
-        let loaded = generation.get(name).cloned().ok_or_else(|| not_running(name))?;
-        let Some(proxy) = loaded.proxy.clone() else {
-            return Err(loaded.fault_host("does not export wasi:http/incoming-handler".into()));
-        };
-        let deadline = Instant::now() + loaded.timeout;
         let traceparent = request.headers().get("traceparent").and_then(|v| v.to_str().ok());
-        let cx = CallContext::from_traceparent(deadline, traceparent);
-        let span = tracing::info_span!("http", component = name, trace_id = %cx.trace_id);
-        tracing::debug!(parent: &span, "{} {}", request.method(), request.uri().path());
-        let (mut store, parked) = match loaded.idle.take(&generation, &cx) {
-            Some(idle) => (idle.store, Some((idle.instance, idle.uses))),
-            None => (super::new_store(self.engine(), &generation, &loaded, &cx)?, None),
-        };
-        let (sender, receiver) = tokio::sync::oneshot::channel();
-        let resources = store
-            .data_mut()
-            .http()
-            .new_incoming_request(Scheme::Http, request)
-            .and_then(|request| Ok((request, store.data_mut().http().new_response_outparam(sender)?)));
-        let (request, out) = match resources {
-            Ok(resources) => resources,
-            Err(e) => {
-                // The request was refused before the guest ran (e.g. no
-                // host): a parked instance is as good as it was.
-                if let Some((instance, uses)) = parked {
-                    loaded.idle.give_back(Idle { store, instance, uses });
-                }
-                return Err(loaded.fault_host(e.to_string()));
-            }
-        };
-
-        // The guest runs in this task until it has set the response and
-        // then until it next waits: a handler that writes its body and
-        // returns (the usual case) is finished by then, and its instance is
-        // back in the idle pool (with `reuse`) before the client has the
-        // response. A guest that keeps streaming its body, or whose client
-        // went away, finishes in a task of its own (see `GuestRun`).
-        let guest = loaded.clone();
-        let mut run = GuestRun::new(
-            loaded.name.clone(),
-            deadline,
-            Box::pin(async move {
-                let (instance, uses) = match parked {
-                    Some(parked) => parked,
-                    None => (proxy.instance_pre().instantiate_async(&mut store).await?, 0),
-                };
-                let handler = match &guest.proxy_indices {
-                    Some(indices) => indices.load(&mut store, &instance)?,
-                    None => wasmtime_wasi_http::p2::bindings::Proxy::new(&mut store, &instance)?,
-                };
-                handler
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, request, out)
-                    .await?;
-                guest.idle.give_back(Idle {
-                    store,
-                    instance,
-                    uses: uses + 1,
-                });
-                Ok(())
-            }),
-        );
-        let mut receiver = receiver;
-        let first = tokio::time::timeout_at(deadline.into(), async {
-            tokio::select! {
-                response = &mut receiver => Ok(response),
-                finished = &mut run => Err(finished),
-            }
-        });
-        let deadline_fault = || Fault {
-            component: loaded.name.clone(),
-            kind: FaultKind::Deadline(loaded.timeout),
-        };
-        let no_response = |finished: wasmtime::Result<()>| match finished {
-            Ok(()) => loaded.fault_host("returned without setting a response".into()),
-            Err(e) => loaded.classify(e),
-        };
-        let response = match first.await {
-            Ok(Ok(Ok(response))) => response,
-            // The response outparam was dropped unset: the guest says why.
-            Ok(Ok(Err(_))) => {
-                return Err(match tokio::time::timeout_at(deadline.into(), &mut run).await {
-                    Ok(finished) => no_response(finished),
-                    Err(_) => {
-                        run.cancel();
-                        deadline_fault()
-                    }
-                });
-            }
-            // The guest returned: it set the response first, or failed.
-            Ok(Err(finished)) => match receiver.try_recv() {
-                Ok(response) => {
-                    run.report(finished);
-                    response
-                }
-                Err(_) => return Err(no_response(finished)),
-            },
-            // The epoch deadline stops running wasm; this also stops a guest
-            // parked in a host call (e.g. waiting on a request body). The
-            // guest is dropped here, so its instance slot is free by the
-            // time the client sees the 504.
-            Err(_) => {
-                run.cancel();
-                return Err(deadline_fault());
-            }
-        };
-        if let std::task::Poll::Ready(finished) = futures::poll!(&mut run) {
-            run.report(finished);
+        let entry = self.enter(name, CallContext::incoming(traceparent), "http")?;
+        let loaded = entry.loaded.clone();
+        if !loaded.is_proxy() {
+            return Err(loaded.fault_host("does not export wasi:http/incoming-handler".into()));
         }
-        match response {
-            Ok(response) => Ok(response),
-            Err(code) => Err(loaded.fault_host(format!("responded with error code {code:?}"))),
-        }
-    }
-
-    /// Calls `function` of exported `interface` on an instance of component
-    /// `name` (fresh, or a parked one with `reuse`) with dynamic values. Used
-    /// by function-level media and benchmarks.
-    pub async fn call(&self, name: &str, interface: &str, function: &str, params: &[Val]) -> Result<Vec<Val>, Fault> {
-        self.call_until(name, interface, function, params, None).await
-    }
-
-    /// [`Runtime::call`] as part of a call chain `cx` (a remote caller's
-    /// deadline and trace); the component's own timeout still applies.
-    pub async fn call_until(
-        &self,
-        name: &str,
-        interface: &str,
-        function: &str,
-        params: &[Val],
-        cx: Option<CallContext>,
-    ) -> Result<Vec<Val>, Fault> {
-        let (results, _instance) = self.call_keeping(name, interface, function, params, cx).await?;
-        Ok(results)
-    }
-
-    /// [`Runtime::call_until`], handing back the used instance. A caller that
-    /// drops it only after it has sent its answer keeps the teardown
-    /// (returning the instance's memory to the pool: madvise, TLB
-    /// shootdowns) off the answer's path.
-    pub async fn call_keeping(
-        &self,
-        name: &str,
-        interface: &str,
-        function: &str,
-        params: &[Val],
-        cx: Option<CallContext>,
-    ) -> Result<(Vec<Val>, crate::links::Callee), Fault> {
-        let generation = self.generation();
-        let loaded = generation.get(name).cloned().ok_or_else(|| not_running(name))?;
-        let own = Instant::now() + loaded.timeout;
-        let cx = cx.map_or_else(|| CallContext::new(own), |cx| cx.until(own));
-        let deadline = cx.deadline;
-        let span = tracing::info_span!("call", component = name, trace_id = %cx.trace_id);
-        let call = async {
-            let mut instance = super::start_callee(self.engine(), &generation, name, &cx, 0).await?;
-            let results = instance.invoke(interface, function, params).await?;
-            Ok((results, instance))
-        }
-        .instrument(span);
-        // The epoch deadline stops running wasm; this also stops a guest
-        // parked in a host call.
-        tokio::time::timeout_at(deadline.into(), call)
+        tracing::debug!(parent: &entry.span, "{} {}", request.method(), request.uri().path());
+        let deadline = entry.cx.deadline;
+        let instance = tokio::time::timeout_at(deadline.into(), entry.instance().instrument(entry.span.clone()))
             .await
-            .unwrap_or_else(|_| {
-                Err(Fault {
-                    component: loaded.name.clone(),
-                    kind: FaultKind::Deadline(loaded.timeout),
-                })
-            })
+            .unwrap_or_else(|_| Err(loaded.fault_deadline()))?;
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let run = guest_run(instance, request, sender, entry.span)?;
+        await_response(&loaded, deadline, run, receiver).await
     }
 }
 
-impl Runtime {
-    /// Calls `interface#function` of component `name` with a JSON object of
-    /// parameters; answers the JSON of the result. The JSON mapping is driven
-    /// by the function's own types (see [`crate::codec::json`]).
-    pub async fn call_json(
-        &self,
-        name: &str,
-        interface: &str,
-        function: &str,
-        body: &[u8],
-    ) -> Result<serde_json::Value, CallError> {
-        let loaded = self.get(name).ok_or_else(|| not_running(name))?;
-        let func = loaded
-            .function(interface, function)
-            .ok_or_else(|| loaded.fault_host(format!("no exported function `{interface}#{function}`")))?;
-        let params = json::params_from_json(func, body)?;
-        let results = self.call(name, interface, function, &params).await?;
-        Ok(json::results_to_json(&results))
-    }
+type Response = Result<hyper::Response<HyperOutgoingBody>, wasmtime_wasi_http::p2::bindings::http::types::ErrorCode>;
+
+/// The guest's run of one HTTP request, as a [`GuestRun`]. A request refused
+/// before the guest runs (e.g. no host) fails here, and the instance goes
+/// back as good as it was.
+fn guest_run(
+    mut instance: Callee,
+    request: hyper::Request<hyper::body::Incoming>,
+    sender: tokio::sync::oneshot::Sender<Response>,
+    span: tracing::Span,
+) -> Result<GuestRun, Fault> {
+    let loaded = instance.target().clone();
+    let (store, _) = instance.begin();
+    let resources = store
+        .data_mut()
+        .http()
+        .new_incoming_request(Scheme::Http, request)
+        .and_then(|request| Ok((request, store.data_mut().http().new_response_outparam(sender)?)));
+    let (request, out) = match resources {
+        Ok(resources) => resources,
+        Err(e) => {
+            instance.finished();
+            return Err(loaded.fault_host(e.to_string()));
+        }
+    };
+    let component = loaded.name.clone();
+    let run = async move {
+        let (store, handle) = instance.begin();
+        let handler = match &loaded.proxy_indices {
+            Some(indices) => indices.load(&mut *store, &handle)?,
+            None => wasmtime_wasi_http::p2::bindings::Proxy::new(&mut *store, &handle)?,
+        };
+        handler
+            .wasi_http_incoming_handler()
+            .call_handle(&mut *store, request, out)
+            .await?;
+        instance.finished();
+        // Dropping the instance here parks it (with `reuse`) before the
+        // client has the response, when the guest returned first.
+        drop(instance);
+        Ok(())
+    };
+    Ok(GuestRun::new(component, Box::pin(run.instrument(span))))
 }
 
-fn not_running(name: &str) -> Fault {
-    Fault {
-        component: name.into(),
-        kind: FaultKind::Host("is not running on this host".into()),
+/// Waits for the guest to set its response (or fail, or reach `deadline`).
+///
+/// The guest runs in this task until it has set the response and then until
+/// it next waits: a handler that writes its body and returns (the usual case)
+/// is finished by then. A guest that keeps streaming its body, or whose
+/// client went away, finishes in a task of its own (see [`GuestRun`]).
+async fn await_response(
+    loaded: &Loaded,
+    deadline: Instant,
+    mut run: GuestRun,
+    mut receiver: tokio::sync::oneshot::Receiver<Response>,
+) -> Result<hyper::Response<HyperOutgoingBody>, Fault> {
+    run.deadline = deadline;
+    let first = tokio::time::timeout_at(deadline.into(), async {
+        tokio::select! {
+            response = &mut receiver => Ok(response),
+            finished = &mut run => Err(finished),
+        }
+    });
+    let no_response = |finished: wasmtime::Result<()>| match finished {
+        Ok(()) => loaded.fault_host("returned without setting a response".into()),
+        Err(e) => loaded.classify(e),
+    };
+    let response = match first.await {
+        Ok(Ok(Ok(response))) => response,
+        // The response outparam was dropped unset: the guest says why.
+        Ok(Ok(Err(_))) => {
+            return Err(match tokio::time::timeout_at(deadline.into(), &mut run).await {
+                Ok(finished) => no_response(finished),
+                Err(_) => {
+                    run.cancel();
+                    loaded.fault_deadline()
+                }
+            });
+        }
+        // The guest returned: it set the response first, or failed.
+        Ok(Err(finished)) => match receiver.try_recv() {
+            Ok(response) => {
+                run.report(finished);
+                response
+            }
+            Err(_) => return Err(no_response(finished)),
+        },
+        // The epoch deadline stops running wasm; this also stops a guest
+        // parked in a host call (e.g. waiting on a request body). The
+        // guest is dropped here, so its instance slot is free by the
+        // time the client sees the 504.
+        Err(_) => {
+            run.cancel();
+            return Err(loaded.fault_deadline());
+        }
+    };
+    if let std::task::Poll::Ready(finished) = futures::poll!(&mut run) {
+        run.report(finished);
     }
+    response.map_err(|code| loaded.fault_host(format!("responded with error code {code:?}")))
 }
 
 type BoxedRun = Pin<Box<dyn Future<Output = wasmtime::Result<()>> + Send>>;
@@ -246,10 +287,10 @@ struct GuestRun {
 }
 
 impl GuestRun {
-    fn new(component: Arc<str>, deadline: Instant, run: BoxedRun) -> GuestRun {
+    fn new(component: Arc<str>, run: BoxedRun) -> GuestRun {
         GuestRun {
             component,
-            deadline,
+            deadline: Instant::now(),
             run: Some(run),
         }
     }

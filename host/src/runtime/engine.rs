@@ -1,10 +1,12 @@
-//! The host's one wasmtime [`Engine`]: configuration, the pooling allocator
-//! (with a logged fallback where the machine refuses its reservation), and the
+//! The host's one wasmtime [`Engine`], shared by every app the host runs:
+//! configuration, the pooling allocator (with a logged fallback where the
+//! machine refuses its reservation), the host-wide instance budget, and the
 //! epoch ticker that drives per-call deadlines.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the epoch advances. A running guest notices its deadline at the
@@ -15,29 +17,47 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Bytes of each pooled memory/table slot reset in place rather than released.
 const KEEP_RESIDENT: usize = 128 << 10;
 
-/// Sizing for the engine, derived from the manifest.
+/// Instances a host runs at once, all apps together, unless told otherwise.
+pub const DEFAULT_MAX_INSTANCES: u32 = 1000;
+
+/// Sizing for the host's engine.
 #[derive(Debug, Clone, Copy)]
 pub struct EngineOptions {
-    /// The largest memory cap of any component, in MiB.
+    /// The largest memory cap any component on this host may have, in MiB.
     pub max_memory_mib: u64,
-    /// Component instances the pool must hold at once (all components together).
-    pub total_instances: u32,
+    /// Component instances alive at once on this host, all apps together:
+    /// the pool's size and the host-wide budget.
+    pub max_instances: u32,
     /// Try the pooling allocator (falls back to on-demand if it cannot reserve).
     pub pooling: bool,
 }
 
-/// A configured engine plus the ticker thread's stop flag.
+impl Default for EngineOptions {
+    fn default() -> EngineOptions {
+        EngineOptions {
+            max_memory_mib: crate::manifest::DEFAULT_MEMORY_MIB,
+            max_instances: DEFAULT_MAX_INSTANCES,
+            pooling: true,
+        }
+    }
+}
+
+/// The host's engine, its instance budget and the ticker thread's stop flag.
 pub struct HostEngine {
     /// The engine shared by every component on this host.
     pub engine: Engine,
     /// Whether the pooling allocator is in use.
     pub pooling: bool,
+    /// The sizing it was built with.
+    pub options: EngineOptions,
+    budget: Arc<Semaphore>,
     stop: Arc<AtomicBool>,
 }
 
 impl HostEngine {
     /// Builds the engine and starts the epoch ticker.
-    pub fn new(options: EngineOptions) -> wasmtime::Result<HostEngine> {
+    pub fn new(mut options: EngineOptions) -> wasmtime::Result<Arc<HostEngine>> {
+        options.max_instances = options.max_instances.max(1);
         let (engine, pooling) = if options.pooling {
             match Engine::new(&config(Some(options))) {
                 Ok(engine) => (engine, true),
@@ -66,7 +86,19 @@ impl HostEngine {
                     }
                 }
             })?;
-        Ok(HostEngine { engine, pooling, stop })
+        Ok(Arc::new(HostEngine {
+            engine,
+            pooling,
+            options,
+            budget: Arc::new(Semaphore::new(options.max_instances as usize)),
+            stop,
+        }))
+    }
+
+    /// One instance's share of the host-wide budget, or `None` when every
+    /// instance of the host is in use.
+    pub fn instance_permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.budget.clone().try_acquire_owned().ok()
     }
 }
 
@@ -83,7 +115,7 @@ fn config(pool: Option<EngineOptions>) -> Config {
     config.parallel_compilation(true);
     if let Some(options) = pool {
         let mut pooling = PoolingAllocationConfig::default();
-        let instances = options.total_instances.max(16);
+        let instances = options.max_instances.max(16);
         // A Rust wasip2 component holds a handful of core instances, memories
         // and tables; size the pool for that times the instance budget.
         pooling.total_component_instances(instances);

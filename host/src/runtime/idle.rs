@@ -8,53 +8,40 @@
 //! initialisation and the memory teardown of each call, at the price of
 //! isolation: guest globals and heap survive from one call to the next.
 //!
-//! Only an instance whose call returned normally comes back: a trap, a fault,
-//! a deadline or a cancelled call drops it. So does one whose resource table
-//! grew since it was first parked (a guest that leaks handles, e.g. keeps the
-//! previous request alive). The pool belongs to one [`super::Loaded`] (one
-//! version): a commit closes the pools of the versions it replaces, so a hot
-//! swap starts empty and old instances do not outlive it. Instances parked
-//! longer than [`IDLE_TTL`] are dropped at the pool's next use.
+//! This file only keeps instances; what makes one fit to keep (its call
+//! returned normally, its resource table did not grow) is decided by the
+//! version that owns the pool (`component.rs`). A commit closes the pools
+//! of the versions it replaces, so a hot swap starts empty and old instances
+//! do not outlive it. Instances parked longer than [`IDLE_TTL`] are dropped
+//! at the pool's next use.
 
-use super::Generation;
-use super::context::CallContext;
-use super::state::HostState;
 use std::collections::VecDeque;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use wasmtime::Store;
-use wasmtime::component::Instance;
 
 /// How long an instance may stay parked before it is dropped.
 pub const IDLE_TTL: Duration = Duration::from_secs(30);
 
-/// An instance with its store, fresh or taken from the pool.
-pub(crate) struct Idle {
-    pub(crate) store: Store<HostState>,
-    pub(crate) instance: Instance,
-    /// Calls it has served.
-    pub(crate) uses: u32,
-}
-
-struct Parked {
-    idle: Idle,
+struct Parked<T> {
+    item: T,
+    uses: u32,
     since: Instant,
 }
 
-/// The idle instances of one component version.
-pub(crate) struct IdlePool {
+/// The idle instances (`T`) of one component version.
+pub(crate) struct IdlePool<T> {
     /// Calls one instance may serve; 0 turns reuse off.
     max_uses: u32,
     /// Set when this version is replaced: nothing is parked any more.
     closed: AtomicBool,
     /// Oldest first; calls take the newest (its pages are the warmest).
-    idle: Mutex<VecDeque<Parked>>,
+    idle: Mutex<VecDeque<Parked<T>>>,
 }
 
-impl IdlePool {
+impl<T> IdlePool<T> {
     /// A pool whose instances serve up to `max_uses` calls each (0: none kept).
-    pub(crate) fn new(max_uses: u32) -> IdlePool {
+    pub(crate) fn new(max_uses: u32) -> IdlePool<T> {
         IdlePool {
             max_uses,
             closed: AtomicBool::new(false),
@@ -62,9 +49,8 @@ impl IdlePool {
         }
     }
 
-    /// An idle instance made ready for a call in `generation` with context
-    /// `cx`, if there is one.
-    pub(crate) fn take(&self, generation: &Arc<Generation>, cx: &CallContext) -> Option<Idle> {
+    /// The newest idle instance and the calls it has served, if there is one.
+    pub(crate) fn take(&self) -> Option<(T, u32)> {
         if self.max_uses == 0 {
             return None;
         }
@@ -74,44 +60,21 @@ impl IdlePool {
             (idle.pop_back(), expired)
         };
         drop(expired);
-        let mut idle = taken?.idle;
-        let state = idle.store.data_mut();
-        state.cx = cx.clone();
-        state.generation = generation.clone();
-        idle.store.set_epoch_deadline(1);
-        Some(idle)
+        taken.map(|p| (p.item, p.uses))
     }
 
-    /// Takes back an instance whose call (its `uses`-th) succeeded. It is
-    /// dropped instead when reuse is off, it has served its share, its
-    /// version was replaced, or its resource table grew since it was first
-    /// parked.
-    pub(crate) fn give_back(&self, idle: Idle) {
-        let Idle {
-            mut store,
-            instance,
-            uses,
-        } = idle;
-        if uses >= self.max_uses || self.closed.load(Ordering::Acquire) {
-            return;
-        }
-        // What belongs to the call goes now: the instances it started over
-        // local links (each returns to its own pool) and its generation,
-        // which holds this version and would otherwise keep itself alive.
-        let state = store.data_mut();
-        let callees = std::mem::take(&mut state.callees);
-        state.callees = (0..callees.len()).map(|_| None).collect();
-        state.generation = Arc::default();
-        drop(callees);
-        let entries = state.table_entries();
-        if *state.parked_entries.get_or_insert(entries) < entries {
-            tracing::debug!(component = &*state.component, "not reused: it kept {entries} resources");
-            return;
-        }
+    /// Whether an instance that has served `uses` calls may be parked.
+    pub(crate) fn accepts(&self, uses: u32) -> bool {
+        uses < self.max_uses && !self.closed.load(Ordering::Acquire)
+    }
+
+    /// Parks an instance that has served `uses` calls.
+    pub(crate) fn park(&self, item: T, uses: u32) {
         let expired = {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             idle.push_back(Parked {
-                idle: Idle { store, instance, uses },
+                item,
+                uses,
                 since: Instant::now(),
             });
             expire(&mut idle)
@@ -135,7 +98,7 @@ impl IdlePool {
 
 /// Removes the instances parked longer than [`IDLE_TTL`], for the caller to
 /// drop outside the lock.
-fn expire(idle: &mut VecDeque<Parked>) -> Vec<Parked> {
+fn expire<T>(idle: &mut VecDeque<Parked<T>>) -> Vec<Parked<T>> {
     let now = Instant::now();
     let stale = idle
         .iter()

@@ -1,77 +1,76 @@
-//! Per-store state and the capabilities a host gives components.
+//! Per-store state: one [`HostState`] lives in each `Store`, i.e. each
+//! component instance.
 //!
-//! One [`HostState`] lives in each `Store`, i.e. each component instance. It
-//! holds one field per capability (WASI, wasi:http, wasi:config, wasi:logging),
-//! the instance's limits and deadline, and the instances of linked components
-//! it has started during this call. [`add_capabilities`] puts the matching
-//! host functions into a linker; what a guest may actually reach (files,
-//! sockets, environment) is decided per component by [`wasi_ctx`], deny by default.
+//! It holds one field per capability (what each capability's instance phase
+//! built, see `capabilities/`), the instance's limits and permits, its call
+//! context, and `chain`: what the call chain shares (its generation, the
+//! instances of linked components this one started). The chain's type is a
+//! parameter so that this file knows nothing of components or links.
 
-use crate::links::Callee;
-use crate::manifest::WasiGrants;
 use crate::runtime::context::CallContext;
 use crate::runtime::fault::MemoryLimitExceeded;
-use crate::runtime::{Generation, Loaded};
 use std::sync::Arc;
 use tokio::sync::OwnedSemaphorePermit;
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Result};
-use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_config::WasiConfigVariables;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-mod logging {
-    wasmtime::component::bindgen!({
-        path: "../wit/insurance/deps/logging",
-        world: "wasi:logging/imports",
-    });
+/// What the capabilities give one instance: one field per capability that
+/// keeps per-instance state.
+pub struct CapabilityStates {
+    /// WASI cli, clocks, random, filesystem, sockets.
+    pub wasi: WasiCtx,
+    /// wasi:http (types, and outgoing requests when granted).
+    pub http: WasiHttpCtx,
+    /// wasi:config values.
+    pub config: Arc<WasiConfigVariables>,
 }
-use logging::wasi::logging::logging as wasi_logging;
 
-/// The data of one store: one component instance and its callees.
-pub struct HostState {
+/// The instance permits a store holds: its component's and the host's.
+pub struct Permits {
+    /// One of the component's `max_instances`.
+    pub component: OwnedSemaphorePermit,
+    /// One of the host's instance budget.
+    pub host: OwnedSemaphorePermit,
+}
+
+/// The data of one store: one component instance.
+pub struct HostState<C> {
     /// The component this store runs.
     pub(crate) component: Arc<str>,
-    wasi: WasiCtx,
-    http: WasiHttpCtx,
+    pub(crate) caps: CapabilityStates,
     table: ResourceTable,
-    config: Arc<WasiConfigVariables>,
     pub(crate) limiter: Limiter,
     /// The call's deadline and trace.
     pub(crate) cx: CallContext,
-    /// Instances of linked components started by this instance, one slot per link.
-    pub(crate) callees: Vec<Option<Box<Callee>>>,
-    /// The generation this call runs in: local links start their targets
-    /// from it, so one call sees one consistent set of versions.
-    pub(crate) generation: Arc<Generation>,
+    /// What the call chain shares.
+    pub(crate) chain: C,
     /// Resource-table entries when the instance was first parked (`reuse`).
     pub(crate) parked_entries: Option<usize>,
-    _permit: OwnedSemaphorePermit,
+    _permits: Permits,
 }
 
-impl HostState {
-    /// State for a new instance of `loaded`, from `generation`.
+impl<C> HostState<C> {
+    /// State for a new instance of `component`.
     pub(crate) fn new(
-        loaded: &Loaded,
-        wasi: WasiCtx,
+        component: Arc<str>,
+        caps: CapabilityStates,
+        memory_mib: u64,
         cx: CallContext,
-        permit: OwnedSemaphorePermit,
-        generation: Arc<Generation>,
-    ) -> HostState {
+        chain: C,
+        permits: Permits,
+    ) -> HostState<C> {
         HostState {
-            component: loaded.name.clone(),
-            wasi,
-            http: WasiHttpCtx::new(),
+            component,
+            caps,
             table: ResourceTable::new(),
-            config: loaded.config.clone(),
-            limiter: Limiter {
-                memory_mib: loaded.memory_mib,
-            },
+            limiter: Limiter { memory_mib },
             cx,
-            callees: (0..loaded.links).map(|_| None).collect(),
-            generation,
+            chain,
             parked_entries: None,
-            _permit: permit,
+            _permits: permits,
         }
     }
 
@@ -81,35 +80,21 @@ impl HostState {
     }
 }
 
-impl WasiView for HostState {
+impl<C: Send> WasiView for HostState<C> {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: &mut self.caps.wasi,
             table: &mut self.table,
         }
     }
 }
 
-impl WasiHttpView for HostState {
+impl<C: Send> WasiHttpView for HostState<C> {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView {
-            ctx: &mut self.http,
+            ctx: &mut self.caps.http,
             table: &mut self.table,
             hooks: Default::default(),
-        }
-    }
-}
-
-impl wasi_logging::Host for HostState {
-    fn log(&mut self, level: wasi_logging::Level, context: String, message: String) {
-        use wasi_logging::Level;
-        let component = &*self.component;
-        match level {
-            Level::Trace => tracing::trace!(component, context, "{message}"),
-            Level::Debug => tracing::debug!(component, context, "{message}"),
-            Level::Info => tracing::info!(component, context, "{message}"),
-            Level::Warn => tracing::warn!(component, context, "{message}"),
-            Level::Error | Level::Critical => tracing::error!(component, context, "{message}"),
         }
     }
 }
@@ -133,41 +118,4 @@ impl ResourceLimiter for Limiter {
     fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> Result<bool> {
         Ok(desired <= 1 << 20)
     }
-}
-
-/// Adds every capability a component may import to `linker`. Outgoing HTTP
-/// is only added when granted, so an ungranted component that imports it fails
-/// validation with a message naming the grant.
-pub fn add_capabilities(linker: &mut Linker<HostState>, grants: &WasiGrants) -> Result<()> {
-    wasmtime_wasi::p2::add_to_linker_async(linker)?;
-    if grants.outbound_http {
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
-    } else {
-        let options = wasmtime_wasi_http::p2::bindings::LinkOptions::default();
-        wasmtime_wasi_http::p2::bindings::http::types::add_to_linker::<_, wasmtime_wasi_http::WasiHttp>(
-            linker,
-            &options.into(),
-            HostState::http,
-        )?;
-    }
-    wasmtime_wasi_config::add_to_linker(linker, |s: &mut HostState| WasiConfig::from(&*s.config))?;
-    wasi_logging::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
-    Ok(())
-}
-
-/// The WASI context for one instance: stdio goes to the host's stdio; files,
-/// sockets and environment only as granted.
-pub fn wasi_ctx(grants: &WasiGrants) -> Result<WasiCtx> {
-    let mut builder = WasiCtxBuilder::new();
-    builder.inherit_stdout().inherit_stderr();
-    for (key, value) in &grants.env {
-        builder.env(key, value);
-    }
-    for (guest, host) in &grants.dirs {
-        builder.preopened_dir(host, guest, FsPerms::ReadWrite)?;
-    }
-    if grants.network {
-        builder.inherit_network().allow_ip_name_lookup(true);
-    }
-    Ok(builder.build())
 }

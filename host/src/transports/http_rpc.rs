@@ -4,11 +4,15 @@
 //! Bindings on the same address share one server and are routed by path.
 //! A body that does not fit the function's types is answered 400 with the
 //! path of the bad field; a failed call is answered like the `http` medium.
+//! An incoming `traceparent` header continues its trace.
 
-use super::Medium;
-use super::http::serve_http;
-use crate::manifest::{BindingSpec, Manifest, split_export};
+use super::medium::{BindContext, Medium, Service, call_error_reply, check_function, function_ref};
+use super::serve::serve_http;
+use crate::manifest::{BindingSpec, HttpRpcBinding};
 use crate::runtime::Runtime;
+use crate::runtime::component::Loaded;
+use crate::runtime::context::CallContext;
+use crate::runtime::dispatch::FunctionRef;
 use anyhow::Context as _;
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -22,45 +26,37 @@ use tokio_util::sync::CancellationToken;
 /// Largest request body accepted, in bytes.
 const MAX_BODY: usize = 4 << 20;
 
-/// One route: a path to an exported function.
-struct Route {
-    component: Arc<str>,
-    interface: String,
-    function: String,
-}
-
 /// An http-rpc server: every http-rpc binding on one address.
 pub struct HttpRpcMedium {
     listener: TcpListener,
     local: SocketAddr,
-    routes: Arc<HashMap<String, Route>>,
+    routes: Arc<HashMap<String, FunctionRef>>,
     runtime: Arc<Runtime>,
 }
 
-impl HttpRpcMedium {
-    /// Binds one server for the http-rpc bindings numbered `bindings`, which
-    /// share one address.
-    pub async fn bind(
-        manifest: &Manifest,
-        bindings: &[usize],
-        runtime: &Arc<Runtime>,
-    ) -> anyhow::Result<HttpRpcMedium> {
+impl Medium for HttpRpcMedium {
+    type Spec = HttpRpcBinding;
+
+    fn spec(binding: &BindingSpec) -> Option<&HttpRpcBinding> {
+        match binding {
+            BindingSpec::HttpRpc(spec) => Some(spec),
+            _ => None,
+        }
+    }
+
+    fn shares(spec: &HttpRpcBinding) -> Option<String> {
+        Some(format!("http-rpc {}", spec.address))
+    }
+
+    fn check(index: usize, spec: &HttpRpcBinding, new: &Loaded, old: Option<&Loaded>) -> Vec<String> {
+        check_function(index, &spec.export, new, old)
+    }
+
+    async fn bind(bindings: &[(usize, &HttpRpcBinding)], cx: &BindContext<'_>) -> anyhow::Result<HttpRpcMedium> {
         let mut routes = HashMap::new();
-        let mut address = None;
-        for &i in bindings {
-            let Some(BindingSpec::HttpRpc(spec)) = manifest.bindings.get(i) else {
-                continue;
-            };
-            let Some((interface, function)) = split_export(&spec.export) else {
-                continue;
-            };
-            address.get_or_insert((i, spec.address));
-            let route = Route {
-                component: Arc::from(spec.component.as_str()),
-                interface: interface.to_string(),
-                function: function.to_string(),
-            };
-            if routes.insert(spec.route(), route).is_some() {
+        for &(i, spec) in bindings {
+            let target = function_ref(i, &spec.component, &spec.export)?;
+            if routes.insert(spec.route(), target).is_some() {
                 anyhow::bail!(
                     "bindings[{i}].path: {} is already routed on {}",
                     spec.route(),
@@ -68,20 +64,20 @@ impl HttpRpcMedium {
                 );
             }
         }
-        let (first, address) = address.context("no http-rpc binding to serve")?;
-        let listener = TcpListener::bind(address)
+        let &(first, spec) = bindings.first().context("no http-rpc binding to serve")?;
+        let listener = TcpListener::bind(spec.address)
             .await
-            .with_context(|| format!("bindings[{first}]: cannot listen on {address}"))?;
+            .with_context(|| format!("bindings[{first}]: cannot listen on {}", spec.address))?;
         Ok(HttpRpcMedium {
             local: listener.local_addr()?,
             listener,
             routes: Arc::new(routes),
-            runtime: runtime.clone(),
+            runtime: cx.runtime.clone(),
         })
     }
 }
 
-impl Medium for HttpRpcMedium {
+impl Service for HttpRpcMedium {
     fn describe(&self) -> String {
         let mut routes: Vec<String> = self
             .routes
@@ -103,10 +99,10 @@ impl Medium for HttpRpcMedium {
 
 async fn respond(
     runtime: &Runtime,
-    routes: &HashMap<String, Route>,
+    routes: &HashMap<String, FunctionRef>,
     request: hyper::Request<hyper::body::Incoming>,
 ) -> hyper::Response<Full<Bytes>> {
-    let Some(route) = routes.get(request.uri().path()) else {
+    let Some(target) = routes.get(request.uri().path()) else {
         let mut known: Vec<_> = routes.keys().map(String::as_str).collect();
         known.sort();
         let message = format!("no route {}; routes: {}", request.uri().path(), known.join(", "));
@@ -118,6 +114,8 @@ async fn respond(
             &serde_json::json!({ "error": "use POST with a JSON object of parameters", "kind": "method" }),
         );
     }
+    let traceparent = request.headers().get("traceparent").and_then(|v| v.to_str().ok());
+    let cx = CallContext::incoming(traceparent);
     let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
         Ok(body) => body.to_bytes(),
         Err(e) => {
@@ -127,14 +125,11 @@ async fn respond(
             );
         }
     };
-    match runtime
-        .call_json(&route.component, &route.interface, &route.function, &body)
-        .await
-    {
+    match runtime.call_json(target, &body, cx).await {
         Ok(value) => json(200, &value),
         Err(error) => {
-            tracing::debug!("http-rpc {}: {error}", route.function);
-            let (status, body) = super::call_error_reply(&error);
+            tracing::debug!("http-rpc {target}: {error}");
+            let (status, body) = call_error_reply(&error);
             json(status, &body)
         }
     }

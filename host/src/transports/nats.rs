@@ -5,19 +5,21 @@
 //! A failed call is still a reply, never silence: it carries the NATS service
 //! error headers `Nats-Service-Error` / `Nats-Service-Error-Code` (the
 //! convention of NATS micro services) and a JSON error body. Replicas share a
-//! queue group, so NATS spreads requests across hosts.
+//! queue group, so NATS spreads requests across hosts. A `traceparent`
+//! header continues its trace.
 
-use super::Medium;
-use crate::manifest::{NatsBinding, split_export};
+use super::medium::{BindContext, Medium, Service, call_error_reply, check_function, error_headers, function_ref};
+use super::serve::serve_subscription;
+use crate::links::remote::TRACEPARENT_HEADER;
+use crate::manifest::{BindingSpec, NatsBinding};
 use crate::runtime::Runtime;
+use crate::runtime::component::Loaded;
+use crate::runtime::context::CallContext;
+use crate::runtime::dispatch::FunctionRef;
 use anyhow::Context as _;
-use async_nats::HeaderMap;
 use futures::future::BoxFuture;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
-
-/// Header naming the kind of a failure (`trap`, `deadline`, `bad-request`...).
-pub const ERROR_KIND_HEADER: &str = "Membrane-Error-Kind";
 
 /// A subscribed `nats` binding.
 pub struct NatsMedium {
@@ -25,48 +27,39 @@ pub struct NatsMedium {
     subscriber: async_nats::Subscriber,
     subject: String,
     group: String,
-    call: Arc<Target>,
+    target: Arc<FunctionRef>,
+    runtime: Arc<Runtime>,
 }
 
-/// The function a medium calls.
-pub(crate) struct Target {
-    pub(crate) runtime: Arc<Runtime>,
-    pub(crate) component: Arc<str>,
-    pub(crate) interface: String,
-    pub(crate) function: String,
+/// The call context of a message: its `traceparent` header, if any.
+pub(crate) fn message_context(headers: Option<&async_nats::HeaderMap>) -> CallContext {
+    CallContext::incoming(headers.and_then(|h| h.get(TRACEPARENT_HEADER)).map(|v| v.as_str()))
 }
 
-impl Target {
-    pub(crate) fn new(runtime: Arc<Runtime>, component: &str, export: &str) -> anyhow::Result<Target> {
-        let (interface, function) = split_export(export).context("export must be `interface#function`")?;
-        Ok(Target {
-            runtime,
-            component: Arc::from(component),
-            interface: interface.to_string(),
-            function: function.to_string(),
-        })
+impl Medium for NatsMedium {
+    type Spec = NatsBinding;
+    const NEEDS_NATS: bool = true;
+
+    fn spec(binding: &BindingSpec) -> Option<&NatsBinding> {
+        match binding {
+            BindingSpec::Nats(spec) => Some(spec),
+            _ => None,
+        }
     }
 
-    pub(crate) async fn call(&self, payload: &[u8]) -> Result<serde_json::Value, crate::runtime::fault::CallError> {
-        self.runtime
-            .call_json(&self.component, &self.interface, &self.function, payload)
-            .await
+    fn check(index: usize, spec: &NatsBinding, new: &Loaded, old: Option<&Loaded>) -> Vec<String> {
+        check_function(index, &spec.export, new, old)
     }
-}
 
-impl NatsMedium {
-    /// Subscribes binding number `index`.
-    pub async fn bind(
-        index: usize,
-        spec: &NatsBinding,
-        app: &str,
-        client: async_nats::Client,
-        runtime: Arc<Runtime>,
-    ) -> anyhow::Result<NatsMedium> {
+    async fn bind(bindings: &[(usize, &NatsBinding)], cx: &BindContext<'_>) -> anyhow::Result<NatsMedium> {
+        let &[(index, spec)] = bindings else {
+            anyhow::bail!("a nats binding is bound alone");
+        };
+        let client = cx.nats()?;
         let group = spec
             .queue_group
             .clone()
-            .unwrap_or_else(|| format!("membrane.{app}.{}", spec.component));
+            .unwrap_or_else(|| format!("membrane.{}.{}", cx.app, spec.component));
         let subscriber = client
             .queue_subscribe(spec.subject.clone(), group.clone())
             .await
@@ -76,26 +69,27 @@ impl NatsMedium {
             subscriber,
             subject: spec.subject.clone(),
             group,
-            call: Arc::new(Target::new(runtime, &spec.component, &spec.export)?),
+            target: Arc::new(function_ref(index, &spec.component, &spec.export)?),
+            runtime: cx.runtime.clone(),
         })
     }
 }
 
-impl Medium for NatsMedium {
+impl Service for NatsMedium {
     fn describe(&self) -> String {
         format!(
             "nats {} (queue group {}) -> {}:{}",
-            self.subject, self.group, self.call.component, self.call.function
+            self.subject, self.group, self.target.component, self.target.function
         )
     }
 
     fn serve(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
-            let (client, call) = (self.client.clone(), self.call.clone());
+            let (client, target, runtime) = (self.client.clone(), self.target.clone(), self.runtime.clone());
             let label = format!("nats {}", self.subject);
-            super::serve_subscription(self.subscriber, shutdown, label, |message| {
-                let (client, call) = (client.clone(), call.clone());
-                async move { answer(&client, &call, message).await }
+            serve_subscription(self.subscriber, shutdown, label, |message| {
+                let (client, target, runtime) = (client.clone(), target.clone(), runtime.clone());
+                async move { answer(&client, &runtime, &target, message).await }
             })
             .await;
             let _ = self.client.flush().await;
@@ -104,8 +98,9 @@ impl Medium for NatsMedium {
     }
 }
 
-async fn answer(client: &async_nats::Client, call: &Target, message: async_nats::Message) {
-    let result = call.call(&message.payload).await;
+async fn answer(client: &async_nats::Client, runtime: &Runtime, target: &FunctionRef, message: async_nats::Message) {
+    let cx = message_context(message.headers.as_ref());
+    let result = runtime.call_json(target, &message.payload, cx).await;
     let Some(reply) = message.reply else {
         if let Err(e) = result {
             tracing::warn!("nats {} (no reply subject): {e}", message.subject);
@@ -116,7 +111,7 @@ async fn answer(client: &async_nats::Client, call: &Target, message: async_nats:
         Ok(value) => client.publish(reply, value.to_string().into()).await,
         Err(error) => {
             tracing::debug!("nats {}: {error}", message.subject);
-            let (status, body) = super::call_error_reply(&error);
+            let (status, body) = call_error_reply(&error);
             client
                 .publish_with_headers(reply, error_headers(status, &body), body.to_string().into())
                 .await
@@ -125,14 +120,4 @@ async fn answer(client: &async_nats::Client, call: &Target, message: async_nats:
     if let Err(e) = sent {
         tracing::warn!("nats {}: cannot send the reply: {e}", message.subject);
     }
-}
-
-/// The error headers of a failed call's reply.
-pub(crate) fn error_headers(status: u16, body: &serde_json::Value) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    let message = body["error"].as_str().unwrap_or("error").replace(['\r', '\n'], " ");
-    headers.insert("Nats-Service-Error", message.as_str());
-    headers.insert("Nats-Service-Error-Code", status.to_string().as_str());
-    headers.insert(ERROR_KIND_HEADER, body["kind"].as_str().unwrap_or("error"));
-    headers
 }

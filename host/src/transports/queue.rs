@@ -13,11 +13,15 @@
 //!   published there before the ack.
 //! - Shutdown stops pulling and lets in-flight calls finish (ack or nak).
 //!   Messages a dead host held are redelivered after `ack_wait`.
+//! - A `traceparent` header continues its trace.
 
-use super::Medium;
-use super::nats::{ERROR_KIND_HEADER, Target};
-use crate::manifest::QueueBinding;
+use super::medium::{BindContext, DRAIN_TIMEOUT, Medium, Service, call_error_reply, check_function, function_ref};
+use super::nats::message_context;
+use crate::links::remote::ERROR_KIND_HEADER;
+use crate::manifest::{BindingSpec, QueueBinding};
 use crate::runtime::Runtime;
+use crate::runtime::component::Loaded;
+use crate::runtime::dispatch::FunctionRef;
 use crate::runtime::fault::CallError;
 use anyhow::Context as _;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, stream};
@@ -26,38 +30,49 @@ use futures::future::BoxFuture;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// Header naming where to publish a queued call's result.
 pub const REPLY_HEADER: &str = "Membrane-Reply-To";
 /// Longest redelivery delay.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// How long shutdown waits for in-flight calls.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A bound `queue` binding.
 pub struct QueueMedium {
     js: jetstream::Context,
     consumer: PullConsumer,
     spec: QueueBinding,
-    call: Arc<Target>,
+    target: FunctionRef,
+    runtime: Arc<Runtime>,
 }
 
-impl QueueMedium {
-    /// Creates (if missing) the stream, dead-letter stream and durable consumer
-    /// of binding number `index`.
-    pub async fn bind(
-        index: usize,
-        spec: &QueueBinding,
-        app: &str,
-        client: async_nats::Client,
-        runtime: Arc<Runtime>,
-    ) -> anyhow::Result<QueueMedium> {
+impl Medium for QueueMedium {
+    type Spec = QueueBinding;
+    const NEEDS_NATS: bool = true;
+
+    fn spec(binding: &BindingSpec) -> Option<&QueueBinding> {
+        match binding {
+            BindingSpec::Queue(spec) => Some(spec),
+            _ => None,
+        }
+    }
+
+    fn check(index: usize, spec: &QueueBinding, new: &Loaded, old: Option<&Loaded>) -> Vec<String> {
+        check_function(index, &spec.export, new, old)
+    }
+
+    /// Creates (if missing) the stream, dead-letter stream and durable consumer.
+    async fn bind(bindings: &[(usize, &QueueBinding)], cx: &BindContext<'_>) -> anyhow::Result<QueueMedium> {
+        let &[(index, spec)] = bindings else {
+            anyhow::bail!("a queue binding is bound alone");
+        };
         let context = |what: &str| format!("bindings[{index}]: {what}");
+        let (runtime, app) = (cx.runtime.clone(), cx.app);
         let timeout = runtime
             .get(&spec.component)
             .map_or(Duration::from_secs(5), |c| c.timeout);
-        let js = jetstream::new(client);
+        let js = jetstream::new(cx.nats()?);
         let stream = js
             .get_or_create_stream(stream::Config {
                 name: spec.stream.clone(),
@@ -100,76 +115,25 @@ impl QueueMedium {
             js,
             consumer,
             spec: spec.clone(),
-            call: Arc::new(Target::new(runtime, &spec.component, &spec.export)?),
+            target: function_ref(index, &spec.component, &spec.export)?,
+            runtime,
         })
     }
 }
 
-impl Medium for QueueMedium {
+impl Service for QueueMedium {
     fn describe(&self) -> String {
         format!(
             "queue {} (stream {}, concurrency {}) -> {}:{}",
-            self.spec.subject, self.spec.stream, self.spec.concurrency, self.call.component, self.call.function
+            self.spec.subject, self.spec.stream, self.spec.concurrency, self.target.component, self.target.function
         )
     }
 
     fn serve(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
             let this = Arc::new(*self);
-            let slots = Arc::new(Semaphore::new(this.spec.concurrency as usize));
-            let mut in_flight = tokio::task::JoinSet::new();
-            'pull: while !shutdown.is_cancelled() {
-                let messages = this
-                    .consumer
-                    .stream()
-                    .max_messages_per_batch(this.spec.concurrency as usize)
-                    .heartbeat(Duration::from_secs(5))
-                    .messages()
-                    .await;
-                let mut messages = match messages {
-                    Ok(messages) => messages,
-                    Err(e) => {
-                        // Typically the broker is away; the client reconnects.
-                        tracing::warn!("queue {}: cannot pull ({e}); retrying", this.spec.subject);
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_millis(500)) => continue 'pull,
-                            _ = shutdown.cancelled() => break 'pull,
-                        }
-                    }
-                };
-                loop {
-                    // Take a slot first, so nothing is pulled that cannot start.
-                    let slot = tokio::select! {
-                        slot = slots.clone().acquire_owned() => slot?,
-                        _ = shutdown.cancelled() => break 'pull,
-                    };
-                    let message = tokio::select! {
-                        message = messages.next() => message,
-                        _ = shutdown.cancelled() => break 'pull,
-                    };
-                    match message {
-                        Some(Ok(message)) => {
-                            let this = this.clone();
-                            in_flight.spawn(async move {
-                                this.process(message).await;
-                                drop(slot);
-                            });
-                        }
-                        Some(Err(e)) => {
-                            tracing::warn!("queue {}: {e}", this.spec.subject);
-                            if matches!(
-                                e.kind(),
-                                jetstream::consumer::pull::MessagesErrorKind::MissingHeartbeat
-                                    | jetstream::consumer::pull::MessagesErrorKind::ConsumerDeleted
-                            ) {
-                                continue 'pull;
-                            }
-                        }
-                        None => continue 'pull,
-                    }
-                    while in_flight.try_join_next().is_some() {}
-                }
-            }
+            let mut in_flight = JoinSet::new();
+            this.clone().pull(&shutdown, &mut in_flight).await?;
             let drain = async { while in_flight.join_next().await.is_some() {} };
             if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
                 tracing::warn!("queue {}: gave up waiting for in-flight calls", this.spec.subject);
@@ -180,9 +144,70 @@ impl Medium for QueueMedium {
 }
 
 impl QueueMedium {
+    /// Pulls messages, `concurrency` at a time, each processed in its own
+    /// task in `in_flight`, until `shutdown`.
+    async fn pull(self: Arc<Self>, shutdown: &CancellationToken, in_flight: &mut JoinSet<()>) -> anyhow::Result<()> {
+        let this = self;
+        let slots = Arc::new(Semaphore::new(this.spec.concurrency as usize));
+        'pull: while !shutdown.is_cancelled() {
+            let messages = this
+                .consumer
+                .stream()
+                .max_messages_per_batch(this.spec.concurrency as usize)
+                .heartbeat(Duration::from_secs(5))
+                .messages()
+                .await;
+            let mut messages = match messages {
+                Ok(messages) => messages,
+                Err(e) => {
+                    // Typically the broker is away; the client reconnects.
+                    tracing::warn!("queue {}: cannot pull ({e}); retrying", this.spec.subject);
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => continue 'pull,
+                        _ = shutdown.cancelled() => break 'pull,
+                    }
+                }
+            };
+            loop {
+                // Take a slot first, so nothing is pulled that cannot start.
+                let slot = tokio::select! {
+                    slot = slots.clone().acquire_owned() => slot?,
+                    _ = shutdown.cancelled() => break 'pull,
+                };
+                let message = tokio::select! {
+                    message = messages.next() => message,
+                    _ = shutdown.cancelled() => break 'pull,
+                };
+                match message {
+                    Some(Ok(message)) => {
+                        let this = this.clone();
+                        in_flight.spawn(async move {
+                            this.process(message).await;
+                            drop(slot);
+                        });
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!("queue {}: {e}", this.spec.subject);
+                        if matches!(
+                            e.kind(),
+                            jetstream::consumer::pull::MessagesErrorKind::MissingHeartbeat
+                                | jetstream::consumer::pull::MessagesErrorKind::ConsumerDeleted
+                        ) {
+                            continue 'pull;
+                        }
+                    }
+                    None => continue 'pull,
+                }
+                while in_flight.try_join_next().is_some() {}
+            }
+        }
+        Ok(())
+    }
+
     async fn process(&self, message: jetstream::Message) {
         let deliveries = message.info().map_or(1, |info| info.delivered.max(1) as u64);
-        match self.call.call(&message.payload).await {
+        let cx = message_context(message.headers.as_ref());
+        match self.runtime.call_json(&self.target, &message.payload, cx).await {
             Ok(value) => {
                 if let Some(reply) = message.headers.as_ref().and_then(|h| h.get(REPLY_HEADER)) {
                     let reply = reply.as_str().to_string();
@@ -237,7 +262,7 @@ impl QueueMedium {
         error: &CallError,
         deliveries: u64,
     ) -> anyhow::Result<()> {
-        let (status, body) = super::call_error_reply(error);
+        let (status, body) = call_error_reply(error);
         let mut headers = message.headers.clone().unwrap_or_default();
         let reason = body["error"].as_str().unwrap_or("error").replace(['\r', '\n'], " ");
         headers.insert("Membrane-Error", reason.as_str());
@@ -245,7 +270,7 @@ impl QueueMedium {
         headers.insert("Membrane-Error-Code", status.to_string().as_str());
         headers.insert("Membrane-Deliveries", deliveries.to_string().as_str());
         headers.insert("Membrane-Original-Subject", message.subject.as_str());
-        headers.insert("Membrane-Component", &*self.call.component);
+        headers.insert("Membrane-Component", &*self.target.component);
         self.js
             .publish_with_headers(self.spec.dead_letter_subject(), headers, message.payload.clone())
             .await?

@@ -1,5 +1,5 @@
 //! One app on this host: its runtime, its media, and reconciling both to a
-//! manifest.
+//! manifest ([`stage`] validates a manifest into a generation).
 //!
 //! [`AppRunner::reconcile`] is the only way an app changes, at start-up and
 //! afterwards (hot swap, scale, a new revision of the desired state, a host
@@ -9,10 +9,14 @@
 //! bind the media newly wanted. A medium whose configuration is unchanged
 //! keeps serving throughout, so an update drops no call.
 
-use crate::links::remote::{Lattice, RpcServer};
+pub mod stage;
+
+use crate::links::remote::Lattice;
 use crate::manifest::Manifest;
+use crate::runtime::engine::{EngineOptions, HostEngine};
 use crate::runtime::{Change, LoadOptions, Runtime};
-use crate::transports::{self, Medium, Planned};
+use crate::transports::rpc::LinkServer;
+use crate::transports::{self, BindContext, Planned, Service};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,6 +61,50 @@ pub struct Reconciled {
     pub failures: Vec<String>,
 }
 
+/// What every app on this host shares.
+#[derive(Clone)]
+pub struct HostContext {
+    /// The host's one engine and instance budget.
+    pub engine: Arc<HostEngine>,
+    /// The code cache and artifact store.
+    pub load: LoadOptions,
+    /// The host's NATS connection, if it has one.
+    pub nats: Option<async_nats::Client>,
+    /// The lattice, for links to components placed elsewhere.
+    pub lattice: Option<Lattice>,
+}
+
+impl HostContext {
+    /// A host with no NATS: an engine of `engine`'s sizing, code cached in
+    /// `cache_dir`.
+    pub fn local(engine: EngineOptions, cache_dir: Option<std::path::PathBuf>) -> anyhow::Result<HostContext> {
+        Ok(HostContext {
+            engine: HostEngine::new(engine).map_err(anyhow::Error::from)?,
+            load: LoadOptions {
+                cache_dir,
+                artifacts: None,
+            },
+            nats: None,
+            lattice: None,
+        })
+    }
+}
+
+/// Stages and commits the components of `manifest` in `here` (default: all)
+/// on a new runtime of `host`, without binding media (for tests, benchmarks
+/// and embedding).
+pub async fn load(
+    manifest: &Manifest,
+    host: &HostContext,
+    here: Option<BTreeSet<String>>,
+) -> anyhow::Result<Arc<Runtime>> {
+    let runtime = Runtime::new(host.engine.clone(), &host.load);
+    let here = here.unwrap_or_else(|| manifest.components.keys().cloned().collect());
+    let staged = stage::stage(&runtime, manifest, &here, host.lattice.as_ref()).await?;
+    runtime.commit(staged);
+    Ok(runtime)
+}
+
 /// One app on this host.
 pub struct AppRunner {
     name: String,
@@ -68,20 +116,16 @@ pub struct AppRunner {
 }
 
 impl AppRunner {
-    /// An app with nothing running yet; its engine fits `manifest`.
-    pub fn new(
-        manifest: &Manifest,
-        options: &LoadOptions,
-        nats: Option<async_nats::Client>,
-    ) -> anyhow::Result<AppRunner> {
-        Ok(AppRunner {
+    /// App `manifest` with nothing running yet, on `host`'s engine.
+    pub fn new(manifest: &Manifest, host: &HostContext) -> AppRunner {
+        AppRunner {
             name: manifest.app.name.clone(),
-            runtime: Runtime::new(manifest, options)?,
-            nats,
-            lattice: options.lattice.clone(),
+            runtime: Runtime::new(host.engine.clone(), &host.load),
+            nats: host.nats.clone(),
+            lattice: host.lattice.clone(),
             media: BTreeMap::new(),
             here: BTreeSet::new(),
-        })
+        }
     }
 
     /// The app's name.
@@ -104,7 +148,7 @@ impl AppRunner {
     /// medium that fails to bind is reported in [`Reconciled::failures`]
     /// after the rest is running.
     pub async fn reconcile(&mut self, manifest: &Manifest, here: BTreeSet<String>) -> anyhow::Result<Reconciled> {
-        let staged = self.runtime.stage(manifest, &here).await?;
+        let staged = stage::stage(&self.runtime, manifest, &here, self.lattice.as_ref()).await?;
         let compile = staged.compile;
         let compiled_at = Instant::now();
         let wanted = self.plan(manifest, &here);
@@ -179,12 +223,19 @@ impl AppRunner {
         wanted
     }
 
-    async fn bind(&self, manifest: &Manifest, plan: &Plan) -> anyhow::Result<Box<dyn Medium>> {
+    async fn bind(&self, manifest: &Manifest, plan: &Plan) -> anyhow::Result<Box<dyn Service>> {
         match (plan, &self.lattice) {
-            (Plan::Binding(planned), _) => transports::bind(planned, manifest, &self.runtime, self.nats.as_ref()).await,
-            (Plan::Rpc(exports), Some(lattice)) => {
-                Ok(Box::new(RpcServer::bind(lattice, self.runtime.clone(), exports).await?))
+            (Plan::Binding(planned), _) => {
+                let cx = BindContext {
+                    app: &self.name,
+                    runtime: &self.runtime,
+                    nats: self.nats.as_ref(),
+                };
+                transports::bind(planned, manifest, &cx).await
             }
+            (Plan::Rpc(exports), Some(lattice)) => Ok(Box::new(
+                LinkServer::bind(lattice, self.runtime.clone(), exports).await?,
+            )),
             (Plan::Rpc(_), None) => anyhow::bail!("remote links need a lattice"),
         }
     }
@@ -202,7 +253,12 @@ impl AppRunner {
     }
 }
 
-/// The first 12 hex digits of a digest, for logs.
+/// `sha256:` and the first 12 hex digits of a digest, for logs. Cuts only
+/// at a character boundary, so any text (a path, a KV entry) is safe.
 pub fn short(digest: &str) -> &str {
-    &digest[..digest.len().min(19)]
+    let mut end = digest.len().min(19);
+    while !digest.is_char_boundary(end) {
+        end -= 1;
+    }
+    &digest[..end]
 }

@@ -1,0 +1,165 @@
+//! Staging: a checked manifest into a validated generation, before anything
+//! of it serves.
+//!
+//! Every source is compiled (or found compiled); every link is type-checked
+//! on both sides (every host checks every link, but prepares only its own
+//! share); each component here gets a linker with the capabilities its grants
+//! allow and its links, in process or over the lattice, and is
+//! pre-instantiated; every binding is checked by its medium. All problems
+//! are reported together, each naming its manifest field. Nothing changes
+//! until the caller commits the result.
+
+use crate::links::remote::{Lattice, define_remote};
+use crate::links::{self, define_local, is_type_only};
+use crate::manifest::Manifest;
+use crate::runtime::component::{Host, Loaded};
+use crate::runtime::{LoadError, Runtime, Staged, Version};
+use crate::transports;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::component::Linker;
+use wasmtime::component::types::{Component as ComponentTy, ComponentInstance};
+
+/// What preparing one component needs to know of the whole app.
+struct App<'a> {
+    runtime: &'a Runtime,
+    manifest: &'a Manifest,
+    here: &'a BTreeSet<String>,
+    lattice: Option<&'a Lattice>,
+    types: BTreeMap<String, ComponentTy>,
+    /// The imported interface's type of each link that type-checks.
+    link_types: Vec<Option<ComponentInstance>>,
+}
+
+/// Compiles, checks and prepares the components of `manifest` that `here`
+/// places on this host, on `runtime`; links to components elsewhere go over
+/// `lattice`.
+pub async fn stage(
+    runtime: &Runtime,
+    manifest: &Manifest,
+    here: &BTreeSet<String>,
+    lattice: Option<&Lattice>,
+) -> Result<Staged, LoadError> {
+    let started = Instant::now();
+    let compiled = runtime.compile_all(manifest).await?;
+    let compile = started.elapsed();
+    let engine = runtime.engine();
+    let types: BTreeMap<String, ComponentTy> = compiled
+        .iter()
+        .map(|(name, (component, _))| (name.clone(), component.component_type()))
+        .collect();
+    let mut problems = Vec::new();
+    let link_types = manifest
+        .links
+        .iter()
+        .enumerate()
+        .map(|(i, link)| {
+            links::check(engine, i, link, &types[&link.from], &types[&link.to])
+                .map_err(|problem| problems.push(problem))
+                .ok()
+        })
+        .collect();
+    let app = App {
+        runtime,
+        manifest,
+        here,
+        lattice,
+        types,
+        link_types,
+    };
+    let mut components = HashMap::new();
+    for (name, version) in compiled.into_iter().filter(|(name, _)| here.contains(name)) {
+        match app.prepare(&name, version) {
+            Ok(loaded) => {
+                components.insert(loaded.name.clone(), Arc::new(loaded));
+            }
+            Err(found) => problems.extend(found),
+        }
+    }
+    problems.extend(transports::check(manifest, &components, &runtime.generation()));
+    if !problems.is_empty() {
+        return Err(LoadError { problems });
+    }
+    warn_over_budget(runtime, manifest, here);
+    Ok(runtime.staged(components, compile))
+}
+
+/// Logs when the components here may want more instances than the host's
+/// budget holds: calls past it are shed (`host-capacity`), not queued.
+fn warn_over_budget(runtime: &Runtime, manifest: &Manifest, here: &BTreeSet<String>) {
+    let wanted: u64 = here
+        .iter()
+        .filter_map(|name| manifest.components.get(name))
+        .map(|spec| u64::from(spec.limits.max_instances))
+        .sum();
+    let budget = runtime.host_engine().options.max_instances;
+    if wanted > u64::from(budget) {
+        tracing::warn!(
+            "app `{}`: its components here allow {wanted} instances in all, more than this host's budget of {budget} \
+             (membrane up --max-instances); calls past the budget are shed",
+            manifest.app.name
+        );
+    }
+}
+
+impl App<'_> {
+    /// Component `name`'s linker (capabilities, then links) and its
+    /// pre-instantiated version.
+    fn prepare(&self, name: &str, version: Version) -> Result<Loaded, Vec<String>> {
+        let engine = self.runtime.engine();
+        let spec = &self.manifest.components[name];
+        let imports: Vec<String> = self.types[name].imports(engine).map(|(n, _)| n.to_string()).collect();
+        let (mut linker, granted) = self.runtime.linker(name, spec, &imports)?;
+        let slots = self.define_links(name, &mut linker)?;
+        Loaded::new(engine, name, spec, version, &linker, granted, slots).map_err(|problem| vec![problem])
+    }
+
+    /// Defines `name`'s linked imports in `linker`, in process when the
+    /// target runs here, else over the lattice; an interface of types only
+    /// needs no link. Answers how many local link slots its instances need.
+    fn define_links(&self, name: &str, linker: &mut Linker<Host>) -> Result<usize, Vec<String>> {
+        let engine = self.runtime.engine();
+        let mut problems = Vec::new();
+        let mut slots = 0;
+        for (i, link) in self.manifest.links.iter().enumerate().filter(|(_, l)| l.from == name) {
+            let Some(ty) = &self.link_types[i] else { continue };
+            let target = Arc::from(link.to.as_str());
+            let defined = if self.here.contains(&link.to) {
+                slots += 1;
+                define_local(linker, engine, &link.import, ty, slots - 1, target)
+            } else if let Some(lattice) = self.lattice {
+                let timeout = link.timeout_ms.map(Duration::from_millis);
+                define_remote(linker, engine, &link.import, ty, target, lattice, timeout)
+            } else {
+                problems.push(format!(
+                    "links[{i}]: `{}` does not run on this host (placement {:?}) and there is no lattice: pass --nats URL",
+                    link.to, self.manifest.components[&link.to].placement
+                ));
+                continue;
+            };
+            if let Err(e) = defined {
+                problems.push(format!("links[{i}]: {e}"));
+            }
+        }
+        for (import, item) in self.types[name].imports(engine) {
+            let linked = self.manifest.links.iter().any(|l| l.from == name && l.import == import);
+            if linked || import.starts_with("wasi:") {
+                continue;
+            }
+            if is_type_only(engine, &item.ty) {
+                // An interface of types only (like `types`): nothing to
+                // call, so an empty instance satisfies it.
+                if let Err(e) = linker.root().instance(import) {
+                    problems.push(format!("components.{name}: import `{import}`: {e}"));
+                }
+            } else {
+                problems.push(format!(
+                    "components.{name}: imports `{import}` but no [[links]] entry serves it \
+                     (add one with from = \"{name}\", import = \"{import}\")"
+                ));
+            }
+        }
+        if problems.is_empty() { Ok(slots) } else { Err(problems) }
+    }
+}

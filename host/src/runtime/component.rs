@@ -1,0 +1,419 @@
+//! Component versions and their instances.
+//!
+//! A [`Loaded`] is one version of one component, ready to instantiate; a
+//! [`Generation`] is one consistent set of versions on this host. A
+//! [`Callee`] is a live instance with its store, fresh or reused, and
+//! [`acquire`] is the one path that hands one out (for media, links and
+//! host-side users alike); dropping a healthy `Callee` gives it back to its
+//! version's idle pool.
+
+use super::capabilities::Granted;
+use super::context::CallContext;
+use super::engine::HostEngine;
+use super::fault::{DeadlineExceeded, Fault, FaultKind};
+use super::idle::IdlePool;
+use super::state::{HostState, Permits};
+use crate::manifest::ComponentSpec;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use wasmtime::component::types::{ComponentFunc, ComponentItem};
+use wasmtime::component::{Component, Func, Instance, InstancePre, Linker, Val};
+use wasmtime::{Store, UpdateDeadline};
+use wasmtime_wasi_http::p2::bindings::{ProxyIndices, ProxyPre};
+
+/// What one call chain shares across its local links.
+pub struct Chain {
+    /// The generation the call runs in: local links start their targets
+    /// from it, so one call sees one consistent set of versions. `None`
+    /// while the instance is parked.
+    pub(crate) generation: Option<Arc<Generation>>,
+    /// Instances of linked components started by this instance, one slot per link.
+    pub(crate) callees: Vec<Option<Box<Callee>>>,
+}
+
+/// The data of a store that runs a component.
+pub type Host = HostState<Chain>;
+
+/// An instance with its store, as parked between calls.
+pub(crate) struct Idle {
+    store: Store<Host>,
+    instance: Instance,
+}
+
+/// A component ready to instantiate: one version of it.
+pub struct Loaded {
+    /// Its name in the manifest.
+    pub name: Arc<str>,
+    /// `sha256:<hex>` of its bytes.
+    pub digest: String,
+    /// The compiled component.
+    pub component: Component,
+    pre: InstancePre<Host>,
+    /// Present when the component exports `wasi:http/incoming-handler`.
+    pub(crate) proxy: Option<ProxyPre<Host>>,
+    /// Where `proxy`'s exports sit in an instance, for reused instances.
+    pub(crate) proxy_indices: Option<ProxyIndices>,
+    idle: IdlePool<Idle>,
+    /// Exported functions by interface and name, for function-level media.
+    functions: HashMap<String, HashMap<String, ComponentFunc>>,
+    /// Deadline of one call.
+    pub timeout: Duration,
+    memory_mib: u64,
+    max_instances: u32,
+    granted: Granted,
+    permits: Arc<Semaphore>,
+    links: usize,
+}
+
+impl Loaded {
+    /// Pre-instantiates `component` (compiled from `digest`) with `linker`,
+    /// which has its capabilities and its `links` local link slots defined.
+    pub fn new(
+        engine: &wasmtime::Engine,
+        name: &str,
+        spec: &ComponentSpec,
+        (component, digest): (Component, String),
+        linker: &Linker<Host>,
+        granted: Granted,
+        links: usize,
+    ) -> Result<Loaded, String> {
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| format!("components.{name}: cannot be instantiated: {e}"))?;
+        let proxy = ProxyPre::new(pre.clone()).ok();
+        let proxy_indices = proxy.as_ref().and_then(|_| ProxyIndices::new(&pre).ok());
+        Ok(Loaded {
+            name: Arc::from(name),
+            digest,
+            functions: exported_functions(engine, &component.component_type()),
+            component,
+            pre,
+            proxy,
+            proxy_indices,
+            idle: IdlePool::new(spec.reuse),
+            timeout: Duration::from_millis(spec.limits.timeout_ms),
+            memory_mib: spec.limits.memory_mib,
+            max_instances: spec.limits.max_instances,
+            granted,
+            permits: Arc::new(Semaphore::new(spec.limits.max_instances as usize)),
+            links,
+        })
+    }
+
+    /// Classifies an error from a call into this component.
+    pub(crate) fn classify(&self, err: wasmtime::Error) -> Fault {
+        Fault::classify(&self.name, self.timeout, err)
+    }
+
+    /// A host-side failure attributed to this component.
+    pub fn fault_host(&self, message: String) -> Fault {
+        Fault::new(self.name.clone(), FaultKind::Host { message })
+    }
+
+    /// This component's deadline fault.
+    pub(crate) fn fault_deadline(&self) -> Fault {
+        Fault::new(self.name.clone(), FaultKind::deadline(self.timeout))
+    }
+
+    /// Instances of this version serving a call right now.
+    pub fn instances_in_use(&self) -> u32 {
+        let alive = self.max_instances - self.permits.available_permits() as u32;
+        alive.saturating_sub(self.idle.len() as u32)
+    }
+
+    /// Its `max_instances` limit.
+    pub fn max_instances(&self) -> u32 {
+        self.max_instances
+    }
+
+    /// Whether it exports `wasi:http/incoming-handler`.
+    pub fn is_proxy(&self) -> bool {
+        self.proxy.is_some()
+    }
+
+    /// The type of exported `interface#function`, if there is one.
+    pub fn function(&self, interface: &str, function: &str) -> Option<&ComponentFunc> {
+        self.functions.get(interface)?.get(function)
+    }
+
+    /// The functions of exported `interface`.
+    pub fn function_names(&self, interface: &str) -> Vec<String> {
+        self.functions
+            .get(interface)
+            .map_or_else(Vec::new, |fs| fs.keys().cloned().collect())
+    }
+
+    /// Every exported function as `interface#function`, sorted.
+    pub fn exported(&self) -> Vec<String> {
+        let mut known: Vec<String> = self
+            .functions
+            .iter()
+            .flat_map(|(i, fs)| fs.keys().map(move |f| format!("{i}#{f}")))
+            .collect();
+        known.sort();
+        known
+    }
+
+    /// Closes the idle pool: this version has been replaced.
+    pub(crate) fn retire(&self) {
+        self.idle.close();
+    }
+
+    /// Takes back an instance whose `uses`-th call succeeded. It is dropped
+    /// instead when reuse is off, it has served its share, its version was
+    /// replaced, or its resource table grew since it was first parked (a
+    /// guest that leaks handles, e.g. keeps the previous request alive).
+    fn give_back(&self, mut idle: Idle, uses: u32) {
+        if !self.idle.accepts(uses) {
+            return;
+        }
+        // What belongs to the call goes now: the instances it started over
+        // local links (each returns to its own pool) and its generation,
+        // which holds this version and would otherwise keep itself alive.
+        let state = idle.store.data_mut();
+        let callees = std::mem::take(&mut state.chain.callees);
+        state.chain.callees = (0..callees.len()).map(|_| None).collect();
+        state.chain.generation = None;
+        drop(callees);
+        let entries = state.table_entries();
+        if *state.parked_entries.get_or_insert(entries) < entries {
+            tracing::debug!(component = &*self.name, "not reused: it kept {entries} resources");
+            return;
+        }
+        self.idle.park(idle, uses);
+    }
+
+    /// A fresh store for one instance, which must finish by `cx`'s deadline.
+    /// At `max_instances` live instances (or the host's budget) it fails at
+    /// once (load shedding) rather than queueing: a queue bounded only by
+    /// deadlines turns overload into timeouts for everyone.
+    fn new_store(&self, generation: &Arc<Generation>, cx: &CallContext) -> Result<Store<Host>, Fault> {
+        let capacity = |kind| Fault::new(self.name.clone(), kind);
+        let component = self.permits.clone().try_acquire_owned().map_err(|_| {
+            capacity(FaultKind::Capacity {
+                max_instances: self.max_instances,
+            })
+        })?;
+        let engine = &generation.engine;
+        let host = engine.instance_permit().ok_or_else(|| {
+            capacity(FaultKind::HostCapacity {
+                max_instances: engine.options.max_instances,
+            })
+        })?;
+        let caps = self
+            .granted
+            .instance()
+            .map_err(|e| self.fault_host(format!("capability setup: {e}")))?;
+        let chain = Chain {
+            generation: Some(generation.clone()),
+            callees: (0..self.links).map(|_| None).collect(),
+        };
+        let permits = Permits { component, host };
+        let data = HostState::new(self.name.clone(), caps, self.memory_mib, cx.clone(), chain, permits);
+        let mut store = Store::new(&engine.engine, data);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().cx.deadline {
+                Err(DeadlineExceeded.into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        Ok(store)
+    }
+}
+
+/// One consistent set of component versions on this host's engine. Calls
+/// hold it from start to finish, so a swap never changes the versions under
+/// a call.
+pub struct Generation {
+    /// The host's engine, which compiled these versions.
+    pub engine: Arc<HostEngine>,
+    pub(crate) components: HashMap<Arc<str>, Arc<Loaded>>,
+}
+
+impl Generation {
+    /// A generation of no components on `engine`.
+    pub fn empty(engine: Arc<HostEngine>) -> Generation {
+        Generation {
+            engine,
+            components: HashMap::new(),
+        }
+    }
+
+    /// The version of component `name` in this generation.
+    pub fn get(&self, name: &str) -> Option<&Arc<Loaded>> {
+        self.components.get(name)
+    }
+
+    /// Every version in it.
+    pub fn components(&self) -> impl Iterator<Item = &Arc<Loaded>> {
+        self.components.values()
+    }
+}
+
+/// An instance of `target` from `generation` for a call whose context is
+/// `parent`, bounded by the target's own timeout: an idle one when the
+/// component reuses instances, else a fresh one. `functions` sizes the
+/// callee's cache of link functions.
+pub async fn acquire(
+    generation: &Arc<Generation>,
+    target: &str,
+    parent: &CallContext,
+    functions: usize,
+) -> Result<Callee, Fault> {
+    let loaded = generation
+        .get(target)
+        .cloned()
+        .ok_or_else(|| Fault::not_running(target))?;
+    let cx = parent.until(Instant::now() + loaded.timeout);
+    if let Some((mut idle, uses)) = loaded.idle.take() {
+        let state = idle.store.data_mut();
+        state.cx = cx;
+        state.chain.generation = Some(generation.clone());
+        idle.store.set_epoch_deadline(1);
+        return Ok(Callee::new(idle, uses, loaded, functions));
+    }
+    let mut store = loaded.new_store(generation, &cx)?;
+    let instance = loaded
+        .pre
+        .instantiate_async(&mut store)
+        .await
+        .map_err(|e| loaded.classify(e))?;
+    Ok(Callee::new(Idle { store, instance }, 0, loaded, functions))
+}
+
+/// A live instance kept for several calls: a linked component started by a
+/// caller during one call and reused for that caller's further calls to it,
+/// the instance a medium's call runs in, or one a host-side user keeps warm.
+pub struct Callee {
+    /// Always `Some` until dropped; taken by `Drop` to park the instance.
+    idle: Option<Idle>,
+    target: Arc<Loaded>,
+    funcs: Vec<Option<Func>>,
+    /// Calls served before this one (a caller's call, however many link
+    /// calls it makes, counts once).
+    uses: u32,
+    /// Whether every call so far returned normally (and none was cancelled),
+    /// so that the instance may serve another.
+    healthy: bool,
+}
+
+impl Drop for Callee {
+    fn drop(&mut self) {
+        if let Some(idle) = self.idle.take()
+            && self.healthy
+        {
+            self.target.give_back(idle, self.uses + 1);
+        }
+    }
+}
+
+impl Callee {
+    fn new(idle: Idle, uses: u32, target: Arc<Loaded>, functions: usize) -> Callee {
+        Callee {
+            idle: Some(idle),
+            target,
+            funcs: vec![None; functions],
+            uses,
+            healthy: true,
+        }
+    }
+
+    /// The version this instance runs.
+    pub fn target(&self) -> &Arc<Loaded> {
+        &self.target
+    }
+
+    fn parts(&mut self) -> (&mut Store<Host>, Instance) {
+        let idle = self.idle.as_mut().expect("a callee's store is only taken on drop");
+        (&mut idle.store, idle.instance)
+    }
+
+    /// The store and instance for a call the caller drives itself. The
+    /// instance counts as failed until [`Callee::finished`].
+    pub(crate) fn begin(&mut self) -> (&mut Store<Host>, Instance) {
+        self.healthy = false;
+        self.parts()
+    }
+
+    /// The call begun with [`Callee::begin`] returned normally.
+    pub(crate) fn finished(&mut self) {
+        self.healthy = true;
+    }
+
+    /// Calls `function` of exported `interface` by name, keeping the instance
+    /// (and any callees it started) for further calls.
+    pub async fn invoke(&mut self, interface: &str, function: &str, params: &[Val]) -> Result<Vec<Val>, Fault> {
+        let func = self.lookup(interface, function)?;
+        let mut results = vec![Val::Bool(false); func.ty(self.parts().0).results().len()];
+        self.call_func(func, params, &mut results).await?;
+        Ok(results)
+    }
+
+    /// A link call: like `invoke`, with the function cached in slot `index`.
+    pub async fn call(
+        &mut self,
+        index: usize,
+        interface: &str,
+        function: &str,
+        params: &[Val],
+        results: &mut [Val],
+    ) -> Result<(), Fault> {
+        let func = match self.funcs.get(index).copied().flatten() {
+            Some(func) => func,
+            None => {
+                let func = self.lookup(interface, function)?;
+                if let Some(slot) = self.funcs.get_mut(index) {
+                    *slot = Some(func);
+                }
+                func
+            }
+        };
+        self.call_func(func, params, results).await
+    }
+
+    fn lookup(&mut self, interface: &str, function: &str) -> Result<Func, Fault> {
+        let (store, instance) = self.parts();
+        instance
+            .get_export_index(&mut *store, None, interface)
+            .and_then(|iface| instance.get_export_index(&mut *store, Some(&iface), function))
+            .and_then(|f| instance.get_func(&mut *store, f))
+            .ok_or_else(|| self.target.fault_host(format!("no export `{interface}#{function}`")))
+    }
+
+    async fn call_func(&mut self, func: Func, params: &[Val], results: &mut [Val]) -> Result<(), Fault> {
+        // Unhealthy until the call returns normally: a trap, a fault or a
+        // cancelled call leaves the instance out of the idle pool.
+        let (store, _) = self.begin();
+        func.call_async(store, params, results)
+            .await
+            .map_err(|e| self.target.classify(e))?;
+        self.finished();
+        Ok(())
+    }
+}
+
+/// Every function exported inside an interface, by interface and name.
+fn exported_functions(
+    engine: &wasmtime::Engine,
+    ty: &wasmtime::component::types::Component,
+) -> HashMap<String, HashMap<String, ComponentFunc>> {
+    let mut out = HashMap::new();
+    for (iface, item) in ty.exports(engine) {
+        if let ComponentItem::ComponentInstance(instance) = item.ty {
+            let functions = instance
+                .exports(engine)
+                .filter_map(|(name, item)| match item.ty {
+                    ComponentItem::ComponentFunc(f) => Some((name.to_string(), f)),
+                    _ => None,
+                })
+                .collect();
+            out.insert(iface.to_string(), functions);
+        }
+    }
+    out
+}

@@ -1,0 +1,175 @@
+//! The two shapes of everything that answers calls on this host.
+//!
+//! - A [`Service`] is bound, then serves until shutdown: control requests,
+//!   inventory, the serving side of remote links, and every medium.
+//! - A [`Medium`] is a service bound from a manifest binding: its spec (an
+//!   arm of [`BindingSpec`]), its checks against the component version that
+//!   will serve it, and how it binds. One file per medium implements it.
+//!
+//! Also the one mapping from a failed call to what every medium answers:
+//! a status ([`status`]), a JSON body, and NATS error headers.
+
+use crate::links::remote::{COMPONENT_HEADER, ERROR_KIND_HEADER};
+use crate::links::typecheck;
+use crate::manifest::BindingSpec;
+use crate::runtime::Runtime;
+use crate::runtime::component::Loaded;
+use crate::runtime::dispatch::FunctionRef;
+use crate::runtime::fault::{CallError, Fault, FaultKind};
+use async_nats::HeaderMap;
+use futures::future::BoxFuture;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How long a stopping service waits for calls in flight.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Something bound that answers calls until shutdown.
+pub trait Service: Send {
+    /// A short description for logs, e.g. `http://127.0.0.1:8080 -> gateway`.
+    fn describe(&self) -> String;
+    /// Serves until `shutdown` is cancelled, then lets in-flight calls finish.
+    fn serve(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>>;
+}
+
+/// What binding a medium needs from the host.
+pub struct BindContext<'a> {
+    /// The app's name (default queue groups and consumer names).
+    pub app: &'a str,
+    /// The app's runtime, where calls go.
+    pub runtime: &'a Arc<Runtime>,
+    /// The host's NATS connection, if it has one.
+    pub nats: Option<&'a async_nats::Client>,
+}
+
+impl BindContext<'_> {
+    /// The NATS connection, which a NATS medium cannot do without.
+    pub fn nats(&self) -> anyhow::Result<async_nats::Client> {
+        self.nats
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("a NATS binding needs a NATS connection"))
+    }
+}
+
+/// A medium: a service bound from one (or, when they share it, several)
+/// bindings of the manifest.
+pub trait Medium: Service + Sized + 'static {
+    /// Its manifest spec: the struct of its arm of [`BindingSpec`].
+    type Spec: std::fmt::Debug + Sync;
+
+    /// Whether it needs the host's NATS connection.
+    const NEEDS_NATS: bool = false;
+
+    /// Its spec, when `binding` is of this medium.
+    fn spec(binding: &BindingSpec) -> Option<&Self::Spec>;
+
+    /// Bindings whose specs give the same key are bound together, as one
+    /// medium (http-rpc: one server per address). `None`: bound alone.
+    fn shares(_spec: &Self::Spec) -> Option<String> {
+        None
+    }
+
+    /// Checks binding `index` against `new`, the version of its component
+    /// about to serve it, and `old`, the one serving it now (an update must
+    /// keep what the binding's clients rely on). Problems name the field.
+    fn check(index: usize, spec: &Self::Spec, new: &Loaded, old: Option<&Loaded>) -> Vec<String>;
+
+    /// Binds its socket, subscription or consumer, so that a failure shows
+    /// before anything serves.
+    fn bind<'a>(
+        bindings: &'a [(usize, &'a Self::Spec)],
+        cx: &'a BindContext<'a>,
+    ) -> impl Future<Output = anyhow::Result<Self>> + Send + 'a;
+}
+
+/// The function `export` of `component`, for a binding's messages.
+pub fn function_ref(index: usize, component: &str, export: &str) -> anyhow::Result<FunctionRef> {
+    FunctionRef::parse(component, export)
+        .ok_or_else(|| anyhow::anyhow!("bindings[{index}].export: {export:?} is not `interface#function`"))
+}
+
+/// The checks of every function-level medium: the export exists, passes no
+/// resource or stream, and keeps its type across an update.
+pub fn check_function(index: usize, export: &str, new: &Loaded, old: Option<&Loaded>) -> Vec<String> {
+    let Some(target) = FunctionRef::parse(&new.name, export) else {
+        return vec![format!(
+            "bindings[{index}].export: {export:?} is not `interface#function`"
+        )];
+    };
+    let (iface, func) = (&target.interface, &target.function);
+    let Some(ty) = new.function(iface, func) else {
+        let known = new.exported();
+        return vec![format!(
+            "bindings[{index}].export: component `{}` has no exported function `{iface}#{func}` (it exports: {})",
+            new.name,
+            if known.is_empty() {
+                "no functions".to_string()
+            } else {
+                known.join(", ")
+            }
+        )];
+    };
+    if typecheck::func_carries_handle(ty) {
+        return vec![format!(
+            "bindings[{index}].export: `{iface}#{func}` of `{}` passes a resource or stream, which no medium can carry",
+            new.name
+        )];
+    }
+    match old
+        .and_then(|old| old.function(iface, func))
+        .and_then(|o| typecheck::diff_func(o, ty))
+    {
+        Some(why) => vec![format!(
+            "bindings[{index}].export: the new version of `{}` changes `{iface}#{func}`: {why}",
+            new.name
+        )],
+        None => Vec::new(),
+    }
+}
+
+/// The status of a fault, with HTTP's meaning (NATS error replies carry it too).
+pub fn status(kind: &FaultKind) -> u16 {
+    match kind {
+        FaultKind::Deadline { .. } => 504,
+        FaultKind::Capacity { .. }
+        | FaultKind::HostCapacity { .. }
+        | FaultKind::NoResponders
+        | FaultKind::NotRunning => 503,
+        FaultKind::Decode { .. } => 502,
+        FaultKind::Trap { .. } | FaultKind::Memory { .. } | FaultKind::Host { .. } => 500,
+    }
+}
+
+/// The status and JSON body of a fault. Every medium reports faults this way.
+pub fn fault_reply(fault: &Fault) -> (u16, serde_json::Value) {
+    (status(&fault.kind), fault.to_json())
+}
+
+/// [`fault_reply`] for any failed function call: a request that does not fit
+/// the function's types is a 400 with `kind: "bad-request"` and the path.
+pub fn call_error_reply(error: &CallError) -> (u16, serde_json::Value) {
+    match error {
+        CallError::BadRequest(e) => {
+            let mut body = e.to_json();
+            body["kind"] = "bad-request".into();
+            (400, body)
+        }
+        CallError::Fault(f) => fault_reply(f),
+    }
+}
+
+/// The headers of a failed call's NATS reply: the NATS micro-services
+/// convention (`Nats-Service-Error`, `-Code`) plus the kind and component.
+pub fn error_headers(status: u16, body: &serde_json::Value) -> HeaderMap {
+    let text = |key: &str| body[key].as_str().unwrap_or("error").replace(['\r', '\n'], " ");
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Service-Error", text("error").as_str());
+    headers.insert("Nats-Service-Error-Code", status.to_string().as_str());
+    headers.insert(ERROR_KIND_HEADER, text("kind").as_str());
+    if let Some(component) = body["component"].as_str() {
+        headers.insert(COMPONENT_HEADER, component.replace(['\r', '\n'], " ").as_str());
+    }
+    headers
+}

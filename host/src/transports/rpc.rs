@@ -1,0 +1,157 @@
+//! The serving side of remote links: a service that answers other hosts'
+//! link calls to the components this host runs.
+//!
+//! For every component here that some link targets, it subscribes to one
+//! subject per linked function (`links::remote::subject`), in a queue group
+//! named after the subject, so replicas share the load. A request's payload
+//! is the wire encoding of the arguments (reassembled if chunked); the call
+//! continues the caller's trace and keeps its deadline. The answer is the
+//! wire encoding of the results, or a typed fault (JSON body, error headers).
+
+use super::medium::{Service, error_headers, fault_reply};
+use super::serve::serve_subscription;
+use crate::codec::wire;
+use crate::links::chunks;
+use crate::links::remote::{Lattice, TRACEPARENT_HEADER, deadline_from_header, subject};
+use crate::runtime::Runtime;
+use crate::runtime::component::Callee;
+use crate::runtime::context::CallContext;
+use crate::runtime::dispatch::FunctionRef;
+use crate::runtime::fault::{Fault, FaultKind};
+use async_nats::HeaderMap;
+use futures::future::BoxFuture;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use wasmtime::component::types::Type;
+
+/// Serves the linked exports of the components on this host.
+pub struct LinkServer {
+    client: async_nats::Client,
+    subscribers: Vec<async_nats::Subscriber>,
+    routes: Arc<HashMap<String, FunctionRef>>,
+    runtime: Arc<Runtime>,
+}
+
+impl LinkServer {
+    /// Subscribes to every `(component, interface)` in `exports`, one subject
+    /// per function, each in a queue group named after its subject.
+    pub async fn bind(
+        lattice: &Lattice,
+        runtime: Arc<Runtime>,
+        exports: &[(String, String)],
+    ) -> anyhow::Result<LinkServer> {
+        let mut routes = HashMap::new();
+        let mut subscribers = Vec::new();
+        for (component, interface) in exports {
+            let Some(loaded) = runtime.get(component) else { continue };
+            for function in loaded.function_names(interface) {
+                let subject = subject(&lattice.name, component, interface, &function);
+                if routes.contains_key(&subject) {
+                    continue;
+                }
+                subscribers.push(lattice.client.queue_subscribe(subject.clone(), subject.clone()).await?);
+                routes.insert(subject, FunctionRef::new(component, interface, &function));
+            }
+        }
+        Ok(LinkServer {
+            client: lattice.client.clone(),
+            subscribers,
+            routes: Arc::new(routes),
+            runtime,
+        })
+    }
+}
+
+impl Service for LinkServer {
+    fn describe(&self) -> String {
+        let mut components: Vec<&str> = self.routes.values().map(|r| &*r.component).collect();
+        components.sort();
+        components.dedup();
+        format!(
+            "lattice rpc for {} ({} functions)",
+            components.join(", "),
+            self.routes.len()
+        )
+    }
+
+    fn serve(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(async move {
+            let serving = self.subscribers.into_iter().map(|subscriber| {
+                let (client, routes, runtime) = (self.client.clone(), self.routes.clone(), self.runtime.clone());
+                serve_subscription(subscriber, shutdown.clone(), "lattice rpc".into(), move |message| {
+                    let (client, routes, runtime) = (client.clone(), routes.clone(), runtime.clone());
+                    async move { answer(&client, &routes, &runtime, message).await }
+                })
+            });
+            futures::future::join_all(serving).await;
+            let _ = self.client.flush().await;
+            Ok(())
+        })
+    }
+}
+
+async fn answer(
+    client: &async_nats::Client,
+    routes: &HashMap<String, FunctionRef>,
+    runtime: &Runtime,
+    message: async_nats::Message,
+) {
+    let Some(reply) = message.reply.clone() else { return };
+    let Some(target) = routes.get(message.subject.as_str()) else {
+        return;
+    };
+    let headers = message.headers.as_ref();
+    let timeout = runtime
+        .get(&target.component)
+        .map_or(Duration::from_secs(30), |c| c.timeout);
+    let deadline = deadline_from_header(headers).unwrap_or_else(|| Instant::now() + timeout);
+    let (reply, result) = match chunks::receive(client, &message, reply, deadline).await {
+        Ok((payload, reply)) => (reply, serve(runtime, target, headers, &payload, deadline).await),
+        Err((reply, message)) => (
+            reply,
+            Err(Fault::new(target.component.clone(), FaultKind::Decode { message })),
+        ),
+    };
+    // The instance is dropped only after the answer is sent.
+    let sent = match result {
+        Ok((bytes, _instance)) => chunks::respond(client, reply, bytes.into(), deadline).await,
+        Err(fault) => {
+            tracing::debug!("rpc {}: {fault}", message.subject);
+            let (status, body) = fault_reply(&fault);
+            client
+                .publish_with_headers(reply, error_headers(status, &body), body.to_string().into())
+                .await
+        }
+    };
+    if let Err(e) = sent {
+        tracing::warn!("rpc {}: cannot reply: {e}", message.subject);
+    }
+}
+
+/// Decodes the arguments, calls `target`, encodes the results; also hands
+/// back the instance, to drop after answering.
+async fn serve(
+    runtime: &Runtime,
+    target: &FunctionRef,
+    headers: Option<&HeaderMap>,
+    payload: &[u8],
+    deadline: Instant,
+) -> Result<(Vec<u8>, Callee), Fault> {
+    let loaded = runtime
+        .get(&target.component)
+        .ok_or_else(|| Fault::new(target.component.clone(), FaultKind::NoResponders))?;
+    let func = loaded
+        .function(&target.interface, &target.function)
+        .ok_or_else(|| loaded.fault_host(format!("no export `{}#{}`", target.interface, target.function)))?;
+    let params: Vec<Type> = func.params().map(|(_, t)| t).collect();
+    let results: Vec<Type> = func.results().collect();
+    let args = wire::decode(&params, payload)
+        .map_err(|e| Fault::new(target.component.clone(), FaultKind::Decode { message: e.to_string() }))?;
+    let traceparent = headers.and_then(|h| h.get(TRACEPARENT_HEADER)).map(|v| v.as_str());
+    let cx = CallContext::from_traceparent(deadline, traceparent);
+    let (values, instance) = runtime.call(target, &args, cx).await?;
+    let bytes = wire::encode(&results, &values).map_err(|e| loaded.fault_host(e.to_string()))?;
+    Ok((bytes, instance))
+}
