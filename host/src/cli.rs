@@ -8,6 +8,7 @@
 //! `up` without a manifest joins a lattice and runs its share of the apps
 //! applied there (`membrane ctl apply`), following every later change.
 
+use crate::control::UpdateOutcome;
 use crate::control::ctl::{Ctl, print_update};
 use crate::control::server::ControlServer;
 use crate::lattice::agent::{Agent, DesiredStream};
@@ -460,14 +461,11 @@ pub async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
         } => {
             let reply = ctl.update(&component, &version, app.as_deref()).await?;
             print_update(&reply);
+            let rejected = reply.outcome == UpdateOutcome::Rejected;
             anyhow::ensure!(
-                reply.outcome != "rejected" && reply.silent.is_empty(),
+                !rejected && reply.silent.is_empty(),
                 "update of `{component}` {}",
-                if reply.outcome == "rejected" {
-                    "rejected"
-                } else {
-                    "incomplete"
-                }
+                if rejected { "rejected" } else { "incomplete" }
             );
         }
         CtlCommand::Scale {

@@ -11,11 +11,12 @@
 //! ([`crate::lattice::agent`]).
 
 use super::{
-    ApplyReply, ApplyRequest, ControlError, DeleteReply, DeleteRequest, Envelope, Event, HostOutcome, ScaleReply,
-    ScaleRequest, UpdateReply, UpdateRequest, ctl_subject, decode, event_subject,
+    ApplyReply, ApplyRequest, ControlError, DeleteReply, DeleteRequest, Envelope, HostOutcome, HostOutcomeKind,
+    ScaleReply, ScaleRequest, UpdateOutcome, UpdateReply, UpdateRequest, ctl_subject, decode,
 };
 use crate::lattice::artifacts::Artifacts;
 use crate::lattice::desired::{AppRevision, Desired};
+use crate::lattice::events::{Event, event_subject};
 use crate::lattice::inventory::gather;
 use crate::manifest::{Manifest, is_digest};
 use crate::transports::Medium;
@@ -206,7 +207,7 @@ impl Handler {
             running: previous.clone(),
             digest: request.digest.clone(),
             revision: current.revision,
-            outcome: "unchanged".into(),
+            outcome: UpdateOutcome::Unchanged,
             hosts: Vec::new(),
             silent: Vec::new(),
         };
@@ -244,10 +245,9 @@ impl Handler {
             if event.revision != Some(revision) || event.component.as_deref() != Some(&request.component) {
                 continue;
             }
-            let outcome = event.kind.trim_start_matches("component.").to_string();
-            if !matches!(outcome.as_str(), "updated" | "rejected" | "failed" | "started") {
+            let Some(outcome) = HostOutcomeKind::of(event.kind) else {
                 continue;
-            }
+            };
             expected.remove(&event.host);
             reply.hosts.push(HostOutcome {
                 host: event.host,
@@ -259,13 +259,9 @@ impl Handler {
         }
         reply.silent = expected.into_iter().collect();
         reply.hosts.sort_by(|a, b| a.host.cmp(&b.host));
-        if reply
-            .hosts
-            .iter()
-            .any(|h| h.outcome != "updated" && h.outcome != "started")
-        {
+        if reply.hosts.iter().any(|h| !h.outcome.serves_new_version()) {
             // Some host refused it: go back, unless someone changed the app since.
-            reply.outcome = "rejected".into();
+            reply.outcome = UpdateOutcome::Rejected;
             match self.desired.replace(&app, &old_text, revision).await {
                 Ok(restored) => reply.revision = restored,
                 Err(e) => tracing::warn!(
@@ -274,7 +270,7 @@ impl Handler {
                 ),
             }
         } else {
-            reply.outcome = "updated".into();
+            reply.outcome = UpdateOutcome::Updated;
             reply.running = request.digest.clone();
         }
         Ok(reply)

@@ -10,10 +10,10 @@
 //! loop over the same inputs.
 
 use super::desired::{AppRevision, Desired};
+use super::events::{Event, EventKind, Events, event_subject};
 use super::inventory::{AppsView, HostInventory, heartbeat_subject};
 use super::placement::{self, Member, Members};
 use crate::app::{AppRunner, short};
-use crate::control::{Event, Events, event_subject};
 use crate::manifest::Manifest;
 use crate::runtime::{Change, LoadOptions};
 use futures::StreamExt as _;
@@ -108,7 +108,7 @@ impl Agent {
 
     /// Publishes `host.started`.
     pub async fn announce(&self) {
-        let mut event = Event::new("host.started", &self.me.host);
+        let mut event = Event::new(EventKind::HostStarted, &self.me.host);
         event.labels = self.me.labels.clone();
         self.emit(event).await;
     }
@@ -189,7 +189,7 @@ impl Agent {
                 runner.stop().await;
             }
         }
-        self.emit(Event::new("host.stopped", &self.me.host)).await;
+        self.emit(Event::new(EventKind::HostStopped, &self.me.host)).await;
         if let Some(client) = &self.nats {
             let _ = client.flush().await;
         }
@@ -212,7 +212,7 @@ impl Agent {
             Ok(manifest) => manifest,
             Err(e) => {
                 tracing::error!("{e}");
-                let mut event = Event::new("component.failed", &self.me.host);
+                let mut event = Event::new(EventKind::ComponentFailed, &self.me.host);
                 (event.app, event.revision, event.reason) = (Some(app), Some(revision), Some(e.to_string()));
                 self.emit(event).await;
                 return;
@@ -248,13 +248,17 @@ impl Agent {
         if event.host == self.me.host {
             return false;
         }
-        match event.kind.as_str() {
-            "host.started" => self.members.saw(Member {
+        match event.kind {
+            EventKind::HostStarted => self.members.saw(Member {
                 host: event.host,
                 labels: event.labels,
             }),
-            "host.stopped" => self.members.left(&event.host),
-            _ => false,
+            EventKind::HostStopped => self.members.left(&event.host),
+            EventKind::ComponentStarted
+            | EventKind::ComponentUpdated
+            | EventKind::ComponentStopped
+            | EventKind::ComponentRejected
+            | EventKind::ComponentFailed => false,
         }
     }
 
@@ -285,7 +289,7 @@ impl Agent {
                 runner.stop().await;
                 for name in stopped {
                     tracing::info!("stopped {name}: placed on other hosts");
-                    let mut event = self.event("component.stopped", app, &name, revision);
+                    let mut event = self.event(EventKind::ComponentStopped, app, &name, revision);
                     event.reason = Some("placed on other hosts".into());
                     self.emit(event).await;
                 }
@@ -324,17 +328,17 @@ impl Agent {
                 for change in &done.changes {
                     let mut event = match change {
                         Change::Started { name, digest } => {
-                            let mut e = self.event("component.started", app, name, revision);
+                            let mut e = self.event(EventKind::ComponentStarted, app, name, revision);
                             e.digest = Some(digest.clone());
                             e
                         }
                         Change::Updated { name, from, to } => {
-                            let mut e = self.event("component.updated", app, name, revision);
+                            let mut e = self.event(EventKind::ComponentUpdated, app, name, revision);
                             (e.digest, e.previous) = (Some(to.clone()), Some(from.clone()));
                             e
                         }
                         Change::Stopped { name, digest } => {
-                            let mut e = self.event("component.stopped", app, name, revision);
+                            let mut e = self.event(EventKind::ComponentStopped, app, name, revision);
                             e.digest = Some(digest.clone());
                             e
                         }
@@ -347,7 +351,7 @@ impl Agent {
                     Ok(())
                 } else {
                     for name in &here {
-                        let mut event = self.event("component.failed", app, name, revision);
+                        let mut event = self.event(EventKind::ComponentFailed, app, name, revision);
                         event.reason = Some(done.failures.join("; "));
                         self.emit(event).await;
                     }
@@ -363,9 +367,9 @@ impl Agent {
                 // app as a whole failed to start here.
                 let changed = changed_components(previous.as_ref(), &manifest);
                 let (kind, names) = if changed.is_empty() {
-                    ("component.failed", here.iter().cloned().collect())
+                    (EventKind::ComponentFailed, here.iter().cloned().collect())
                 } else {
-                    ("component.rejected", changed)
+                    (EventKind::ComponentRejected, changed)
                 };
                 for name in names {
                     let mut event = self.event(kind, app, &name, revision);
@@ -389,13 +393,13 @@ impl Agent {
             runner.stop().await;
             for name in stopped {
                 tracing::info!("stopped {name}");
-                let event = self.event("component.stopped", app, &name, revision);
+                let event = self.event(EventKind::ComponentStopped, app, &name, revision);
                 self.emit(event).await;
             }
         }
     }
 
-    fn event(&self, kind: &str, app: &str, component: &str, revision: Option<u64>) -> Event {
+    fn event(&self, kind: EventKind, app: &str, component: &str, revision: Option<u64>) -> Event {
         let mut event = Event::new(kind, &self.me.host);
         event.app = Some(app.to_string());
         event.component = Some(component.to_string());
