@@ -191,6 +191,8 @@ impl Handler {
         }
     }
 
+    /// Swaps a component to another version on every host that runs it; goes
+    /// back if any host refused it.
     async fn update(&self, request: UpdateRequest) -> Result<UpdateReply, ControlError> {
         if !is_digest(&request.digest) {
             return Err(ControlError::field(
@@ -219,12 +221,7 @@ impl Handler {
         let new_text = edit_component(&old_text, &request.component, "source", request.digest.clone().into())?;
 
         // The hosts running the component now must each answer.
-        let hosts = gather(&self.client, &self.lattice, INVENTORY_SETTLE).await?;
-        let mut expected: BTreeSet<String> = hosts
-            .iter()
-            .filter(|h| h.components.iter().any(|c| c.app == app && c.name == request.component))
-            .map(|h| h.host.clone())
-            .collect();
+        let expected = self.hosts_running(&app, &request.component).await?;
         let mut events = self
             .client
             .subscribe(event_subject(&self.lattice, "component.*"))
@@ -234,31 +231,8 @@ impl Handler {
         reply.revision = revision;
 
         let timeout = request.timeout_ms.map_or(UPDATE_TIMEOUT, Duration::from_millis);
-        let deadline = tokio::time::Instant::now() + timeout;
-        while !expected.is_empty() {
-            let Ok(Some(message)) = tokio::time::timeout_at(deadline, events.next()).await else {
-                break;
-            };
-            let Ok(event) = serde_json::from_slice::<Event>(&message.payload) else {
-                continue;
-            };
-            if event.revision != Some(revision) || event.component.as_deref() != Some(&request.component) {
-                continue;
-            }
-            let Some(outcome) = HostOutcomeKind::of(event.kind) else {
-                continue;
-            };
-            expected.remove(&event.host);
-            reply.hosts.push(HostOutcome {
-                host: event.host,
-                outcome,
-                reason: event.reason,
-                compile_ms: event.compile_ms.unwrap_or_default(),
-                swap_ms: event.swap_ms.unwrap_or_default(),
-            });
-        }
-        reply.silent = expected.into_iter().collect();
-        reply.hosts.sort_by(|a, b| a.host.cmp(&b.host));
+        (reply.hosts, reply.silent) =
+            await_outcomes(&mut events, expected, &request.component, revision, timeout).await;
         if reply.hosts.iter().any(|h| !h.outcome.serves_new_version()) {
             // Some host refused it: go back, unless someone changed the app since.
             reply.outcome = UpdateOutcome::Rejected;
@@ -274,6 +248,16 @@ impl Handler {
             reply.running = request.digest.clone();
         }
         Ok(reply)
+    }
+
+    /// The hosts that run `component` of `app` now, by their inventory.
+    async fn hosts_running(&self, app: &str, component: &str) -> Result<BTreeSet<String>, ControlError> {
+        let hosts = gather(&self.client, &self.lattice, INVENTORY_SETTLE).await?;
+        Ok(hosts
+            .iter()
+            .filter(|h| h.components.iter().any(|c| c.app == app && c.name == component))
+            .map(|h| h.host.clone())
+            .collect())
     }
 
     async fn scale(&self, request: ScaleRequest) -> Result<ScaleReply, ControlError> {
@@ -298,6 +282,47 @@ impl Handler {
     }
 }
 
+/// Collects from `events` the answers to `revision` of `component` until every
+/// `expected` host answered or `timeout` passed: the answers, by host, and
+/// the hosts that stayed silent.
+async fn await_outcomes(
+    events: &mut async_nats::Subscriber,
+    mut expected: BTreeSet<String>,
+    component: &str,
+    revision: u64,
+    timeout: Duration,
+) -> (Vec<HostOutcome>, Vec<String>) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut hosts = Vec::new();
+    while !expected.is_empty() {
+        let Ok(Some(message)) = tokio::time::timeout_at(deadline, events.next()).await else {
+            break;
+        };
+        // An unreadable event, or one of a kind this host does not know, is
+        // no answer.
+        let Ok(event) = serde_json::from_slice::<Event>(&message.payload) else {
+            continue;
+        };
+        if event.revision != Some(revision) || event.component.as_deref() != Some(component) {
+            continue;
+        }
+        let Some(outcome) = HostOutcomeKind::of(event.kind) else {
+            continue;
+        };
+        expected.remove(&event.host);
+        hosts.push(HostOutcome {
+            host: event.host,
+            outcome,
+            reason: event.reason,
+            compile_ms: event.compile_ms.unwrap_or_default(),
+            swap_ms: event.swap_ms.unwrap_or_default(),
+        });
+    }
+    hosts.sort_by(|a, b| a.host.cmp(&b.host));
+    (hosts, expected.into_iter().collect())
+}
+
+/// The reply envelope of `result`, as JSON.
 fn envelope<T: Serialize>(result: Result<T, ControlError>) -> Vec<u8> {
     let envelope = match result {
         Ok(reply) => Envelope::Ok(reply),
@@ -306,6 +331,7 @@ fn envelope<T: Serialize>(result: Result<T, ControlError>) -> Vec<u8> {
     serde_json::to_vec(&envelope).unwrap_or_default()
 }
 
+/// `items`, comma-separated, or `none`.
 fn list(items: &[String]) -> String {
     if items.is_empty() {
         "none".to_string()
