@@ -9,6 +9,7 @@
 //! applied there (`membrane ctl apply`), following every later change.
 
 use crate::app::HostContext;
+use crate::control::UpdateOutcome;
 use crate::control::ctl::{Ctl, print_update};
 use crate::control::server::ControlServer;
 use crate::lattice::agent::{Agent, DesiredStream};
@@ -25,9 +26,10 @@ use crate::transports::Service;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// Membrane: run WebAssembly components, bound to any medium by a manifest.
@@ -227,6 +229,7 @@ pub struct UpArgs {
     pub max_memory_mib: Option<u64>,
 }
 
+/// Parses a `--label key=value`.
 fn parse_label(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
@@ -306,39 +309,59 @@ async fn shutdown_signal() {
 pub async fn up(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     let started = Instant::now();
     let labels: BTreeMap<String, String> = args.labels.iter().cloned().collect();
-    let manifest = match &args.manifest {
-        Some(path) => {
-            let manifest = Manifest::load(path)?;
-            Some((std::fs::read_to_string(path)?, manifest))
-        }
-        None => None,
+    let manifest = read_manifest(args.manifest.as_deref())?;
+    let nats = join_nats(&args, manifest.as_ref().map(|(_, m)| m), &labels).await?;
+    let host = host_context(&args, manifest.as_ref().map(|(_, m)| m), nats.as_ref())?;
+    let me = Member {
+        host: format!("host-{}", &crate::runtime::context::random_hex(1)[..8]),
+        labels,
     };
-    let nats_spec = args
-        .nats
-        .over(manifest.as_ref().map_or(&NatsSpec::default(), |(_, m)| &m.nats));
-    // NATS is needed by NATS media, by links that cross hosts, and to join a
-    // lattice; an explicit --nats always joins.
-    let needs_nats = match &manifest {
-        Some((_, manifest)) => {
-            let here: Vec<&String> = manifest
-                .components
-                .iter()
-                .filter(|(_, spec)| placement::matches(spec, &labels))
-                .map(|(name, _)| name)
-                .collect();
-            anyhow::ensure!(
-                !here.is_empty(),
-                "no component of `{}` is placed on a host labelled {labels:?}",
-                manifest.app.name
-            );
-            let runs = |c: &String| here.contains(&c);
-            manifest.links.iter().any(|l| runs(&l.from) != runs(&l.to))
-                || manifest
-                    .bindings
-                    .iter()
-                    .any(|b| crate::transports::needs_nats(b) && here.iter().any(|c| *c == b.component()))
-                || args.nats.nats.is_some()
-        }
+    let heartbeat = Duration::from_millis(args.heartbeat_ms.max(10));
+    let view = AppsView::default();
+    let mut agent = Agent::new(me.clone(), &args.lattice, host, view.clone(), heartbeat);
+    let follows_lattice = manifest.is_none();
+    let app_name = manifest.as_ref().map(|(_, m)| m.app.name.clone());
+    start_agent(&mut agent, manifest).await?;
+    // A host without a manifest follows the desired state from the start.
+    let desired = match (&nats, follows_lattice) {
+        (Some(client), true) => Some(follow_desired(client, &args.lattice).await?),
+        _ => None,
+    };
+
+    // Host-level services: inventory and heartbeats, control requests.
+    let token = CancellationToken::new();
+    let mut services = match &nats {
+        Some(client) => start_services(client, &args.lattice, &me, view, heartbeat, &token).await?,
+        None => JoinSet::new(),
+    };
+    agent.announce().await;
+    log_ready(&agent, &me.host, &args.lattice, app_name.as_deref(), started);
+    agent.run(desired, heartbeat, shutdown).await;
+    token.cancel();
+    while let Some(done) = services.join_next().await {
+        done??;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The manifest at `path` and its text, if there is one.
+fn read_manifest(path: Option<&Path>) -> anyhow::Result<Option<(String, Manifest)>> {
+    let Some(path) = path else { return Ok(None) };
+    let manifest = Manifest::load(path)?;
+    Ok(Some((std::fs::read_to_string(path)?, manifest)))
+}
+
+/// Connects to NATS if this host needs it: for NATS media, for links that
+/// cross hosts, and to join a lattice (an explicit `--nats` always joins).
+async fn join_nats(
+    args: &UpArgs,
+    manifest: Option<&Manifest>,
+    labels: &BTreeMap<String, String>,
+) -> anyhow::Result<Option<async_nats::Client>> {
+    let nats_spec = args.nats.over(manifest.map_or(&NatsSpec::default(), |m| &m.nats));
+    let needed = match manifest {
+        Some(manifest) => needs_nats(manifest, labels)? || args.nats.nats.is_some(),
         None => {
             anyhow::ensure!(
                 args.nats.nats.is_some() || !nats_spec.urls.is_empty(),
@@ -347,18 +370,48 @@ pub async fn up(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) -
             true
         }
     };
-    let nats = if needs_nats {
-        let name = match &manifest {
-            Some((_, m)) => format!("membrane {}", m.app.name),
-            None => format!("membrane host ({})", args.lattice),
-        };
-        Some(connection::connect(&nats_spec, args.nats.nats.as_deref(), &name).await?)
-    } else {
-        None
+    if !needed {
+        return Ok(None);
+    }
+    let name = match manifest {
+        Some(m) => format!("membrane {}", m.app.name),
+        None => format!("membrane host ({})", args.lattice),
     };
-    let largest_memory = manifest
-        .as_ref()
-        .and_then(|(_, m)| m.components.values().map(|c| c.limits.memory_mib).max());
+    let client = connection::connect(&nats_spec, args.nats.nats.as_deref(), &name).await?;
+    Ok(Some(client))
+}
+
+/// Whether the components of `manifest` placed on a host labelled `labels`
+/// have a NATS medium or a link to a component elsewhere; an error when
+/// none is placed there.
+fn needs_nats(manifest: &Manifest, labels: &BTreeMap<String, String>) -> anyhow::Result<bool> {
+    let here: Vec<&String> = manifest
+        .components
+        .iter()
+        .filter(|(_, spec)| placement::matches(spec, labels))
+        .map(|(name, _)| name)
+        .collect();
+    anyhow::ensure!(
+        !here.is_empty(),
+        "no component of `{}` is placed on a host labelled {labels:?}",
+        manifest.app.name
+    );
+    let runs = |c: &String| here.contains(&c);
+    Ok(manifest.links.iter().any(|l| runs(&l.from) != runs(&l.to))
+        || manifest
+            .bindings
+            .iter()
+            .any(|b| crate::transports::needs_nats(b) && here.iter().any(|c| *c == b.component())))
+}
+
+/// What every app on this host shares: its one engine (sized by the flags,
+/// or by `manifest`), the code cache, and the lattice.
+fn host_context(
+    args: &UpArgs,
+    manifest: Option<&Manifest>,
+    nats: Option<&async_nats::Client>,
+) -> anyhow::Result<HostContext> {
+    let largest_memory = manifest.and_then(|m| m.components.values().map(|c| c.limits.memory_mib).max());
     let engine = HostEngine::new(EngineOptions {
         max_memory_mib: args.max_memory_mib.or(largest_memory).unwrap_or(256),
         max_instances: args.max_instances,
@@ -366,31 +419,28 @@ pub async fn up(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) -
     })
     .map_err(anyhow::Error::from)?;
     tracing::debug!(pooling = engine.pooling, "engine ready");
-    let host = HostContext {
+    let cache_dir = if args.no_cache {
+        None
+    } else {
+        args.cache_dir.clone().or_else(cache::default_cache_dir)
+    };
+    Ok(HostContext {
         engine,
         load: LoadOptions {
-            cache_dir: if args.no_cache {
-                None
-            } else {
-                args.cache_dir.clone().or_else(cache::default_cache_dir)
-            },
-            artifacts: nats
-                .clone()
-                .map(|client| std::sync::Arc::new(Artifacts::new(client, &args.lattice)) as _),
+            cache_dir,
+            artifacts: nats.map(|client| std::sync::Arc::new(Artifacts::new(client.clone(), &args.lattice)) as _),
         },
-        nats: nats.clone(),
-        lattice: nats.clone().map(|client| Lattice {
-            client,
+        nats: nats.cloned(),
+        lattice: nats.map(|client| Lattice {
+            client: client.clone(),
             name: args.lattice.clone(),
         }),
-    };
-    let me = Member {
-        host: format!("host-{}", &crate::runtime::context::random_hex(1)[..8]),
-        labels: labels.clone(),
-    };
-    let heartbeat = Duration::from_millis(args.heartbeat_ms.max(10));
-    let view = AppsView::default();
-    let mut agent = Agent::new(me.clone(), &args.lattice, host, view.clone(), heartbeat);
+    })
+}
+
+/// Learns the lattice's membership when placement needs it, then runs the
+/// manifest's app, if there is one, until it serves.
+async fn start_agent(agent: &mut Agent, manifest: Option<(String, Manifest)>) -> anyhow::Result<()> {
     let follows_lattice = manifest.is_none();
     if follows_lattice
         || manifest
@@ -400,58 +450,64 @@ pub async fn up(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) -
         // Replicas are placed by membership: learn it first.
         agent.discover(Duration::from_millis(300)).await?;
     }
-    let app_name = manifest.as_ref().map(|(_, m)| m.app.name.clone()).unwrap_or_default();
     if let Some((text, manifest)) = manifest {
         agent.start_static(manifest, text).await?;
     }
+    Ok(())
+}
 
-    // A host without a manifest follows the desired state from the start.
-    let desired: Option<(Desired, DesiredStream)> = match (&nats, follows_lattice) {
-        (Some(client), true) => {
-            let desired = Desired::new(client.clone(), &args.lattice);
-            let watch = desired
-                .watch()
-                .await
-                .context("cannot follow the lattice's desired state")?;
-            Some((desired, Box::pin(watch)))
-        }
-        _ => None,
-    };
+/// Starts following the lattice's desired state.
+async fn follow_desired(client: &async_nats::Client, lattice: &str) -> anyhow::Result<(Desired, DesiredStream)> {
+    let desired = Desired::new(client.clone(), lattice);
+    let watch = desired
+        .watch()
+        .await
+        .context("cannot follow the lattice's desired state")?;
+    Ok((desired, Box::pin(watch)))
+}
 
-    // Host-level services: inventory and heartbeats, control requests.
-    let token = CancellationToken::new();
-    let mut services = tokio::task::JoinSet::new();
-    if let Some(client) = &nats {
-        let inventory = InventoryService::bind(client.clone(), &args.lattice, me.host.clone(), labels, view, heartbeat);
-        let control = ControlServer::bind(client.clone(), &args.lattice);
-        let media: Vec<Box<dyn Service>> = vec![Box::new(inventory.await?), Box::new(control.await?)];
-        for medium in media {
-            tracing::info!("serving {}", medium.describe());
-            services.spawn(medium.serve(token.clone()));
-        }
+/// Binds and spawns the host's services (inventory and heartbeats, control
+/// requests) until `token` is cancelled.
+async fn start_services(
+    client: &async_nats::Client,
+    lattice: &str,
+    me: &Member,
+    view: AppsView,
+    heartbeat: Duration,
+    token: &CancellationToken,
+) -> anyhow::Result<JoinSet<anyhow::Result<()>>> {
+    let inventory = InventoryService::bind(
+        client.clone(),
+        lattice,
+        me.host.clone(),
+        me.labels.clone(),
+        view,
+        heartbeat,
+    );
+    let control = ControlServer::bind(client.clone(), lattice);
+    let media: Vec<Box<dyn Service>> = vec![Box::new(inventory.await?), Box::new(control.await?)];
+    let mut services = JoinSet::new();
+    for medium in media {
+        tracing::info!("serving {}", medium.describe());
+        services.spawn(medium.serve(token.clone()));
     }
-    agent.announce().await;
+    Ok(services)
+}
+
+/// Logs that the host is ready: what the manifest's `app` runs here, or that
+/// it follows the lattice.
+fn log_ready(agent: &Agent, host: &str, lattice: &str, app: Option<&str>, started: Instant) {
     let (components, total, media) = agent.running();
-    if follows_lattice {
-        tracing::info!(
-            "host {} ready: lattice `{}`, following its applied apps, in {:.0?}",
-            me.host,
-            args.lattice,
+    match app {
+        None => tracing::info!(
+            "host {host} ready: lattice `{lattice}`, following its applied apps, in {:.0?}",
             started.elapsed()
-        );
-    } else {
-        tracing::info!(
+        ),
+        Some(app_name) => tracing::info!(
             "app `{app_name}` ready: {components} of {total} component(s) here, {media} medium/media, in {:.0?}",
             started.elapsed()
-        );
+        ),
     }
-    agent.run(desired, heartbeat, shutdown).await;
-    token.cancel();
-    while let Some(done) = services.join_next().await {
-        done??;
-    }
-    tracing::info!("stopped");
-    Ok(())
 }
 
 /// `membrane ctl ...`.
@@ -477,45 +533,13 @@ pub async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
             component,
             version,
             app,
-        } => {
-            let reply = ctl.update(&component, &version, app.as_deref()).await?;
-            print_update(&reply);
-            anyhow::ensure!(
-                reply.outcome != "rejected" && reply.silent.is_empty(),
-                "update of `{component}` {}",
-                if reply.outcome == "rejected" {
-                    "rejected"
-                } else {
-                    "incomplete"
-                }
-            );
-        }
+        } => ctl_update(&ctl, &component, &version, app.as_deref()).await?,
         CtlCommand::Scale {
             component,
             instances,
             app,
             no_wait,
-        } => {
-            let started = Instant::now();
-            let reply = ctl.scale(&component, instances, app.as_deref()).await?;
-            if no_wait {
-                println!(
-                    "{}/{}: {} replica(s) wanted (revision {})",
-                    reply.app, component, instances, reply.revision
-                );
-            } else {
-                let hosts = ctl
-                    .await_replicas(&reply.app, &component, instances, Duration::from_secs(30))
-                    .await?;
-                println!(
-                    "{}/{component}: {instances} replica(s) on {} in {:.0?} (revision {})",
-                    reply.app,
-                    hosts.join(", "),
-                    started.elapsed(),
-                    reply.revision
-                );
-            }
-        }
+        } => ctl_scale(&ctl, &component, instances, app.as_deref(), no_wait).await?,
         CtlCommand::Watch { heartbeats } => {
             tokio::select! {
                 done = ctl.watch(heartbeats) => done?,
@@ -527,6 +551,46 @@ pub async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `membrane ctl update`: prints each host's outcome; an error unless every
+/// host swapped.
+async fn ctl_update(ctl: &Ctl, component: &str, version: &str, app: Option<&str>) -> anyhow::Result<()> {
+    let reply = ctl.update(component, version, app).await?;
+    print_update(&reply);
+    let rejected = reply.outcome == UpdateOutcome::Rejected;
+    anyhow::ensure!(
+        !rejected && reply.silent.is_empty(),
+        "update of `{component}` {}",
+        if rejected { "rejected" } else { "incomplete" }
+    );
+    Ok(())
+}
+
+/// `membrane ctl scale`: sets the replicas and, unless `no_wait`, waits until
+/// they run.
+async fn ctl_scale(ctl: &Ctl, component: &str, instances: u32, app: Option<&str>, no_wait: bool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let reply = ctl.scale(component, instances, app).await?;
+    if no_wait {
+        println!(
+            "{}/{}: {} replica(s) wanted (revision {})",
+            reply.app, component, instances, reply.revision
+        );
+    } else {
+        let hosts = ctl
+            .await_replicas(&reply.app, component, instances, Duration::from_secs(30))
+            .await?;
+        println!(
+            "{}/{component}: {instances} replica(s) on {} in {:.0?} (revision {})",
+            reply.app,
+            hosts.join(", "),
+            started.elapsed(),
+            reply.revision
+        );
+    }
+    Ok(())
+}
+
+/// Prints the inventory of `lattice` as a table.
 fn print_inventory(lattice: &str, hosts: &[crate::lattice::inventory::HostInventory]) {
     if hosts.is_empty() {
         println!("no hosts in lattice `{lattice}`");

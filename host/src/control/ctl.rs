@@ -5,10 +5,11 @@
 //! done with any NATS client; see `docs/control.md`.
 
 use super::{
-    ApplyReply, ApplyRequest, DeleteReply, DeleteRequest, Envelope, Event, ScaleReply, ScaleRequest, UpdateReply,
-    UpdateRequest, ctl_subject, event_subject,
+    ApplyReply, ApplyRequest, DeleteReply, DeleteRequest, Envelope, ScaleReply, ScaleRequest, UpdateReply,
+    UpdateRequest, ctl_subject,
 };
 use crate::lattice::artifacts::Artifacts;
+use crate::lattice::events::{Event, event_subject};
 use crate::lattice::inventory::{HostInventory, gather};
 use crate::manifest::{Manifest, is_digest};
 use anyhow::{Context as _, bail};
@@ -33,6 +34,7 @@ impl Ctl {
         }
     }
 
+    /// Sends `request` to `operation` and unwraps the reply envelope.
     async fn request<Q: Serialize, A: DeserializeOwned>(
         &self,
         operation: &str,

@@ -7,7 +7,8 @@
 //!   writes the desired state ([`crate::lattice::desired`]); every host then
 //!   reconciles to it. `inventory` is answered by every host.
 //! - Events go to `membrane.<lattice>.evt.v1.<kind>`: host and component
-//!   lifecycle, published by the host where they happen.
+//!   lifecycle, published by the host where they happen. They are defined in
+//!   [`crate::lattice::events`] and re-exported here.
 //!
 //! [`server`] answers the requests on a host; [`ctl`] is the `membrane ctl`
 //! client. Any NATS client can do what `ctl` does.
@@ -15,18 +16,13 @@
 pub mod ctl;
 pub mod server;
 
+pub use crate::lattice::events::{Event, EventKind, Events, event_subject};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::fmt;
 
 /// The request subject of `operation` in `lattice`.
 pub fn ctl_subject(lattice: &str, operation: &str) -> String {
     format!("membrane.{lattice}.ctl.v1.{operation}")
-}
-
-/// The subject of event `kind` in `lattice`.
-pub fn event_subject(lattice: &str, kind: &str) -> String {
-    format!("membrane.{lattice}.evt.v1.{kind}")
 }
 
 /// `app.apply`: store an app as desired state.
@@ -82,8 +78,8 @@ pub struct UpdateRequest {
 pub struct HostOutcome {
     /// The host.
     pub host: String,
-    /// `updated`, `rejected` or `failed`.
-    pub outcome: String,
+    /// What the host did.
+    pub outcome: HostOutcomeKind,
     /// Why, when it was not updated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -108,14 +104,91 @@ pub struct UpdateReply {
     pub digest: String,
     /// The revision of the desired state that carried the update.
     pub revision: u64,
-    /// `updated` (every host swapped), `rejected` (the old version keeps
-    /// serving everywhere) or `unchanged` (it already ran).
-    pub outcome: String,
+    /// What the update did as a whole.
+    pub outcome: UpdateOutcome,
     /// Each affected host's answer.
     pub hosts: Vec<HostOutcome>,
     /// Hosts expected to answer that did not, in time.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub silent: Vec<String>,
+}
+
+/// What one host did with the new version of an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostOutcomeKind {
+    /// It swapped to the new version.
+    Updated,
+    /// It started the new version (it did not run the component before).
+    Started,
+    /// It refused the new version; the old one keeps serving there.
+    Rejected,
+    /// The component could not start or bind there.
+    Failed,
+}
+
+impl HostOutcomeKind {
+    /// The outcome a component event of `kind` reports; `None` for the kinds
+    /// that answer no update.
+    pub fn of(kind: EventKind) -> Option<HostOutcomeKind> {
+        match kind {
+            EventKind::ComponentUpdated => Some(HostOutcomeKind::Updated),
+            EventKind::ComponentStarted => Some(HostOutcomeKind::Started),
+            EventKind::ComponentRejected => Some(HostOutcomeKind::Rejected),
+            EventKind::ComponentFailed => Some(HostOutcomeKind::Failed),
+            EventKind::ComponentStopped | EventKind::HostStarted | EventKind::HostStopped => None,
+        }
+    }
+
+    /// Whether the host now serves the new version.
+    pub fn serves_new_version(self) -> bool {
+        matches!(self, HostOutcomeKind::Updated | HostOutcomeKind::Started)
+    }
+
+    /// The outcome as on the wire, e.g. `updated`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            HostOutcomeKind::Updated => "updated",
+            HostOutcomeKind::Started => "started",
+            HostOutcomeKind::Rejected => "rejected",
+            HostOutcomeKind::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for HostOutcomeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// What an update did as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpdateOutcome {
+    /// Every affected host swapped to the new version.
+    Updated,
+    /// Some host refused it; the old version keeps serving everywhere.
+    Rejected,
+    /// The new version already ran.
+    Unchanged,
+}
+
+impl UpdateOutcome {
+    /// The outcome as on the wire, e.g. `rejected`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            UpdateOutcome::Updated => "updated",
+            UpdateOutcome::Rejected => "rejected",
+            UpdateOutcome::Unchanged => "unchanged",
+        }
+    }
+}
+
+impl fmt::Display for UpdateOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 /// `component.scale`: run a component on this many of its matching hosts.
@@ -203,85 +276,28 @@ pub fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, Contr
     })
 }
 
-/// A lifecycle event, published on [`event_subject`] of its `kind`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Event {
-    /// `host.started`, `host.stopped`, `component.started`,
-    /// `component.updated`, `component.stopped`, `component.rejected` or
-    /// `component.failed`.
-    pub kind: String,
-    /// The host it happened on.
-    pub host: String,
-    /// Unix time in milliseconds.
-    pub at_ms: u64,
-    /// The host's labels (host events).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
-    /// The app.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub app: Option<String>,
-    /// The component.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub component: Option<String>,
-    /// The version now running (or the one refused, for `rejected`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub digest: Option<String>,
-    /// The version before an update.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub previous: Option<String>,
-    /// The desired-state revision that caused it, for applied apps.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revision: Option<u64>,
-    /// Why, for `rejected` and `failed`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// Fetch and compile time, in milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub compile_ms: Option<f64>,
-    /// From the end of compilation to serving, in milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub swap_ms: Option<f64>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Event {
-    /// A new event of `kind` on `host`, stamped now.
-    pub fn new(kind: &str, host: &str) -> Event {
-        Event {
-            kind: kind.to_string(),
-            host: host.to_string(),
-            at_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-            ..Default::default()
+    #[test]
+    fn outcomes_keep_their_wire_strings() {
+        for (outcome, json) in [
+            (HostOutcomeKind::Updated, "\"updated\""),
+            (HostOutcomeKind::Started, "\"started\""),
+            (HostOutcomeKind::Rejected, "\"rejected\""),
+            (HostOutcomeKind::Failed, "\"failed\""),
+        ] {
+            assert_eq!(serde_json::to_string(&outcome).ok().as_deref(), Some(json));
+            assert_eq!(format!("\"{outcome}\""), json);
         }
-    }
-}
-
-/// Publishes this host's events.
-#[derive(Clone)]
-pub struct Events {
-    client: async_nats::Client,
-    lattice: String,
-}
-
-impl Events {
-    /// Events of `lattice` on `client`.
-    pub fn new(client: async_nats::Client, lattice: &str) -> Events {
-        Events {
-            client,
-            lattice: lattice.to_string(),
-        }
-    }
-
-    /// Publishes `event`; a lost event is logged, never fatal.
-    pub async fn emit(&self, event: &Event) {
-        let payload = serde_json::to_vec(event).unwrap_or_default();
-        if let Err(e) = self
-            .client
-            .publish(event_subject(&self.lattice, &event.kind), payload.into())
-            .await
-        {
-            tracing::debug!("event {} not sent: {e}", event.kind);
+        for (outcome, json) in [
+            (UpdateOutcome::Updated, "\"updated\""),
+            (UpdateOutcome::Rejected, "\"rejected\""),
+            (UpdateOutcome::Unchanged, "\"unchanged\""),
+        ] {
+            assert_eq!(serde_json::to_string(&outcome).ok().as_deref(), Some(json));
+            assert_eq!(serde_json::from_str::<UpdateOutcome>(json).ok(), Some(outcome));
         }
     }
 }

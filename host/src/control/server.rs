@@ -11,11 +11,12 @@
 //! ([`crate::lattice::agent`]).
 
 use super::{
-    ApplyReply, ApplyRequest, ControlError, DeleteReply, DeleteRequest, Envelope, Event, HostOutcome, ScaleReply,
-    ScaleRequest, UpdateReply, UpdateRequest, ctl_subject, decode, event_subject,
+    ApplyReply, ApplyRequest, ControlError, DeleteReply, DeleteRequest, Envelope, HostOutcome, HostOutcomeKind,
+    ScaleReply, ScaleRequest, UpdateOutcome, UpdateReply, UpdateRequest, ctl_subject, decode,
 };
 use crate::lattice::artifacts::Artifacts;
 use crate::lattice::desired::{AppRevision, Desired};
+use crate::lattice::events::{Event, event_subject};
 use crate::lattice::inventory::gather;
 use crate::manifest::{Manifest, is_digest};
 use crate::transports::Service;
@@ -191,6 +192,8 @@ impl Handler {
         }
     }
 
+    /// Swaps a component to another version on every host that runs it; goes
+    /// back if any host refused it.
     async fn update(&self, request: UpdateRequest) -> Result<UpdateReply, ControlError> {
         if !is_digest(&request.digest) {
             return Err(ControlError::field(
@@ -207,7 +210,7 @@ impl Handler {
             running: previous.clone(),
             digest: request.digest.clone(),
             revision: current.revision,
-            outcome: "unchanged".into(),
+            outcome: UpdateOutcome::Unchanged,
             hosts: Vec::new(),
             silent: Vec::new(),
         };
@@ -219,12 +222,7 @@ impl Handler {
         let new_text = edit_component(&old_text, &request.component, "source", request.digest.clone().into())?;
 
         // The hosts running the component now must each answer.
-        let hosts = gather(&self.client, &self.lattice, INVENTORY_SETTLE).await?;
-        let mut expected: BTreeSet<String> = hosts
-            .iter()
-            .filter(|h| h.components.iter().any(|c| c.app == app && c.name == request.component))
-            .map(|h| h.host.clone())
-            .collect();
+        let expected = self.hosts_running(&app, &request.component).await?;
         let mut events = self
             .client
             .subscribe(event_subject(&self.lattice, "component.*"))
@@ -234,39 +232,11 @@ impl Handler {
         reply.revision = revision;
 
         let timeout = request.timeout_ms.map_or(UPDATE_TIMEOUT, Duration::from_millis);
-        let deadline = tokio::time::Instant::now() + timeout;
-        while !expected.is_empty() {
-            let Ok(Some(message)) = tokio::time::timeout_at(deadline, events.next()).await else {
-                break;
-            };
-            let Ok(event) = serde_json::from_slice::<Event>(&message.payload) else {
-                continue;
-            };
-            if event.revision != Some(revision) || event.component.as_deref() != Some(&request.component) {
-                continue;
-            }
-            let outcome = event.kind.trim_start_matches("component.").to_string();
-            if !matches!(outcome.as_str(), "updated" | "rejected" | "failed" | "started") {
-                continue;
-            }
-            expected.remove(&event.host);
-            reply.hosts.push(HostOutcome {
-                host: event.host,
-                outcome,
-                reason: event.reason,
-                compile_ms: event.compile_ms.unwrap_or_default(),
-                swap_ms: event.swap_ms.unwrap_or_default(),
-            });
-        }
-        reply.silent = expected.into_iter().collect();
-        reply.hosts.sort_by(|a, b| a.host.cmp(&b.host));
-        if reply
-            .hosts
-            .iter()
-            .any(|h| h.outcome != "updated" && h.outcome != "started")
-        {
+        (reply.hosts, reply.silent) =
+            await_outcomes(&mut events, expected, &request.component, revision, timeout).await;
+        if reply.hosts.iter().any(|h| !h.outcome.serves_new_version()) {
             // Some host refused it: go back, unless someone changed the app since.
-            reply.outcome = "rejected".into();
+            reply.outcome = UpdateOutcome::Rejected;
             match self.desired.replace(&app, &old_text, revision).await {
                 Ok(restored) => reply.revision = restored,
                 Err(e) => tracing::warn!(
@@ -275,10 +245,20 @@ impl Handler {
                 ),
             }
         } else {
-            reply.outcome = "updated".into();
+            reply.outcome = UpdateOutcome::Updated;
             reply.running = request.digest.clone();
         }
         Ok(reply)
+    }
+
+    /// The hosts that run `component` of `app` now, by their inventory.
+    async fn hosts_running(&self, app: &str, component: &str) -> Result<BTreeSet<String>, ControlError> {
+        let hosts = gather(&self.client, &self.lattice, INVENTORY_SETTLE).await?;
+        Ok(hosts
+            .iter()
+            .filter(|h| h.components.iter().any(|c| c.app == app && c.name == component))
+            .map(|h| h.host.clone())
+            .collect())
     }
 
     async fn scale(&self, request: ScaleRequest) -> Result<ScaleReply, ControlError> {
@@ -303,6 +283,47 @@ impl Handler {
     }
 }
 
+/// Collects from `events` the answers to `revision` of `component` until every
+/// `expected` host answered or `timeout` passed: the answers, by host, and
+/// the hosts that stayed silent.
+async fn await_outcomes(
+    events: &mut async_nats::Subscriber,
+    mut expected: BTreeSet<String>,
+    component: &str,
+    revision: u64,
+    timeout: Duration,
+) -> (Vec<HostOutcome>, Vec<String>) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut hosts = Vec::new();
+    while !expected.is_empty() {
+        let Ok(Some(message)) = tokio::time::timeout_at(deadline, events.next()).await else {
+            break;
+        };
+        // An unreadable event, or one of a kind this host does not know, is
+        // no answer.
+        let Ok(event) = serde_json::from_slice::<Event>(&message.payload) else {
+            continue;
+        };
+        if event.revision != Some(revision) || event.component.as_deref() != Some(component) {
+            continue;
+        }
+        let Some(outcome) = HostOutcomeKind::of(event.kind) else {
+            continue;
+        };
+        expected.remove(&event.host);
+        hosts.push(HostOutcome {
+            host: event.host,
+            outcome,
+            reason: event.reason,
+            compile_ms: event.compile_ms.unwrap_or_default(),
+            swap_ms: event.swap_ms.unwrap_or_default(),
+        });
+    }
+    hosts.sort_by(|a, b| a.host.cmp(&b.host));
+    (hosts, expected.into_iter().collect())
+}
+
+/// The reply envelope of `result`, as JSON.
 fn envelope<T: Serialize>(result: Result<T, ControlError>) -> Vec<u8> {
     let envelope = match result {
         Ok(reply) => Envelope::Ok(reply),
@@ -311,6 +332,7 @@ fn envelope<T: Serialize>(result: Result<T, ControlError>) -> Vec<u8> {
     serde_json::to_vec(&envelope).unwrap_or_default()
 }
 
+/// `items`, comma-separated, or `none`.
 fn list(items: &[String]) -> String {
     if items.is_empty() {
         "none".to_string()

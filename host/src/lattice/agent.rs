@@ -10,16 +10,19 @@
 //! loop over the same inputs.
 
 use super::desired::{AppRevision, Desired};
+use super::events::{Event, EventKind, Events, event_subject};
 use super::inventory::{AppsView, HostInventory, heartbeat_subject};
 use super::placement::{self, Member, Members};
-use crate::app::{AppRunner, HostContext, short};
-use crate::control::{Event, Events, event_subject};
+use crate::app::{AppRunner, HostContext, Reconciled, short};
 use crate::manifest::Manifest;
 use crate::runtime::Change;
 use futures::StreamExt as _;
+use futures::stream::SelectAll;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
+use tokio::time::Sleep;
 
 /// The revisions of the lattice's desired state, from
 /// [`super::desired::Desired::watch`].
@@ -101,7 +104,7 @@ impl Agent {
 
     /// Publishes `host.started`.
     pub async fn announce(&self) {
-        let mut event = Event::new("host.started", &self.me.host);
+        let mut event = Event::new(EventKind::HostStarted, &self.me.host);
         event.labels = self.me.labels.clone();
         self.emit(event).await;
     }
@@ -121,20 +124,7 @@ impl Agent {
         };
         let rewatch = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(rewatch);
-        let mut peers = match &self.nats {
-            Some(client) => {
-                let subjects = [heartbeat_subject(&self.lattice), event_subject(&self.lattice, "host.*")];
-                let mut subscribers = Vec::new();
-                for subject in subjects {
-                    match client.subscribe(subject).await {
-                        Ok(s) => subscribers.push(s),
-                        Err(e) => tracing::warn!("cannot follow the lattice's hosts: {e}"),
-                    }
-                }
-                Some(futures::stream::select_all(subscribers))
-            }
-            None => None,
-        };
+        let mut peers = self.follow_peers().await;
         let mut expiry = tokio::time::interval(heartbeat);
         tokio::pin!(shutdown);
         loop {
@@ -153,16 +143,7 @@ impl Agent {
                 },
                 _ = &mut rewatch, if watch.is_none() && desired.is_some() => {
                     let Some(desired) = &desired else { continue };
-                    match desired.watch().await {
-                        Ok(stream) => {
-                            tracing::info!("following the desired state again");
-                            watch = Some(Box::pin(stream));
-                        }
-                        Err(e) => {
-                            tracing::warn!("cannot follow the desired state yet: {e:#}");
-                            rewatch.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(1));
-                        }
-                    }
+                    watch = rewatch_desired(desired, rewatch.as_mut()).await;
                 }
                 Some(message) = async { peers.as_mut()?.next().await } => {
                     if self.on_peer(&message) {
@@ -176,18 +157,40 @@ impl Agent {
                 }
             }
         }
+        self.stop_all().await;
+    }
+
+    /// Subscribes to the lattice's heartbeats and host events; `None` without
+    /// NATS.
+    async fn follow_peers(&self) -> Option<SelectAll<async_nats::Subscriber>> {
+        let client = self.nats.as_ref()?;
+        let subjects = [heartbeat_subject(&self.lattice), event_subject(&self.lattice, "host.*")];
+        let mut subscribers = Vec::new();
+        for subject in subjects {
+            match client.subscribe(subject).await {
+                Ok(s) => subscribers.push(s),
+                Err(e) => tracing::warn!("cannot follow the lattice's hosts: {e}"),
+            }
+        }
+        Some(futures::stream::select_all(subscribers))
+    }
+
+    /// Stops every app (calls in flight finish), then publishes
+    /// `host.stopped`.
+    async fn stop_all(&mut self) {
         tracing::info!("shutting down: finishing in-flight requests");
         for (_, state) in std::mem::take(&mut self.apps) {
             if let Some(runner) = state.runner {
                 runner.stop().await;
             }
         }
-        self.emit(Event::new("host.stopped", &self.me.host)).await;
+        self.emit(Event::new(EventKind::HostStopped, &self.me.host)).await;
         if let Some(client) = &self.nats {
             let _ = client.flush().await;
         }
     }
 
+    /// Takes in a new revision (or the deletion) of an app and reconciles it.
     async fn on_revision(&mut self, revision: AppRevision) {
         let AppRevision {
             app,
@@ -205,7 +208,7 @@ impl Agent {
             Ok(manifest) => manifest,
             Err(e) => {
                 tracing::error!("{e}");
-                let mut event = Event::new("component.failed", &self.me.host);
+                let mut event = Event::new(EventKind::ComponentFailed, &self.me.host);
                 (event.app, event.revision, event.reason) = (Some(app), Some(revision), Some(e.to_string()));
                 self.emit(event).await;
                 return;
@@ -241,16 +244,21 @@ impl Agent {
         if event.host == self.me.host {
             return false;
         }
-        match event.kind.as_str() {
-            "host.started" => self.members.saw(Member {
+        match event.kind {
+            EventKind::HostStarted => self.members.saw(Member {
                 host: event.host,
                 labels: event.labels,
             }),
-            "host.stopped" => self.members.left(&event.host),
-            _ => false,
+            EventKind::HostStopped => self.members.left(&event.host),
+            EventKind::ComponentStarted
+            | EventKind::ComponentUpdated
+            | EventKind::ComponentStopped
+            | EventKind::ComponentRejected
+            | EventKind::ComponentFailed => false,
         }
     }
 
+    /// Reconciles every app, logging each one's error.
     async fn reconcile_all(&mut self) {
         let names: Vec<String> = self.apps.keys().cloned().collect();
         for app in names {
@@ -271,21 +279,7 @@ impl Agent {
             return Ok(());
         }
         if here.is_empty() {
-            if let Some(runner) = state.runner.take() {
-                let revision = state.revision;
-                self.view.write().unwrap_or_else(|e| e.into_inner()).remove(app);
-                let stopped = runner.here().clone();
-                runner.stop().await;
-                for name in stopped {
-                    tracing::info!("stopped {name}: placed on other hosts");
-                    let mut event = self.event("component.stopped", app, &name, revision);
-                    event.reason = Some("placed on other hosts".into());
-                    self.emit(event).await;
-                }
-            }
-            if let Some(state) = self.apps.get_mut(app) {
-                state.applied = Some((state.text.clone(), here));
-            }
+            self.step_aside(app).await;
             return Ok(());
         }
         let (manifest, revision) = (state.manifest.clone(), state.revision);
@@ -308,73 +302,125 @@ impl Agent {
                     .write()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(app.to_string(), runtime);
-                tracing::info!(
-                    "app `{app}`{}: {} of {} component(s) here",
-                    revision.map(|r| format!(" revision {r}")).unwrap_or_default(),
-                    here.len(),
-                    manifest.components.len()
-                );
-                for change in &done.changes {
-                    let mut event = match change {
-                        Change::Started { name, digest } => {
-                            let mut e = self.event("component.started", app, name, revision);
-                            e.digest = Some(digest.clone());
-                            e
-                        }
-                        Change::Updated { name, from, to } => {
-                            let mut e = self.event("component.updated", app, name, revision);
-                            (e.digest, e.previous) = (Some(to.clone()), Some(from.clone()));
-                            e
-                        }
-                        Change::Stopped { name, digest } => {
-                            let mut e = self.event("component.stopped", app, name, revision);
-                            e.digest = Some(digest.clone());
-                            e
-                        }
-                    };
-                    event.compile_ms = Some(done.compile.as_secs_f64() * 1e3);
-                    event.swap_ms = Some(done.swap.as_secs_f64() * 1e3);
-                    self.emit(event).await;
-                }
-                if done.failures.is_empty() {
-                    Ok(())
-                } else {
-                    for name in &here {
-                        let mut event = self.event("component.failed", app, name, revision);
-                        event.reason = Some(done.failures.join("; "));
-                        self.emit(event).await;
-                    }
-                    anyhow::bail!("{}", done.failures.join("\n"))
-                }
+                self.report_reconciled(app, &here, &manifest, revision, done).await
             }
             Err(e) => {
-                let reason = match e.downcast_ref::<crate::runtime::LoadError>() {
-                    Some(load) => load.problems.join("; "),
-                    None => format!("{e:#}"),
-                };
-                // Name the components whose version changed; if none did, the
-                // app as a whole failed to start here.
-                let changed = changed_components(previous.as_ref(), &manifest);
-                let (kind, names) = if changed.is_empty() {
-                    ("component.failed", here.iter().cloned().collect())
-                } else {
-                    ("component.rejected", changed)
-                };
-                for name in names {
-                    let mut event = self.event(kind, app, &name, revision);
-                    event.digest = Some(manifest.components[&name].source.display().to_string());
-                    event.reason = Some(reason.clone());
-                    tracing::warn!(
-                        "{kind} {name} ({}): {reason}",
-                        short(event.digest.as_deref().unwrap_or(""))
-                    );
-                    self.emit(event).await;
-                }
+                self.report_refused(app, &here, &manifest, previous.as_ref(), revision, &e)
+                    .await;
                 Err(e)
             }
         }
     }
 
+    /// Stops what app `app` runs here, now that it is placed on other hosts.
+    async fn step_aside(&mut self, app: &str) {
+        let Some(state) = self.apps.get_mut(app) else { return };
+        if let Some(runner) = state.runner.take() {
+            let revision = state.revision;
+            self.view.write().unwrap_or_else(|e| e.into_inner()).remove(app);
+            let stopped = runner.here().clone();
+            runner.stop().await;
+            for name in stopped {
+                tracing::info!("stopped {name}: placed on other hosts");
+                let mut event = self.event(EventKind::ComponentStopped, app, &name, revision);
+                event.reason = Some("placed on other hosts".into());
+                self.emit(event).await;
+            }
+        }
+        if let Some(state) = self.apps.get_mut(app) {
+            state.applied = Some((state.text.clone(), BTreeSet::new()));
+        }
+    }
+
+    /// Logs and publishes a successful reconcile of app `app`; an error if
+    /// some of its media failed to bind.
+    async fn report_reconciled(
+        &self,
+        app: &str,
+        here: &BTreeSet<String>,
+        manifest: &Manifest,
+        revision: Option<u64>,
+        done: Reconciled,
+    ) -> anyhow::Result<()> {
+        tracing::info!(
+            "app `{app}`{}: {} of {} component(s) here",
+            revision.map(|r| format!(" revision {r}")).unwrap_or_default(),
+            here.len(),
+            manifest.components.len()
+        );
+        for change in &done.changes {
+            let mut event = self.change_event(app, change, revision);
+            event.compile_ms = Some(done.compile.as_secs_f64() * 1e3);
+            event.swap_ms = Some(done.swap.as_secs_f64() * 1e3);
+            self.emit(event).await;
+        }
+        if done.failures.is_empty() {
+            return Ok(());
+        }
+        for name in here {
+            let mut event = self.event(EventKind::ComponentFailed, app, name, revision);
+            event.reason = Some(done.failures.join("; "));
+            self.emit(event).await;
+        }
+        anyhow::bail!("{}", done.failures.join("\n"))
+    }
+
+    /// The event of one `change` to app `app`.
+    fn change_event(&self, app: &str, change: &Change, revision: Option<u64>) -> Event {
+        match change {
+            Change::Started { name, digest } => {
+                let mut e = self.event(EventKind::ComponentStarted, app, name, revision);
+                e.digest = Some(digest.clone());
+                e
+            }
+            Change::Updated { name, from, to } => {
+                let mut e = self.event(EventKind::ComponentUpdated, app, name, revision);
+                (e.digest, e.previous) = (Some(to.clone()), Some(from.clone()));
+                e
+            }
+            Change::Stopped { name, digest } => {
+                let mut e = self.event(EventKind::ComponentStopped, app, name, revision);
+                e.digest = Some(digest.clone());
+                e
+            }
+        }
+    }
+
+    /// Logs and publishes a failed reconcile of app `app`: the components
+    /// whose version changed were rejected or, if none did, the app failed to
+    /// start here.
+    async fn report_refused(
+        &self,
+        app: &str,
+        here: &BTreeSet<String>,
+        manifest: &Manifest,
+        previous: Option<&Manifest>,
+        revision: Option<u64>,
+        error: &anyhow::Error,
+    ) {
+        let reason = match error.downcast_ref::<crate::runtime::LoadError>() {
+            Some(load) => load.problems.join("; "),
+            None => format!("{error:#}"),
+        };
+        let changed = changed_components(previous, manifest);
+        let (kind, names) = if changed.is_empty() {
+            (EventKind::ComponentFailed, here.iter().cloned().collect())
+        } else {
+            (EventKind::ComponentRejected, changed)
+        };
+        for name in names {
+            let mut event = self.event(kind, app, &name, revision);
+            event.digest = manifest.components.get(&name).map(|c| c.source.display().to_string());
+            event.reason = Some(reason.clone());
+            tracing::warn!(
+                "{kind} {name} ({}): {reason}",
+                short(event.digest.as_deref().unwrap_or(""))
+            );
+            self.emit(event).await;
+        }
+    }
+
+    /// Stops app `app` here (its app was deleted) and publishes what stopped.
     async fn stop_app(&mut self, app: &str, state: AppState, revision: Option<u64>) {
         self.view.write().unwrap_or_else(|e| e.into_inner()).remove(app);
         if let Some(runner) = state.runner {
@@ -382,13 +428,14 @@ impl Agent {
             runner.stop().await;
             for name in stopped {
                 tracing::info!("stopped {name}");
-                let event = self.event("component.stopped", app, &name, revision);
+                let event = self.event(EventKind::ComponentStopped, app, &name, revision);
                 self.emit(event).await;
             }
         }
     }
 
-    fn event(&self, kind: &str, app: &str, component: &str, revision: Option<u64>) -> Event {
+    /// A new event of `kind` about `component` of `app`.
+    fn event(&self, kind: EventKind, app: &str, component: &str, revision: Option<u64>) -> Event {
         let mut event = Event::new(kind, &self.me.host);
         event.app = Some(app.to_string());
         event.component = Some(component.to_string());
@@ -396,6 +443,7 @@ impl Agent {
         event
     }
 
+    /// Publishes `event` when this host has NATS.
     async fn emit(&self, event: Event) {
         if let Some(events) = &self.events {
             events.emit(&event).await;
@@ -404,6 +452,7 @@ impl Agent {
 }
 
 impl AppState {
+    /// An app not reconciled yet.
     fn new(manifest: Manifest, text: String, revision: Option<u64>) -> AppState {
         AppState {
             manifest,
@@ -416,6 +465,7 @@ impl AppState {
     }
 }
 
+/// The member a host's inventory describes.
 fn member_of(host: &HostInventory) -> Member {
     Member {
         host: host.host.clone(),
@@ -440,4 +490,20 @@ fn changed_components(previous: Option<&Manifest>, manifest: &Manifest) -> Vec<S
         })
         .map(|(name, _)| name.clone())
         .collect()
+}
+
+/// Follows the desired state again after its watch ended; `None`, with
+/// `retry` reset to a second from now, when that fails.
+async fn rewatch_desired(desired: &Desired, retry: Pin<&mut Sleep>) -> Option<DesiredStream> {
+    match desired.watch().await {
+        Ok(stream) => {
+            tracing::info!("following the desired state again");
+            Some(Box::pin(stream))
+        }
+        Err(e) => {
+            tracing::warn!("cannot follow the desired state yet: {e:#}");
+            retry.reset(tokio::time::Instant::now() + Duration::from_secs(1));
+            None
+        }
+    }
 }

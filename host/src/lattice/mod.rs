@@ -1,10 +1,12 @@
 //! The lattice: everything a host shares with others through NATS: the
 //! connection, membership and placement, the host agent that reconciles, the
-//! inventory and heartbeats, desired state (KV) and artifacts (object store).
+//! lifecycle events it publishes, the inventory and heartbeats, desired state
+//! (KV) and artifacts (object store).
 
 pub mod agent;
 pub mod artifacts;
 pub mod connection;
 pub mod desired;
+pub mod events;
 pub mod inventory;
 pub mod placement;

@@ -1,0 +1,188 @@
+//! Lifecycle events: the typed kinds ([`EventKind`]), the JSON document a host
+//! publishes on `membrane.<lattice>.evt.v1.<kind>` ([`Event`], see
+//! [`event_subject`]) and the publisher ([`Events`]).
+//!
+//! The host agent ([`super::agent`]) emits them and follows its peers' host
+//! events; the control plane waits for component events to answer an update.
+//! `docs/control.md` documents the shapes.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The subject of event `kind` in `lattice`: [`EventKind::as_str`], or a
+/// wildcard such as `component.*`.
+pub fn event_subject(lattice: &str, kind: &str) -> String {
+    format!("membrane.{lattice}.evt.v1.{kind}")
+}
+
+/// What happened. Its JSON string is also the last tokens of the subject; a
+/// kind this host does not know fails to deserialize.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventKind {
+    /// A host is serving (carries its labels).
+    #[serde(rename = "host.started")]
+    HostStarted,
+    /// A host stopped cleanly.
+    #[serde(rename = "host.stopped")]
+    HostStopped,
+    /// A component started on a host.
+    #[serde(rename = "component.started")]
+    ComponentStarted,
+    /// A new version replaced the old one.
+    #[serde(rename = "component.updated")]
+    ComponentUpdated,
+    /// A component stopped on a host.
+    #[serde(rename = "component.stopped")]
+    ComponentStopped,
+    /// A host refused a new version; the old one keeps serving.
+    #[serde(rename = "component.rejected")]
+    ComponentRejected,
+    /// A component could not start or bind here.
+    #[serde(rename = "component.failed")]
+    ComponentFailed,
+}
+
+impl EventKind {
+    /// The kind as on the wire, e.g. `component.updated`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventKind::HostStarted => "host.started",
+            EventKind::HostStopped => "host.stopped",
+            EventKind::ComponentStarted => "component.started",
+            EventKind::ComponentUpdated => "component.updated",
+            EventKind::ComponentStopped => "component.stopped",
+            EventKind::ComponentRejected => "component.rejected",
+            EventKind::ComponentFailed => "component.failed",
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A lifecycle event, published on [`event_subject`] of its `kind`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    /// What happened.
+    pub kind: EventKind,
+    /// The host it happened on.
+    pub host: String,
+    /// Unix time in milliseconds.
+    pub at_ms: u64,
+    /// The host's labels (host events).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// The component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    /// The version now running (or the one refused, for `rejected`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// The version before an update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    /// The desired-state revision that caused it, for applied apps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
+    /// Why, for `rejected` and `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Fetch and compile time, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compile_ms: Option<f64>,
+    /// From the end of compilation to serving, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap_ms: Option<f64>,
+}
+
+impl Event {
+    /// A new event of `kind` on `host`, stamped now.
+    pub fn new(kind: EventKind, host: &str) -> Event {
+        Event {
+            kind,
+            host: host.to_string(),
+            at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            labels: BTreeMap::new(),
+            app: None,
+            component: None,
+            digest: None,
+            previous: None,
+            revision: None,
+            reason: None,
+            compile_ms: None,
+            swap_ms: None,
+        }
+    }
+}
+
+/// Publishes this host's events.
+#[derive(Clone)]
+pub struct Events {
+    client: async_nats::Client,
+    lattice: String,
+}
+
+impl Events {
+    /// Events of `lattice` on `client`.
+    pub fn new(client: async_nats::Client, lattice: &str) -> Events {
+        Events {
+            client,
+            lattice: lattice.to_string(),
+        }
+    }
+
+    /// Publishes `event`; a lost event is logged, never fatal.
+    pub async fn emit(&self, event: &Event) {
+        let payload = serde_json::to_vec(event).unwrap_or_default();
+        if let Err(e) = self
+            .client
+            .publish(event_subject(&self.lattice, event.kind.as_str()), payload.into())
+            .await
+        {
+            tracing::debug!("event {} not sent: {e}", event.kind);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_keep_their_wire_strings() {
+        for kind in [
+            EventKind::HostStarted,
+            EventKind::HostStopped,
+            EventKind::ComponentStarted,
+            EventKind::ComponentUpdated,
+            EventKind::ComponentStopped,
+            EventKind::ComponentRejected,
+            EventKind::ComponentFailed,
+        ] {
+            let json = serde_json::to_string(&kind).expect("a kind serializes");
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+            assert_eq!(serde_json::from_str::<EventKind>(&json).ok(), Some(kind));
+        }
+    }
+
+    #[test]
+    fn an_unknown_kind_does_not_deserialize() {
+        let json = r#"{"kind": "component.exploded", "host": "h", "at_ms": 1}"#;
+        assert!(serde_json::from_str::<Event>(json).is_err());
+    }
+
+    #[test]
+    fn display_pads_like_a_str() {
+        assert_eq!(format!("{:<19}|", EventKind::HostStarted), "host.started       |");
+    }
+}
