@@ -14,7 +14,7 @@ use std::fmt;
 use wasmtime::component::Val;
 use wasmtime::component::types::{ComponentFunc, Type};
 
-use crate::links::typecheck::describe;
+use super::types::describe;
 
 /// A JSON value that does not fit the expected type.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -92,10 +92,7 @@ pub fn encode(types: &[Type], values: &[Val]) -> Result<Vec<u8>, WireError> {
 fn mismatch(ty: &Type, value: &Val) -> WireError {
     WireError {
         offset: 0,
-        message: format!(
-            "value {value:?} does not match type {}",
-            crate::links::typecheck::describe(ty)
-        ),
+        message: format!("value {value:?} does not match type {}", super::types::describe(ty)),
     }
 }
 

@@ -13,8 +13,8 @@
 
 pub mod chunks;
 pub mod remote;
-pub mod typecheck;
 
+use crate::codec::types as typecheck;
 use crate::manifest::LinkSpec;
 use crate::runtime::component::{Host, acquire};
 use crate::runtime::fault::Fault;

@@ -9,8 +9,8 @@
 //! Also the one mapping from a failed call to what every medium answers:
 //! a status ([`status`]), a JSON body, and NATS error headers.
 
+use crate::codec::types as typecheck;
 use crate::links::remote::{COMPONENT_HEADER, ERROR_KIND_HEADER};
-use crate::links::typecheck;
 use crate::manifest::BindingSpec;
 use crate::runtime::Runtime;
 use crate::runtime::component::Loaded;
