@@ -1,9 +1,30 @@
 //! Membrane: a medium-agnostic WebAssembly component runtime.
 //!
 //! Business logic is a Wasm component; a manifest binds its exports to media
-//! (HTTP, HTTP-RPC, NATS request/reply, JetStream queues) and links its imports to other components. Data flows one way:
-//! [`transports`] → [`runtime::dispatch`] → component instance → [`links`] →
-//! other instances. Start reading at [`cli::up`].
+//! (HTTP, HTTP-RPC, NATS request/reply, JetStream queues) and links its
+//! imports to other components.
+//!
+//! Layers, each importing only the ones below it:
+//!
+//! ```text
+//! cli → control → lattice → app → transports → links → runtime → codec, manifest
+//! ```
+//!
+//! - [`cli`]: `membrane up` and `membrane ctl`.
+//! - [`control`]: the control-plane requests and the `ctl` client.
+//! - [`lattice`]: NATS, membership, placement, the agent that reconciles,
+//!   events, desired state and artifacts.
+//! - [`app`]: one app on this host; staging a manifest into a generation.
+//! - [`transports`]: the media (one file each, one [`transports::Medium`]
+//!   trait) and the services that answer on NATS.
+//! - [`links`]: imports served by other components, in process or remote.
+//! - [`runtime`]: the host's engine, capabilities, instances, the dispatcher.
+//! - [`codec`] and [`manifest`]: values on the wire, the manifest.
+//!
+//! A call flows one way: a medium ([`transports`]) → the dispatcher
+//! ([`runtime::dispatch`]) → a component instance → its links ([`links`]) →
+//! other instances, here or on another host. Start reading at [`cli::up`];
+//! an HTTP request enters at [`transports::http`].
 
 pub mod app;
 pub mod cli;

@@ -445,7 +445,18 @@ impl Manifest {
         if self.components.is_empty() {
             problems.push("components: the app has no components".to_string());
         }
-        let known = || self.components.keys().cloned().collect::<Vec<_>>().join(", ");
+        self.component_problems(&mut problems);
+        self.link_problems(&mut problems);
+        self.binding_problems(&mut problems);
+        problems
+    }
+
+    /// The known component names, for messages.
+    fn known(&self) -> String {
+        self.components.keys().cloned().collect::<Vec<_>>().join(", ")
+    }
+
+    fn component_problems(&self, problems: &mut Vec<String>) {
         for (name, spec) in &self.components {
             if !is_name(name) {
                 problems.push(format!(
@@ -473,13 +484,16 @@ impl Manifest {
                 problems.push(format!("components.{name}.instances: must be at least 1"));
             }
         }
+    }
+
+    fn link_problems(&self, problems: &mut Vec<String>) {
         let mut seen_links = BTreeMap::new();
         for (i, link) in self.links.iter().enumerate() {
             for (field, value) in [("from", &link.from), ("to", &link.to)] {
                 if !self.components.contains_key(value) {
                     problems.push(format!(
                         "links[{i}].{field}: unknown component `{value}` (known: {})",
-                        known()
+                        self.known()
                     ));
                 }
             }
@@ -499,13 +513,16 @@ impl Manifest {
                 ));
             }
         }
+    }
+
+    fn binding_problems(&self, problems: &mut Vec<String>) {
         let mut addresses = BTreeMap::new();
         for (i, binding) in self.bindings.iter().enumerate() {
             let component = binding.component();
             if !self.components.contains_key(component) {
                 problems.push(format!(
                     "bindings[{i}].component: unknown component `{component}` (known: {})",
-                    known()
+                    self.known()
                 ));
             }
             if let Some(export) = binding.export()
@@ -528,37 +545,43 @@ impl Manifest {
                     ));
                 }
             }
-            match binding {
-                BindingSpec::HttpRpc(rpc) if !rpc.route().starts_with('/') => {
-                    problems.push(format!("bindings[{i}].path: must start with `/`"));
-                }
-                BindingSpec::Nats(nats) if !is_subject(&nats.subject) => {
+            binding.spec_problems(i, problems);
+        }
+    }
+}
+
+impl BindingSpec {
+    /// What is wrong with binding number `i` on its own.
+    fn spec_problems(&self, i: usize, problems: &mut Vec<String>) {
+        match self {
+            BindingSpec::HttpRpc(rpc) if !rpc.route().starts_with('/') => {
+                problems.push(format!("bindings[{i}].path: must start with `/`"));
+            }
+            BindingSpec::Nats(nats) if !is_subject(&nats.subject) => {
+                problems.push(format!(
+                    "bindings[{i}].subject: {:?} is not a valid NATS subject",
+                    nats.subject
+                ));
+            }
+            BindingSpec::Queue(queue) => {
+                if !is_subject(&queue.subject) {
                     problems.push(format!(
                         "bindings[{i}].subject: {:?} is not a valid NATS subject",
-                        nats.subject
+                        queue.subject
                     ));
                 }
-                BindingSpec::Queue(queue) => {
-                    if !is_subject(&queue.subject) {
-                        problems.push(format!(
-                            "bindings[{i}].subject: {:?} is not a valid NATS subject",
-                            queue.subject
-                        ));
-                    }
-                    if !is_name(&queue.stream) {
-                        problems.push(format!(
-                            "bindings[{i}].stream: {:?} must be letters, digits, `-` or `_`",
-                            queue.stream
-                        ));
-                    }
-                    if queue.concurrency == 0 || queue.max_deliver == 0 {
-                        problems.push(format!("bindings[{i}]: concurrency and max_deliver must be at least 1"));
-                    }
+                if !is_name(&queue.stream) {
+                    problems.push(format!(
+                        "bindings[{i}].stream: {:?} must be letters, digits, `-` or `_`",
+                        queue.stream
+                    ));
                 }
-                _ => {}
+                if queue.concurrency == 0 || queue.max_deliver == 0 {
+                    problems.push(format!("bindings[{i}]: concurrency and max_deliver must be at least 1"));
+                }
             }
+            _ => {}
         }
-        problems
     }
 }
 

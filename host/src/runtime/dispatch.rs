@@ -103,6 +103,7 @@ impl Runtime {
         cx: CallContext,
     ) -> Result<(Vec<Val>, Callee), Fault> {
         let entry = self.enter(&target.component, cx, "call")?;
+        tracing::debug!(parent: &entry.span, "{}#{}", target.interface, target.function);
         let call = async {
             let mut instance = entry.instance().await?;
             let results = instance.invoke(&target.interface, &target.function, params).await?;

@@ -160,6 +160,17 @@ pub fn call_error_reply(error: &CallError) -> (u16, serde_json::Value) {
     }
 }
 
+/// Sends a failed call's NATS reply: the JSON error `body` with [`error_headers`].
+pub async fn publish_error(
+    client: &async_nats::Client,
+    reply: async_nats::Subject,
+    (status, body): (u16, serde_json::Value),
+) -> Result<(), async_nats::PublishError> {
+    client
+        .publish_with_headers(reply, error_headers(status, &body), body.to_string().into())
+        .await
+}
+
 /// The headers of a failed call's NATS reply: the NATS micro-services
 /// convention (`Nats-Service-Error`, `-Code`) plus the kind and component.
 pub fn error_headers(status: u16, body: &serde_json::Value) -> HeaderMap {

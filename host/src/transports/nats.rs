@@ -8,7 +8,7 @@
 //! queue group, so NATS spreads requests across hosts. A `traceparent`
 //! header continues its trace.
 
-use super::medium::{BindContext, Medium, Service, call_error_reply, check_function, error_headers, function_ref};
+use super::medium::{BindContext, Medium, Service, call_error_reply, check_function, function_ref, publish_error};
 use super::serve::serve_subscription;
 use crate::links::remote::TRACEPARENT_HEADER;
 use crate::manifest::{BindingSpec, NatsBinding};
@@ -111,10 +111,7 @@ async fn answer(client: &async_nats::Client, runtime: &Runtime, target: &Functio
         Ok(value) => client.publish(reply, value.to_string().into()).await,
         Err(error) => {
             tracing::debug!("nats {}: {error}", message.subject);
-            let (status, body) = call_error_reply(&error);
-            client
-                .publish_with_headers(reply, error_headers(status, &body), body.to_string().into())
-                .await
+            publish_error(client, reply, call_error_reply(&error)).await
         }
     };
     if let Err(e) = sent {

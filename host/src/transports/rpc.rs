@@ -8,7 +8,7 @@
 //! continues the caller's trace and keeps its deadline. The answer is the
 //! wire encoding of the results, or a typed fault (JSON body, error headers).
 
-use super::medium::{Service, error_headers, fault_reply};
+use super::medium::{Service, fault_reply, publish_error};
 use super::serve::serve_subscription;
 use crate::codec::wire;
 use crate::links::chunks;
@@ -119,10 +119,7 @@ async fn answer(
         Ok((bytes, _instance)) => chunks::respond(client, reply, bytes.into(), deadline).await,
         Err(fault) => {
             tracing::debug!("rpc {}: {fault}", message.subject);
-            let (status, body) = fault_reply(&fault);
-            client
-                .publish_with_headers(reply, error_headers(status, &body), body.to_string().into())
-                .await
+            publish_error(client, reply, fault_reply(&fault)).await
         }
     };
     if let Err(e) = sent {
