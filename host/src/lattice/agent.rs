@@ -46,7 +46,6 @@ struct AppState {
 pub struct Agent {
     me: Member,
     host: HostContext,
-    nats: Option<async_nats::Client>,
     events: Option<Events>,
     lattice: String,
     apps: BTreeMap<String, AppState>,
@@ -61,7 +60,6 @@ impl Agent {
         Agent {
             events: host.nats.clone().map(|c| Events::new(c, lattice)),
             me,
-            nats: host.nats.clone(),
             host,
             lattice: lattice.to_string(),
             apps: BTreeMap::new(),
@@ -72,7 +70,7 @@ impl Agent {
 
     /// Learns the lattice's current hosts by asking for their inventory.
     pub async fn discover(&mut self, settle: Duration) -> anyhow::Result<()> {
-        let Some(client) = &self.nats else { return Ok(()) };
+        let Some(client) = &self.host.nats else { return Ok(()) };
         for host in super::inventory::gather(client, &self.lattice, settle).await? {
             self.members.saw(member_of(&host));
         }
@@ -163,7 +161,7 @@ impl Agent {
     /// Subscribes to the lattice's heartbeats and host events; `None` without
     /// NATS.
     async fn follow_peers(&self) -> Option<SelectAll<async_nats::Subscriber>> {
-        let client = self.nats.as_ref()?;
+        let client = self.host.nats.as_ref()?;
         let subjects = [heartbeat_subject(&self.lattice), event_subject(&self.lattice, "host.*")];
         let mut subscribers = Vec::new();
         for subject in subjects {
@@ -185,7 +183,7 @@ impl Agent {
             }
         }
         self.emit(Event::new(EventKind::HostStopped, &self.me.host)).await;
-        if let Some(client) = &self.nats {
+        if let Some(client) = &self.host.nats {
             let _ = client.flush().await;
         }
     }

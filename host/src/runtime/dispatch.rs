@@ -1,7 +1,7 @@
 //! The dispatcher: where a call from a medium or a remote link meets a
 //! component instance.
 //!
-//! Every call goes the same way: [`Runtime::enter`] takes the current
+//! Every call goes the same way: `Runtime::enter` takes the current
 //! generation, bounds the caller's [`CallContext`] by the component's own
 //! timeout and opens the call's span (with the trace id); the instance comes
 //! from [`acquire`] (fresh, or parked with `reuse`) and goes back when its

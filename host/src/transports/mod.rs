@@ -3,7 +3,7 @@
 //!
 //! A medium is one file here implementing [`medium::Medium`] (its spec, its
 //! checks against the component, bind, serve). This file is the registry
-//! that maps each arm of [`BindingSpec`] to its medium ([`with_medium!`]),
+//! that maps each arm of [`BindingSpec`] to its medium (`with_medium!`),
 //! and plans, checks and binds a manifest's bindings through it. Adding a
 //! medium is its file, its arm in the manifest, and one line in the
 //! registry. Transports know nothing of wasmtime; they hand calls to

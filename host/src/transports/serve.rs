@@ -74,7 +74,7 @@ where
 /// it has them all, so none that is already on the wire is lost. (async-nats's
 /// own `drain` drops the subscription before such messages arrive.) Under
 /// load the slack fills in moments; when traffic stops first, the
-/// subscription is closed after [`DRAIN_IDLE`] of silence.
+/// subscription is closed after `DRAIN_IDLE` of silence.
 pub async fn serve_subscription<F, Fut>(
     mut subscriber: async_nats::Subscriber,
     shutdown: CancellationToken,
