@@ -306,14 +306,46 @@ async fn shutdown_signal() {
 }
 
 /// `membrane up`: load, validate, bind, serve until `shutdown` resolves.
+///
+/// If the host's NATS connection dies for good while it serves (see
+/// [`connection::lost`]), the host logs an error, stops everything (calls in
+/// flight finish) and starts afresh from its arguments: a new connection,
+/// every app, medium and service bound again.
 pub async fn up(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    tokio::pin!(shutdown);
+    // One id for the life of the process, so a fresh start is the same host.
+    let id = format!("host-{}", &crate::runtime::context::random_hex(1)[..8]);
+    loop {
+        match serve_host(&args, &id, shutdown.as_mut()).await? {
+            Ended::Shutdown => return Ok(()),
+            Ended::NatsLost => {
+                tracing::error!("nats: the connection is dead (its task ended); starting this host afresh");
+            }
+        }
+    }
+}
+
+/// Why [`serve_host`] returned.
+enum Ended {
+    /// `shutdown` resolved.
+    Shutdown,
+    /// The NATS connection died for good.
+    NatsLost,
+}
+
+/// One life of the host: from loading to a shutdown or a lost connection.
+async fn serve_host(
+    args: &UpArgs,
+    id: &str,
+    shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> anyhow::Result<Ended> {
     let started = Instant::now();
     let labels: BTreeMap<String, String> = args.labels.iter().cloned().collect();
     let manifest = read_manifest(args.manifest.as_deref())?;
-    let nats = join_nats(&args, manifest.as_ref().map(|(_, m)| m), &labels).await?;
-    let host = host_context(&args, manifest.as_ref().map(|(_, m)| m), nats.as_ref())?;
+    let nats = join_nats(args, manifest.as_ref().map(|(_, m)| m), &labels).await?;
+    let host = host_context(args, manifest.as_ref().map(|(_, m)| m), nats.as_ref())?;
     let me = Member {
-        host: format!("host-{}", &crate::runtime::context::random_hex(1)[..8]),
+        host: id.to_string(),
         labels,
     };
     let heartbeat = Duration::from_millis(args.heartbeat_ms.max(10));
@@ -336,13 +368,26 @@ pub async fn up(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) -
     };
     agent.announce().await;
     log_ready(&agent, &me.host, &args.lattice, app_name.as_deref(), started);
-    agent.run(desired, heartbeat, shutdown).await;
+    let mut ended = Ended::Shutdown;
+    let stop = async {
+        let lost = async {
+            match &nats {
+                Some(client) => connection::lost(client).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown => {}
+            _ = lost => ended = Ended::NatsLost,
+        }
+    };
+    agent.run(desired, heartbeat, stop).await;
     token.cancel();
     while let Some(done) = services.join_next().await {
         done??;
     }
     tracing::info!("stopped");
-    Ok(())
+    Ok(ended)
 }
 
 /// The manifest at `path` and its text, if there is one.

@@ -314,6 +314,9 @@ pub struct QueueBinding {
     /// Where dead letters go; default `<subject>.dead`. Captured by the stream
     /// `<stream>_DEAD`, created if missing.
     pub dead_letter: Option<String>,
+    /// The subjects a producer may name in `Membrane-Reply-To`: this subject
+    /// and those under it. Without it, no reply is sent anywhere.
+    pub reply_prefix: Option<String>,
 }
 
 fn default_concurrency() -> u32 {
@@ -339,6 +342,17 @@ impl QueueBinding {
         self.dead_letter
             .clone()
             .unwrap_or_else(|| format!("{}.dead", self.subject))
+    }
+
+    /// Whether `subject` may receive a queued call's result: a plain
+    /// subject (no wildcard, not a `$` system subject) equal to or under
+    /// `reply_prefix`.
+    pub fn reply_allowed(&self, subject: &str) -> bool {
+        let Some(prefix) = &self.reply_prefix else {
+            return false;
+        };
+        is_plain_subject(subject)
+            && (subject == prefix || subject.strip_prefix(prefix.as_str()).is_some_and(|rest| rest.starts_with('.')))
     }
 }
 
@@ -576,6 +590,19 @@ impl BindingSpec {
                         queue.stream
                     ));
                 }
+                if !is_plain_subject(&queue.dead_letter_subject()) {
+                    problems.push(format!(
+                        "bindings[{i}].dead_letter: {:?} must be a plain subject (no `*`, `>` or leading `$`); set `dead_letter`",
+                        queue.dead_letter_subject()
+                    ));
+                }
+                if let Some(prefix) = &queue.reply_prefix
+                    && !is_plain_subject(prefix)
+                {
+                    problems.push(format!(
+                        "bindings[{i}].reply_prefix: {prefix:?} must be a plain subject (no `*`, `>` or leading `$`)"
+                    ));
+                }
                 if queue.concurrency == 0 || queue.max_deliver == 0 {
                     problems.push(format!("bindings[{i}]: concurrency and max_deliver must be at least 1"));
                 }
@@ -632,6 +659,12 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 /// no whitespace; `*` and `>` wildcards allowed.
 fn is_subject(s: &str) -> bool {
     !s.is_empty() && s.split('.').all(|t| !t.is_empty() && !t.contains(char::is_whitespace))
+}
+
+/// A subject a host may publish to for someone else: valid, no wildcard, and
+/// not one of NATS's `$` system subjects (`$JS.API...`).
+fn is_plain_subject(s: &str) -> bool {
+    is_subject(s) && !s.starts_with('$') && s.split('.').all(|t| t != "*" && t != ">")
 }
 
 fn is_name(s: &str) -> bool {

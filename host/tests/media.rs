@@ -41,6 +41,7 @@ stream = "{stream}"
 subject = "insurance.rate.queued"
 component = "rater"
 export = "{RATE}"
+reply_prefix = "test"
 max_deliver = 2
 backoff_ms = 20
 "#,
@@ -228,7 +229,14 @@ fn a_trapping_queue_call_is_redelivered_then_dead_lettered_with_the_reason() {
 #[test]
 fn queue_messages_survive_a_host_killed_mid_call() {
     let server = NatsServer::start();
-    let manifest = faulty_queue("SURVIVE", "sleep", "concurrency = 4\nack_wait_ms = 1000");
+    // The calls take 1.5 s of a 2 s budget; the server redelivers 2.5 s after
+    // a delivery that nobody acked (ack_wait must outlast the call).
+    let manifest = faulty_queue(
+        "SURVIVE",
+        "sleep",
+        "concurrency = 4\nack_wait_ms = 2500\nreply_prefix = \"done\"",
+    )
+    .replace("source = \"{wasm:faulty}\"", "source = \"{wasm:faulty}\"\nlimits = { timeout_ms = 2000 }");
     let args = ["--nats", &server.url()];
     let first = Host::start_with(&manifest, &args);
     rt().block_on(async {

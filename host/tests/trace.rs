@@ -81,6 +81,7 @@ stream = "TRACED"
 subject = "traced.queued"
 component = "rater"
 export = "{RATE}"
+reply_prefix = "traced"
 "#,
         insurance_manifest()
     );

@@ -16,6 +16,7 @@ use super::placement::{self, Member, Members};
 use crate::app::{AppRunner, HostContext, Reconciled, short};
 use crate::manifest::Manifest;
 use crate::runtime::Change;
+use crate::transports::serve::flush_briefly;
 use futures::StreamExt as _;
 use futures::stream::SelectAll;
 use std::collections::{BTreeMap, BTreeSet};
@@ -149,13 +150,24 @@ impl Agent {
                     }
                 }
                 _ = expiry.tick() => {
-                    if self.members.expire() {
+                    if !self.connected() {
+                        // A peer is not gone because this host is deaf.
+                        self.members.vouch_all();
+                    } else if self.members.expire() {
                         self.reconcile_all().await;
                     }
                 }
             }
         }
         self.stop_all().await;
+    }
+
+    /// Whether this host hears the lattice (always, without NATS).
+    fn connected(&self) -> bool {
+        self.host
+            .nats
+            .as_ref()
+            .is_none_or(|c| c.connection_state() == async_nats::connection::State::Connected)
     }
 
     /// Subscribes to the lattice's heartbeats and host events; `None` without
@@ -184,7 +196,7 @@ impl Agent {
         }
         self.emit(Event::new(EventKind::HostStopped, &self.me.host)).await;
         if let Some(client) = &self.host.nats {
-            let _ = client.flush().await;
+            flush_briefly(client).await;
         }
     }
 

@@ -3,10 +3,38 @@
 //!
 //! The client reconnects forever with backoff and restores subscriptions by
 //! itself; media only have to survive the gap (see `transports::queue`).
+//! What the client cannot survive is the end of its own connection task (a
+//! panic in the library on a malformed message from a peer, for one): then
+//! nothing reconnects and every subscription is silently gone. [`lost`]
+//! notices that, so the host can start afresh (`cli::up`).
 
 use crate::manifest::NatsSpec;
 use anyhow::Context as _;
+use async_nats::client::FlushErrorKind;
+use async_nats::connection::State;
 use async_nats::{ConnectOptions, Event, ServerAddr};
+use std::time::Duration;
+
+/// How often [`lost`] checks the connection task.
+const WATCH_PERIOD: Duration = Duration::from_millis(500);
+
+/// Resolves when `client`'s connection is gone for good: its connection task
+/// has ended, so a flush cannot even be handed to it. An outage the client
+/// is riding out (disconnected, reconnecting) is not that.
+pub async fn lost(client: &async_nats::Client) {
+    loop {
+        tokio::time::sleep(WATCH_PERIOD).await;
+        // While disconnected, a flush would only queue up behind the outage.
+        if client.connection_state() != State::Connected {
+            continue;
+        }
+        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(1), client.flush()).await
+            && e.kind() == FlushErrorKind::SendError
+        {
+            return;
+        }
+    }
+}
 
 /// Connects to NATS. `url_override` (the `--nats` flag, comma-separated)
 /// replaces `spec.urls`. Fails at once, naming the servers, if none answers:

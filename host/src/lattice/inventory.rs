@@ -159,9 +159,13 @@ impl Service for InventoryService {
     }
 }
 
+/// Most answers [`gather`] takes: a lattice's hosts, with room to spare.
+const MAX_ANSWERS: usize = 10_000;
+
 /// Asks every host of `lattice` for its inventory. Hosts answer at once; the
 /// gathering stops `settle` after the last answer (or after `settle` if none
-/// comes), since nobody knows how many hosts there are.
+/// comes), since nobody knows how many hosts there are. It never takes more
+/// than ten `settle`s in all or [`MAX_ANSWERS`] answers, whatever responders do.
 pub async fn gather(
     client: &async_nats::Client,
     lattice: &str,
@@ -172,9 +176,17 @@ pub async fn gather(
     client
         .publish_with_reply(inventory_subject(lattice), inbox, bytes::Bytes::new())
         .await?;
-    client.flush().await?;
+    tokio::time::timeout(settle * 10, client.flush())
+        .await
+        .map_err(|_| anyhow::anyhow!("nats: the inventory request was not sent in {:?}", settle * 10))??;
+    let end = tokio::time::Instant::now() + settle * 10;
     let mut hosts = Vec::new();
-    while let Ok(Some(message)) = tokio::time::timeout(settle, answers.next()).await {
+    let mut seen = 0;
+    while seen < MAX_ANSWERS
+        && let Ok(Some(message)) =
+            tokio::time::timeout_at(end.min(tokio::time::Instant::now() + settle), answers.next()).await
+    {
+        seen += 1;
         if message.status.is_some() {
             // NATS's "no responders" notice: no host is up yet.
             continue;

@@ -96,6 +96,15 @@ impl Members {
         self.seen.remove(host).is_some()
     }
 
+    /// Counts every known host as heard of now: while this host itself
+    /// cannot hear anyone, silence says nothing about its peers.
+    pub fn vouch_all(&mut self) {
+        let now = Instant::now();
+        for (_, at) in self.seen.values_mut() {
+            *at = now;
+        }
+    }
+
     /// Forgets hosts unheard of for too long; whether any were.
     pub fn expire(&mut self) -> bool {
         let before = self.seen.len();

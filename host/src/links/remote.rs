@@ -102,6 +102,10 @@ impl RemoteFunc {
             None => cx.deadline,
         };
         let fault = |kind| Fault::new(self.target.clone(), kind);
+        // Fail at once rather than wait out the deadline for a reconnect.
+        if self.lattice.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(fault(FaultKind::Unavailable));
+        }
         let payload =
             wire::encode(&self.params, params).map_err(|e| fault(FaultKind::Decode { message: e.message }))?;
         let remaining = deadline.saturating_duration_since(Instant::now());

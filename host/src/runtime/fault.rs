@@ -48,6 +48,8 @@ pub enum FaultKind {
     NotRunning,
     /// A remote link found no host serving the component.
     NoResponders,
+    /// A remote link could not be tried: this host is disconnected from NATS.
+    Unavailable,
     /// Bytes from the wire did not decode as the function's types.
     Decode {
         /// Where and why decoding failed.
@@ -74,6 +76,7 @@ impl FaultKind {
             FaultKind::Host { .. } => "host",
             FaultKind::NotRunning => "not-running",
             FaultKind::NoResponders => "no-responders",
+            FaultKind::Unavailable => "unavailable",
             FaultKind::Decode { .. } => "decode",
         }
     }
@@ -107,6 +110,7 @@ impl std::fmt::Display for FaultKind {
             FaultKind::Host { message } => write!(f, "could not be called: {message}"),
             FaultKind::NotRunning => write!(f, "is not running on this host"),
             FaultKind::NoResponders => write!(f, "has no responders: no host in the lattice runs it"),
+            FaultKind::Unavailable => write!(f, "is unreachable: this host is disconnected from NATS"),
             FaultKind::Decode { message } => write!(f, "sent bytes that do not decode: {message}"),
         }
     }
@@ -215,6 +219,7 @@ mod tests {
             FaultKind::Host { message: "x".into() },
             FaultKind::NotRunning,
             FaultKind::NoResponders,
+            FaultKind::Unavailable,
             FaultKind::Decode { message: "y".into() },
         ] {
             let fault = Fault::new("rater", kind);

@@ -136,6 +136,7 @@ pub fn status(kind: &FaultKind) -> u16 {
         FaultKind::Capacity { .. }
         | FaultKind::HostCapacity { .. }
         | FaultKind::NoResponders
+        | FaultKind::Unavailable
         | FaultKind::NotRunning => 503,
         FaultKind::Decode { .. } => 502,
         FaultKind::Trap { .. } | FaultKind::Memory { .. } | FaultKind::Host { .. } => 500,

@@ -9,7 +9,7 @@
 //! header continues its trace.
 
 use super::medium::{BindContext, Medium, Service, call_error_reply, check_function, function_ref, publish_error};
-use super::serve::serve_subscription;
+use super::serve::{flush_briefly, serve_subscription};
 use crate::links::remote::TRACEPARENT_HEADER;
 use crate::manifest::{BindingSpec, NatsBinding};
 use crate::runtime::Runtime;
@@ -92,7 +92,7 @@ impl Service for NatsMedium {
                 async move { answer(&client, &runtime, &target, message).await }
             })
             .await;
-            let _ = self.client.flush().await;
+            flush_briefly(&self.client).await;
             Ok(())
         })
     }

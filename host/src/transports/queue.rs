@@ -40,6 +40,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// A bound `queue` binding.
 pub struct QueueMedium {
+    client: async_nats::Client,
     js: jetstream::Context,
     consumer: PullConsumer,
     spec: QueueBinding,
@@ -59,7 +60,18 @@ impl Medium for QueueMedium {
     }
 
     fn check(index: usize, spec: &QueueBinding, new: &Loaded, old: Option<&Loaded>) -> Vec<String> {
-        check_function(index, &spec.export, new, old)
+        let mut problems = check_function(index, &spec.export, new, old);
+        if let Some(ack_wait) = spec.ack_wait_ms
+            && u128::from(ack_wait) <= new.timeout.as_millis()
+        {
+            problems.push(format!(
+                "bindings[{index}].ack_wait_ms: {ack_wait} ms is not longer than `{}`'s timeout of {} ms: \
+                 a slow call would be delivered again while it runs",
+                new.name,
+                new.timeout.as_millis()
+            ));
+        }
+        problems
     }
 
     /// Creates (if missing) the stream, dead-letter stream and durable consumer.
@@ -72,7 +84,8 @@ impl Medium for QueueMedium {
         let timeout = runtime
             .get(&spec.component)
             .map_or(Duration::from_secs(5), |c| c.timeout);
-        let js = jetstream::new(cx.nats()?);
+        let client = cx.nats()?;
+        let js = jetstream::new(client.clone());
         let stream = js
             .get_or_create_stream(stream::Config {
                 name: spec.stream.clone(),
@@ -103,8 +116,10 @@ impl Medium for QueueMedium {
                     ack_policy: jetstream::consumer::AckPolicy::Explicit,
                     ack_wait,
                     // Delivery attempts are counted here, so the last failure
-                    // can be dead-lettered with its reason.
-                    max_deliver: -1,
+                    // can be dead-lettered with its reason. The server's
+                    // limit, one more, is a backstop: a message that kills
+                    // every host that takes it still stops.
+                    max_deliver: i64::from(spec.max_deliver) + 1,
                     max_ack_pending: i64::from(spec.concurrency) * 4,
                     ..Default::default()
                 },
@@ -112,6 +127,7 @@ impl Medium for QueueMedium {
             .await
             .with_context(|| context(&format!("cannot create consumer {name} on stream {}", spec.stream)))?;
         Ok(QueueMedium {
+            client,
             js,
             consumer,
             spec: spec.clone(),
@@ -206,38 +222,68 @@ impl QueueMedium {
 
     async fn process(&self, message: jetstream::Message) {
         let deliveries = message.info().map_or(1, |info| info.delivered.max(1) as u64);
+        let reply = match self.reply_to(&message) {
+            Ok(reply) => reply,
+            // No retry can fix it, and the call must not run for nothing.
+            Err(refused) => return self.give_up(&message, refused, deliveries).await,
+        };
         let cx = message_context(message.headers.as_ref());
         match self.runtime.call_json(&self.target, &message.payload, cx).await {
             Ok(value) => {
-                if let Some(reply) = message.headers.as_ref().and_then(|h| h.get(REPLY_HEADER)) {
-                    let reply = reply.as_str().to_string();
-                    if let Err(e) = self.js.publish(reply, value.to_string().into()).await {
-                        // Core publish would do; this path only errs on a broken connection.
-                        tracing::warn!("queue {}: cannot publish the result: {e}", self.spec.subject);
-                    }
+                if let Some(reply) = reply
+                    && let Err(e) = self.client.publish(reply, value.to_string().into()).await
+                {
+                    tracing::warn!("queue {}: cannot publish the result ({e}); will retry", self.spec.subject);
+                    return self.retry(&message, deliveries).await;
                 }
                 self.acknowledge(&message, AckKind::Ack).await;
             }
+            Err(error) if matches!(error, CallError::BadRequest(_)) || deliveries >= u64::from(self.spec.max_deliver) => {
+                self.give_up(&message, call_error_reply(&error), deliveries).await;
+            }
             Err(error) => {
-                let last = deliveries >= u64::from(self.spec.max_deliver);
-                if matches!(error, CallError::BadRequest(_)) || last {
-                    tracing::warn!(
-                        "queue {}: dead-lettering after {deliveries} attempt(s): {error}",
-                        self.spec.subject
-                    );
-                    match self.dead_letter(&message, &error, deliveries).await {
-                        Ok(()) => self.acknowledge(&message, AckKind::Term).await,
-                        Err(e) => {
-                            tracing::warn!("queue {}: cannot dead-letter ({e}); will retry", self.spec.subject);
-                            self.acknowledge(&message, AckKind::Nak(Some(self.backoff(deliveries))))
-                                .await;
-                        }
-                    }
-                } else {
-                    tracing::debug!("queue {}: attempt {deliveries} failed: {error}", self.spec.subject);
-                    self.acknowledge(&message, AckKind::Nak(Some(self.backoff(deliveries))))
-                        .await;
-                }
+                tracing::debug!("queue {}: attempt {deliveries} failed: {error}", self.spec.subject);
+                self.retry(&message, deliveries).await;
+            }
+        }
+    }
+
+    /// Where the message's result goes: its `Membrane-Reply-To`, if it names
+    /// one under the binding's `reply_prefix`. Else the refusal's status and body.
+    fn reply_to(&self, message: &jetstream::Message) -> Result<Option<String>, (u16, serde_json::Value)> {
+        let Some(reply) = message.headers.as_ref().and_then(|h| h.get(REPLY_HEADER)) else {
+            return Ok(None);
+        };
+        let reply = reply.as_str();
+        if self.spec.reply_allowed(reply) {
+            return Ok(Some(reply.to_string()));
+        }
+        let error = match &self.spec.reply_prefix {
+            Some(prefix) => format!("{REPLY_HEADER} {reply:?} is not `{prefix}` or under it"),
+            None => format!("{REPLY_HEADER} {reply:?}: this binding sends no replies (it sets no `reply_prefix`)"),
+        };
+        Err((400, serde_json::json!({ "error": error, "kind": "bad-request" })))
+    }
+
+    /// Naks the message, to be redelivered after a backoff.
+    async fn retry(&self, message: &jetstream::Message, deliveries: u64) {
+        self.acknowledge(message, AckKind::Nak(Some(self.backoff(deliveries))))
+            .await;
+    }
+
+    /// Dead-letters the message with the reason in `(status, body)` and
+    /// terminates it; if the dead letter cannot be stored, naks it instead.
+    async fn give_up(&self, message: &jetstream::Message, (status, body): (u16, serde_json::Value), deliveries: u64) {
+        tracing::warn!(
+            "queue {}: dead-lettering after {deliveries} attempt(s): {}",
+            self.spec.subject,
+            body["error"].as_str().unwrap_or("error")
+        );
+        match self.dead_letter(message, status, &body, deliveries).await {
+            Ok(()) => self.acknowledge(message, AckKind::Term).await,
+            Err(e) => {
+                tracing::warn!("queue {}: cannot dead-letter ({e}); will retry", self.spec.subject);
+                self.retry(message, deliveries).await;
             }
         }
     }
@@ -259,11 +305,21 @@ impl QueueMedium {
     async fn dead_letter(
         &self,
         message: &jetstream::Message,
-        error: &CallError,
+        status: u16,
+        body: &serde_json::Value,
         deliveries: u64,
     ) -> anyhow::Result<()> {
-        let (status, body) = call_error_reply(error);
-        let mut headers = message.headers.clone().unwrap_or_default();
+        // The producer's headers go along, but not NATS's own: copied
+        // `Nats-Expected-*` or `Nats-Msg-Id` headers would make the dead
+        // letter's publish fail, and the message would loop.
+        let mut headers = async_nats::HeaderMap::new();
+        for (name, values) in message.headers.iter().flat_map(|h| h.iter()) {
+            if !name.to_string().to_ascii_lowercase().starts_with("nats-") {
+                for value in values {
+                    headers.append(name.clone(), value.clone());
+                }
+            }
+        }
         let reason = body["error"].as_str().unwrap_or("error").replace(['\r', '\n'], " ");
         headers.insert("Membrane-Error", reason.as_str());
         headers.insert(ERROR_KIND_HEADER, body["kind"].as_str().unwrap_or("error"));

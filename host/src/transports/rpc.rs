@@ -9,7 +9,7 @@
 //! wire encoding of the results, or a typed fault (JSON body, error headers).
 
 use super::medium::{Service, fault_reply, publish_error};
-use super::serve::serve_subscription;
+use super::serve::{flush_briefly, serve_subscription};
 use crate::codec::wire;
 use crate::links::chunks;
 use crate::links::remote::{Lattice, TRACEPARENT_HEADER, deadline_from_header, subject};
@@ -86,7 +86,7 @@ impl Service for LinkServer {
                 })
             });
             futures::future::join_all(serving).await;
-            let _ = self.client.flush().await;
+            flush_briefly(&self.client).await;
             Ok(())
         })
     }

@@ -13,6 +13,17 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// How long a stopping service waits for NATS to take what it has buffered.
+const FLUSH_ON_EXIT: Duration = Duration::from_secs(2);
+
+/// Flushes what `client` has buffered, giving up after [`FLUSH_ON_EXIT`]: a
+/// host that stops while NATS is away must not wait for it.
+pub async fn flush_briefly(client: &async_nats::Client) {
+    if tokio::time::timeout(FLUSH_ON_EXIT, client.flush()).await.is_err() {
+        tracing::debug!("nats: gave up flushing before exit");
+    }
+}
+
 /// How many more messages a draining subscription accepts (see
 /// [`serve_subscription`]).
 const DRAIN_SLACK: u64 = 1000;

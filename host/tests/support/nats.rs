@@ -101,3 +101,56 @@ fn launch(port: i32, store: &PathBuf, extra: &[String]) -> (Child, u16) {
         .expect("nats-server did not become ready");
     (child, port)
 }
+
+/// A NATS client over a plain socket, speaking the protocol by hand, so that
+/// a test can send what a well-behaved library refuses to (malformed
+/// headers, absurd sizes).
+pub struct RawNats {
+    stream: std::net::TcpStream,
+    reader: BufReader<std::net::TcpStream>,
+}
+
+impl RawNats {
+    /// Connects to `server` and completes the handshake (headers on).
+    pub fn connect(server: &NatsServer) -> RawNats {
+        use std::io::Write as _;
+        let stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connect to nats-server");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut raw = RawNats {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            stream,
+        };
+        raw.stream
+            .write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true,\"protocol\":1}\r\n")
+            .unwrap();
+        raw.ping();
+        raw
+    }
+
+    /// Round-trips a PING: everything sent before has been processed.
+    pub fn ping(&mut self) {
+        use std::io::Write as _;
+        self.stream.write_all(b"PING\r\n").unwrap();
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).expect("a line from nats-server");
+            assert!(!line.starts_with("-ERR"), "nats-server refused: {line}");
+            if line.starts_with("PONG") {
+                return;
+            }
+        }
+    }
+
+    /// Publishes `payload` to `subject` with `headers` as the raw header
+    /// block (it must start with `NATS/1.0\r\n` and end with `\r\n\r\n`).
+    pub fn hpub(&mut self, subject: &str, headers: &[u8], payload: &[u8]) {
+        use std::io::Write as _;
+        let head = format!("HPUB {subject} {} {}\r\n", headers.len(), headers.len() + payload.len());
+        let mut frame = head.into_bytes();
+        frame.extend_from_slice(headers);
+        frame.extend_from_slice(payload);
+        frame.extend_from_slice(b"\r\n");
+        self.stream.write_all(&frame).unwrap();
+        self.ping();
+    }
+}
