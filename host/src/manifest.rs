@@ -259,9 +259,26 @@ pub struct HttpRpcBinding {
     pub export: String,
     /// The route; default `/rpc/<component>/<function>`.
     pub path: Option<String>,
+    /// Connections served at once; more wait in the kernel's backlog.
+    /// Bindings that share an address use the first one's limits.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// How long a client may take to send a request's headers (and an
+    /// http-rpc body), and an idle keep-alive connection may wait for its
+    /// next request, before it is closed.
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
 }
 
 impl HttpRpcBinding {
+    /// Its connection limits.
+    pub fn limits(&self) -> HttpLimits {
+        HttpLimits {
+            max_connections: self.max_connections,
+            header_timeout_ms: self.header_timeout_ms,
+        }
+    }
+
     /// The route this binding answers on.
     pub fn route(&self) -> String {
         self.path.clone().unwrap_or_else(|| {
@@ -352,7 +369,10 @@ impl QueueBinding {
             return false;
         };
         is_plain_subject(subject)
-            && (subject == prefix || subject.strip_prefix(prefix.as_str()).is_some_and(|rest| rest.starts_with('.')))
+            && (subject == prefix
+                || subject
+                    .strip_prefix(prefix.as_str())
+                    .is_some_and(|rest| rest.starts_with('.')))
     }
 }
 
@@ -365,6 +385,42 @@ pub struct HttpBinding {
     pub address: SocketAddr,
     /// The component whose `wasi:http/incoming-handler` serves requests.
     pub component: String,
+    /// Connections served at once; more wait in the kernel's backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// How long a client may take to send a request's headers (and an
+    /// http-rpc body), and an idle keep-alive connection may wait for its
+    /// next request, before it is closed.
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
+}
+
+impl HttpBinding {
+    /// Its connection limits.
+    pub fn limits(&self) -> HttpLimits {
+        HttpLimits {
+            max_connections: self.max_connections,
+            header_timeout_ms: self.header_timeout_ms,
+        }
+    }
+}
+
+/// What an HTTP server allows its clients, the same for `http` and
+/// `http-rpc` bindings: slow or silent clients hold no connection for long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Connections served at once.
+    pub max_connections: u32,
+    /// For a request's headers (and an http-rpc body), and for an idle
+    /// keep-alive connection's next request.
+    pub header_timeout_ms: u64,
+}
+
+fn default_max_connections() -> u32 {
+    4096
+}
+fn default_header_timeout_ms() -> u64 {
+    10_000
 }
 
 /// A manifest that failed to load, with the culprit named.
@@ -571,6 +627,16 @@ impl BindingSpec {
             BindingSpec::HttpRpc(rpc) if !rpc.route().starts_with('/') => {
                 problems.push(format!("bindings[{i}].path: must start with `/`"));
             }
+            BindingSpec::Http(HttpBinding { max_connections: 0, .. })
+            | BindingSpec::HttpRpc(HttpRpcBinding { max_connections: 0, .. }) => {
+                problems.push(format!("bindings[{i}].max_connections: must be at least 1"))
+            }
+            BindingSpec::Http(HttpBinding {
+                header_timeout_ms: 0, ..
+            })
+            | BindingSpec::HttpRpc(HttpRpcBinding {
+                header_timeout_ms: 0, ..
+            }) => problems.push(format!("bindings[{i}].header_timeout_ms: must be at least 1")),
             BindingSpec::Nats(nats) if !is_subject(&nats.subject) => {
                 problems.push(format!(
                     "bindings[{i}].subject: {:?} is not a valid NATS subject",

@@ -80,10 +80,204 @@ fn a_lone_cr_header_on_any_subject_a_host_hears_costs_it_under_2_s() {
             }
         }
         let took = quote_again(addr, sent);
-        assert!(took < Duration::from_secs(2), "{subject}: answered again after {took:?}");
+        assert!(
+            took < Duration::from_secs(2),
+            "{subject}: answered again after {took:?}"
+        );
         eprintln!("{subject}: answered again after {took:?}");
     }
     for host in [&mut a, &mut b, &mut c] {
         assert!(host.is_running(), "a host exited:\n{}", host.log());
     }
+}
+
+/// With its broker gone, a host fails a remote link call at once with a
+/// typed `unavailable` (not after its 5 s deadline), and SIGTERM still ends
+/// it promptly (it used to wait for NATS forever).
+#[test]
+fn a_host_cut_off_from_nats_fails_links_at_once_and_stops_on_sigterm() {
+    let mut server = NatsServer::start();
+    let port = free_port();
+    let manifest = distributed_manifest(port);
+    let node = |label: &str| {
+        Host::start_with(
+            &manifest,
+            &["--nats", &server.url(), "--lattice", "test", "--label", label],
+        )
+    };
+    let (_c, _b, a) = (node("node=c"), node("node=b"), node("node=a"));
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    quote_again(addr, Instant::now());
+
+    server.kill();
+    a.wait_for_log("nats: disconnected");
+    let asked = Instant::now();
+    let response = http(addr, "POST", "/quote", &support::example_policy());
+    let took = asked.elapsed();
+    assert_eq!(response.status, 503, "{}", response.body);
+    assert_eq!(response.json()["kind"], "unavailable");
+    assert_eq!(response.json()["component"], "rater");
+    // Far below the link's 5 s deadline.
+    assert!(took < Duration::from_secs(2), "answered after {took:?}");
+    eprintln!("unavailable answered after {took:?}");
+
+    let stopping = Instant::now();
+    let status = a.signal("TERM");
+    let took = stopping.elapsed();
+    assert!(status.success(), "membrane exited with {status}");
+    assert!(took < Duration::from_secs(15), "SIGTERM took {took:?}");
+    eprintln!("SIGTERM without NATS ended the host in {took:?}");
+}
+
+/// The example on one host, with `rater` also on http-rpc and an `echo`
+/// component on a NATS subject, HTTP servers disconnecting silent clients
+/// after 2 s.
+fn single_host_manifest() -> String {
+    format!(
+        r#"{}
+
+[[bindings]]
+medium = "http-rpc"
+address = "127.0.0.1:0"
+component = "rater"
+export = "example:insurance/rater@0.1.0#rate"
+header_timeout_ms = 2000
+
+[components.echo]
+source = "{{wasm:echo}}"
+limits = {{ max_instances = 64 }}
+
+[[bindings]]
+medium = "nats"
+subject = "flood.echo"
+component = "echo"
+export = "example:testkit/echo@0.1.0#echo"
+"#,
+        support::insurance_manifest().replace(
+            "component = \"gateway\"",
+            "component = \"gateway\"\nheader_timeout_ms = 2000"
+        )
+    )
+}
+
+/// Calls `POST /quote` `n` times; every one must answer 200. The latencies.
+fn quotes(addr: SocketAddr, n: usize) -> Vec<Duration> {
+    let policy = support::example_policy();
+    (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            let response = http(addr, "POST", "/quote", &policy);
+            assert_eq!(response.status, 200, "{}", response.body);
+            t.elapsed()
+        })
+        .collect()
+}
+
+fn p99(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[(samples.len() * 99 / 100).min(samples.len() - 1)]
+}
+
+/// Well-formed calls keep succeeding while 10 000 requests arrive at once on
+/// one subject: the excess is answered at once with `capacity`, nothing is
+/// queued without bound, and memory stays bounded.
+#[test]
+fn a_flood_on_one_subject_is_shed_with_capacity_and_others_carry_on() {
+    let server = NatsServer::start();
+    let host = Host::start_with(&single_host_manifest(), &["--nats", &server.url()]);
+    let addr = host.addr();
+    quotes(addr, 5);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = runtime.block_on(async { async_nats::connect(server.url()).await.unwrap() });
+    let flood = runtime.spawn(async move {
+        let calls = (0..10_000).map(|_| client.request("flood.echo", r#"{"message": "hi"}"#.into()));
+        let replies = futures::future::join_all(calls).await;
+        let (mut ok, mut shed, mut other) = (0, 0, Vec::new());
+        for reply in replies {
+            match reply {
+                Ok(m) if m.headers.is_none() => ok += 1,
+                Ok(m)
+                    if m.headers
+                        .as_ref()
+                        .and_then(|h| h.get("Membrane-Error-Kind"))
+                        .map(|v| v.as_str())
+                        == Some("capacity") =>
+                {
+                    shed += 1
+                }
+                Ok(m) => other.push(format!("{:?}", m.headers)),
+                Err(e) => other.push(e.to_string()),
+            }
+        }
+        (ok, shed, other)
+    });
+    let mut latencies = Vec::new();
+    let mut peak_rss = 0;
+    while !flood.is_finished() {
+        latencies.extend(quotes(addr, 1));
+        peak_rss = peak_rss.max(host.rss_kib());
+    }
+    let (ok, shed, other) = runtime.block_on(flood).unwrap();
+    eprintln!(
+        "flood: {ok} answered, {shed} shed; {} quotes during it, p99 {:?}; peak RSS {} MiB",
+        latencies.len(),
+        p99(latencies.clone()),
+        peak_rss / 1024
+    );
+    assert!(
+        other.is_empty(),
+        "{} calls failed otherwise: {:?}",
+        other.len(),
+        &other[..other.len().min(3)]
+    );
+    assert_eq!(ok + shed, 10_000);
+    assert!(shed > 0, "10 000 calls at once never hit the limit of 64");
+    assert!(!latencies.is_empty());
+    assert!(peak_rss < 256 << 10, "peak RSS {} MiB", peak_rss / 1024);
+    assert!(!host.log().contains("panicked"), "{}", host.log());
+}
+
+/// 1 000 silent connections on the http port and 1 000 on the http-rpc port
+/// neither stop well-formed calls nor stay open past `header_timeout_ms`.
+#[test]
+fn a_slowloris_of_2000_idle_connections_is_cut_off_and_others_carry_on() {
+    use std::io::{Read as _, Write as _};
+    let server = NatsServer::start();
+    let host = Host::start_with(&single_host_manifest(), &["--nats", &server.url()]);
+    let (http_addr, rpc_addr) = (host.addr(), host.rpc[0]);
+    let before = host.rss_kib();
+    let idle: Vec<std::net::TcpStream> = (0..2000)
+        .map(|i| {
+            let mut stream = std::net::TcpStream::connect(if i % 2 == 0 { http_addr } else { rpc_addr }).unwrap();
+            // Half a request line, then silence.
+            stream.write_all(b"POST /quote HTTP/1.1\r\nhost: x\r\n").unwrap();
+            stream
+        })
+        .collect();
+    let latencies = quotes(http_addr, 50);
+    let rss = host.rss_kib();
+    eprintln!(
+        "slowloris: 50 quotes beside 2000 idle connections, p99 {:?}; RSS {} MiB (before {} MiB)",
+        p99(latencies),
+        rss / 1024,
+        before / 1024
+    );
+    assert!(rss < 256 << 10, "RSS {} MiB", rss / 1024);
+    // Every idle connection is closed by the server after its header timeout.
+    let started = Instant::now();
+    for mut stream in idle {
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut buf = [0u8; 512];
+        let closed = matches!(stream.read(&mut buf), Ok(0)) || stream.read(&mut buf).is_ok_and(|n| n == 0);
+        assert!(closed, "an idle connection stayed open");
+    }
+    eprintln!(
+        "slowloris: all 2000 closed {:?} after the last quote",
+        started.elapsed()
+    );
+    assert!(!host.log().contains("panicked"), "{}", host.log());
 }

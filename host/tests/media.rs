@@ -236,7 +236,10 @@ fn queue_messages_survive_a_host_killed_mid_call() {
         "sleep",
         "concurrency = 4\nack_wait_ms = 2500\nreply_prefix = \"done\"",
     )
-    .replace("source = \"{wasm:faulty}\"", "source = \"{wasm:faulty}\"\nlimits = { timeout_ms = 2000 }");
+    .replace(
+        "source = \"{wasm:faulty}\"",
+        "source = \"{wasm:faulty}\"\nlimits = { timeout_ms = 2000 }",
+    );
     let args = ["--nats", &server.url()];
     let first = Host::start_with(&manifest, &args);
     rt().block_on(async {
@@ -310,7 +313,7 @@ fn a_nats_restart_is_survived_and_http_never_stops() {
         &client,
         "insurance.rate.queued",
         args.as_bytes(),
-        "after.restart",
+        "test.after-restart",
     ));
     assert_eq!(queued["ok"]["premium"], 936.92);
 }

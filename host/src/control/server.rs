@@ -28,6 +28,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// Control requests one host answers at once; more are refused at once.
+const CONCURRENT: usize = 64;
 /// How long an update waits for the hosts' answers unless told otherwise.
 const UPDATE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an update waits for more inventory answers.
@@ -71,11 +73,22 @@ impl Service for ControlServer {
             artifacts: self.artifacts.clone(),
         });
         Box::pin(async move {
-            serve_subscription(self.subscriber, shutdown, "control".into(), move |message| {
+            let client = self.client.clone();
+            let handle = move |message| {
                 let this = this.clone();
                 async move { this.answer(message).await }
-            })
-            .await;
+            };
+            let shed = |message: async_nats::Message| {
+                let client = client.clone();
+                async move {
+                    let Some(reply) = message.reply else { return };
+                    let busy = ControlError::new(format!(
+                        "this host answers {CONCURRENT} control requests at once; retry"
+                    ));
+                    let _ = client.publish(reply, envelope::<()>(Err(busy)).into()).await;
+                }
+            };
+            serve_subscription(self.subscriber, shutdown, "control".into(), CONCURRENT, handle, shed).await;
             Ok(())
         })
     }

@@ -16,7 +16,9 @@
 //!   the first chunk; the caller sends empty requests to the inbox, and each
 //!   answer is the next chunk.
 //!
-//! The receiver refuses a total over [`MAX_VALUE_BYTES`] before allocating.
+//! The receiver refuses a total over [`MAX_VALUE_BYTES`] before allocating,
+//! and all reassemblies of a host together hold at most
+//! [`REASSEMBLY_BUDGET_KIB`]: past it a chunked request is refused at once.
 //! The protocol is specified in `docs/wire.md`.
 
 use async_nats::client::RequestErrorKind;
@@ -31,6 +33,11 @@ pub const CHUNKED_HEADER: &str = "Membrane-Chunked";
 pub const CONTINUE_HEADER: &str = "Membrane-Continue";
 /// The largest value a host accepts in chunks (64 MiB).
 pub const MAX_VALUE_BYTES: usize = 64 << 20;
+/// The bytes (in KiB) all chunked requests being reassembled on this host may
+/// hold together: 256 MiB.
+pub const REASSEMBLY_BUDGET_KIB: usize = 256 << 10;
+static REASSEMBLY: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(REASSEMBLY_BUDGET_KIB);
+
 /// Room left in each message for headers.
 const HEADER_ROOM: usize = 8 << 10;
 
@@ -177,6 +184,16 @@ pub async fn receive(
         return Ok((message.payload.clone(), reply));
     };
     let total = parse_total(total.as_str()).map_err(|e| (reply.clone(), e))?;
+    let kib = u32::try_from(total.div_ceil(1024)).unwrap_or(u32::MAX);
+    let Ok(_budget) = REASSEMBLY.try_acquire_many(kib) else {
+        return Err((
+            reply,
+            format!(
+                "this host is reassembling {} MiB of chunked requests already; retry",
+                REASSEMBLY_BUDGET_KIB >> 10
+            ),
+        ));
+    };
     let inbox = client.new_inbox();
     let fail = |reply: &Subject, e: String| (reply.clone(), e);
     let mut parts = client

@@ -8,7 +8,7 @@
 
 use super::medium::{BindContext, Medium, Service, fault_reply};
 use super::serve::serve_http;
-use crate::manifest::{BindingSpec, HttpBinding};
+use crate::manifest::{BindingSpec, HttpBinding, HttpLimits};
 use crate::runtime::Runtime;
 use crate::runtime::component::Loaded;
 use crate::runtime::fault::Fault;
@@ -27,6 +27,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 pub struct HttpMedium {
     listener: TcpListener,
     local: SocketAddr,
+    limits: HttpLimits,
     component: Arc<str>,
     runtime: Arc<Runtime>,
 }
@@ -75,6 +76,7 @@ impl Medium for HttpMedium {
         Ok(HttpMedium {
             local: listener.local_addr()?,
             listener,
+            limits: spec.limits(),
             component: Arc::from(spec.component.as_str()),
             runtime: cx.runtime.clone(),
         })
@@ -88,7 +90,7 @@ impl Service for HttpMedium {
 
     fn serve(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
         let (runtime, component) = (self.runtime, self.component);
-        Box::pin(serve_http(self.listener, shutdown, move |request| {
+        Box::pin(serve_http(self.listener, self.limits, shutdown, move |request| {
             let (runtime, component) = (runtime.clone(), component.clone());
             async move { respond(&runtime, &component, request).await }
         }))

@@ -8,7 +8,7 @@
 
 use super::medium::{BindContext, Medium, Service, call_error_reply, check_function, function_ref};
 use super::serve::serve_http;
-use crate::manifest::{BindingSpec, HttpRpcBinding};
+use crate::manifest::{BindingSpec, HttpLimits, HttpRpcBinding};
 use crate::runtime::Runtime;
 use crate::runtime::component::Loaded;
 use crate::runtime::context::CallContext;
@@ -20,6 +20,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +31,7 @@ const MAX_BODY: usize = 4 << 20;
 pub struct HttpRpcMedium {
     listener: TcpListener,
     local: SocketAddr,
+    limits: HttpLimits,
     routes: Arc<HashMap<String, FunctionRef>>,
     runtime: Arc<Runtime>,
 }
@@ -71,6 +73,7 @@ impl Medium for HttpRpcMedium {
         Ok(HttpRpcMedium {
             local: listener.local_addr()?,
             listener,
+            limits: spec.limits(),
             routes: Arc::new(routes),
             runtime: cx.runtime.clone(),
         })
@@ -90,9 +93,10 @@ impl Service for HttpRpcMedium {
 
     fn serve(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
         let (runtime, routes) = (self.runtime, self.routes);
-        Box::pin(serve_http(self.listener, shutdown, move |request| {
+        let body_timeout = Duration::from_millis(self.limits.header_timeout_ms);
+        Box::pin(serve_http(self.listener, self.limits, shutdown, move |request| {
             let (runtime, routes) = (runtime.clone(), routes.clone());
-            async move { respond(&runtime, &routes, request).await }
+            async move { respond(&runtime, &routes, body_timeout, request).await }
         }))
     }
 }
@@ -100,6 +104,7 @@ impl Service for HttpRpcMedium {
 async fn respond(
     runtime: &Runtime,
     routes: &HashMap<String, FunctionRef>,
+    body_timeout: Duration,
     request: hyper::Request<hyper::body::Incoming>,
 ) -> hyper::Response<Full<Bytes>> {
     let Some(target) = routes.get(request.uri().path()) else {
@@ -116,9 +121,13 @@ async fn respond(
     }
     let traceparent = request.headers().get("traceparent").and_then(|v| v.to_str().ok());
     let cx = CallContext::incoming(traceparent);
-    let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(e) => {
+    let body = match tokio::time::timeout(body_timeout, Limited::new(request.into_body(), MAX_BODY).collect()).await {
+        Ok(Ok(body)) => body.to_bytes(),
+        Err(_) => {
+            let message = format!("the body did not arrive within {} ms", body_timeout.as_millis());
+            return json(408, &serde_json::json!({ "error": message, "kind": "bad-request" }));
+        }
+        Ok(Err(e)) => {
             return json(
                 400,
                 &serde_json::json!({ "error": format!("reading body: {e}"), "kind": "bad-request" }),

@@ -161,6 +161,28 @@ pub fn call_error_reply(error: &CallError) -> (u16, serde_json::Value) {
     }
 }
 
+/// The most calls of `component` a subscription runs at once: its
+/// `max_instances` (more could only be shed later, after decoding).
+pub fn subscription_limit(runtime: &Runtime, component: &str) -> usize {
+    runtime.get(component).map_or(1, |c| c.max_instances() as usize)
+}
+
+/// Answers a message that a subscription shed at its limit: a typed
+/// `capacity` fault of `component`, at once, before anything is decoded.
+pub async fn shed_at_capacity(
+    client: &async_nats::Client,
+    message: async_nats::Message,
+    component: &Arc<str>,
+    limit: usize,
+) {
+    let Some(reply) = message.reply else { return };
+    let max_instances = u32::try_from(limit).unwrap_or(u32::MAX);
+    let fault = Fault::new(component.clone(), FaultKind::Capacity { max_instances });
+    if let Err(e) = publish_error(client, reply, fault_reply(&fault)).await {
+        tracing::debug!("{}: cannot answer a shed call: {e}", message.subject);
+    }
+}
+
 /// Sends a failed call's NATS reply: the JSON error `body` with [`error_headers`].
 pub async fn publish_error(
     client: &async_nats::Client,

@@ -8,7 +8,10 @@
 //! queue group, so NATS spreads requests across hosts. A `traceparent`
 //! header continues its trace.
 
-use super::medium::{BindContext, Medium, Service, call_error_reply, check_function, function_ref, publish_error};
+use super::medium::{
+    BindContext, Medium, Service, call_error_reply, check_function, function_ref, publish_error, shed_at_capacity,
+    subscription_limit,
+};
 use super::serve::{flush_briefly, serve_subscription};
 use crate::links::remote::TRACEPARENT_HEADER;
 use crate::manifest::{BindingSpec, NatsBinding};
@@ -87,11 +90,13 @@ impl Service for NatsMedium {
         Box::pin(async move {
             let (client, target, runtime) = (self.client.clone(), self.target.clone(), self.runtime.clone());
             let label = format!("nats {}", self.subject);
-            serve_subscription(self.subscriber, shutdown, label, |message| {
+            let limit = subscription_limit(&runtime, &target.component);
+            let handle = |message| {
                 let (client, target, runtime) = (client.clone(), target.clone(), runtime.clone());
                 async move { answer(&client, &runtime, &target, message).await }
-            })
-            .await;
+            };
+            let shed = |message| shed_at_capacity(&client, message, &target.component, limit);
+            serve_subscription(self.subscriber, shutdown, label, limit, handle, shed).await;
             flush_briefly(&self.client).await;
             Ok(())
         })

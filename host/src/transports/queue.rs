@@ -233,12 +233,17 @@ impl QueueMedium {
                 if let Some(reply) = reply
                     && let Err(e) = self.client.publish(reply, value.to_string().into()).await
                 {
-                    tracing::warn!("queue {}: cannot publish the result ({e}); will retry", self.spec.subject);
+                    tracing::warn!(
+                        "queue {}: cannot publish the result ({e}); will retry",
+                        self.spec.subject
+                    );
                     return self.retry(&message, deliveries).await;
                 }
                 self.acknowledge(&message, AckKind::Ack).await;
             }
-            Err(error) if matches!(error, CallError::BadRequest(_)) || deliveries >= u64::from(self.spec.max_deliver) => {
+            Err(error)
+                if matches!(error, CallError::BadRequest(_)) || deliveries >= u64::from(self.spec.max_deliver) =>
+            {
                 self.give_up(&message, call_error_reply(&error), deliveries).await;
             }
             Err(error) => {

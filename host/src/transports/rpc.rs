@@ -8,7 +8,7 @@
 //! continues the caller's trace and keeps its deadline. The answer is the
 //! wire encoding of the results, or a typed fault (JSON body, error headers).
 
-use super::medium::{Service, fault_reply, publish_error};
+use super::medium::{Service, fault_reply, publish_error, shed_at_capacity, subscription_limit};
 use super::serve::{flush_briefly, serve_subscription};
 use crate::codec::wire;
 use crate::links::chunks;
@@ -29,7 +29,7 @@ use wasmtime::component::types::Type;
 /// Serves the linked exports of the components on this host.
 pub struct LinkServer {
     client: async_nats::Client,
-    subscribers: Vec<async_nats::Subscriber>,
+    subscribers: Vec<(String, async_nats::Subscriber)>,
     routes: Arc<HashMap<String, FunctionRef>>,
     runtime: Arc<Runtime>,
 }
@@ -51,7 +51,8 @@ impl LinkServer {
                 if routes.contains_key(&subject) {
                     continue;
                 }
-                subscribers.push(lattice.client.queue_subscribe(subject.clone(), subject.clone()).await?);
+                let subscriber = lattice.client.queue_subscribe(subject.clone(), subject.clone()).await?;
+                subscribers.push((subject.clone(), subscriber));
                 routes.insert(subject, FunctionRef::new(component, interface, &function));
             }
         }
@@ -78,12 +79,28 @@ impl Service for LinkServer {
 
     fn serve(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
-            let serving = self.subscribers.into_iter().map(|subscriber| {
-                let (client, routes, runtime) = (self.client.clone(), self.routes.clone(), self.runtime.clone());
-                serve_subscription(subscriber, shutdown.clone(), "lattice rpc".into(), move |message| {
+            let (client, routes, runtime) = (&self.client, &self.routes, &self.runtime);
+            let serving = self.subscribers.into_iter().map(|(subject, subscriber)| {
+                let component = routes
+                    .get(&subject)
+                    .map_or_else(|| Arc::from("?"), |r| r.component.clone());
+                let limit = subscription_limit(runtime, &component);
+                let handle = move |message| {
                     let (client, routes, runtime) = (client.clone(), routes.clone(), runtime.clone());
                     async move { answer(&client, &routes, &runtime, message).await }
-                })
+                };
+                let shed = move |message| {
+                    let component = component.clone();
+                    async move { shed_at_capacity(client, message, &component, limit).await }
+                };
+                serve_subscription(
+                    subscriber,
+                    shutdown.clone(),
+                    format!("lattice rpc {subject}"),
+                    limit,
+                    handle,
+                    shed,
+                )
             });
             futures::future::join_all(serving).await;
             flush_briefly(&self.client).await;
@@ -106,7 +123,10 @@ async fn answer(
     let timeout = runtime
         .get(&target.component)
         .map_or(Duration::from_secs(30), |c| c.timeout);
-    let deadline = deadline_from_header(headers).unwrap_or_else(|| Instant::now() + timeout);
+    // The caller's deadline, but never past the component's own timeout: a
+    // peer cannot make this host hold a call (or a reassembly) longer.
+    let own = Instant::now() + timeout;
+    let deadline = deadline_from_header(headers).map_or(own, |theirs| theirs.min(own));
     let (reply, result) = match chunks::receive(client, &message, reply, deadline).await {
         Ok((payload, reply)) => (reply, serve(runtime, target, headers, &payload, deadline).await),
         Err((reply, message)) => (
@@ -114,9 +134,16 @@ async fn answer(
             Err(Fault::new(target.component.clone(), FaultKind::Decode { message })),
         ),
     };
-    // The instance is dropped only after the answer is sent.
+    // The instance is dropped only after the answer is sent, unless the
+    // answer goes in chunks: the caller pulls those at its own pace, and
+    // must not hold an instance slot meanwhile.
     let sent = match result {
-        Ok((bytes, _instance)) => chunks::respond(client, reply, bytes.into(), deadline).await,
+        Ok((bytes, instance)) => {
+            if bytes.len() > chunks::chunk_limit(client) {
+                drop(instance);
+            }
+            chunks::respond(client, reply, bytes.into(), deadline).await
+        }
         Err(fault) => {
             tracing::debug!("rpc {}: {fault}", message.subject);
             publish_error(client, reply, fault_reply(&fault)).await

@@ -3,14 +3,17 @@
 //! so stopping drops no call.
 
 use super::medium::DRAIN_TIMEOUT;
+use crate::manifest::HttpLimits;
 use bytes::Bytes;
 use futures::StreamExt as _;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// How long a stopping service waits for NATS to take what it has buffered.
@@ -31,8 +34,17 @@ const DRAIN_SLACK: u64 = 1000;
 const DRAIN_IDLE: Duration = Duration::from_millis(500);
 
 /// Accepts HTTP/1.1 connections (keep-alive) on `listener` and answers every
-/// request with `handler` until `shutdown`; then lets in-flight requests finish.
-pub async fn serve_http<H, F, B>(listener: TcpListener, shutdown: CancellationToken, handler: H) -> anyhow::Result<()>
+/// request with `handler` until `shutdown`; then lets in-flight requests
+/// finish. At most `limits.max_connections` are served at once (more wait in
+/// the kernel's backlog), and a connection that takes longer than
+/// `limits.header_timeout_ms` to send a request's headers, or idles that long
+/// between requests, is closed.
+pub async fn serve_http<H, F, B>(
+    listener: TcpListener,
+    limits: HttpLimits,
+    shutdown: CancellationToken,
+    handler: H,
+) -> anyhow::Result<()>
 where
     H: Fn(hyper::Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = hyper::Response<B>> + Send + 'static,
@@ -41,8 +53,17 @@ where
 {
     let local = listener.local_addr()?;
     let graceful = GracefulShutdown::new();
-    let http = hyper::server::conn::http1::Builder::new().keep_alive(true).clone();
+    let http = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(limits.header_timeout_ms))
+        .clone();
+    let connections = Arc::new(Semaphore::new(limits.max_connections as usize));
     loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit?,
+            _ = shutdown.cancelled() => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -66,6 +87,7 @@ where
             if let Err(e) = connection.await {
                 tracing::debug!("http connection from {peer}: {e}");
             }
+            drop(permit);
         });
     }
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
@@ -75,7 +97,9 @@ where
 }
 
 /// Serves a NATS subscription: each message to `handle` in its own task,
-/// until `shutdown`. Then it drains, so that stopping drops no call: NATS
+/// at most `limit` at once, until `shutdown`. A message past the limit goes
+/// to `shed` instead, at once and before anything of it is decoded (its
+/// sender gets a typed `capacity` answer, not a queue). Then it drains, so that stopping drops no call: NATS
 /// stops routing to it (other members of the queue group take over), it
 /// handles every message already sent to it, and it waits for the calls in
 /// flight.
@@ -86,14 +110,18 @@ where
 /// own `drain` drops the subscription before such messages arrive.) Under
 /// load the slack fills in moments; when traffic stops first, the
 /// subscription is closed after `DRAIN_IDLE` of silence.
-pub async fn serve_subscription<F, Fut>(
+pub async fn serve_subscription<F, Fut, S, SFut>(
     mut subscriber: async_nats::Subscriber,
     shutdown: CancellationToken,
     label: String,
+    limit: usize,
     handle: F,
+    shed: S,
 ) where
     F: Fn(async_nats::Message) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
+    S: Fn(async_nats::Message) -> SFut,
+    SFut: Future<Output = ()>,
 {
     let mut in_flight = tokio::task::JoinSet::new();
     let mut received: u64 = 0;
@@ -102,8 +130,12 @@ pub async fn serve_subscription<F, Fut>(
             message = subscriber.next() => match message {
                 Some(message) => {
                     received += 1;
-                    in_flight.spawn(handle(message));
                     while in_flight.try_join_next().is_some() {}
+                    if in_flight.len() < limit {
+                        in_flight.spawn(handle(message));
+                    } else {
+                        shed(message).await;
+                    }
                 }
                 None => break,
             },

@@ -285,13 +285,28 @@ impl Host {
     }
 
     /// Sends SIGINT (Ctrl-C) and waits for the process to exit.
-    pub fn interrupt(mut self) -> ExitStatus {
+    pub fn interrupt(self) -> ExitStatus {
+        self.signal("INT")
+    }
+
+    /// Sends `signal` (`TERM`, `INT`...) and waits for the process to exit.
+    pub fn signal(mut self, signal: &str) -> ExitStatus {
         let status = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
             .status()
-            .expect("kill -INT");
+            .expect("kill");
         assert!(status.success());
         self.child.wait().expect("wait for membrane")
+    }
+
+    /// Its resident memory right now, in KiB (`VmRSS` in `/proc`).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// Whether the process is still running.
