@@ -281,3 +281,76 @@ fn a_slowloris_of_2000_idle_connections_is_cut_off_and_others_carry_on() {
     );
     assert!(!host.log().contains("panicked"), "{}", host.log());
 }
+
+/// Malformed headers, garbage and truncated payloads, absurd deadlines and
+/// abandoned chunk transfers on a remote-link subject: after each, the chain
+/// answers again within 2 s, and memory stays bounded.
+#[test]
+fn malformed_link_messages_never_silence_or_swell_a_host() {
+    let server = NatsServer::start();
+    let port = free_port();
+    let manifest = distributed_manifest(port);
+    let node = |label: &str| {
+        Host::start_with(
+            &manifest,
+            &["--nats", &server.url(), "--lattice", "test", "--label", label],
+        )
+    };
+    let (c, b, a) = (node("node=c"), node("node=b"), node("node=a"));
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    quote_again(addr, Instant::now());
+    let pricing = membrane::links::remote::subject("test", "pricing", "example:insurance/pricing@0.1.0", "table");
+    let header = |lines: &str| format!("NATS/1.0\r\n{lines}\r\n").into_bytes();
+    let many: String = (0..3000).map(|i| format!("H{i}: v\r\n")).collect();
+    let cases: Vec<(&str, Vec<u8>, Vec<u8>)> = vec![
+        ("lone LF", header("X: a\nb\r\n"), b"x".to_vec()),
+        ("NUL", header("X: a\0b\r\n"), b"x".to_vec()),
+        (
+            "64 KiB value",
+            header(&format!("X: {}\r\n", "a".repeat(64 << 10))),
+            b"x".to_vec(),
+        ),
+        ("3000 headers", header(&many), b"x".to_vec()),
+        ("garbage payload", header(""), vec![0xff; 300]),
+        ("truncated payload", header(""), vec![1]),
+        ("deadline 0", header("Membrane-Deadline: 0\r\n"), vec![1, 2, 3]),
+        ("deadline -1", header("Membrane-Deadline: -1\r\n"), vec![1, 2, 3]),
+        (
+            "deadline 10^30",
+            header(&format!("Membrane-Deadline: 1{}\r\n", "0".repeat(30))),
+            vec![1, 2, 3],
+        ),
+        ("deadline text", header("Membrane-Deadline: soon\r\n"), vec![1, 2, 3]),
+    ];
+    let mut raw = RawNats::connect(&server);
+    for (name, headers, payload) in cases {
+        let sent = Instant::now();
+        raw.hpub_reply(&pricing, Some("hostile.replies"), &headers, &payload);
+        let took = quote_again(addr, sent);
+        eprintln!("{name}: answered again after {took:?}");
+        assert!(took < Duration::from_secs(2), "{name}: answered again after {took:?}");
+    }
+    // Abandoned chunk transfers: each announces 64 MiB and never sends the
+    // rest. The host's reassembly budget (256 MiB) refuses the excess; the
+    // chain keeps answering; memory does not grow by what was announced.
+    let before = c.rss_kib();
+    for _ in 0..10 {
+        raw.hpub_reply(
+            &pricing,
+            Some("hostile.replies"),
+            &header("Membrane-Chunked: 67108864\r\n"),
+            &[7; 1000],
+        );
+    }
+    let took = quote_again(addr, Instant::now());
+    let after = c.rss_kib();
+    eprintln!(
+        "10 abandoned 64 MiB chunk transfers: answered after {took:?}; RSS {} -> {} MiB",
+        before / 1024,
+        after / 1024
+    );
+    assert!(after < before + (64 << 10), "RSS grew from {before} to {after} KiB");
+    for host in [&a, &b, &c] {
+        assert!(!host.log().contains("panicked"), "{}", host.log());
+    }
+}

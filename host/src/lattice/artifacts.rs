@@ -14,6 +14,9 @@ use async_nats::jetstream::object_store::{self, ObjectStore};
 use std::path::Path;
 use tokio::io::AsyncReadExt as _;
 
+/// How long fetching one artifact may take.
+const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The artifact store of one lattice.
 #[derive(Clone)]
 pub struct Artifacts {
@@ -84,16 +87,34 @@ impl Artifacts {
         {
             return Ok(bytes);
         }
-        let store = self.store(false).await?;
-        let mut object = store
-            .get(digest)
+        let found = tokio::time::timeout(FETCH_TIMEOUT, async {
+            let store = self.store(false).await?;
+            store
+                .get(digest)
+                .await
+                .with_context(|| format!("artifact {digest} is not in `{}`", self.bucket))
+        });
+        let mut object = found
             .await
-            .with_context(|| format!("artifact {digest} is not in `{}`", self.bucket))?;
-        let mut bytes = Vec::with_capacity(object.info().size);
-        object
-            .read_to_end(&mut bytes)
+            .map_err(|_| anyhow::anyhow!("artifact {digest}: the store did not answer in {FETCH_TIMEOUT:?}"))??;
+        // The object's metadata is the store's word: it sizes nothing here.
+        let size = object.info().size as u64;
+        if size > cache::MAX_COMPONENT_BYTES {
+            bail!(
+                "artifact {digest} has {size} bytes, more than a component may have ({} MiB)",
+                cache::MAX_COMPONENT_BYTES >> 20
+            );
+        }
+        let mut bytes = Vec::new();
+        let mut limited = (&mut object).take(cache::MAX_COMPONENT_BYTES + 1);
+        let read = limited.read_to_end(&mut bytes);
+        tokio::time::timeout(FETCH_TIMEOUT, read)
             .await
+            .map_err(|_| anyhow::anyhow!("artifact {digest}: not fetched in {FETCH_TIMEOUT:?}"))?
             .with_context(|| format!("cannot read artifact {digest}"))?;
+        if bytes.len() as u64 > cache::MAX_COMPONENT_BYTES {
+            bail!("artifact {digest} is larger than its metadata says");
+        }
         let found = cache::digest(&bytes);
         if found != digest {
             bail!("artifact {digest} is corrupt: its bytes hash to {found}");

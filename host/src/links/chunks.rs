@@ -111,7 +111,8 @@ pub async fn request(
     let total = parse_total(&total).map_err(Failure::Other)?;
     let inbox =
         header(&reply, CONTINUE_HEADER).ok_or_else(|| Failure::Other("chunked reply: no continue inbox".into()))?;
-    let mut whole = BytesMut::with_capacity(total);
+    // Grown as chunks arrive: the declared total is the peer's word.
+    let mut whole = BytesMut::with_capacity(reply.payload.len());
     whole.extend_from_slice(&reply.payload);
     while whole.len() < total {
         let part = send(client, inbox.clone(), None, Bytes::new(), deadline).await?;
@@ -206,7 +207,8 @@ pub async fn receive(
         .publish_with_headers(reply.clone(), headers, Bytes::new())
         .await
         .map_err(|e| fail(&reply, format!("cannot ask for chunks: {e}")))?;
-    let mut whole = BytesMut::with_capacity(total);
+    // Grown as chunks arrive: the declared total is the peer's word.
+    let mut whole = BytesMut::with_capacity(message.payload.len());
     whole.extend_from_slice(&message.payload);
     let mut answer_to = reply;
     while whole.len() < total {

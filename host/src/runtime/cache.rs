@@ -24,6 +24,9 @@ pub struct Compiled {
     pub elapsed: Duration,
 }
 
+/// The largest component a host reads or fetches: 256 MiB.
+pub const MAX_COMPONENT_BYTES: u64 = 256 << 20;
+
 /// The `sha256:<hex>` digest that identifies component bytes.
 impl Compiled {
     /// A version this process compiled before.

@@ -309,7 +309,9 @@ impl Runtime {
                     .await
                     .map_err(|e| format!("components.{name}.source: {e:#}"))?
             }
-            None => std::fs::read(&spec.source).map_err(|e| format!("components.{name}.source: {source}: {e}"))?,
+            None => read_source(&spec.source)
+                .await
+                .map_err(|e| format!("components.{name}.source: {source}: {e}"))?,
         };
         let digest = cache::digest(&bytes);
         if let Some(component) = self.compiled_version(&digest) {
@@ -326,6 +328,23 @@ impl Runtime {
             .get(digest)
             .cloned()
     }
+}
+
+/// Reads a component file off the async runtime; only a regular file of at
+/// most [`cache::MAX_COMPONENT_BYTES`] (not `/dev/zero`, not a FIFO).
+async fn read_source(path: &Path) -> std::io::Result<Vec<u8>> {
+    let meta = tokio::fs::metadata(path).await?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.len() > cache::MAX_COMPONENT_BYTES {
+        return Err(std::io::Error::other(format!(
+            "{} bytes is more than a component may have ({} MiB)",
+            meta.len(),
+            cache::MAX_COMPONENT_BYTES >> 20
+        )));
+    }
+    tokio::fs::read(path).await
 }
 
 /// A component's source, as [`Runtime::source_bytes`] found it.

@@ -144,8 +144,18 @@ impl RawNats {
     /// Publishes `payload` to `subject` with `headers` as the raw header
     /// block (it must start with `NATS/1.0\r\n` and end with `\r\n\r\n`).
     pub fn hpub(&mut self, subject: &str, headers: &[u8], payload: &[u8]) {
+        self.hpub_reply(subject, None, headers, payload);
+    }
+
+    /// [`RawNats::hpub`] with a reply subject.
+    pub fn hpub_reply(&mut self, subject: &str, reply: Option<&str>, headers: &[u8], payload: &[u8]) {
         use std::io::Write as _;
-        let head = format!("HPUB {subject} {} {}\r\n", headers.len(), headers.len() + payload.len());
+        let reply = reply.map(|r| format!("{r} ")).unwrap_or_default();
+        let head = format!(
+            "HPUB {subject} {reply}{} {}\r\n",
+            headers.len(),
+            headers.len() + payload.len()
+        );
         let mut frame = head.into_bytes();
         frame.extend_from_slice(headers);
         frame.extend_from_slice(payload);
