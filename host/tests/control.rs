@@ -342,17 +342,23 @@ fn scaling_from_one_to_three_and_back_under_load_fails_no_call() {
 
     let url = server.url();
     let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicUsize::new(0));
     let load = {
-        let stop = stop.clone();
-        std::thread::spawn(move || nats_load(&url, 16, stop))
+        let (stop, calls) = (stop.clone(), calls.clone());
+        std::thread::spawn(move || nats_load(&url, 16, stop, calls))
+    };
+    // Each phase runs under load: 300 more calls before, and after, each change.
+    let after_more_calls = |n: usize| {
+        let target = calls.load(Ordering::Relaxed) + n;
+        wait_until(|| calls.load(Ordering::Relaxed) >= target);
     };
     let phases = [("3", 3), ("1", 1)];
     for (n, want) in phases {
-        std::thread::sleep(Duration::from_millis(300));
+        after_more_calls(300);
         let out = ok(ctl(&server, &["scale", "versioned", n]));
         assert!(out.contains(&format!("{want} replica(s) on")), "{out}");
     }
-    std::thread::sleep(Duration::from_millis(300));
+    after_more_calls(300);
     stop.store(true, Ordering::Relaxed);
     let (calls, failures) = load.join().unwrap();
     eprintln!(
@@ -379,11 +385,10 @@ fn wait_until(mut condition: impl FnMut() -> bool) {
 
 /// Requests `swap.version` from `clients` concurrent clients until `stop`;
 /// the number of calls and every failure.
-fn nats_load(url: &str, clients: usize, stop: Arc<AtomicBool>) -> (usize, Vec<String>) {
+fn nats_load(url: &str, clients: usize, stop: Arc<AtomicBool>, calls: Arc<AtomicUsize>) -> (usize, Vec<String>) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let client = async_nats::connect(url).await.unwrap();
-        let calls = Arc::new(AtomicUsize::new(0));
         let failures = Arc::new(Mutex::new(Vec::new()));
         let tasks: Vec<_> = (0..clients)
             .map(|_| {
@@ -538,13 +543,17 @@ fn two_concurrent_updates_leave_one_version_everywhere() {
             String::from_utf8_lossy(&output.stderr)
         );
     }
+    // Both read the desired state before either wrote it (an update
+    // gathers the inventory for 250 ms in between), so compare-and-set
+    // must refuse exactly one: without it, both would "win".
     let won = outputs.iter().filter(|o| o.status.success()).count();
-    assert!(won >= 1, "at least one update wins");
+    assert_eq!(won, 1, "exactly one update wins");
     let lost: Vec<String> = outputs
         .iter()
         .filter(|o| !o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
         .collect();
+    assert_eq!(lost.len(), 1);
     assert!(lost.iter().all(|e| e.contains("changed while")), "{lost:?}");
     // Exactly one version, the same on every host.
     let versions: BTreeSet<u32> = addrs.iter().map(|a| version_over_http(*a).unwrap()).collect();

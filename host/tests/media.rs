@@ -267,10 +267,18 @@ fn queue_messages_survive_a_host_killed_mid_call() {
                 .expect("every message is processed by the second host")
                 .unwrap();
             assert_eq!(&reply.payload[..], b"1500");
-            done.insert(reply.subject.to_string());
+            assert!(
+                done.insert(reply.subject.to_string()),
+                "{} was processed twice",
+                reply.subject
+            );
         }
         assert_eq!(done.len(), 4);
         assert!(second.log().contains("faulty: sleeping"));
+        // Nothing more comes: no call was delivered again while it ran. The
+        // window is one ack_wait and a margin past the last answer.
+        let again = tokio::time::timeout(Duration::from_millis(3500), replies.next()).await;
+        assert!(again.is_err(), "a message was processed twice: {again:?}");
     });
 }
 
@@ -316,4 +324,52 @@ fn a_nats_restart_is_survived_and_http_never_stops() {
         "test.after-restart",
     ));
     assert_eq!(queued["ok"]["premium"], 936.92);
+}
+
+/// A message whose call fails every time (here: it runs past its deadline),
+/// taken by two hosts in turn, the first killed while it holds it: it ends in
+/// the dead-letter stream after `max_deliver` attempts counted across hosts.
+#[test]
+fn a_poison_message_ends_dead_lettered_across_hosts_when_its_holder_is_killed() {
+    let server = NatsServer::start();
+    let manifest = faulty_queue(
+        "POISON",
+        "sleep",
+        "max_deliver = 3\nbackoff_ms = 20\nack_wait_ms = 2000",
+    )
+    .replace(
+        "source = \"{wasm:faulty}\"",
+        "source = \"{wasm:faulty}\"\nlimits = { timeout_ms = 1000 }",
+    );
+    let args = ["--nats", &server.url()];
+    let hosts = vec![Host::start_with(&manifest, &args), Host::start_with(&manifest, &args)];
+    rt().block_on(async {
+        let client = connect(&server).await;
+        let mut dead = client.subscribe("jobs.dead").await.unwrap();
+        let js = async_nats::jetstream::new(client.clone());
+        js.publish("jobs", r#"{"ms": 60000}"#.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        // Kill whichever host took it, while its call runs.
+        let holder = loop {
+            if let Some(i) = hosts.iter().position(|h| h.log().contains("faulty: sleeping")) {
+                break i;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let mut hosts = hosts;
+        hosts.remove(holder).kill();
+        let letter = tokio::time::timeout(Duration::from_secs(30), dead.next())
+            .await
+            .expect("the message is dead-lettered")
+            .unwrap();
+        let headers = letter.headers.expect("dead-letter headers");
+        assert_eq!(headers.get("Membrane-Deliveries").unwrap().as_str(), "3");
+        assert_eq!(headers.get("Membrane-Error-Kind").unwrap().as_str(), "deadline");
+        assert_eq!(&letter.payload[..], br#"{"ms": 60000}"#);
+        // The survivor made the last two attempts.
+        hosts[0].wait_for_log_count("faulty: sleeping", 2);
+    });
 }
