@@ -373,3 +373,50 @@ fn a_poison_message_ends_dead_lettered_across_hosts_when_its_holder_is_killed() 
         hosts[0].wait_for_log_count("faulty: sleeping", 2);
     });
 }
+
+/// A message that every host taking it dies on (`max_deliver = 1`: the
+/// server stops at 2 deliveries): the server's advisory makes the last host
+/// standing move it to the dead-letter stream, so it cannot sit in the
+/// stream forever.
+#[test]
+fn a_message_that_kills_every_taker_is_dead_lettered_by_the_servers_backstop() {
+    let server = NatsServer::start();
+    let manifest = faulty_queue("KILLER", "sleep", "max_deliver = 1\nack_wait_ms = 1500").replace(
+        "source = \"{wasm:faulty}\"",
+        "source = \"{wasm:faulty}\"\nlimits = { timeout_ms = 1000 }",
+    );
+    let args = ["--nats", &server.url()];
+    let mut hosts: Vec<Host> = (0..3).map(|_| Host::start_with(&manifest, &args)).collect();
+    rt().block_on(async {
+        let client = connect(&server).await;
+        let mut dead = client.subscribe("jobs.dead").await.unwrap();
+        let js = async_nats::jetstream::new(client.clone());
+        js.publish("jobs", r#"{"ms": 60000}"#.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        // Two deliveries, each to a host that is killed while it holds it.
+        for _ in 0..2 {
+            let holder = loop {
+                if let Some(i) = hosts.iter().position(|h| h.log().contains("faulty: sleeping")) {
+                    break i;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            };
+            hosts.remove(holder).kill();
+        }
+        let letter = tokio::time::timeout(Duration::from_secs(30), dead.next())
+            .await
+            .expect("the message is dead-lettered")
+            .unwrap();
+        let headers = letter.headers.expect("dead-letter headers");
+        assert_eq!(headers.get("Membrane-Error-Kind").unwrap().as_str(), "undelivered");
+        assert_eq!(headers.get("Membrane-Deliveries").unwrap().as_str(), "2");
+        assert_eq!(&letter.payload[..], br#"{"ms": 60000}"#);
+        assert!(
+            !hosts[0].log().contains("faulty: sleeping"),
+            "the survivor never ran it"
+        );
+    });
+}

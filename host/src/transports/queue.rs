@@ -38,10 +38,19 @@ pub const REPLY_HEADER: &str = "Membrane-Reply-To";
 /// Longest redelivery delay.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// A message to dead-letter: from a delivery, or read from the stream.
+struct Letter<'a> {
+    subject: &'a str,
+    headers: Option<&'a async_nats::HeaderMap>,
+    payload: bytes::Bytes,
+}
+
 /// A bound `queue` binding.
 pub struct QueueMedium {
     client: async_nats::Client,
     js: jetstream::Context,
+    stream: stream::Stream,
+    consumer_name: String,
     consumer: PullConsumer,
     spec: QueueBinding,
     target: FunctionRef,
@@ -129,6 +138,8 @@ impl Medium for QueueMedium {
         Ok(QueueMedium {
             client,
             js,
+            stream,
+            consumer_name: name,
             consumer,
             spec: spec.clone(),
             target: function_ref(index, &spec.component, &spec.export)?,
@@ -149,7 +160,11 @@ impl Service for QueueMedium {
         Box::pin(async move {
             let this = Arc::new(*self);
             let mut in_flight = JoinSet::new();
+            let backstop = this.clone();
+            let backstop_shutdown = shutdown.clone();
+            let backstop = tokio::spawn(async move { backstop.backstop(&backstop_shutdown).await });
             this.clone().pull(&shutdown, &mut in_flight).await?;
+            let _ = backstop.await;
             let drain = async { while in_flight.join_next().await.is_some() {} };
             if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
                 tracing::warn!("queue {}: gave up waiting for in-flight calls", this.spec.subject);
@@ -253,6 +268,70 @@ impl QueueMedium {
         }
     }
 
+    /// The server's backstop: a message delivered `max_deliver + 1` times
+    /// without an answer (every host that took it died) is announced by an
+    /// advisory; one host (a queue group) moves it to the dead-letter
+    /// stream, so it never just sits in the stream.
+    async fn backstop(&self, shutdown: &CancellationToken) {
+        let subject = format!(
+            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}",
+            self.spec.stream, self.consumer_name
+        );
+        let group = format!("membrane.dead.{}.{}", self.spec.stream, self.consumer_name);
+        let mut advisories = match self.client.queue_subscribe(subject, group).await {
+            Ok(advisories) => advisories,
+            Err(e) => {
+                tracing::warn!(
+                    "queue {}: cannot follow max-delivery advisories: {e}",
+                    self.spec.subject
+                );
+                return;
+            }
+        };
+        loop {
+            let advisory = tokio::select! {
+                advisory = advisories.next() => advisory,
+                _ = shutdown.cancelled() => break,
+            };
+            let Some(advisory) = advisory else { break };
+            let fields: serde_json::Value = serde_json::from_slice(&advisory.payload).unwrap_or_default();
+            if let Some(sequence) = fields["stream_seq"].as_u64() {
+                self.dead_letter_undelivered(sequence, fields["deliveries"].as_u64().unwrap_or(0))
+                    .await;
+            }
+        }
+    }
+
+    /// Moves stream message `sequence`, delivered `deliveries` times and never
+    /// answered, to the dead-letter stream.
+    async fn dead_letter_undelivered(&self, sequence: u64, deliveries: u64) {
+        let Ok(message) = self.stream.get_raw_message(sequence).await else {
+            return; // gone already: acked or dead-lettered by a host
+        };
+        let error = format!("delivered {deliveries} times and never answered: every host that took it stopped");
+        let body = serde_json::json!({ "error": error, "kind": "undelivered" });
+        let letter = Letter {
+            subject: message.subject.as_str(),
+            headers: Some(&message.headers),
+            payload: message.payload.clone(),
+        };
+        tracing::warn!(
+            "queue {}: dead-lettering message {sequence}: {error}",
+            self.spec.subject
+        );
+        match self.publish_dead_letter(letter, 500, &body, deliveries).await {
+            Ok(()) => {
+                if let Err(e) = self.stream.delete_message(sequence).await {
+                    tracing::warn!(
+                        "queue {}: dead-lettered {sequence} but cannot delete it: {e}",
+                        self.spec.subject
+                    );
+                }
+            }
+            Err(e) => tracing::warn!("queue {}: cannot dead-letter {sequence}: {e}", self.spec.subject),
+        }
+    }
+
     /// Where the message's result goes: its `Membrane-Reply-To`, if it names
     /// one under the binding's `reply_prefix`. Else the refusal's status and body.
     fn reply_to(&self, message: &jetstream::Message) -> Result<Option<String>, (u16, serde_json::Value)> {
@@ -314,11 +393,28 @@ impl QueueMedium {
         body: &serde_json::Value,
         deliveries: u64,
     ) -> anyhow::Result<()> {
+        let letter = Letter {
+            subject: message.subject.as_str(),
+            headers: message.headers.as_ref(),
+            payload: message.payload.clone(),
+        };
+        self.publish_dead_letter(letter, status, body, deliveries).await
+    }
+
+    /// Publishes `letter` to the dead-letter subject, with its headers and
+    /// the reason, and waits for the stream's ack.
+    async fn publish_dead_letter(
+        &self,
+        message: Letter<'_>,
+        status: u16,
+        body: &serde_json::Value,
+        deliveries: u64,
+    ) -> anyhow::Result<()> {
         // The producer's headers go along, but not NATS's own: copied
         // `Nats-Expected-*` or `Nats-Msg-Id` headers would make the dead
         // letter's publish fail, and the message would loop.
         let mut headers = async_nats::HeaderMap::new();
-        for (name, values) in message.headers.iter().flat_map(|h| h.iter()) {
+        for (name, values) in message.headers.into_iter().flat_map(|h| h.iter()) {
             if !name.to_string().to_ascii_lowercase().starts_with("nats-") {
                 for value in values {
                     headers.append(name.clone(), value.clone());
@@ -330,10 +426,10 @@ impl QueueMedium {
         headers.insert(ERROR_KIND_HEADER, body["kind"].as_str().unwrap_or("error"));
         headers.insert("Membrane-Error-Code", status.to_string().as_str());
         headers.insert("Membrane-Deliveries", deliveries.to_string().as_str());
-        headers.insert("Membrane-Original-Subject", message.subject.as_str());
+        headers.insert("Membrane-Original-Subject", message.subject);
         headers.insert("Membrane-Component", &*self.target.component);
         self.js
-            .publish_with_headers(self.spec.dead_letter_subject(), headers, message.payload.clone())
+            .publish_with_headers(self.spec.dead_letter_subject(), headers, message.payload)
             .await?
             .await?;
         Ok(())
