@@ -278,3 +278,22 @@ pub async fn respond(
     let _ = pulls.unsubscribe().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The chunk receiver's fuzz target: the size a peer announces is
+        /// a number within bounds, or a named refusal, never a panic.
+        #[test]
+        fn any_announced_size_is_bounded_or_refused(text in "\\PC{0,40}", n in any::<u64>()) {
+            for candidate in [text, n.to_string(), format!("-{n}"), format!("{n}{n}")] {
+                if let Ok(total) = parse_total(&candidate) {
+                    prop_assert!(total <= MAX_VALUE_BYTES);
+                }
+            }
+        }
+    }
+}
