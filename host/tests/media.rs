@@ -420,3 +420,52 @@ fn a_message_that_kills_every_taker_is_dead_lettered_by_the_servers_backstop() {
         );
     });
 }
+
+/// A producer cannot make the host publish a result anywhere it likes: a
+/// `Membrane-Reply-To` outside the binding's `reply_prefix` (here a JetStream
+/// API subject that would delete the stream) is refused, the message is
+/// dead-lettered without a call, and the stream is intact.
+#[test]
+fn a_reply_subject_outside_reply_prefix_is_refused_and_nothing_is_published_there() {
+    let server = NatsServer::start();
+    let _host = Host::start_with(
+        &faulty_queue("REPLYTO", "sleep", "reply_prefix = \"done\""),
+        &["--nats", &server.url()],
+    );
+    rt().block_on(async {
+        let client = connect(&server).await;
+        let mut dead = client.subscribe("jobs.dead").await.unwrap();
+        let mut api = client.subscribe("$JS.API.STREAM.DELETE.>").await.unwrap();
+        let js = async_nats::jetstream::new(client.clone());
+        let mut headers = HeaderMap::new();
+        headers.insert("Membrane-Reply-To", "$JS.API.STREAM.DELETE.REPLYTO");
+        js.publish_with_headers("jobs", headers, r#"{"ms": 1}"#.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let letter = tokio::time::timeout(Duration::from_secs(30), dead.next())
+            .await
+            .expect("the message is dead-lettered")
+            .unwrap();
+        let headers = letter.headers.expect("dead-letter headers");
+        assert_eq!(headers.get("Membrane-Error-Kind").unwrap().as_str(), "bad-request");
+        assert!(
+            headers
+                .get("Membrane-Error")
+                .unwrap()
+                .as_str()
+                .contains("is not `done` or under it"),
+            "{headers:?}"
+        );
+        // The stream still exists, and nothing was published to the API.
+        js.get_stream("REPLYTO").await.expect("the stream is intact");
+        client.flush().await.unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), api.next())
+                .await
+                .is_err(),
+            "something was published to the JetStream API"
+        );
+    });
+}

@@ -69,12 +69,16 @@ impl Artifacts {
         Ok(digest)
     }
 
-    /// Whether the store holds version `digest`.
+    /// Whether the store holds version `digest` (`false` if it does not
+    /// answer within [`FETCH_TIMEOUT`]).
     pub async fn exists(&self, digest: &str) -> bool {
-        match self.store(false).await {
-            Ok(store) => store.info(digest).await.is_ok(),
-            Err(_) => false,
-        }
+        let found = async {
+            match self.store(false).await {
+                Ok(store) => store.info(digest).await.is_ok(),
+                Err(_) => false,
+            }
+        };
+        tokio::time::timeout(FETCH_TIMEOUT, found).await.unwrap_or(false)
     }
 
     /// The bytes of version `digest`, from `cache_dir` when a verified copy
