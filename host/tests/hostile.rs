@@ -7,19 +7,20 @@ mod support;
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 use support::nats::{NatsServer, RawNats};
-use support::{Host, http, with_paths, workspace};
+use support::{Host, http};
 
-/// `examples/insurance/distributed.toml` with test paths and the gateway on
-/// `port`, which a restarted host binds again.
-fn distributed_manifest(port: u16) -> String {
-    let text = std::fs::read_to_string(workspace().join("examples/insurance/distributed.toml")).unwrap();
-    with_paths(
-        &text
-            .replace("../../target/wasm32-wasip2/release/gateway.wasm", "{wasm:gateway}")
-            .replace("../../target/wasm32-wasip2/release/rater.wasm", "{wasm:rater}")
-            .replace("../../target/wasm32-wasip2/release/pricing.wasm", "{wasm:pricing}")
-            .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}")),
-    )
+/// The example's three hosts (`node=c`, `node=b`, `node=a`, in that
+/// order, so that "ready" on `a` means the chain is up) on lattice `test`,
+/// the gateway on `port`, which a restarted host binds again.
+fn three_hosts(server: &NatsServer, port: u16) -> (Host, Host, Host) {
+    let manifest = support::distributed_manifest(port);
+    let node = |label: &str| {
+        Host::start_with(
+            &manifest,
+            &["--nats", &server.url(), "--lattice", "test", "--label", label],
+        )
+    };
+    (node("node=c"), node("node=b"), node("node=a"))
 }
 
 fn free_port() -> u16 {
@@ -46,14 +47,7 @@ fn quote_again(addr: SocketAddr, since: Instant) -> Duration {
 fn a_lone_cr_header_on_any_subject_a_host_hears_costs_it_under_2_s() {
     let server = NatsServer::start();
     let port = free_port();
-    let manifest = distributed_manifest(port);
-    let node = |label: &str| {
-        Host::start_with(
-            &manifest,
-            &["--nats", &server.url(), "--lattice", "test", "--label", label],
-        )
-    };
-    let (mut c, mut b, mut a) = (node("node=c"), node("node=b"), node("node=a"));
+    let (mut c, mut b, mut a) = three_hosts(&server, port);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     quote_again(addr, Instant::now());
 
@@ -98,14 +92,7 @@ fn a_lone_cr_header_on_any_subject_a_host_hears_costs_it_under_2_s() {
 fn a_host_cut_off_from_nats_fails_links_at_once_and_stops_on_sigterm() {
     let mut server = NatsServer::start();
     let port = free_port();
-    let manifest = distributed_manifest(port);
-    let node = |label: &str| {
-        Host::start_with(
-            &manifest,
-            &["--nats", &server.url(), "--lattice", "test", "--label", label],
-        )
-    };
-    let (_c, _b, a) = (node("node=c"), node("node=b"), node("node=a"));
+    let (_c, _b, a) = three_hosts(&server, port);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     quote_again(addr, Instant::now());
 
@@ -289,14 +276,7 @@ fn a_slowloris_of_2000_idle_connections_is_cut_off_and_others_carry_on() {
 fn malformed_link_messages_never_silence_or_swell_a_host() {
     let server = NatsServer::start();
     let port = free_port();
-    let manifest = distributed_manifest(port);
-    let node = |label: &str| {
-        Host::start_with(
-            &manifest,
-            &["--nats", &server.url(), "--lattice", "test", "--label", label],
-        )
-    };
-    let (c, b, a) = (node("node=c"), node("node=b"), node("node=a"));
+    let (c, b, a) = three_hosts(&server, port);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     quote_again(addr, Instant::now());
     let pricing = membrane::links::remote::subject("test", "pricing", "example:insurance/pricing@0.1.0", "table");

@@ -5,18 +5,11 @@ mod support;
 
 use std::time::Instant;
 use support::nats::NatsServer;
-use support::{Host, http, insurance_manifest, with_paths, workspace};
+use support::{Host, http, insurance_manifest, with_paths};
 
 /// `examples/insurance/distributed.toml` with test paths and a free port.
 fn distributed_manifest() -> String {
-    let text = std::fs::read_to_string(workspace().join("examples/insurance/distributed.toml")).unwrap();
-    with_paths(
-        &text
-            .replace("../../target/wasm32-wasip2/release/gateway.wasm", "{wasm:gateway}")
-            .replace("../../target/wasm32-wasip2/release/rater.wasm", "{wasm:rater}")
-            .replace("../../target/wasm32-wasip2/release/pricing.wasm", "{wasm:pricing}")
-            .replace("127.0.0.1:8080", "127.0.0.1:0"),
-    )
+    support::distributed_manifest(0)
 }
 
 fn node(manifest: &str, server: &NatsServer, label: &str) -> Host {

@@ -423,6 +423,19 @@ fn dechunk(mut body: &str) -> String {
 }
 
 /// The insurance app, co-located, on an ephemeral port.
+/// `examples/insurance/distributed.toml` with test paths, the gateway on
+/// `port` (0: a free one).
+pub fn distributed_manifest(port: u16) -> String {
+    let text = std::fs::read_to_string(workspace().join("examples/insurance/distributed.toml")).expect("example");
+    with_paths(
+        &text
+            .replace("../../target/wasm32-wasip2/release/gateway.wasm", "{wasm:gateway}")
+            .replace("../../target/wasm32-wasip2/release/rater.wasm", "{wasm:rater}")
+            .replace("../../target/wasm32-wasip2/release/pricing.wasm", "{wasm:pricing}")
+            .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}")),
+    )
+}
+
 pub fn insurance_manifest() -> String {
     let example = std::fs::read_to_string(workspace().join("examples/insurance/colocated.toml")).expect("example");
     example
