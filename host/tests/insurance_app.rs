@@ -120,6 +120,38 @@ fn second_start_loads_compiled_code_from_the_cache() {
     assert_eq!(http(second.addr(), "POST", "/quote", &example_policy()).status, 200);
 }
 
+/// Compiled code is native code: an entry changed in the cache directory
+/// (one byte flipped) is never loaded; the host compiles afresh and serves.
+#[test]
+fn a_tampered_cache_entry_is_compiled_afresh_never_loaded() {
+    let cache = tempfile::tempdir().unwrap();
+    let manifest = insurance_manifest();
+    drop(Host::try_start(&manifest, cache.path()).ok().expect("first start"));
+    let mut flipped = 0;
+    for entry in std::fs::read_dir(cache.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "cwasm") {
+            let mut bytes = std::fs::read(&path).unwrap();
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0x40;
+            std::fs::write(&path, bytes).unwrap();
+            flipped += 1;
+        }
+    }
+    assert_eq!(flipped, 3, "one entry per component");
+    let second = Host::try_start(&manifest, cache.path()).ok().expect("second start");
+    for component in ["gateway", "rater", "pricing"] {
+        assert!(
+            second.log().contains(&format!("compiled {component} in")),
+            "{}",
+            second.log()
+        );
+    }
+    assert!(!second.log().contains("loaded from cache"), "{}", second.log());
+    assert!(second.log().contains("its tag does not match"), "{}", second.log());
+    assert_eq!(http(second.addr(), "POST", "/quote", &example_policy()).status, 200);
+}
+
 #[test]
 fn a_fault_deep_in_the_link_chain_names_the_component_that_failed() {
     // `pricing` fails when `rater` first calls it, two links away from the request.

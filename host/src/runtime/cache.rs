@@ -4,10 +4,19 @@
 //!
 //! Also the first gate on input: bytes that are not a component are rejected
 //! here with a message that says what they are instead.
+//!
+//! Compiled code is native code, so a cache entry is loaded only if it
+//! carries this host's tag: an HMAC-SHA256 of its bytes under a key kept
+//! outside the cache directory (`MEMBRANE_CACHE_KEY`, else
+//! `$XDG_CONFIG_HOME/membrane/cache.key`, else `~/.config/membrane/cache.key`,
+//! created on first use). Someone who can write the cache directory but not
+//! the key cannot make a host run code it did not compile: a tampered or
+//! untagged entry is compiled afresh.
 
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -80,16 +89,13 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 pub fn compile(engine: &Engine, label: &str, bytes: &[u8], cache_dir: Option<&Path>) -> wasmtime::Result<Compiled> {
     let start = Instant::now();
     let digest = digest(bytes);
-    let cached_path = cache_dir.map(|dir| dir.join(cache_file_name(engine, &digest)));
-    if let Some(path) = &cached_path
+    // Without the host's key there is no way to trust an entry: no cache.
+    let key = cache_dir.and(cache_key());
+    let cached_path = key.and(cache_dir).map(|dir| dir.join(cache_file_name(engine, &digest)));
+    if let (Some(path), Some(key)) = (&cached_path, key)
         && path.exists()
     {
-        // SAFETY: the file was written by `Component::serialize` of this same
-        // wasmtime build (the engine hash is in its name) into the user's own
-        // cache directory; deserializing trusted precompiled code is the
-        // documented use of this API. A corrupt file fails the checks inside
-        // `deserialize_file` and we recompile.
-        match unsafe { Component::deserialize_file(engine, path) } {
+        match load_tagged(engine, path, key) {
             Ok(component) => {
                 return Ok(Compiled {
                     component,
@@ -98,7 +104,7 @@ pub fn compile(engine: &Engine, label: &str, bytes: &[u8], cache_dir: Option<&Pa
                     elapsed: start.elapsed(),
                 });
             }
-            Err(e) => tracing::warn!("ignoring unusable cache entry {}: {e}", path.display()),
+            Err(e) => tracing::warn!("ignoring cache entry {}: {e}", path.display()),
         }
     }
     tracing::info!(
@@ -106,8 +112,8 @@ pub fn compile(engine: &Engine, label: &str, bytes: &[u8], cache_dir: Option<&Pa
         bytes.len() as f64 / f64::from(1 << 20)
     );
     let component = Component::new(engine, bytes)?;
-    if let Some(path) = &cached_path
-        && let Err(e) = store(&component, path)
+    if let (Some(path), Some(key)) = (&cached_path, key)
+        && let Err(e) = store(&component, path, key)
     {
         tracing::warn!("could not cache compiled code at {}: {e}", path.display());
     }
@@ -126,22 +132,128 @@ fn cache_file_name(engine: &Engine, digest: &str) -> String {
     format!("{hex}-{:016x}.cwasm", hasher.finish())
 }
 
-/// Writes atomically (temp file + rename) so concurrent hosts never read a
-/// half-written entry.
-fn store(component: &Component, path: &Path) -> anyhow::Result<()> {
+/// Writes an entry and its tag, each atomically (temp file + rename) so
+/// concurrent hosts never read a half-written one; the tag goes last.
+fn store(component: &Component, path: &Path, key: &[u8; 32]) -> anyhow::Result<()> {
     let bytes = component.serialize().map_err(anyhow::Error::from)?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
+    write_atomically(path, &bytes)?;
+    Ok(write_atomically(
+        &tag_path(path),
+        hex::encode(hmac(key, &bytes)).as_bytes(),
+    )?)
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    std::fs::rename(&tmp, path)
+}
+
+fn tag_path(path: &Path) -> PathBuf {
+    path.with_extension("cwasm.tag")
+}
+
+/// Loads a cache entry whose tag proves this host wrote it.
+fn load_tagged(engine: &Engine, path: &Path, key: &[u8; 32]) -> anyhow::Result<Component> {
+    let tag = std::fs::read_to_string(tag_path(path)).map_err(|e| anyhow::anyhow!("no tag: {e}"))?;
+    let bytes = std::fs::read(path)?;
+    anyhow::ensure!(
+        hex::encode(hmac(key, &bytes)) == tag.trim(),
+        "its tag does not match: it was not written by this host, or was changed since"
+    );
+    // SAFETY: these bytes are exactly what `Component::serialize` of this
+    // wasmtime build (the engine hash is in the file name) produced on this
+    // host: the tag, keyed by a secret outside the cache directory, proves
+    // it. Deserializing trusted precompiled code is this API's documented use.
+    unsafe { Component::deserialize(engine, &bytes) }.map_err(anyhow::Error::from)
+}
+
+/// HMAC-SHA256 (RFC 2104) of `message` under `key`.
+fn hmac(key: &[u8; 32], message: &[u8]) -> [u8; 32] {
+    let mut block = [0u8; 64];
+    block[..32].copy_from_slice(key);
+    let pad = |byte: u8| block.map(|b| b ^ byte);
+    let inner = Sha256::new().chain_update(pad(0x36)).chain_update(message).finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
+/// The host's cache key, read or created once per process; `None` (and no
+/// disk cache) when there is nowhere to keep it.
+fn cache_key() -> Option<&'static [u8; 32]> {
+    static KEY: OnceLock<Option<[u8; 32]>> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let path = key_path()?;
+        load_or_create_key(&path)
+            .map_err(|e| tracing::warn!("no compiled-code cache: cannot use its key {}: {e}", path.display()))
+            .ok()
+    })
+    .as_ref()
+}
+
+fn key_path() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("MEMBRANE_CACHE_KEY") {
+        return Some(PathBuf::from(path));
+    }
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(config.join("membrane").join("cache.key"))
+}
+
+fn load_or_create_key(path: &Path) -> anyhow::Result<[u8; 32]> {
+    if path.exists() {
+        return read_key(path);
+    }
+    let mut key = [0u8; 32];
+    getrandom::getrandom(&mut key).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    {
+        use std::io::Write as _;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options.open(&tmp)?.write_all(hex::encode(key).as_bytes())?;
+    }
+    // Another host may have created it meanwhile: theirs wins, for both.
+    if std::fs::hard_link(&tmp, path).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return read_key(path);
+    }
+    let _ = std::fs::remove_file(&tmp);
+    Ok(key)
+}
+
+fn read_key(path: &Path) -> anyhow::Result<[u8; 32]> {
+    let bytes = hex::decode(std::fs::read_to_string(path)?.trim())?;
+    bytes.try_into().map_err(|_| anyhow::anyhow!("not 32 bytes of hex"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        // RFC 4231 test case 2 uses a 4-byte key ("Jefe"); zero-padded to 32
+        // bytes it is the same HMAC key.
+        let mut key = [0u8; 32];
+        key[..4].copy_from_slice(b"Jefe");
+        assert_eq!(
+            hex::encode(hmac(&key, b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
 
     #[test]
     fn header_check_names_what_the_bytes_are() {
