@@ -353,14 +353,8 @@ fn a_poison_message_ends_dead_lettered_across_hosts_when_its_holder_is_killed() 
             .await
             .unwrap();
         // Kill whichever host took it, while its call runs.
-        let holder = loop {
-            if let Some(i) = hosts.iter().position(|h| h.log().contains("faulty: sleeping")) {
-                break i;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
         let mut hosts = hosts;
-        hosts.remove(holder).kill();
+        kill_the_holder(&mut hosts).await;
         let letter = tokio::time::timeout(Duration::from_secs(30), dead.next())
             .await
             .expect("the message is dead-lettered")
@@ -398,13 +392,7 @@ fn a_message_that_kills_every_taker_is_dead_lettered_by_the_servers_backstop() {
             .unwrap();
         // Two deliveries, each to a host that is killed while it holds it.
         for _ in 0..2 {
-            let holder = loop {
-                if let Some(i) = hosts.iter().position(|h| h.log().contains("faulty: sleeping")) {
-                    break i;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            };
-            hosts.remove(holder).kill();
+            kill_the_holder(&mut hosts).await;
         }
         let letter = tokio::time::timeout(Duration::from_secs(30), dead.next())
             .await
@@ -468,4 +456,16 @@ fn a_reply_subject_outside_reply_prefix_is_refused_and_nothing_is_published_ther
             "something was published to the JetStream API"
         );
     });
+}
+
+/// Kills the host that runs the queued `sleep` call (the first to log
+/// `faulty: sleeping`) while it holds the message, and removes it.
+async fn kill_the_holder(hosts: &mut Vec<Host>) {
+    let holder = loop {
+        if let Some(i) = hosts.iter().position(|h| h.log().contains("faulty: sleeping")) {
+            break i;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    hosts.remove(holder).kill();
 }
