@@ -11,16 +11,19 @@
 use crate::app::HostContext;
 use crate::control::UpdateOutcome;
 use crate::control::ctl::{Ctl, print_update};
-use crate::control::server::ControlServer;
-use crate::lattice::agent::{Agent, DesiredStream};
+use crate::control::permissions::{self, Role, inbox_prefix};
+use crate::lattice::agent::Agent;
 use crate::lattice::artifacts::Artifacts;
 use crate::lattice::connection;
 use crate::lattice::desired::Desired;
 use crate::lattice::inventory::{AppsView, HEARTBEAT, InventoryService};
 use crate::lattice::placement::{self, Member};
+use crate::lattice::policy::Policy;
+use crate::lattice::trust::{self, Trust};
 use crate::links::remote::Lattice;
 use crate::manifest::{Manifest, NatsSpec};
 use crate::runtime::engine::{DEFAULT_MAX_INSTANCES, EngineOptions, HostEngine};
+use crate::runtime::secrets::Secrets;
 use crate::runtime::{LoadOptions, cache};
 use crate::transports::Service;
 use anyhow::Context as _;
@@ -57,12 +60,19 @@ pub struct NatsArgs {
     /// NATS user (with --nats-password).
     #[arg(long, global = true, env = "MEMBRANE_NATS_USER")]
     pub nats_user: Option<String>,
-    /// NATS password.
+    /// NATS password. Prefer the environment variable or --nats-password-file:
+    /// a command line is visible to every user of the machine.
     #[arg(long, global = true, env = "MEMBRANE_NATS_PASSWORD", hide_env_values = true)]
     pub nats_password: Option<String>,
-    /// NATS token.
+    /// A file holding the NATS password.
+    #[arg(long, global = true, env = "MEMBRANE_NATS_PASSWORD_FILE")]
+    pub nats_password_file: Option<PathBuf>,
+    /// NATS token (prefer the environment variable or --nats-token-file).
     #[arg(long, global = true, env = "MEMBRANE_NATS_TOKEN", hide_env_values = true)]
     pub nats_token: Option<String>,
+    /// A file holding the NATS token.
+    #[arg(long, global = true, env = "MEMBRANE_NATS_TOKEN_FILE")]
+    pub nats_token_file: Option<PathBuf>,
     /// NATS credentials file (JWT and NKey).
     #[arg(long, global = true, env = "MEMBRANE_NATS_CREDS")]
     pub nats_creds: Option<PathBuf>,
@@ -81,9 +91,20 @@ pub struct NatsArgs {
 }
 
 impl NatsArgs {
-    /// `base` (the manifest's `[nats]`) with every option given here on top.
-    pub fn over(&self, base: &NatsSpec) -> NatsSpec {
+    /// `base` (the manifest's `[nats]`) with every option given here on top;
+    /// secrets named by file are read here.
+    pub fn over(&self, base: &NatsSpec) -> anyhow::Result<NatsSpec> {
         let mut spec = base.clone();
+        let secret = |path: &Path| -> anyhow::Result<String> {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            Ok(text.trim_end_matches(['\n', '\r']).to_string())
+        };
+        if let Some(path) = &self.nats_password_file {
+            spec.password = Some(secret(path)?);
+        }
+        if let Some(path) = &self.nats_token_file {
+            spec.token = Some(secret(path)?);
+        }
         let pick = |flag: &Option<String>, field: &mut Option<String>| {
             if flag.is_some() {
                 field.clone_from(flag);
@@ -103,7 +124,25 @@ impl NatsArgs {
             }
         }
         spec.require_tls |= self.nats_require_tls;
-        spec
+        Ok(spec)
+    }
+}
+
+/// Warns when a secret was given on the command line, where `ps` shows it.
+fn warn_secrets_on_command_line() {
+    for arg in std::env::args() {
+        for flag in ["--nats-password", "--nats-token"] {
+            if arg == flag || arg.starts_with(&format!("{flag}=")) {
+                tracing::warn!(
+                    "{flag} on the command line is visible to every user of this machine; use {} or {flag}-file",
+                    if flag == "--nats-password" {
+                        "MEMBRANE_NATS_PASSWORD"
+                    } else {
+                        "MEMBRANE_NATS_TOKEN"
+                    }
+                );
+            }
+        }
     }
 }
 
@@ -116,6 +155,12 @@ pub struct CtlArgs {
     /// The lattice to steer.
     #[arg(long, global = true, default_value = "default", env = "MEMBRANE_LATTICE")]
     lattice: String,
+
+    /// The operator key (an nkeys seed file, `membrane ctl keygen`) that
+    /// signs every change; without it changes are unsigned, and hosts
+    /// started with --trust ignore them.
+    #[arg(long, global = true, env = "MEMBRANE_OPERATOR_KEY")]
+    key: Option<PathBuf>,
 
     #[command(subcommand)]
     command: CtlCommand,
@@ -175,6 +220,18 @@ enum CtlCommand {
         #[arg(long)]
         heartbeats: bool,
     },
+    /// Make a new operator key: writes its seed to FILE (mode 0600), prints
+    /// its public key for the hosts' --trust.
+    Keygen {
+        /// Where to write the seed; must not exist.
+        file: PathBuf,
+    },
+    /// Print the nats-server authorization block of the lattice's roles
+    /// (host, operator, caller), with the binding subjects of the manifests.
+    Permissions {
+        /// The apps' manifests.
+        manifests: Vec<PathBuf>,
+    },
 }
 
 /// Arguments of `membrane up`.
@@ -227,6 +284,26 @@ pub struct UpArgs {
     /// 256 for a host that follows its lattice.
     #[arg(long, env = "MEMBRANE_MAX_MEMORY_MIB")]
     pub max_memory_mib: Option<u64>,
+
+    /// An operator public key whose signed desired state this host runs;
+    /// repeat for more. Without any, the host runs whatever is stored.
+    #[arg(long = "trust", env = "MEMBRANE_TRUST", value_delimiter = ',')]
+    pub trust: Vec<String>,
+
+    /// A host directory under which apps from the lattice may be given
+    /// directories; repeat for more. Default: none.
+    #[arg(long = "allow-dir", env = "MEMBRANE_ALLOW_DIR", value_delimiter = ',')]
+    pub allow_dirs: Vec<PathBuf>,
+
+    /// An environment variable name (or a prefix ending in `*`) apps from the
+    /// lattice may be given; repeat for more. Default: none.
+    #[arg(long = "allow-env", env = "MEMBRANE_ALLOW_ENV", value_delimiter = ',')]
+    pub allow_env: Vec<String>,
+
+    /// A TOML file of secrets, `NAME = "value"`, for manifests' `{ secret =
+    /// "NAME" }` values (the environment's `MEMBRANE_SECRET_<NAME>` comes first).
+    #[arg(long, env = "MEMBRANE_SECRETS")]
+    pub secrets: Option<PathBuf>,
 }
 
 /// Parses a `--label key=value`.
@@ -312,6 +389,7 @@ async fn shutdown_signal() {
 /// flight finish) and starts afresh from its arguments: a new connection,
 /// every app, medium and service bound again.
 pub async fn up(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    warn_secrets_on_command_line();
     tokio::pin!(shutdown);
     // One id for the life of the process, so a fresh start is the same host.
     let id = format!("host-{}", &crate::runtime::context::random_hex(1)[..8]);
@@ -350,17 +428,28 @@ async fn serve_host(
     };
     let heartbeat = Duration::from_millis(args.heartbeat_ms.max(10));
     let view = AppsView::default();
-    let mut agent = Agent::new(me.clone(), &args.lattice, host, view.clone(), heartbeat);
     let follows_lattice = manifest.is_none();
+    let trust = Trust::new(&args.trust)?;
+    let policy = Policy::new(&args.allow_dirs, &args.allow_env)?;
+    if follows_lattice {
+        if trust.trusts_anyone() {
+            tracing::warn!(
+                "this host runs any app anyone who can write lattice `{}`'s desired state stores: start it with --trust <operator public key> (membrane ctl keygen)",
+                args.lattice
+            );
+        }
+        tracing::info!("apps from the lattice may have: {}", policy.describe());
+    }
+    let mut agent = Agent::new(me.clone(), &args.lattice, host, view.clone(), heartbeat).guarded(trust, policy);
     let app_name = manifest.as_ref().map(|(_, m)| m.app.name.clone());
     start_agent(&mut agent, manifest).await?;
     // A host without a manifest follows the desired state from the start.
     let desired = match (&nats, follows_lattice) {
-        (Some(client), true) => Some(follow_desired(client, &args.lattice).await?),
+        (Some(client), true) => Some(Desired::new(client.clone(), &args.lattice)),
         _ => None,
     };
 
-    // Host-level services: inventory and heartbeats, control requests.
+    // Host-level services: inventory and heartbeats.
     let token = CancellationToken::new();
     let mut services = match &nats {
         Some(client) => start_services(client, &args.lattice, &me, view, heartbeat, &token).await?,
@@ -404,7 +493,7 @@ async fn join_nats(
     manifest: Option<&Manifest>,
     labels: &BTreeMap<String, String>,
 ) -> anyhow::Result<Option<async_nats::Client>> {
-    let nats_spec = args.nats.over(manifest.map_or(&NatsSpec::default(), |m| &m.nats));
+    let nats_spec = args.nats.over(manifest.map_or(&NatsSpec::default(), |m| &m.nats))?;
     let needed = match manifest {
         Some(manifest) => needs_nats(manifest, labels)? || args.nats.nats.is_some(),
         None => {
@@ -422,7 +511,8 @@ async fn join_nats(
         Some(m) => format!("membrane {}", m.app.name),
         None => format!("membrane host ({})", args.lattice),
     };
-    let client = connection::connect(&nats_spec, args.nats.nats.as_deref(), &name).await?;
+    let inbox = inbox_prefix(&args.lattice, Role::Host);
+    let client = connection::connect(&nats_spec, args.nats.nats.as_deref(), &name, &inbox).await?;
     Ok(Some(client))
 }
 
@@ -474,6 +564,7 @@ fn host_context(
         load: LoadOptions {
             cache_dir,
             artifacts: nats.map(|client| std::sync::Arc::new(Artifacts::new(client.clone(), &args.lattice)) as _),
+            secrets: std::sync::Arc::new(Secrets::load(args.secrets.as_deref())?),
         },
         nats: nats.cloned(),
         lattice: nats.map(|client| Lattice {
@@ -501,18 +592,8 @@ async fn start_agent(agent: &mut Agent, manifest: Option<(String, Manifest)>) ->
     Ok(())
 }
 
-/// Starts following the lattice's desired state.
-async fn follow_desired(client: &async_nats::Client, lattice: &str) -> anyhow::Result<(Desired, DesiredStream)> {
-    let desired = Desired::new(client.clone(), lattice);
-    let watch = desired
-        .watch()
-        .await
-        .context("cannot follow the lattice's desired state")?;
-    Ok((desired, Box::pin(watch)))
-}
-
-/// Binds and spawns the host's services (inventory and heartbeats, control
-/// requests) until `token` is cancelled.
+/// Binds and spawns the host's services (inventory and heartbeats) until
+/// `token` is cancelled.
 async fn start_services(
     client: &async_nats::Client,
     lattice: &str,
@@ -529,8 +610,7 @@ async fn start_services(
         view,
         heartbeat,
     );
-    let control = ControlServer::bind(client.clone(), lattice);
-    let media: Vec<Box<dyn Service>> = vec![Box::new(inventory.await?), Box::new(control.await?)];
+    let media: Vec<Box<dyn Service>> = vec![Box::new(inventory.await?)];
     let mut services = JoinSet::new();
     for medium in media {
         tracing::info!("serving {}", medium.describe());
@@ -557,11 +637,43 @@ fn log_ready(agent: &Agent, host: &str, lattice: &str, app: Option<&str>, starte
 
 /// `membrane ctl ...`.
 pub async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
-    let spec = args.nats.over(&NatsSpec::default());
+    warn_secrets_on_command_line();
+    // The commands that need no lattice.
+    match &args.command {
+        CtlCommand::Keygen { file } => {
+            let key = trust::new_key(file)?;
+            eprintln!("wrote the operator seed to {} (keep it secret)", file.display());
+            println!("{}", key.public_key());
+            return Ok(());
+        }
+        CtlCommand::Permissions { manifests } => {
+            let apps = manifests
+                .iter()
+                .map(|path| Manifest::load(path))
+                .collect::<Result<Vec<_>, _>>()?;
+            print!("{}", permissions::render(&args.lattice, &apps));
+            return Ok(());
+        }
+        _ => {}
+    }
+    let key = match &args.key {
+        Some(path) => Some(std::sync::Arc::new(trust::read_key(path)?)),
+        None => None,
+    };
+    let changes = matches!(
+        args.command,
+        CtlCommand::Apply { .. } | CtlCommand::Delete { .. } | CtlCommand::Update { .. } | CtlCommand::Scale { .. }
+    );
+    if changes && key.is_none() {
+        eprintln!("warning: no operator key (--key): this change is unsigned; hosts started with --trust ignore it");
+    }
+    let spec = args.nats.over(&NatsSpec::default())?;
     let url = args.nats.nats.clone().unwrap_or_else(|| "nats://127.0.0.1:4222".into());
-    let client = connection::connect(&spec, Some(&url), "membrane ctl").await?;
-    let ctl = Ctl::new(client.clone(), &args.lattice);
+    let inbox = inbox_prefix(&args.lattice, Role::Operator);
+    let client = connection::connect(&spec, Some(&url), "membrane ctl", &inbox).await?;
+    let ctl = Ctl::new(client.clone(), &args.lattice, key);
     match args.command {
+        CtlCommand::Keygen { .. } | CtlCommand::Permissions { .. } => {}
         CtlCommand::Inventory { settle_ms } => {
             print_inventory(&args.lattice, &ctl.inventory(Duration::from_millis(settle_ms)).await?)
         }

@@ -115,11 +115,15 @@ pub fn is_digest(s: &str) -> bool {
         .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
 }
 
-/// A config value: strings as they are; numbers and booleans are accepted and
-/// turned into their TOML text, since `wasi:config` only carries strings.
+/// A config or environment value: strings as they are; numbers and booleans
+/// are accepted and turned into their TOML text, since `wasi:config` only
+/// carries strings; `{ secret = "NAME" }` is resolved on the host that runs
+/// the component, so the value itself never appears in the manifest.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum ConfigValue {
+    /// A secret held by the host (`runtime::secrets`).
+    Secret(SecretRef),
     /// A string value.
     String(String),
     /// An integer, stored as its decimal text.
@@ -130,10 +134,21 @@ pub enum ConfigValue {
     Bool(bool),
 }
 
+/// `{ secret = "NAME" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    /// The secret's name: letters, digits and `_`.
+    pub secret: String,
+}
+
 impl ConfigValue {
-    /// The value as `wasi:config` hands it to the guest.
+    /// The value as `wasi:config` hands it to the guest. A secret must have
+    /// been resolved before (`runtime::secrets::resolve`); unresolved, it is
+    /// empty.
     pub fn as_config_string(&self) -> String {
         match self {
+            ConfigValue::Secret(_) => String::new(),
             ConfigValue::String(s) => s.clone(),
             ConfigValue::Integer(i) => i.to_string(),
             ConfigValue::Float(f) => f.to_string(),
@@ -169,8 +184,8 @@ impl Default for Limits {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WasiGrants {
-    /// Environment variables the guest sees.
-    pub env: BTreeMap<String, String>,
+    /// Environment variables the guest sees (a value may be a secret).
+    pub env: BTreeMap<String, ConfigValue>,
     /// Preopened directories: guest path = host path (relative to the manifest).
     pub dirs: BTreeMap<String, PathBuf>,
     /// Outgoing TCP/UDP sockets and name lookups.
@@ -552,6 +567,17 @@ impl Manifest {
             }
             if spec.instances == Some(0) {
                 problems.push(format!("components.{name}.instances: must be at least 1"));
+            }
+            let values = spec.config.iter().map(|(k, v)| ("config", k, v));
+            for (table, key, value) in values.chain(spec.wasi.env.iter().map(|(k, v)| ("wasi.env", k, v))) {
+                if let ConfigValue::Secret(s) = value
+                    && (s.secret.is_empty() || !s.secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+                {
+                    problems.push(format!(
+                        "components.{name}.{table}.{key}: secret {:?}: a secret's name is letters, digits and `_`",
+                        s.secret
+                    ));
+                }
             }
         }
     }

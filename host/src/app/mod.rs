@@ -83,6 +83,7 @@ impl HostContext {
             load: LoadOptions {
                 cache_dir,
                 artifacts: None,
+                secrets: Default::default(),
             },
             nats: None,
             lattice: None,

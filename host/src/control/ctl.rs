@@ -1,12 +1,13 @@
 //! `membrane ctl`: the operator's client of the control plane.
 //!
-//! Each command is a thin wrapper around one documented NATS request (or the
-//! object store, for `push`), printing a short table. Everything here can be
-//! done with any NATS client; see `docs/control.md`.
+//! Each command is a thin wrapper around one [`Operator`] change, the
+//! object store (`push`), the inventory request or the event stream,
+//! printing a short table. `docs/control.md` documents what each does on the
+//! wire.
 
+use super::operator::Operator;
 use super::{
-    ApplyReply, ApplyRequest, DeleteReply, DeleteRequest, Envelope, ScaleReply, ScaleRequest, UpdateReply,
-    UpdateRequest, ctl_subject,
+    ApplyReply, ApplyRequest, DeleteReply, DeleteRequest, ScaleReply, ScaleRequest, UpdateReply, UpdateRequest,
 };
 use crate::lattice::artifacts::Artifacts;
 use crate::lattice::events::{Event, event_subject};
@@ -14,8 +15,6 @@ use crate::lattice::inventory::{HostInventory, gather};
 use crate::manifest::{Manifest, is_digest};
 use anyhow::{Context as _, bail};
 use futures::StreamExt as _;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -23,41 +22,16 @@ use std::time::{Duration, Instant};
 pub struct Ctl {
     client: async_nats::Client,
     lattice: String,
+    operator: Operator,
 }
 
 impl Ctl {
-    /// Control of `lattice` over `client`.
-    pub fn new(client: async_nats::Client, lattice: &str) -> Ctl {
+    /// Control of `lattice` over `client`; changes are signed with `key`.
+    pub fn new(client: async_nats::Client, lattice: &str, key: Option<std::sync::Arc<nkeys::KeyPair>>) -> Ctl {
         Ctl {
+            operator: Operator::new(client.clone(), lattice, key),
             client,
             lattice: lattice.to_string(),
-        }
-    }
-
-    /// Sends `request` to `operation` and unwraps the reply envelope.
-    async fn request<Q: Serialize, A: DeserializeOwned>(
-        &self,
-        operation: &str,
-        request: &Q,
-        timeout: Duration,
-    ) -> anyhow::Result<A> {
-        let payload = serde_json::to_vec(request)?;
-        let subject = ctl_subject(&self.lattice, operation);
-        let request = async_nats::Request::new()
-            .payload(payload.into())
-            .timeout(Some(timeout));
-        let reply = self.client.send_request(subject, request).await.map_err(|e| {
-            if matches!(e.kind(), async_nats::client::RequestErrorKind::NoResponders) {
-                anyhow::anyhow!("no host of lattice `{}` answers control requests", self.lattice)
-            } else {
-                anyhow::anyhow!("{operation}: {e}")
-            }
-        })?;
-        match serde_json::from_slice::<Envelope<A>>(&reply.payload)
-            .with_context(|| format!("{operation}: a malformed answer"))?
-        {
-            Envelope::Ok(answer) => Ok(answer),
-            Envelope::Error(e) => Err(e.into()),
         }
     }
 
@@ -83,6 +57,10 @@ impl Ctl {
         let manifest = Manifest::load(path)?;
         let text = std::fs::read_to_string(path)?;
         let mut table: toml::Table = text.parse().with_context(|| format!("{}", path.display()))?;
+        // Hosts use their own connection; credentials never go into the lattice.
+        if table.remove("nats").is_some() {
+            eprintln!("note: [nats] is not applied: the lattice's hosts use their own connection and credentials");
+        }
         for (name, spec) in &manifest.components {
             let digest = match spec.digest_source() {
                 Some(digest) => digest.to_string(),
@@ -99,13 +77,13 @@ impl Ctl {
         let request = ApplyRequest {
             manifest: toml::to_string(&table)?,
         };
-        self.request("app.apply", &request, Duration::from_secs(10)).await
+        Ok(self.operator.apply(request).await?)
     }
 
     /// Removes an app from the desired state.
     pub async fn delete(&self, app: &str) -> anyhow::Result<DeleteReply> {
         let request = DeleteRequest { app: app.to_string() };
-        self.request("app.delete", &request, Duration::from_secs(10)).await
+        Ok(self.operator.delete(request).await?)
     }
 
     /// Swaps `component` to `version` (a file, pushed first, or a digest) on
@@ -124,8 +102,7 @@ impl Ctl {
             app: app.map(str::to_string),
             timeout_ms: None,
         };
-        self.request("component.update", &request, Duration::from_secs(40))
-            .await
+        Ok(self.operator.update(request).await?)
     }
 
     /// Sets the replica count of `component`.
@@ -135,7 +112,7 @@ impl Ctl {
             instances,
             app: app.map(str::to_string),
         };
-        self.request("component.scale", &request, Duration::from_secs(10)).await
+        Ok(self.operator.scale(request).await?)
     }
 
     /// Waits until `instances` hosts run `component` of `app`; the hosts.

@@ -1,20 +1,21 @@
 //! The control plane: versioned NATS subjects and JSON payloads that steer a
 //! lattice (`docs/control.md` is the reference).
 //!
-//! - Requests go to `membrane.<lattice>.ctl.v1.<operation>`. Operations that
-//!   change the lattice (`app.apply`, `app.delete`, `component.update`,
-//!   `component.scale`) are answered by any one host (a queue group), which
-//!   writes the desired state ([`crate::lattice::desired`]); every host then
-//!   reconciles to it. `inventory` is answered by every host.
+//! - Changes (apply, delete, update, scale) are made by the operator
+//!   ([`operator`], run by `membrane ctl`): it writes the desired state
+//!   ([`crate::lattice::desired`]), signed with its key; every host then
+//!   reconciles to it. Hosts cannot write it.
+//! - `membrane.<lattice>.ctl.v1.inventory` is answered by every host.
 //! - Events go to `membrane.<lattice>.evt.v1.<kind>`: host and component
 //!   lifecycle, published by the host where they happen. They are defined in
 //!   [`crate::lattice::events`] and re-exported here.
+//! - [`permissions`] renders the NATS permissions of each role.
 //!
-//! [`server`] answers the requests on a host; [`ctl`] is the `membrane ctl`
-//! client. Any NATS client can do what `ctl` does.
+//! [`ctl`] is the `membrane ctl` client.
 
 pub mod ctl;
-pub mod server;
+pub mod operator;
+pub mod permissions;
 
 pub use crate::lattice::events::{Event, EventKind, Events, event_subject};
 use serde::{Deserialize, Serialize};
@@ -25,7 +26,7 @@ pub fn ctl_subject(lattice: &str, operation: &str) -> String {
     format!("membrane.{lattice}.ctl.v1.{operation}")
 }
 
-/// `app.apply`: store an app as desired state.
+/// Apply: store an app as desired state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApplyRequest {
@@ -33,7 +34,7 @@ pub struct ApplyRequest {
     pub manifest: String,
 }
 
-/// The answer to `app.apply`.
+/// What an apply did.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApplyReply {
     /// The app.
@@ -42,7 +43,7 @@ pub struct ApplyReply {
     pub revision: u64,
 }
 
-/// `app.delete`: remove an app; every host stops its share.
+/// Delete: remove an app; every host stops its share.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteRequest {
@@ -50,14 +51,14 @@ pub struct DeleteRequest {
     pub app: String,
 }
 
-/// The answer to `app.delete`.
+/// What a delete did.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeleteReply {
     /// The app that was deleted.
     pub app: String,
 }
 
-/// `component.update`: run another version of a component.
+/// Update: run another version of a component.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRequest {
@@ -91,7 +92,7 @@ pub struct HostOutcome {
     pub swap_ms: f64,
 }
 
-/// The answer to `component.update`.
+/// What an update did.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UpdateReply {
     /// The app.
@@ -134,7 +135,7 @@ impl HostOutcomeKind {
         match kind {
             EventKind::ComponentUpdated => Some(HostOutcomeKind::Updated),
             EventKind::ComponentStarted => Some(HostOutcomeKind::Started),
-            EventKind::ComponentRejected => Some(HostOutcomeKind::Rejected),
+            EventKind::ComponentRejected | EventKind::AppRejected => Some(HostOutcomeKind::Rejected),
             EventKind::ComponentFailed => Some(HostOutcomeKind::Failed),
             EventKind::ComponentStopped | EventKind::HostStarted | EventKind::HostStopped => None,
         }
@@ -191,7 +192,7 @@ impl fmt::Display for UpdateOutcome {
     }
 }
 
-/// `component.scale`: run a component on this many of its matching hosts.
+/// Scale: run a component on this many of its matching hosts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScaleRequest {
@@ -204,7 +205,7 @@ pub struct ScaleRequest {
     pub app: Option<String>,
 }
 
-/// The answer to `component.scale`.
+/// What a scale did.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScaleReply {
     /// The app.
@@ -217,8 +218,7 @@ pub struct ScaleReply {
     pub revision: u64,
 }
 
-/// A failed control request: what went wrong and, for a bad payload, the
-/// field at fault.
+/// A failed change: what went wrong and, for bad input, the field at fault.
 #[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
 #[error("{}{message}", field.as_ref().map(|f| format!("{f}: ")).unwrap_or_default())]
 pub struct ControlError {
@@ -251,29 +251,6 @@ impl From<anyhow::Error> for ControlError {
     fn from(e: anyhow::Error) -> ControlError {
         ControlError::new(format!("{e:#}"))
     }
-}
-
-/// The reply envelope: `{"ok": <reply>}` or `{"error": {"message", "field"}}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Envelope<T> {
-    /// Success.
-    Ok(T),
-    /// Failure.
-    Error(ControlError),
-}
-
-/// Decodes a request payload, naming the field at fault.
-pub fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, ControlError> {
-    let mut json = serde_json::Deserializer::from_slice(payload);
-    serde_path_to_error::deserialize(&mut json).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.into_inner().to_string();
-        ControlError {
-            message,
-            field: (path != ".").then_some(path),
-        }
-    })
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@ use super::desired::{AppRevision, Desired};
 use super::events::{Event, EventKind, Events, event_subject};
 use super::inventory::{AppsView, HostInventory, heartbeat_subject};
 use super::placement::{self, Member, Members};
+use super::policy::Policy;
+use super::trust::Trust;
 use crate::app::{AppRunner, HostContext, Reconciled, short};
 use crate::manifest::Manifest;
 use crate::runtime::Change;
@@ -52,6 +54,10 @@ pub struct Agent {
     apps: BTreeMap<String, AppState>,
     view: AppsView,
     members: Members,
+    /// Whose desired state this host runs.
+    trust: Trust,
+    /// What apps from the lattice may be granted here.
+    policy: Policy,
 }
 
 impl Agent {
@@ -66,7 +72,18 @@ impl Agent {
             apps: BTreeMap::new(),
             view,
             members: Members::new(heartbeat * 3),
+            trust: Trust::default(),
+            policy: Policy::default(),
         }
+    }
+
+    /// Runs only the desired state `trust` admits, and only apps whose
+    /// grants `policy` allows (a manifest file run with `start_static` is
+    /// the user's own and is not judged).
+    pub fn guarded(mut self, trust: Trust, policy: Policy) -> Agent {
+        self.trust = trust;
+        self.policy = policy;
+        self
     }
 
     /// Learns the lattice's current hosts by asking for their inventory.
@@ -111,16 +128,10 @@ impl Agent {
     /// Reconciles until `shutdown`, following membership and, when
     /// `desired` is given, the lattice's desired state. Then stops every app
     /// (calls in flight finish) and publishes `host.stopped`.
-    pub async fn run(
-        mut self,
-        desired: Option<(Desired, DesiredStream)>,
-        heartbeat: Duration,
-        shutdown: impl Future<Output = ()>,
-    ) {
-        let (desired, mut watch) = match desired {
-            Some((desired, watch)) => (Some(desired), Some(watch)),
-            None => (None, None),
-        };
+    pub async fn run(mut self, desired: Option<Desired>, heartbeat: Duration, shutdown: impl Future<Output = ()>) {
+        // The watch starts at once (the timer is due) and again whenever it ends.
+        let mut watch: Option<DesiredStream> = None;
+        let mut failures = 0u32;
         let rewatch = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(rewatch);
         let mut peers = self.follow_peers().await;
@@ -142,7 +153,7 @@ impl Agent {
                 },
                 _ = &mut rewatch, if watch.is_none() && desired.is_some() => {
                     let Some(desired) = &desired else { continue };
-                    watch = rewatch_desired(desired, rewatch.as_mut()).await;
+                    watch = rewatch_desired(desired, rewatch.as_mut(), &mut failures).await;
                 }
                 Some(message) = async { peers.as_mut()?.next().await } => {
                     if self.on_peer(&message) {
@@ -206,7 +217,14 @@ impl Agent {
             app,
             revision,
             manifest,
+            seal,
         } = revision;
+        if let Err(why) = self.trust.admit(&seal) {
+            let what = if manifest.is_some() { "revision" } else { "deletion" };
+            tracing::error!("app `{app}`: {what} {revision} ignored: {why}");
+            self.reject_app(&app, revision, format!("{what} ignored: {why}")).await;
+            return;
+        }
         let Some(text) = manifest else {
             tracing::info!("app `{app}` deleted (revision {revision})");
             if let Some(state) = self.apps.remove(&app) {
@@ -218,12 +236,11 @@ impl Agent {
             Ok(manifest) => manifest,
             Err(e) => {
                 tracing::error!("{e}");
-                let mut event = Event::new(EventKind::ComponentFailed, &self.me.host);
-                (event.app, event.revision, event.reason) = (Some(app), Some(revision), Some(e.to_string()));
-                self.emit(event).await;
+                self.reject_app(&app, revision, e.to_string()).await;
                 return;
             }
         };
+
         match self.apps.get_mut(&app) {
             Some(state) => {
                 state.manifest = manifest;
@@ -238,6 +255,13 @@ impl Agent {
         if let Err(e) = self.reconcile(&app).await {
             tracing::error!("app `{app}` revision {revision}: {e:#}");
         }
+    }
+
+    /// Publishes `app.rejected` for `revision` of `app`: nothing changed here.
+    async fn reject_app(&self, app: &str, revision: u64, reason: String) {
+        let mut event = Event::new(EventKind::AppRejected, &self.me.host);
+        (event.app, event.revision, event.reason) = (Some(app.to_string()), Some(revision), Some(reason));
+        self.emit(event).await;
     }
 
     /// Records a heartbeat or host event; whether membership changed.
@@ -264,7 +288,8 @@ impl Agent {
             | EventKind::ComponentUpdated
             | EventKind::ComponentStopped
             | EventKind::ComponentRejected
-            | EventKind::ComponentFailed => false,
+            | EventKind::ComponentFailed
+            | EventKind::AppRejected => false,
         }
     }
 
@@ -294,6 +319,15 @@ impl Agent {
         }
         let (manifest, revision) = (state.manifest.clone(), state.revision);
         let previous = state.applied_manifest.clone();
+        // An app from the lattice gets only what this host's policy allows.
+        if revision.is_some()
+            && let Err(problems) = self.policy.admit(&manifest, &here)
+        {
+            let error = anyhow::anyhow!("refused by this host's policy: {}", problems.join("; "));
+            self.report_refused(app, &here, &manifest, previous.as_ref(), revision, &error)
+                .await;
+            return Err(error);
+        }
         let mut runner = match state.runner.take() {
             Some(runner) => runner,
             None => AppRunner::new(&manifest, &self.host),
@@ -502,16 +536,23 @@ fn changed_components(previous: Option<&Manifest>, manifest: &Manifest) -> Vec<S
         .collect()
 }
 
-/// Follows the desired state again after its watch ended; `None`, with
-/// `retry` reset to a second from now, when that fails.
-async fn rewatch_desired(desired: &Desired, retry: Pin<&mut Sleep>) -> Option<DesiredStream> {
+/// Follows the desired state (again, after its watch ended); `None`, with
+/// `retry` reset to a second from now, when that fails. The first of a run
+/// of `failures` is a warning, the rest are quiet.
+async fn rewatch_desired(desired: &Desired, retry: Pin<&mut Sleep>, failures: &mut u32) -> Option<DesiredStream> {
     match desired.watch().await {
         Ok(stream) => {
-            tracing::info!("following the desired state again");
+            tracing::info!("following the lattice's desired state");
+            *failures = 0;
             Some(Box::pin(stream))
         }
         Err(e) => {
-            tracing::warn!("cannot follow the desired state yet: {e:#}");
+            if *failures == 0 {
+                tracing::warn!("cannot follow the desired state yet (retrying every second): {e:#}");
+            } else {
+                tracing::debug!("cannot follow the desired state yet: {e:#}");
+            }
+            *failures += 1;
             retry.reset(tokio::time::Instant::now() + Duration::from_secs(1));
             None
         }

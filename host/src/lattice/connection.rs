@@ -37,9 +37,16 @@ pub async fn lost(client: &async_nats::Client) {
 }
 
 /// Connects to NATS. `url_override` (the `--nats` flag, comma-separated)
-/// replaces `spec.urls`. Fails at once, naming the servers, if none answers:
-/// a host must not report ready with its NATS bindings dead.
-pub async fn connect(spec: &NatsSpec, url_override: Option<&str>, name: &str) -> anyhow::Result<async_nats::Client> {
+/// replaces `spec.urls`; replies arrive under `inbox_prefix` (each role has
+/// its own, so NATS permissions can keep the roles' replies apart). Fails at
+/// once, naming the servers, if none answers: a host must not report ready
+/// with its NATS bindings dead.
+pub async fn connect(
+    spec: &NatsSpec,
+    url_override: Option<&str>,
+    name: &str,
+    inbox_prefix: &str,
+) -> anyhow::Result<async_nats::Client> {
     let urls: Vec<String> = match url_override {
         Some(urls) => urls.split(',').map(|u| u.trim().to_string()).collect(),
         None => spec.urls.clone(),
@@ -57,12 +64,15 @@ pub async fn connect(spec: &NatsSpec, url_override: Option<&str>, name: &str) ->
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut options = ConnectOptions::new()
         .name(name)
+        .custom_inbox_prefix(inbox_prefix)
         .max_reconnects(None)
         .require_tls(spec.require_tls)
         .event_callback(|event| async move {
             match event {
                 Event::Connected => tracing::info!("nats: connected"),
                 Event::Disconnected => tracing::warn!("nats: disconnected; reconnecting"),
+                // Permission violations among them: never silent.
+                Event::ServerError(e) => tracing::warn!("nats: the server says: {e}"),
                 other => tracing::debug!("nats: {other}"),
             }
         });

@@ -1,13 +1,15 @@
 //! Desired state: the applied apps of a lattice, in a JetStream KV bucket.
 //!
 //! Bucket `membrane-<lattice>-apps` holds one key per app, `app.<name>`,
-//! whose value is the app's manifest (TOML) with every source a `sha256:`
-//! artifact. `ctl apply` writes it, `ctl delete` deletes it, `ctl update` and
-//! `ctl scale` rewrite one field of it with compare-and-set on the revision,
-//! so two concurrent changes cannot both win. Every host watches the bucket
-//! and reconciles what it runs to the newest revision; there is no scheduler
-//! process.
+//! whose value is a sealed document ([`super::trust::Sealed`]): the app's
+//! manifest (TOML) with every source a `sha256:` artifact, or its deletion,
+//! signed by the operator who wrote it. `ctl apply` writes it, `ctl delete`
+//! writes the deletion, `ctl update` and `ctl scale` rewrite one field of it
+//! with compare-and-set on the revision, so two concurrent changes cannot
+//! both win. Every host watches the bucket and reconciles what it runs to the
+//! newest revision it trusts; there is no scheduler process.
 
+use super::trust::{self, Seal};
 use anyhow::Context as _;
 use async_nats::jetstream;
 use async_nats::jetstream::kv::{self, Operation, Store};
@@ -36,13 +38,35 @@ pub struct AppRevision {
     pub revision: u64,
     /// The manifest text, or `None` when the app was deleted.
     pub manifest: Option<String>,
+    /// Who vouches for this revision.
+    pub seal: Seal,
+}
+
+impl AppRevision {
+    /// Revision `revision` of `app` from its stored entry.
+    fn open(lattice: &str, app: String, revision: u64, operation: Operation, value: &[u8]) -> AppRevision {
+        let (manifest, seal) = match operation {
+            Operation::Put => trust::open(lattice, &app, value),
+            // A bare KV delete or purge carries no signature.
+            Operation::Delete | Operation::Purge => (None, Seal::Unsigned),
+        };
+        AppRevision {
+            app,
+            revision,
+            manifest,
+            seal,
+        }
+    }
 }
 
 /// The desired state of one lattice.
 #[derive(Clone)]
 pub struct Desired {
     jetstream: jetstream::Context,
+    lattice: String,
     bucket: String,
+    /// The operator key that signs what this writes.
+    key: Option<std::sync::Arc<nkeys::KeyPair>>,
 }
 
 /// A compare-and-set lost to a concurrent change.
@@ -60,8 +84,21 @@ impl Desired {
     pub fn new(client: async_nats::Client, lattice: &str) -> Desired {
         Desired {
             jetstream: jetstream::new(client),
+            lattice: lattice.to_string(),
             bucket: bucket_name(lattice),
+            key: None,
         }
+    }
+
+    /// The same desired state, writing entries signed with `key`.
+    pub fn signed_by(mut self, key: Option<std::sync::Arc<nkeys::KeyPair>>) -> Desired {
+        self.key = key;
+        self
+    }
+
+    /// The stored value of `manifest` (or of the deletion) of `app`.
+    fn sealed(&self, app: &str, manifest: Option<&str>) -> anyhow::Result<bytes::Bytes> {
+        Ok(trust::seal(&self.lattice, app, manifest, self.key.as_deref())?.into())
     }
 
     /// The bucket, created on first use.
@@ -94,7 +131,7 @@ impl Desired {
             .with_context(|| format!("cannot open KV bucket `{}`", self.bucket))
     }
 
-    /// Every app, at its newest revision.
+    /// Every app not deleted, at its newest revision.
     pub async fn apps(&self) -> anyhow::Result<Vec<AppRevision>> {
         let store = self.store().await?;
         let mut keys = store.keys().await?;
@@ -106,14 +143,11 @@ impl Desired {
         }
         let mut apps = Vec::new();
         for name in names {
-            if let Some(entry) = store.entry(app_key(&name)).await?
-                && entry.operation == Operation::Put
-            {
-                apps.push(AppRevision {
-                    app: name,
-                    revision: entry.revision,
-                    manifest: Some(String::from_utf8_lossy(&entry.value).into_owned()),
-                });
+            if let Some(entry) = store.entry(app_key(&name)).await? {
+                let app = AppRevision::open(&self.lattice, name, entry.revision, entry.operation, &entry.value);
+                if app.manifest.is_some() {
+                    apps.push(app);
+                }
             }
         }
         Ok(apps)
@@ -121,15 +155,22 @@ impl Desired {
 
     /// Stores `manifest` as the desired state of `app`; its new revision.
     pub async fn put(&self, app: &str, manifest: &str) -> anyhow::Result<u64> {
+        let value = self.sealed(app, Some(manifest))?;
         let store = self.store().await?;
-        Ok(store.put(app_key(app), manifest.to_string().into()).await?)
+        Ok(store.put(app_key(app), value).await?)
     }
 
     /// Replaces revision `expected` of `app` with `manifest`; fails with
     /// [`Conflict`] when the app has changed since.
     pub async fn replace(&self, app: &str, manifest: &str, expected: u64) -> anyhow::Result<u64> {
+        self.write(app, Some(manifest), expected).await
+    }
+
+    /// Writes `manifest` (or the deletion) of `app` over revision `expected`.
+    async fn write(&self, app: &str, manifest: Option<&str>, expected: u64) -> anyhow::Result<u64> {
+        let value = self.sealed(app, manifest)?;
         let store = self.store().await?;
-        match store.update(app_key(app), manifest.to_string().into(), expected).await {
+        match store.update(app_key(app), value, expected).await {
             Ok(revision) => Ok(revision),
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                 let now = store.entry(app_key(app)).await.ok().flatten().map_or(0, |e| e.revision);
@@ -139,39 +180,58 @@ impl Desired {
         }
     }
 
-    /// Deletes `app`; whether it existed.
+    /// Deletes `app` (a signed deletion entry, so hosts that trust only
+    /// signed entries follow it); whether it existed.
     pub async fn delete(&self, app: &str) -> anyhow::Result<bool> {
         let store = self.store().await?;
-        let existed = store
-            .entry(app_key(app))
-            .await?
-            .is_some_and(|e| e.operation == Operation::Put);
-        if existed {
-            store.delete(app_key(app)).await?;
+        let Some(entry) = store.entry(app_key(app)).await? else {
+            return Ok(false);
+        };
+        // A bare KV delete is no deletion to hosts that trust only signed
+        // entries: it is replaced by a signed one.
+        let current = AppRevision::open(&self.lattice, app.into(), entry.revision, entry.operation, &entry.value);
+        if current.manifest.is_none() && entry.operation == Operation::Put {
+            return Ok(false);
         }
-        Ok(existed)
+        self.write(app, None, entry.revision).await?;
+        Ok(true)
+    }
+
+    /// The bucket, if an operator has created it (hosts may not).
+    async fn existing(&self) -> anyhow::Result<Store> {
+        self.jetstream.get_key_value(&self.bucket).await.map_err(|e| {
+            anyhow::anyhow!(
+                "no KV bucket `{}` yet (nothing applied to the lattice?): {e}",
+                self.bucket
+            )
+        })
     }
 
     /// Every change from now on, after the current state of every app: the
-    /// stream a host reconciles from.
+    /// stream a host reconciles from. Fails while the bucket does not exist.
     pub async fn watch(&self) -> anyhow::Result<impl futures::Stream<Item = AppRevision> + Send + use<>> {
-        let store = self.store().await?;
+        let store = self.existing().await?;
         let watch = store.watch_with_history("app.>").await?;
-        Ok(watch.filter_map(|entry| async move {
-            let entry = match entry {
-                Ok(entry) => entry,
-                Err(e) => {
-                    tracing::warn!("desired state watch: {e}");
-                    return None;
-                }
-            };
-            let app = entry.key.strip_prefix("app.")?.to_string();
-            Some(AppRevision {
-                app,
-                revision: entry.revision,
-                manifest: (entry.operation == Operation::Put)
-                    .then(|| String::from_utf8_lossy(&entry.value).into_owned()),
-            })
+        let lattice = self.lattice.clone();
+        Ok(watch.filter_map(move |entry| {
+            let lattice = lattice.clone();
+            async move {
+                let entry = match entry {
+                    Ok(entry) => entry,
+                    Err(e) => {
+                        tracing::warn!("desired state watch: {e}");
+                        return None;
+                    }
+                };
+                let app = entry.key.strip_prefix("app.")?.to_string();
+                Some(AppRevision::open(
+                    &lattice,
+                    app,
+                    entry.revision,
+                    entry.operation,
+                    &entry.value,
+                ))
+            }
         }))
     }
 }

@@ -42,6 +42,11 @@ pub enum EventKind {
     /// A component could not start or bind here.
     #[serde(rename = "component.failed")]
     ComponentFailed,
+    /// A host refused a revision of an app's desired state as a whole
+    /// (unsigned, signed by a key it does not trust, unreadable); what it ran
+    /// keeps running.
+    #[serde(rename = "app.rejected")]
+    AppRejected,
 }
 
 impl EventKind {
@@ -55,6 +60,7 @@ impl EventKind {
             EventKind::ComponentStopped => "component.stopped",
             EventKind::ComponentRejected => "component.rejected",
             EventKind::ComponentFailed => "component.failed",
+            EventKind::AppRejected => "app.rejected",
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The lattice: everything a host shares with others through NATS: the
 //! connection, membership and placement, the host agent that reconciles, the
 //! lifecycle events it publishes, the inventory and heartbeats, desired state
-//! (KV) and artifacts (object store).
+//! (KV) and who may sign it, and artifacts (object store).
 
 pub mod agent;
 pub mod artifacts;
@@ -10,3 +10,5 @@ pub mod desired;
 pub mod events;
 pub mod inventory;
 pub mod placement;
+pub mod policy;
+pub mod trust;

@@ -21,6 +21,7 @@ pub mod dispatch;
 pub mod engine;
 pub mod fault;
 pub(crate) mod idle;
+pub mod secrets;
 pub mod state;
 
 use crate::manifest::{ComponentSpec, Manifest};
@@ -47,6 +48,8 @@ pub struct LoadOptions {
     pub cache_dir: Option<PathBuf>,
     /// The lattice's artifact store, for `sha256:` sources.
     pub artifacts: Option<Arc<dyn ArtifactStore>>,
+    /// Where secrets named by manifests are found.
+    pub secrets: Arc<secrets::Secrets>,
 }
 
 /// What a commit changed, one entry per component.
@@ -175,7 +178,8 @@ impl Runtime {
                 spec.limits.memory_mib, self.engine.options.max_memory_mib
             ));
         }
-        let granted = Granted::prepare(name, spec, imports).map_err(|p| [problems.clone(), p].concat())?;
+        let spec = secrets::resolve(name, spec, &self.options.secrets).map_err(|p| [problems.clone(), p].concat())?;
+        let granted = Granted::prepare(name, &spec, imports).map_err(|p| [problems.clone(), p].concat())?;
         let mut linker = Linker::<Host>::new(self.engine());
         linker.allow_shadowing(true);
         if let Err(e) = granted.add_to_linker(&mut linker) {

@@ -72,6 +72,7 @@ fn spawn(
     manifest: Option<&str>,
     cache: &Path,
     args: &[&str],
+    env: &[(&str, &str)],
     log_filter: &str,
 ) -> (Child, Receiver<String>, Arc<Mutex<Vec<String>>>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -86,6 +87,7 @@ fn spawn(
         .args(args)
         .env("MEMBRANE_CACHE_DIR", cache)
         .env("RUST_LOG", log_filter)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::inherit())
         .stderr(Stdio::piped())
@@ -141,18 +143,34 @@ impl Host {
     /// Starts a host with no manifest: it runs the apps applied to its
     /// lattice. `args` names the NATS server, lattice and labels.
     pub fn join(args: &[&str]) -> Host {
-        match Host::launch_with(None, &shared_cache(), args, "membrane=info,warn") {
+        Host::join_env(args, &[])
+    }
+
+    /// [`Host::join`] with extra environment variables (credentials, secrets).
+    pub fn join_env(args: &[&str], env: &[(&str, &str)]) -> Host {
+        Host::join_logged(args, env, "membrane=info,warn")
+    }
+
+    /// [`Host::join_env`] with a `RUST_LOG` filter.
+    pub fn join_logged(args: &[&str], env: &[(&str, &str)], log_filter: &str) -> Host {
+        match Host::launch_with(None, &shared_cache(), args, env, log_filter) {
             Ok(host) => host,
             Err(f) => panic!("membrane exited with {}:\n{}", f.status, f.stderr),
         }
     }
 
     fn launch(manifest: &str, cache: &Path, args: &[&str], log_filter: &str) -> Result<Host, Failed> {
-        Host::launch_with(Some(manifest), cache, args, log_filter)
+        Host::launch_with(Some(manifest), cache, args, &[], log_filter)
     }
 
-    fn launch_with(manifest: Option<&str>, cache: &Path, args: &[&str], log_filter: &str) -> Result<Host, Failed> {
-        let (mut child, lines, log, dir) = spawn(manifest, cache, args, log_filter);
+    fn launch_with(
+        manifest: Option<&str>,
+        cache: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log_filter: &str,
+    ) -> Result<Host, Failed> {
+        let (mut child, lines, log, dir) = spawn(manifest, cache, args, env, log_filter);
         let mut http = Vec::new();
         let mut rpc = Vec::new();
         let deadline = Instant::now() + READY_TIMEOUT;

@@ -26,6 +26,7 @@ pub struct NatsServer {
     pub port: u16,
     store: tempfile::TempDir,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl NatsServer {
@@ -36,15 +37,29 @@ impl NatsServer {
 
     /// Starts a server with extra command-line options (e.g. `--auth TOKEN`).
     pub fn start_with(extra: &[&str]) -> NatsServer {
+        NatsServer::start_with_env(extra, &[])
+    }
+
+    /// Starts a server with extra options and environment variables (which
+    /// a config file can name, e.g. `password: $PASSWORD`).
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> NatsServer {
         let store = tempfile::tempdir().expect("store dir");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, port) = launch(-1, &store.path().to_path_buf(), &extra);
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let (child, port) = launch(-1, &store.path().to_path_buf(), &extra, &env);
         NatsServer {
             child,
             port,
             store,
             extra,
+            env,
         }
+    }
+
+    /// The JetStream store directory: every stream's bytes, as the server
+    /// keeps them.
+    pub fn store_dir(&self) -> &std::path::Path {
+        self.store.path()
     }
 
     pub fn url(&self) -> String {
@@ -60,7 +75,12 @@ impl NatsServer {
     /// Starts it again on the same port with the same store.
     pub fn restart(&mut self) {
         self.kill();
-        let (child, _) = launch(i32::from(self.port), &self.store.path().to_path_buf(), &self.extra);
+        let (child, _) = launch(
+            i32::from(self.port),
+            &self.store.path().to_path_buf(),
+            &self.extra,
+            &self.env,
+        );
         self.child = child;
     }
 }
@@ -72,11 +92,12 @@ impl Drop for NatsServer {
 }
 
 /// Starts `nats-server` and waits for its "ready" log line; returns the port.
-fn launch(port: i32, store: &PathBuf, extra: &[String]) -> (Child, u16) {
+fn launch(port: i32, store: &PathBuf, extra: &[String], env: &[(String, String)]) -> (Child, u16) {
     let mut child = Command::new(binary())
         .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
         .arg(store)
         .args(extra)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

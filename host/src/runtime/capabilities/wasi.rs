@@ -43,7 +43,7 @@ impl Capability for Wasi {
         let mut builder = WasiCtxBuilder::new();
         builder.inherit_stdout().inherit_stderr();
         for (key, value) in &grants.env {
-            builder.env(key, value);
+            builder.env(key, value.as_config_string());
         }
         for (guest, host) in &grants.dirs {
             builder.preopened_dir(host, guest, FsPerms::ReadWrite)?;

@@ -1,131 +1,58 @@
-//! The host side of the control plane: answers the lattice-changing
-//! requests (`app.apply`, `app.delete`, `component.update`,
-//! `component.scale`).
+//! The operator's changes to a lattice: apply, delete, update, scale.
 //!
-//! Every host subscribes in one queue group, so exactly one host answers each
-//! request. It checks the payload, writes the desired state with
-//! compare-and-set, and for an update waits for the affected hosts' events,
-//! so the operator learns what happened everywhere. If any host refused the
-//! new version, it restores the previous desired state: the old version never
-//! stopped serving. The reconciling itself happens on every host
-//! ([`crate::lattice::agent`]).
+//! They run in the operator's own process (`membrane ctl`), under the
+//! operator's NATS credentials: only the operator role may write the desired
+//! state ([`crate::lattice::desired`]), and what it writes is signed with the
+//! operator's key ([`crate::lattice::trust`]). Hosts never write it; they
+//! watch it and reconcile ([`crate::lattice::agent`]).
+//!
+//! Each change checks its input, writes the desired state with
+//! compare-and-set, and an update waits for the affected hosts' events, so
+//! the operator learns what happened everywhere. If any host refused the new
+//! version, the update restores the previous desired state: the old version
+//! never stopped serving.
 
 use super::{
-    ApplyReply, ApplyRequest, ControlError, DeleteReply, DeleteRequest, Envelope, HostOutcome, HostOutcomeKind,
-    ScaleReply, ScaleRequest, UpdateOutcome, UpdateReply, UpdateRequest, ctl_subject, decode,
+    ApplyReply, ApplyRequest, ControlError, DeleteReply, DeleteRequest, HostOutcome, HostOutcomeKind, ScaleReply,
+    ScaleRequest, UpdateOutcome, UpdateReply, UpdateRequest,
 };
 use crate::lattice::artifacts::Artifacts;
 use crate::lattice::desired::{AppRevision, Desired};
-use crate::lattice::events::{Event, event_subject};
+use crate::lattice::events::{Event, EventKind, event_subject};
 use crate::lattice::inventory::gather;
 use crate::manifest::{Manifest, is_digest};
-use crate::transports::Service;
-use crate::transports::serve::serve_subscription;
 use futures::StreamExt as _;
-use futures::future::BoxFuture;
-use serde::Serialize;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
-/// Control requests one host answers at once; more are refused at once.
-const CONCURRENT: usize = 64;
 /// How long an update waits for the hosts' answers unless told otherwise.
 const UPDATE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an update waits for more inventory answers.
 const INVENTORY_SETTLE: Duration = Duration::from_millis(250);
 
-/// Answers control requests for one lattice.
-pub struct ControlServer {
+/// Makes changes to one lattice's desired state.
+pub struct Operator {
     client: async_nats::Client,
     lattice: String,
-    subscriber: async_nats::Subscriber,
     desired: Desired,
     artifacts: Artifacts,
 }
 
-impl ControlServer {
-    /// Subscribes to `membrane.<lattice>.ctl.v1.app.*` and `.component.*`.
-    pub async fn bind(client: async_nats::Client, lattice: &str) -> anyhow::Result<ControlServer> {
-        let subscriber = client
-            .queue_subscribe(ctl_subject(lattice, "*.*"), format!("membrane.{lattice}.ctl"))
-            .await?;
-        Ok(ControlServer {
-            desired: Desired::new(client.clone(), lattice),
+impl Operator {
+    /// The operator of `lattice` over `client`, signing with `key` (none:
+    /// unsigned entries, which only hosts without `--trust` run).
+    pub fn new(client: async_nats::Client, lattice: &str, key: Option<Arc<nkeys::KeyPair>>) -> Operator {
+        Operator {
+            desired: Desired::new(client.clone(), lattice).signed_by(key),
             artifacts: Artifacts::new(client.clone(), lattice),
             client,
             lattice: lattice.to_string(),
-            subscriber,
-        })
-    }
-}
-
-impl Service for ControlServer {
-    fn describe(&self) -> String {
-        format!("control plane of lattice {}", self.lattice)
-    }
-
-    fn serve(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
-        let this = std::sync::Arc::new(Handler {
-            client: self.client.clone(),
-            lattice: self.lattice.clone(),
-            desired: self.desired.clone(),
-            artifacts: self.artifacts.clone(),
-        });
-        Box::pin(async move {
-            let client = self.client.clone();
-            let handle = move |message| {
-                let this = this.clone();
-                async move { this.answer(message).await }
-            };
-            let shed = |message: async_nats::Message| {
-                let client = client.clone();
-                async move {
-                    let Some(reply) = message.reply else { return };
-                    let busy = ControlError::new(format!(
-                        "this host answers {CONCURRENT} control requests at once; retry"
-                    ));
-                    let _ = client.publish(reply, envelope::<()>(Err(busy)).into()).await;
-                }
-            };
-            serve_subscription(self.subscriber, shutdown, "control".into(), CONCURRENT, handle, shed).await;
-            Ok(())
-        })
-    }
-}
-
-struct Handler {
-    client: async_nats::Client,
-    lattice: String,
-    desired: Desired,
-    artifacts: Artifacts,
-}
-
-impl Handler {
-    async fn answer(&self, message: async_nats::Message) {
-        let Some(reply) = message.reply.clone() else { return };
-        let operation = message
-            .subject
-            .strip_prefix(&ctl_subject(&self.lattice, ""))
-            .unwrap_or_default()
-            .to_string();
-        let payload = &message.payload;
-        let body = match operation.as_str() {
-            "app.apply" => envelope(async { self.apply(decode(payload)?).await }.await),
-            "app.delete" => envelope(async { self.delete(decode(payload)?).await }.await),
-            "component.update" => envelope(async { self.update(decode(payload)?).await }.await),
-            "component.scale" => envelope(async { self.scale(decode(payload)?).await }.await),
-            other => envelope::<()>(Err(ControlError::new(format!(
-                "unknown operation `{other}` (known: app.apply, app.delete, component.update, component.scale, inventory)"
-            )))),
-        };
-        tracing::info!("control {operation}: {}", String::from_utf8_lossy(&body));
-        if let Err(e) = self.client.publish(reply, body.into()).await {
-            tracing::warn!("control {operation}: cannot reply: {e}");
         }
     }
 
-    async fn apply(&self, request: ApplyRequest) -> Result<ApplyReply, ControlError> {
+    /// Stores `request.manifest` as the desired state of its app.
+    pub async fn apply(&self, request: ApplyRequest) -> Result<ApplyReply, ControlError> {
         let manifest = Manifest::parse(&request.manifest, "manifest")
             .map_err(|e| ControlError::field("manifest", e.to_string()))?;
         for (name, spec) in &manifest.components {
@@ -148,7 +75,8 @@ impl Handler {
         })
     }
 
-    async fn delete(&self, request: DeleteRequest) -> Result<DeleteReply, ControlError> {
+    /// Deletes an app: every host stops its share.
+    pub async fn delete(&self, request: DeleteRequest) -> Result<DeleteReply, ControlError> {
         if self.desired.delete(&request.app).await? {
             Ok(DeleteReply { app: request.app })
         } else {
@@ -207,7 +135,7 @@ impl Handler {
 
     /// Swaps a component to another version on every host that runs it; goes
     /// back if any host refused it.
-    async fn update(&self, request: UpdateRequest) -> Result<UpdateReply, ControlError> {
+    pub async fn update(&self, request: UpdateRequest) -> Result<UpdateReply, ControlError> {
         if !is_digest(&request.digest) {
             return Err(ControlError::field(
                 "digest",
@@ -246,7 +174,7 @@ impl Handler {
 
         let timeout = request.timeout_ms.map_or(UPDATE_TIMEOUT, Duration::from_millis);
         (reply.hosts, reply.silent) =
-            await_outcomes(&mut events, expected, &request.component, revision, timeout).await;
+            await_outcomes(&mut events, expected, (&app, &request.component), revision, timeout).await;
         if reply.hosts.iter().any(|h| !h.outcome.serves_new_version()) {
             // Some host refused it: go back, unless someone changed the app since.
             reply.outcome = UpdateOutcome::Rejected;
@@ -274,7 +202,8 @@ impl Handler {
             .collect())
     }
 
-    async fn scale(&self, request: ScaleRequest) -> Result<ScaleReply, ControlError> {
+    /// Sets the replicas of a component.
+    pub async fn scale(&self, request: ScaleRequest) -> Result<ScaleReply, ControlError> {
         if request.instances == 0 {
             return Err(ControlError::field("instances", "must be at least 1"));
         }
@@ -296,13 +225,14 @@ impl Handler {
     }
 }
 
-/// Collects from `events` the answers to `revision` of `component` until every
-/// `expected` host answered or `timeout` passed: the answers, by host, and
-/// the hosts that stayed silent.
+/// Collects from `events` the answers to `revision` of `component` (of
+/// `app`) until every `expected` host answered or `timeout` passed: the
+/// answers, by host, and the hosts that stayed silent. A host that rejects
+/// the whole revision (`app.rejected`) answers too.
 async fn await_outcomes(
     events: &mut async_nats::Subscriber,
     mut expected: BTreeSet<String>,
-    component: &str,
+    (app, component): (&str, &str),
     revision: u64,
     timeout: Duration,
 ) -> (Vec<HostOutcome>, Vec<String>) {
@@ -317,7 +247,11 @@ async fn await_outcomes(
         let Ok(event) = serde_json::from_slice::<Event>(&message.payload) else {
             continue;
         };
-        if event.revision != Some(revision) || event.component.as_deref() != Some(component) {
+        let about = match event.component.as_deref() {
+            Some(name) => name == component,
+            None => event.kind == EventKind::AppRejected,
+        };
+        if event.revision != Some(revision) || event.app.as_deref() != Some(app) || !about {
             continue;
         }
         let Some(outcome) = HostOutcomeKind::of(event.kind) else {
@@ -334,15 +268,6 @@ async fn await_outcomes(
     }
     hosts.sort_by(|a, b| a.host.cmp(&b.host));
     (hosts, expected.into_iter().collect())
-}
-
-/// The reply envelope of `result`, as JSON.
-fn envelope<T: Serialize>(result: Result<T, ControlError>) -> Vec<u8> {
-    let envelope = match result {
-        Ok(reply) => Envelope::Ok(reply),
-        Err(e) => Envelope::Error(e),
-    };
-    serde_json::to_vec(&envelope).unwrap_or_default()
 }
 
 /// `items`, comma-separated, or `none`.

@@ -1,0 +1,275 @@
+//! The NATS permissions of a lattice's three roles, for the NATS server to
+//! enforce (`membrane ctl permissions`).
+//!
+//! - **host**: serves the lattice. It reads the desired state and the
+//!   artifacts but cannot write or delete them; it publishes events and
+//!   heartbeats, serves and calls remote links and answers inventory; it
+//!   reads only its role's inbox (`_MEMBRANE.<lattice>.host.>`), never the
+//!   replies meant for operators or callers, and nothing of another lattice.
+//! - **operator** (`membrane ctl`): the only role that writes the desired
+//!   state and the artifact store; it follows events and asks for inventory.
+//! - **caller**: a client of the apps' NATS and queue bindings: it may
+//!   publish to the bound subjects and read its own replies, nothing else.
+//!
+//! Every role works from an allow-list: what is not listed is refused by the
+//! server. App-specific subjects (bindings, queue streams) come from the
+//! manifests given.
+
+use crate::lattice::artifacts::bucket_name as artifacts_bucket;
+use crate::lattice::desired::bucket_name as apps_bucket;
+use crate::manifest::{BindingSpec, Manifest};
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+/// A role in a lattice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A `membrane up` host.
+    Host,
+    /// `membrane ctl`.
+    Operator,
+    /// A client of the apps' bindings.
+    Caller,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 3] = [Role::Host, Role::Operator, Role::Caller];
+
+    /// The role's name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Host => "host",
+            Role::Operator => "operator",
+            Role::Caller => "caller",
+        }
+    }
+}
+
+/// The inbox prefix a member of `role` uses in `lattice`: replies to its
+/// requests arrive under it, so the server can keep other roles out.
+/// Callers use the default `_INBOX`.
+pub fn inbox_prefix(lattice: &str, role: Role) -> String {
+    match role {
+        Role::Host => format!("_MEMBRANE.{lattice}.host"),
+        Role::Operator => format!("_MEMBRANE.{lattice}.ctl"),
+        Role::Caller => "_INBOX".into(),
+    }
+}
+
+/// What one role may publish and subscribe to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Permissions {
+    /// Subjects it may publish to.
+    pub publish: BTreeSet<String>,
+    /// Subjects it may subscribe to.
+    pub subscribe: BTreeSet<String>,
+    /// Whether it may answer requests made to it (a reply to the request's
+    /// reply subject, whatever that is).
+    pub allow_responses: bool,
+}
+
+impl Permissions {
+    fn publish(&mut self, subjects: impl IntoIterator<Item = String>) {
+        self.publish.extend(subjects);
+    }
+
+    fn subscribe(&mut self, subjects: impl IntoIterator<Item = String>) {
+        self.subscribe.extend(subjects);
+    }
+}
+
+/// JetStream API subjects that read stream `stream`: its info, direct and
+/// plain message gets, ordered consumers (which push to the reader's inbox,
+/// with flow control).
+fn read_stream(stream: &str) -> Vec<String> {
+    vec![
+        format!("$JS.API.STREAM.INFO.{stream}"),
+        format!("$JS.API.STREAM.MSG.GET.{stream}"),
+        format!("$JS.API.DIRECT.GET.{stream}"),
+        format!("$JS.API.DIRECT.GET.{stream}.>"),
+        format!("$JS.API.CONSUMER.CREATE.{stream}"),
+        format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
+        format!("$JS.API.CONSUMER.DELETE.{stream}.>"),
+        format!("$JS.API.CONSUMER.INFO.{stream}.>"),
+        format!("$JS.FC.{stream}.>"),
+    ]
+}
+
+/// The permissions of `role` in `lattice`, with the subjects of `apps`.
+pub fn permissions(lattice: &str, role: Role, apps: &[Manifest]) -> Permissions {
+    let mut p = Permissions::default();
+    let (kv, objects) = (apps_bucket(lattice), artifacts_bucket(lattice));
+    let (kv_stream, object_stream) = (format!("KV_{kv}"), format!("OBJ_{objects}"));
+    let inbox = format!("{}.>", inbox_prefix(lattice, role));
+    let inventory = format!("membrane.{lattice}.ctl.v1.inventory");
+    let events = format!("membrane.{lattice}.evt.>");
+    match role {
+        Role::Host => {
+            let rpc = format!("membrane.{lattice}.rpc.>");
+            // Chunked link calls send their later chunks to the answering
+            // host's inbox.
+            p.publish([events.clone(), rpc.clone(), inventory.clone(), inbox.clone()]);
+            p.publish(["$JS.API.INFO".to_string()]);
+            p.publish(read_stream(&kv_stream));
+            p.publish(read_stream(&object_stream));
+            p.subscribe([events, rpc, inventory, inbox]);
+            p.allow_responses = true;
+            for app in apps {
+                host_bindings(&mut p, app);
+            }
+        }
+        Role::Operator => {
+            p.publish([inventory, "$JS.API.INFO".to_string()]);
+            for stream in [&kv_stream, &object_stream] {
+                p.publish(read_stream(stream));
+                p.publish([format!("$JS.API.STREAM.CREATE.{stream}")]);
+            }
+            // An object store put purges the chunks of the object it replaces.
+            p.publish([format!("$JS.API.STREAM.PURGE.{object_stream}")]);
+            p.publish([format!("$KV.{kv}.>"), format!("$O.{objects}.>")]);
+            p.subscribe([events, inbox]);
+        }
+        Role::Caller => {
+            p.subscribe([inbox]);
+            for app in apps {
+                for binding in &app.bindings {
+                    match binding {
+                        BindingSpec::Nats(b) => p.publish([b.subject.clone()]),
+                        BindingSpec::Queue(b) => {
+                            p.publish([b.subject.clone()]);
+                            p.subscribe(b.reply_prefix.iter().map(|r| format!("{r}.>")));
+                        }
+                        BindingSpec::Http(_) | BindingSpec::HttpRpc(_) => {}
+                    }
+                }
+            }
+        }
+    }
+    p
+}
+
+/// What a host needs to serve the NATS and queue bindings of `app`.
+fn host_bindings(p: &mut Permissions, app: &Manifest) {
+    for binding in &app.bindings {
+        match binding {
+            BindingSpec::Nats(b) => p.subscribe([b.subject.clone()]),
+            BindingSpec::Queue(b) => {
+                let (stream, dead) = (&b.stream, format!("{}_DEAD", b.stream));
+                for s in [stream, &dead] {
+                    p.publish([format!("$JS.API.STREAM.CREATE.{s}"), format!("$JS.API.STREAM.INFO.{s}")]);
+                }
+                p.publish([
+                    format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
+                    format!("$JS.API.CONSUMER.DURABLE.CREATE.{stream}.>"),
+                    format!("$JS.API.CONSUMER.INFO.{stream}.>"),
+                    format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.>"),
+                    format!("$JS.API.STREAM.MSG.GET.{stream}"),
+                    // The backstop moves a message past its deliveries to
+                    // the dead-letter stream.
+                    format!("$JS.API.STREAM.MSG.DELETE.{stream}"),
+                    format!("$JS.ACK.{stream}.>"),
+                    b.dead_letter_subject(),
+                ]);
+                p.publish(b.reply_prefix.iter().map(|r| format!("{r}.>")));
+                p.subscribe([format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.>")]);
+            }
+            BindingSpec::Http(_) | BindingSpec::HttpRpc(_) => {}
+        }
+    }
+}
+
+/// The environment variable holding `role`'s password for nats-server.
+pub fn password_variable(role: Role) -> String {
+    format!("MEMBRANE_{}_PASSWORD", role.as_str().to_uppercase())
+}
+
+/// The nats-server `authorization` block of `lattice`: one user per role,
+/// `<lattice>-<role>`, whose password nats-server reads from its
+/// environment ([`password_variable`]).
+pub fn render(lattice: &str, apps: &[Manifest]) -> String {
+    let mut out = String::new();
+    let names: Vec<&str> = apps.iter().map(|a| a.app.name.as_str()).collect();
+    let _ = writeln!(
+        out,
+        "# NATS permissions of Membrane lattice `{lattice}` (membrane ctl permissions)."
+    );
+    if names.is_empty() {
+        let _ = writeln!(
+            out,
+            "# No manifest given: hosts serve no NATS or queue binding, callers may call nothing."
+        );
+    } else {
+        let _ = writeln!(out, "# Bindings of: {}.", names.join(", "));
+    }
+    let variables: Vec<String> = Role::ALL
+        .iter()
+        .map(|r| format!("${}", password_variable(*r)))
+        .collect();
+    let _ = writeln!(
+        out,
+        "# nats-server reads the passwords from its environment: {}.",
+        variables.join(", ")
+    );
+    let _ = writeln!(out, "authorization {{\n  users = [");
+    for role in Role::ALL {
+        let p = permissions(lattice, role, apps);
+        let _ = writeln!(out, "    {{");
+        let _ = writeln!(out, "      user: \"{lattice}-{}\"", role.as_str());
+        let _ = writeln!(out, "      password: ${}", password_variable(role));
+        let _ = writeln!(out, "      permissions: {{");
+        let _ = writeln!(out, "        publish: {{ allow: {} }}", list(&p.publish));
+        let _ = writeln!(out, "        subscribe: {{ allow: {} }}", list(&p.subscribe));
+        if p.allow_responses {
+            // Chunked replies answer one request with one message each.
+            let _ = writeln!(out, "        allow_responses: true");
+        }
+        let _ = writeln!(out, "      }}\n    }}");
+    }
+    let _ = writeln!(out, "  ]\n}}");
+    out
+}
+
+/// `subjects` as a quoted list, one per line.
+fn list(subjects: &BTreeSet<String>) -> String {
+    if subjects.is_empty() {
+        // An empty allow-list would allow everything; this allows nothing.
+        return "[\"_MEMBRANE.nothing\"]".into();
+    }
+    let items: Vec<String> = subjects.iter().map(|s| format!("\n          {s:?}")).collect();
+    format!("[{}\n        ]", items.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_cannot_write_desired_state_and_callers_only_call() {
+        let host = permissions("prod", Role::Host, &[]);
+        assert!(
+            !host
+                .publish
+                .iter()
+                .any(|s| s.starts_with("$KV.") || s.contains("STREAM.DELETE"))
+        );
+        assert!(
+            !host
+                .subscribe
+                .iter()
+                .any(|s| s.starts_with("_INBOX") || s.contains(".ctl.>"))
+        );
+        // Nothing of another lattice.
+        assert!(
+            host.publish
+                .iter()
+                .chain(&host.subscribe)
+                .all(|s| s.contains("prod") || s == "$JS.API.INFO")
+        );
+        let operator = permissions("prod", Role::Operator, &[]);
+        assert!(operator.publish.contains("$KV.membrane-prod-apps.>"));
+        let caller = permissions("prod", Role::Caller, &[]);
+        assert!(caller.publish.is_empty());
+        assert!(render("prod", &[]).contains("[\"_MEMBRANE.nothing\"]"));
+    }
+}

@@ -1,0 +1,175 @@
+//! Host policy: what an app that arrives from the lattice may be granted on
+//! this host.
+//!
+//! A manifest file run with `membrane up app.toml` is the user's own and
+//! gets what it asks for. An app applied to the lattice is somebody else's:
+//! by default it gets no directories, environment or outbound access, and
+//! its components must name artifacts by digest. `membrane up --allow-dir`,
+//! `--allow-env`, `--allow-outbound` and `--allow-network` widen that. An app
+//! that asks for more than the policy allows is refused, and the refusal
+//! names the grant.
+
+use crate::manifest::{ComponentSpec, Manifest};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// What this host allows apps from the lattice.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// Host directories (canonical) under which a component may be given a
+    /// directory.
+    dirs: Vec<PathBuf>,
+    /// Environment variable names a component may be given; a trailing `*`
+    /// allows a prefix.
+    env: Vec<String>,
+}
+
+impl Policy {
+    /// A policy from the `--allow-*` flags.
+    pub fn new(dirs: &[PathBuf], env: &[String]) -> anyhow::Result<Policy> {
+        let dirs = dirs
+            .iter()
+            .map(|dir| {
+                dir.canonicalize()
+                    .map_err(|e| anyhow::anyhow!("--allow-dir {}: {e}", dir.display()))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for name in env {
+            anyhow::ensure!(
+                !name.is_empty() && !name.contains('=') && name.find('*').is_none_or(|at| at == name.len() - 1),
+                "--allow-env {name:?}: a variable name, or a prefix ending in `*`"
+            );
+        }
+        Ok(Policy {
+            dirs,
+            env: env.to_vec(),
+        })
+    }
+
+    /// What the policy allows, for the log line at start-up.
+    pub fn describe(&self) -> String {
+        if self.dirs.is_empty() && self.env.is_empty() {
+            return "no directories, environment or outbound access".into();
+        }
+        let dirs: Vec<String> = self.dirs.iter().map(|d| d.display().to_string()).collect();
+        format!(
+            "directories under [{}], environment [{}]",
+            dirs.join(", "),
+            self.env.join(", ")
+        )
+    }
+
+    /// Checks the components of `manifest` that run `here`: every problem,
+    /// each naming its manifest field.
+    pub fn admit(&self, manifest: &Manifest, here: &BTreeSet<String>) -> Result<(), Vec<String>> {
+        let problems: Vec<String> = manifest
+            .components
+            .iter()
+            .filter(|(name, _)| here.contains(*name))
+            .flat_map(|(name, spec)| self.problems(name, spec))
+            .collect();
+        if problems.is_empty() { Ok(()) } else { Err(problems) }
+    }
+
+    /// What component `name` asks for beyond this policy.
+    fn problems(&self, name: &str, spec: &ComponentSpec) -> Vec<String> {
+        let mut problems = Vec::new();
+        if spec.digest_source().is_none() {
+            problems.push(format!(
+                "components.{name}.source: {} is a path; an app from the lattice names artifacts (`sha256:...`)",
+                spec.source.display()
+            ));
+        }
+        for (guest, host) in &spec.wasi.dirs {
+            if !self.allows_dir(host) {
+                problems.push(format!(
+                    "components.{name}.wasi.dirs.{guest}: host directory {} is not under any --allow-dir of this host",
+                    host.display()
+                ));
+            }
+        }
+        for key in spec.wasi.env.keys() {
+            if !self.allows_env(key) {
+                problems.push(format!(
+                    "components.{name}.wasi.env.{key}: not allowed by this host (--allow-env {key})"
+                ));
+            }
+        }
+        problems
+    }
+
+    /// Whether `path` (absolute; symbolic links resolved) lies under an
+    /// allowed directory.
+    fn allows_dir(&self, path: &Path) -> bool {
+        path.is_absolute()
+            && path
+                .canonicalize()
+                .is_ok_and(|real| self.dirs.iter().any(|dir| real.starts_with(dir)))
+    }
+
+    /// Whether environment variable `key` may be given.
+    fn allows_env(&self, key: &str) -> bool {
+        self.env.iter().any(|allowed| match allowed.strip_suffix('*') {
+            Some(prefix) => key.starts_with(prefix),
+            None => allowed == key,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(component: &str) -> Manifest {
+        let text = format!(
+            "[app]\nname = \"a\"\n[components.c]\nsource = \"sha256:{}\"\n{component}",
+            "0".repeat(64)
+        );
+        Manifest::parse(&text, "test").unwrap()
+    }
+
+    fn here() -> BTreeSet<String> {
+        ["c".to_string()].into()
+    }
+
+    #[test]
+    fn nothing_is_granted_by_default_and_each_refusal_names_its_grant() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = manifest(&format!(
+            "[components.c.wasi]\ndirs = {{ \"/data\" = {:?} }}\nenv = {{ TOKEN = \"x\" }}\n",
+            dir.path()
+        ));
+        let problems = Policy::default().admit(&app, &here()).unwrap_err();
+        assert!(problems[0].starts_with("components.c.wasi.dirs./data:"), "{problems:?}");
+        assert!(problems[1].starts_with("components.c.wasi.env.TOKEN:"), "{problems:?}");
+        let policy = Policy::new(&[dir.path().to_path_buf()], &["TOK*".into()]).unwrap();
+        assert_eq!(policy.admit(&app, &here()), Ok(()));
+        // A component placed elsewhere is not this host's business.
+        assert_eq!(Policy::default().admit(&app, &BTreeSet::new()), Ok(()));
+    }
+
+    #[test]
+    fn a_path_that_escapes_the_allowed_directory_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let allowed = root.path().join("allowed");
+        std::fs::create_dir(&allowed).unwrap();
+        let policy = Policy::new(std::slice::from_ref(&allowed), &[]).unwrap();
+        assert!(policy.allows_dir(&allowed.join(".")));
+        assert!(!policy.allows_dir(&allowed.join("..")));
+        assert!(!policy.allows_dir(Path::new("relative")));
+        #[cfg(unix)]
+        {
+            let link = allowed.join("out");
+            std::os::unix::fs::symlink(root.path(), &link).unwrap();
+            assert!(!policy.allows_dir(&link), "a symbolic link out of it");
+        }
+    }
+
+    #[test]
+    fn an_applied_app_names_artifacts() {
+        let text = "[app]\nname = \"a\"\n[components.c]\nsource = \"/usr/lib/x.wasm\"\n";
+        let app = Manifest::parse(text, "test").unwrap();
+        let problems = Policy::default().admit(&app, &here()).unwrap_err();
+        assert!(problems[0].contains("components.c.source"), "{problems:?}");
+    }
+}
