@@ -67,7 +67,8 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
     path.display().to_string()
 }
 
-/// The distributed example with `rater` also bound to NATS `insurance.rate`.
+/// The distributed example with `rater` also bound to NATS
+/// `insurance.rate` and to a queue.
 fn distributed_app(port: u16) -> String {
     support::distributed_manifest(port)
         + r#"
@@ -76,6 +77,14 @@ medium = "nats"
 subject = "insurance.rate"
 component = "rater"
 export = "example:insurance/rater@0.1.0#rate"
+
+[[bindings]]
+medium = "queue"
+stream = "RATES"
+subject = "insurance.rate.queued"
+component = "rater"
+export = "example:insurance/rater@0.1.0#rate"
+reply_prefix = "rates.reply"
 "#
 }
 
@@ -209,6 +218,21 @@ fn each_role_can_do_its_part_and_the_server_refuses_the_rest() {
         let reply = caller.nats.request("insurance.rate", rate_args().into()).await.unwrap();
         let rated: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
         assert_eq!(rated["ok"]["premium"], 936.92, "{rated}");
+        // And the queue: a host consumes it and publishes the result under
+        // the caller's reply prefix.
+        let mut replies = caller.nats.subscribe("rates.reply.>").await.unwrap();
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Membrane-Reply-To", "rates.reply.7");
+        caller
+            .nats
+            .publish_with_headers("insurance.rate.queued", headers, rate_args().into())
+            .await
+            .unwrap();
+        let queued = tokio::time::timeout(Duration::from_secs(30), futures::StreamExt::next(&mut replies))
+            .await
+            .expect("a queued call's reply")
+            .unwrap();
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(&queued.payload).unwrap(), rated);
         let forged_host = r#"{"kind":"host.started","host":"host-00000000","at_ms":1,"labels":{"node":"b"}}"#;
         caller.nats.publish("membrane.test.evt.v1.host.started", forged_host.into()).await.unwrap();
         caller.refused("publish", "membrane.test.evt.v1.host.started").await;
