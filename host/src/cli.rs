@@ -300,6 +300,17 @@ pub struct UpArgs {
     #[arg(long = "allow-env", env = "MEMBRANE_ALLOW_ENV", value_delimiter = ',')]
     pub allow_env: Vec<String>,
 
+    /// A destination apps from the lattice may list in
+    /// `allowed_outbound_hosts` (same syntax: `https://*.example.com`,
+    /// `db.internal:5432`); repeat for more. Default: none.
+    #[arg(long = "allow-outbound", env = "MEMBRANE_ALLOW_OUTBOUND", value_delimiter = ',')]
+    pub allow_outbound: Vec<String>,
+
+    /// A network (CIDR) apps from the lattice may connect to, any port and
+    /// protocol; repeat for more. Default: none.
+    #[arg(long = "allow-network", env = "MEMBRANE_ALLOW_NETWORK", value_delimiter = ',')]
+    pub allow_network: Vec<String>,
+
     /// A TOML file of secrets, `NAME = "value"`, for manifests' `{ secret =
     /// "NAME" }` values (the environment's `MEMBRANE_SECRET_<NAME>` comes first).
     #[arg(long, env = "MEMBRANE_SECRETS")]
@@ -430,7 +441,12 @@ async fn serve_host(
     let view = AppsView::default();
     let follows_lattice = manifest.is_none();
     let trust = Trust::new(&args.trust)?;
-    let policy = Policy::new(&args.allow_dirs, &args.allow_env)?;
+    let policy = Policy::new(
+        &args.allow_dirs,
+        &args.allow_env,
+        &args.allow_outbound,
+        &args.allow_network,
+    )?;
     if follows_lattice {
         if trust.trusts_anyone() {
             tracing::warn!(

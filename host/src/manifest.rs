@@ -7,6 +7,10 @@
 //! components' own types (do the link's two sides agree?) live in
 //! [`crate::runtime`] and [`crate::links`]. See `docs/manifest.md`.
 
+pub mod outbound;
+
+pub use outbound::AllowedHosts;
+
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -100,12 +104,25 @@ pub struct ComponentSpec {
     /// WASI capabilities granted beyond the defaults (clocks, random, stdio).
     #[serde(default)]
     pub wasi: WasiGrants,
+    /// Where outgoing HTTP requests and sockets may go (see
+    /// [`outbound`]); empty, the default, allows nothing.
+    #[serde(default)]
+    pub allowed_outbound_hosts: Vec<String>,
 }
 
 impl ComponentSpec {
     /// The digest when `source` names a lattice artifact (`sha256:<hex>`).
     pub fn digest_source(&self) -> Option<&str> {
         self.source.to_str().filter(|s| is_digest(s))
+    }
+
+    /// `allowed_outbound_hosts` parsed; each problem names
+    /// `components.<name>.allowed_outbound_hosts[i]`.
+    pub fn outbound_hosts(&self, name: &str) -> Result<AllowedHosts, Vec<String>> {
+        AllowedHosts::parse(
+            &format!("components.{name}.allowed_outbound_hosts"),
+            &self.allowed_outbound_hosts,
+        )
     }
 }
 
@@ -188,10 +205,6 @@ pub struct WasiGrants {
     pub env: BTreeMap<String, ConfigValue>,
     /// Preopened directories: guest path = host path (relative to the manifest).
     pub dirs: BTreeMap<String, PathBuf>,
-    /// Outgoing TCP/UDP sockets and name lookups.
-    pub network: bool,
-    /// Outgoing HTTP requests through `wasi:http/outgoing-handler`.
-    pub outbound_http: bool,
 }
 
 /// `[[links]]`: `from`'s import `import` is served by component `to`.
@@ -579,6 +592,9 @@ impl Manifest {
                     ));
                 }
             }
+            if let Err(bad) = spec.outbound_hosts(name) {
+                problems.extend(bad);
+            }
         }
     }
 
@@ -813,7 +829,7 @@ component = "gateway"
         assert_eq!(rater.limits.timeout_ms, DEFAULT_TIMEOUT_MS);
         assert_eq!(rater.config["motor.base"].as_config_string(), "420");
         assert_eq!(rater.config["ratio"].as_config_string(), "0.5");
-        assert!(!rater.wasi.network);
+        assert!(rater.allowed_outbound_hosts.is_empty());
         assert_eq!(m.links.len(), 1);
     }
 
@@ -875,6 +891,25 @@ component = "gateway"
             "{err}"
         );
         assert!(err.contains("links[2].import"), "{err}");
+    }
+
+    #[test]
+    fn outbound_hosts_are_checked_and_old_grants_are_gone() {
+        let text = GOOD.replace(
+            "source = \"rater.wasm\"",
+            "source = \"rater.wasm\"\nallowed_outbound_hosts = [\"https://api.example.com\", \"db:*:1\"]",
+        );
+        let err = parse_err(&text);
+        assert!(
+            err.contains("components.rater.allowed_outbound_hosts[1]: \"db:*:1\""),
+            "{err}"
+        );
+        assert!(!err.contains("allowed_outbound_hosts[0]"), "{err}");
+        let err = parse_err(&GOOD.replace(
+            "source = \"rater.wasm\"",
+            "source = \"rater.wasm\"\nwasi = { network = true }",
+        ));
+        assert!(err.contains("unknown field `network`"), "{err}");
     }
 
     #[test]

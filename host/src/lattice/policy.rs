@@ -9,6 +9,7 @@
 //! that asks for more than the policy allows is refused, and the refusal
 //! names the grant.
 
+use crate::manifest::outbound::AllowedHosts;
 use crate::manifest::{ComponentSpec, Manifest};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -22,11 +23,18 @@ pub struct Policy {
     /// Environment variable names a component may be given; a trailing `*`
     /// allows a prefix.
     env: Vec<String>,
+    /// Where components may connect: `--allow-outbound` entries, and
+    /// `--allow-network` ranges as `CIDR:*`.
+    outbound: AllowedHosts,
+    /// The flags as given, for the log.
+    outbound_text: Vec<String>,
 }
 
 impl Policy {
-    /// A policy from the `--allow-*` flags.
-    pub fn new(dirs: &[PathBuf], env: &[String]) -> anyhow::Result<Policy> {
+    /// A policy from the `--allow-*` flags: directories, environment
+    /// variables, outbound entries (`allowed_outbound_hosts` syntax) and
+    /// network ranges (CIDR, any port and protocol).
+    pub fn new(dirs: &[PathBuf], env: &[String], outbound: &[String], networks: &[String]) -> anyhow::Result<Policy> {
         let dirs = dirs
             .iter()
             .map(|dir| {
@@ -40,22 +48,39 @@ impl Policy {
                 "--allow-env {name:?}: a variable name, or a prefix ending in `*`"
             );
         }
+        let mut outbound_text = outbound.to_vec();
+        for network in networks {
+            anyhow::ensure!(
+                network.contains('/'),
+                "--allow-network {network:?}: a CIDR range like 10.0.0.0/8 (use --allow-outbound for one host)"
+            );
+            outbound_text.push(if network.contains(':') {
+                format!("[{network}]:*")
+            } else {
+                format!("{network}:*")
+            });
+        }
+        let outbound = AllowedHosts::parse("--allow-outbound/--allow-network", &outbound_text)
+            .map_err(|problems| anyhow::anyhow!("{}", problems.join("; ")))?;
         Ok(Policy {
             dirs,
             env: env.to_vec(),
+            outbound,
+            outbound_text,
         })
     }
 
     /// What the policy allows, for the log line at start-up.
     pub fn describe(&self) -> String {
-        if self.dirs.is_empty() && self.env.is_empty() {
+        if self.dirs.is_empty() && self.env.is_empty() && self.outbound_text.is_empty() {
             return "no directories, environment or outbound access".into();
         }
         let dirs: Vec<String> = self.dirs.iter().map(|d| d.display().to_string()).collect();
         format!(
-            "directories under [{}], environment [{}]",
+            "directories under [{}], environment [{}], outbound [{}]",
             dirs.join(", "),
-            self.env.join(", ")
+            self.env.join(", "),
+            self.outbound_text.join(", ")
         )
     }
 
@@ -87,6 +112,16 @@ impl Policy {
                     host.display()
                 ));
             }
+        }
+        match spec.outbound_hosts(name) {
+            Ok(wanted) => {
+                for entry in self.outbound.uncovered(&wanted) {
+                    problems.push(format!(
+                        "components.{name}.allowed_outbound_hosts: {entry} is not allowed by this host (--allow-outbound, --allow-network)"
+                    ));
+                }
+            }
+            Err(bad) => problems.extend(bad),
         }
         for key in spec.wasi.env.keys() {
             if !self.allows_env(key) {
@@ -142,7 +177,7 @@ mod tests {
         let problems = Policy::default().admit(&app, &here()).unwrap_err();
         assert!(problems[0].starts_with("components.c.wasi.dirs./data:"), "{problems:?}");
         assert!(problems[1].starts_with("components.c.wasi.env.TOKEN:"), "{problems:?}");
-        let policy = Policy::new(&[dir.path().to_path_buf()], &["TOK*".into()]).unwrap();
+        let policy = Policy::new(&[dir.path().to_path_buf()], &["TOK*".into()], &[], &[]).unwrap();
         assert_eq!(policy.admit(&app, &here()), Ok(()));
         // A component placed elsewhere is not this host's business.
         assert_eq!(Policy::default().admit(&app, &BTreeSet::new()), Ok(()));
@@ -153,7 +188,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let allowed = root.path().join("allowed");
         std::fs::create_dir(&allowed).unwrap();
-        let policy = Policy::new(std::slice::from_ref(&allowed), &[]).unwrap();
+        let policy = Policy::new(std::slice::from_ref(&allowed), &[], &[], &[]).unwrap();
         assert!(policy.allows_dir(&allowed.join(".")));
         assert!(!policy.allows_dir(&allowed.join("..")));
         assert!(!policy.allows_dir(Path::new("relative")));
@@ -163,6 +198,20 @@ mod tests {
             std::os::unix::fs::symlink(root.path(), &link).unwrap();
             assert!(!policy.allows_dir(&link), "a symbolic link out of it");
         }
+    }
+
+    #[test]
+    fn outbound_access_is_what_the_host_allows() {
+        let app = manifest("allowed_outbound_hosts = [\"https://api.example.com\", \"10.1.2.3:5432\"]\n");
+        let problems = Policy::default().admit(&app, &here()).unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].contains("https://api.example.com:443 is not allowed"),
+            "{problems:?}"
+        );
+        let policy = Policy::new(&[], &[], &["https://*.example.com".into()], &["10.0.0.0/8".into()]).unwrap();
+        assert_eq!(policy.admit(&app, &here()), Ok(()));
+        assert!(Policy::new(&[], &[], &[], &["10.0.0.1".into()]).is_err());
     }
 
     #[test]

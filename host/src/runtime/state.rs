@@ -7,6 +7,7 @@
 //! instances of linked components this one started). The chain's type is a
 //! parameter so that this file knows nothing of components or links.
 
+use crate::runtime::capabilities::http::HttpState;
 use crate::runtime::context::CallContext;
 use crate::runtime::fault::MemoryLimitExceeded;
 use std::sync::Arc;
@@ -15,15 +16,15 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Result};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_config::WasiConfigVariables;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
 /// What the capabilities give one instance: one field per capability that
 /// keeps per-instance state.
 pub struct CapabilityStates {
     /// WASI cli, clocks, random, filesystem, sockets.
     pub wasi: WasiCtx,
-    /// wasi:http (types, and outgoing requests when granted).
-    pub http: WasiHttpCtx,
+    /// wasi:http (types, and outgoing requests to the allowed hosts).
+    pub http: HttpState,
     /// wasi:config values.
     pub config: Arc<WasiConfigVariables>,
 }
@@ -92,9 +93,9 @@ impl<C: Send> WasiView for HostState<C> {
 impl<C: Send> WasiHttpView for HostState<C> {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView {
-            ctx: &mut self.caps.http,
+            ctx: &mut self.caps.http.ctx,
             table: &mut self.table,
-            hooks: Default::default(),
+            hooks: &mut self.caps.http.hooks,
         }
     }
 }

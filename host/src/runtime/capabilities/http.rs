@@ -1,49 +1,132 @@
 //! wasi:http: the types are always linked (the `http` medium needs them to
-//! hand a request to `incoming-handler`); outgoing requests only when
-//! `wasi.outbound_http` grants them, so an ungranted component that imports
-//! `outgoing-handler` fails at load with a message naming the grant.
+//! hand a request to `incoming-handler`); `outgoing-handler` only when the
+//! component's `allowed_outbound_hosts` lists something, so a component that
+//! imports it with an empty list fails at load with a message naming the
+//! field. Every outgoing request is checked against the list (scheme, host,
+//! port) in [`OutboundHooks::send_request`], before any connection; a refused
+//! one fails in the guest with `HTTP-request-denied` and a warning here.
 
 use super::capability::Capability;
-use crate::manifest::ComponentSpec;
+use crate::manifest::{AllowedHosts, ComponentSpec};
 use crate::runtime::state::HostState;
+use http_body_util::BodyExt;
+use std::future::Future;
+use std::sync::Arc;
 use wasmtime::component::Linker;
-use wasmtime_wasi_http::WasiHttpCtx;
 use wasmtime_wasi_http::p2::bindings::LinkOptions;
 use wasmtime_wasi_http::p2::bindings::http::types;
+use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpCtx, WasiHttpHooks};
 
-/// The wasi:http capability; `Prepared` is whether outgoing requests are granted.
+/// The wasi:http capability.
 pub struct Http;
 
-impl Capability for Http {
-    type Prepared = bool;
-    type Instance = WasiHttpCtx;
+/// What one component version may reach over HTTP.
+pub struct Outbound {
+    component: Arc<str>,
+    allowed: AllowedHosts,
+}
 
-    fn prepare(name: &str, spec: &ComponentSpec, imports: &[String]) -> Result<bool, Vec<String>> {
-        let granted = spec.wasi.outbound_http;
+/// One instance's wasi:http state: the context and the hooks that check
+/// outgoing requests.
+pub struct HttpState {
+    /// wasmtime-wasi-http's per-instance context.
+    pub ctx: WasiHttpCtx,
+    /// The outgoing-request check.
+    pub hooks: OutboundHooks,
+}
+
+impl Capability for Http {
+    type Prepared = Arc<Outbound>;
+    type Instance = HttpState;
+
+    fn prepare(name: &str, spec: &ComponentSpec, imports: &[String]) -> Result<Arc<Outbound>, Vec<String>> {
+        let allowed = spec.outbound_hosts(name)?;
         let problems: Vec<String> = imports
             .iter()
-            .filter(|import| !granted && import.starts_with("wasi:http/outgoing-handler"))
-            .map(|import| format!("components.{name}: imports `{import}`; grant it with `wasi.outbound_http = true`"))
+            .filter(|import| allowed.is_empty() && import.starts_with("wasi:http/outgoing-handler"))
+            .map(|import| {
+                format!(
+                    "components.{name}: imports `{import}`, but `components.{name}.allowed_outbound_hosts` is empty; list the hosts it may call, e.g. [\"https://api.example.com\"]"
+                )
+            })
             .collect();
         if problems.is_empty() {
-            Ok(granted)
+            Ok(Arc::new(Outbound {
+                component: name.into(),
+                allowed,
+            }))
         } else {
             Err(problems)
         }
     }
 
-    fn add_to_linker<C: Send + 'static>(granted: &bool, linker: &mut Linker<HostState<C>>) -> wasmtime::Result<()> {
-        if *granted {
-            wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
-        } else {
+    fn add_to_linker<C: Send + 'static>(
+        outbound: &Arc<Outbound>,
+        linker: &mut Linker<HostState<C>>,
+    ) -> wasmtime::Result<()> {
+        if outbound.allowed.is_empty() {
             let options = LinkOptions::default();
             types::add_to_linker::<_, wasmtime_wasi_http::WasiHttp>(linker, &options.into(), |s| {
                 wasmtime_wasi_http::WasiHttpView::http(s)
             })
+        } else {
+            wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
         }
     }
 
-    fn instance(_: &bool) -> wasmtime::Result<WasiHttpCtx> {
-        Ok(WasiHttpCtx::new())
+    fn instance(outbound: &Arc<Outbound>) -> wasmtime::Result<HttpState> {
+        Ok(HttpState {
+            ctx: WasiHttpCtx::new(),
+            hooks: OutboundHooks(outbound.clone()),
+        })
+    }
+}
+
+/// wasi:http hooks that send a request only if the allow-list lets it go.
+pub struct OutboundHooks(Arc<Outbound>);
+
+/// What `send_request` returns: the response and the connection's task.
+type SendFuture = Box<
+    dyn Future<
+            Output = wasmtime_wasi_http::Result<(
+                hyper::Response<WasiBody>,
+                Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+            )>,
+        > + Send,
+>;
+
+impl WasiHttpHooks for OutboundHooks {
+    fn send_request(
+        &mut self,
+        request: hyper::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> SendFuture {
+        let uri = request.uri();
+        let scheme = uri.scheme_str().unwrap_or_default();
+        let host = uri.host().unwrap_or_default();
+        let port = uri.port_u16().or(match scheme {
+            "http" => Some(80),
+            "https" => Some(443),
+            _ => None,
+        });
+        let allowed = port.is_some_and(|port| self.0.allowed.allows_http(scheme, host, port));
+        if !allowed {
+            let authority = uri.authority().map_or("", |a| a.as_str());
+            tracing::warn!(
+                component = &*self.0.component,
+                scheme,
+                authority,
+                "outbound HTTP refused: {scheme}://{authority} is not in allowed_outbound_hosts"
+            );
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        Box::new(async move {
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
     }
 }

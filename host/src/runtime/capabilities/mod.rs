@@ -6,6 +6,7 @@ pub mod capability;
 pub mod config;
 pub mod http;
 pub mod logging;
+pub mod output;
 pub mod wasi;
 
 pub use capability::Capability;
@@ -48,7 +49,12 @@ impl Granted {
                 config,
                 logging,
             }),
-            _ => Err(problems),
+            _ => {
+                // Capabilities that read the same field report its problems once.
+                let mut seen = std::collections::HashSet::new();
+                problems.retain(|p| seen.insert(p.clone()));
+                Err(problems)
+            }
         }
     }
 

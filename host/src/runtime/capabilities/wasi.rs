@@ -1,22 +1,43 @@
 //! WASI basics (cli, clocks, random, filesystem, sockets): always linked, but
-//! deny by default. Stdio goes to the host's stdio; files, environment and
-//! network only as `[components.<name>.wasi]` grants them.
+//! deny by default. Stdout and stderr go to `tracing` (see [`super::output`]);
+//! files and environment only as `[components.<name>.wasi]` grants them;
+//! sockets only to what `allowed_outbound_hosts` lists.
+//!
+//! Sockets: a TCP connect or a UDP send is allowed when an entry without a
+//! scheme (or with `*`) matches the remote IP (exact, CIDR or `*`) and port;
+//! a refused one is logged as a warning. Name lookups are on when the list
+//! has any entry. The check sees IPs only, so a name entry never opens a
+//! socket. Binding is allowed only to an ephemeral port (port 0, as connect
+//! and send do implicitly), and listening never: the list is for outbound
+//! traffic. A datagram from an address not on the list is dropped quietly.
 
 use super::capability::Capability;
-use crate::manifest::{ComponentSpec, WasiGrants};
+use super::output::{GuestOutput, OutputBudget, Stream};
+use crate::manifest::{AllowedHosts, ComponentSpec, WasiGrants};
 use crate::runtime::state::HostState;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use wasmtime::component::Linker;
+use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 /// The WASI capability.
 pub struct Wasi;
 
+/// What one component version's instances share.
+pub struct Prepared {
+    component: Arc<str>,
+    grants: WasiGrants,
+    allowed: Arc<AllowedHosts>,
+    output: Arc<OutputBudget>,
+}
+
 impl Capability for Wasi {
-    type Prepared = WasiGrants;
+    type Prepared = Prepared;
     type Instance = WasiCtx;
 
-    fn prepare(name: &str, spec: &ComponentSpec, _imports: &[String]) -> Result<WasiGrants, Vec<String>> {
-        let problems: Vec<String> = spec
+    fn prepare(name: &str, spec: &ComponentSpec, _imports: &[String]) -> Result<Prepared, Vec<String>> {
+        let mut problems: Vec<String> = spec
             .wasi
             .dirs
             .iter()
@@ -28,29 +49,100 @@ impl Capability for Wasi {
                 )
             })
             .collect();
-        if problems.is_empty() {
-            Ok(spec.wasi.clone())
-        } else {
-            Err(problems)
+        let allowed = spec.outbound_hosts(name).map_err(|bad| problems.extend(bad));
+        match allowed {
+            Ok(allowed) if problems.is_empty() => {
+                let component: Arc<str> = name.into();
+                Ok(Prepared {
+                    output: OutputBudget::new(component.clone()),
+                    component,
+                    grants: spec.wasi.clone(),
+                    allowed: Arc::new(allowed),
+                })
+            }
+            _ => Err(problems),
         }
     }
 
-    fn add_to_linker<C: Send + 'static>(_: &WasiGrants, linker: &mut Linker<HostState<C>>) -> wasmtime::Result<()> {
+    fn add_to_linker<C: Send + 'static>(_: &Prepared, linker: &mut Linker<HostState<C>>) -> wasmtime::Result<()> {
         wasmtime_wasi::p2::add_to_linker_async(linker)
     }
 
-    fn instance(grants: &WasiGrants) -> wasmtime::Result<WasiCtx> {
+    fn instance(prepared: &Prepared) -> wasmtime::Result<WasiCtx> {
         let mut builder = WasiCtxBuilder::new();
-        builder.inherit_stdout().inherit_stderr();
-        for (key, value) in &grants.env {
+        builder
+            .stdout(GuestOutput::new(prepared.output.clone(), Stream::Stdout))
+            .stderr(GuestOutput::new(prepared.output.clone(), Stream::Stderr));
+        for (key, value) in &prepared.grants.env {
             builder.env(key, value.as_config_string());
         }
-        for (guest, host) in &grants.dirs {
+        for (guest, host) in &prepared.grants.dirs {
             builder.preopened_dir(host, guest, FsPerms::ReadWrite)?;
         }
-        if grants.network {
-            builder.inherit_network().allow_ip_name_lookup(true);
-        }
+        let component = prepared.component.clone();
+        let allowed = prepared.allowed.clone();
+        builder
+            .allow_tcp(true)
+            .allow_udp(true)
+            .allow_ip_name_lookup(!allowed.is_empty())
+            .socket_addr_check(move |addr, usage| {
+                Box::pin(std::future::ready(socket_allowed(&component, &allowed, addr, usage)))
+            });
         Ok(builder.build())
+    }
+}
+
+/// Whether component `component` may use `addr` for `usage`; refusals of
+/// what the guest asked for are logged.
+fn socket_allowed(component: &str, allowed: &AllowedHosts, addr: SocketAddr, usage: SocketAddrUse) -> bool {
+    match usage {
+        SocketAddrUse::TcpBind | SocketAddrUse::UdpBind => {
+            let ephemeral = addr.port() == 0;
+            if !ephemeral {
+                tracing::warn!(component, %addr, "socket bind refused: only ephemeral ports (0) may be bound");
+            }
+            ephemeral
+        }
+        SocketAddrUse::TcpConnect | SocketAddrUse::UdpSend => {
+            let ok = allowed.allows_socket(addr);
+            if !ok {
+                tracing::warn!(
+                    component,
+                    %addr,
+                    ?usage,
+                    "outbound socket refused: {addr} is not in allowed_outbound_hosts"
+                );
+            }
+            ok
+        }
+        // Not logged: any peer could flood the log by sending datagrams.
+        SocketAddrUse::UdpReceive => allowed.allows_socket(addr),
+        SocketAddrUse::TcpListen | SocketAddrUse::TcpAccept => {
+            tracing::warn!(component, %addr, "socket listen refused: components may not accept connections");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockets_connect_only_where_listed_and_never_listen() {
+        let entries = ["127.0.0.1:5432".to_string(), "https://10.0.0.1".to_string()];
+        let allowed = AllowedHosts::parse("f", &entries).expect("valid entries");
+        let check = |addr: &str, usage| socket_allowed("c", &allowed, addr.parse().expect("address"), usage);
+        assert!(check("127.0.0.1:5432", SocketAddrUse::TcpConnect));
+        assert!(check("127.0.0.1:5432", SocketAddrUse::UdpSend));
+        assert!(check("127.0.0.1:5432", SocketAddrUse::UdpReceive));
+        assert!(!check("127.0.0.1:5433", SocketAddrUse::TcpConnect));
+        // An https entry is for HTTP requests, not raw sockets.
+        assert!(!check("10.0.0.1:443", SocketAddrUse::TcpConnect));
+        assert!(check("0.0.0.0:0", SocketAddrUse::TcpBind));
+        assert!(check("[::]:0", SocketAddrUse::UdpBind));
+        assert!(!check("0.0.0.0:8080", SocketAddrUse::TcpBind));
+        assert!(!check("0.0.0.0:0", SocketAddrUse::TcpListen));
+        assert!(!check("127.0.0.1:5432", SocketAddrUse::TcpAccept));
     }
 }

@@ -1,0 +1,207 @@
+//! `allowed_outbound_hosts` and guest output. The `outbound` component
+//! fetches URLs over `wasi:http/outgoing-handler` and opens raw TCP
+//! sockets on request; two local servers stand by, and the manifest allows
+//! exactly one of them. It also floods its stdout and tries to forge a host
+//! log line, which the host must escape and rate-limit.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use support::{Host, http};
+
+const IFACE: &str = "example:testkit/outbound@0.1.0";
+
+/// A local HTTP server answering every connection with `body`; counts them.
+struct Server {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Server {
+    fn start(body: &'static str) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("local address");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let count = connections.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                count.fetch_add(1, Ordering::SeqCst);
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Server { addr, connections }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+fn manifest(allowed: &str) -> String {
+    let mut text = format!(
+        r#"
+[app]
+name = "outbound"
+
+[components.outbound]
+source = "{{wasm:outbound}}"
+allowed_outbound_hosts = {allowed}
+"#
+    );
+    for function in ["fetch", "connect", "shout"] {
+        text.push_str(&format!(
+            "\n[[bindings]]\nmedium = \"http-rpc\"\naddress = \"127.0.0.1:0\"\ncomponent = \"outbound\"\nexport = \"{IFACE}#{function}\"\n"
+        ));
+    }
+    text
+}
+
+/// Calls `function` with `args` over http-rpc; the JSON reply.
+fn call(host: &Host, function: &str, args: &str) -> serde_json::Value {
+    let reply = http(
+        host.rpc[0],
+        "POST",
+        &format!("/rpc/outbound/{function}"),
+        args.as_bytes(),
+    );
+    assert_eq!(reply.status, 200, "{function}: {}", reply.body);
+    reply.json()
+}
+
+#[test]
+fn only_the_allowed_host_is_reachable_over_http_and_sockets() {
+    let allowed = Server::start("hello from the allowed server");
+    let refused = Server::start("you should not see this");
+    // One entry, without a scheme: HTTP and raw sockets to that ip:port.
+    let host = Host::start(&manifest(&format!("[\"{}\"]", allowed.addr)));
+
+    let ok = call(&host, "fetch", &format!(r#"{{"url": "http://{}/x"}}"#, allowed.addr));
+    assert_eq!(ok["ok"], "hello from the allowed server", "{ok}");
+
+    let denied = call(&host, "fetch", &format!(r#"{{"url": "http://{}/x"}}"#, refused.addr));
+    let error = denied["err"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not refused: {denied}"));
+    assert!(error.contains("HttpRequestDenied"), "{error}");
+    let line = host.wait_for_log("outbound HTTP refused");
+    assert!(line.contains("outbound"), "{line}");
+    assert!(line.contains(&format!("http://{}", refused.addr)), "{line}");
+
+    let ok = call(&host, "connect", &format!(r#"{{"addr": "{}"}}"#, allowed.addr));
+    let text = ok["ok"].as_str().unwrap_or_else(|| panic!("connect failed: {ok}"));
+    assert!(text.ends_with("hello from the allowed server"), "{text}");
+
+    let denied = call(&host, "connect", &format!(r#"{{"addr": "{}"}}"#, refused.addr));
+    let error = denied["err"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not refused: {denied}"));
+    assert!(error.to_lowercase().contains("denied"), "{error}");
+    let line = host.wait_for_log("outbound socket refused");
+    assert!(line.contains(&refused.addr.to_string()), "{line}");
+    assert!(line.contains("outbound"), "{line}");
+
+    assert_eq!(refused.connections(), 0, "the refused server was reached");
+    assert_eq!(allowed.connections(), 2);
+}
+
+#[test]
+fn an_http_entry_does_not_open_raw_sockets() {
+    let server = Server::start("over http only");
+    let host = Host::start(&manifest(&format!("[\"http://{}\"]", server.addr)));
+    let ok = call(&host, "fetch", &format!(r#"{{"url": "http://{}/"}}"#, server.addr));
+    assert_eq!(ok["ok"], "over http only", "{ok}");
+    let denied = call(&host, "connect", &format!(r#"{{"addr": "{}"}}"#, server.addr));
+    assert!(denied["err"].is_string(), "{denied}");
+    assert_eq!(server.connections(), 1);
+}
+
+#[test]
+fn outgoing_http_with_an_empty_list_is_refused_at_load() {
+    let stderr = Host::fail(&manifest("[]"));
+    assert!(
+        stderr.contains("imports `wasi:http/outgoing-handler")
+            && stderr.contains("`components.outbound.allowed_outbound_hosts` is empty"),
+        "{stderr}"
+    );
+    let stderr = Host::fail(&manifest(r#"["https://api.example.com", "10.0.0.0/33:80"]"#));
+    assert!(
+        stderr.contains("components.outbound.allowed_outbound_hosts[1]: \"10.0.0.0/33:80\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn guest_output_is_tagged_escaped_and_rate_limited() {
+    let server = Server::start("still here");
+    let host = Host::start(&manifest(&format!("[\"{}\"]", server.addr)));
+    assert_eq!(call(&host, "shout", r#"{"lines": 10000}"#), 10000);
+    host.wait_for_log("lines of guest output");
+    // Summaries come at most once a second: after one, the next line that
+    // passes carries the rest of the count.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(call(&host, "shout", r#"{"lines": 0}"#), 0);
+    let counted = |log: &str| {
+        let dropped: usize = log
+            .lines()
+            .filter_map(|l| l.split("dropped ").nth(1)?.split(' ').next()?.parse::<usize>().ok())
+            .sum();
+        (dropped, log.lines().filter(|l| l.contains("shout line ")).count())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while counted(&host.log()).0 + counted(&host.log()).1 < 10_000 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = host.log();
+    let (dropped, shown) = counted(&log);
+
+    // The forged line arrives as a guest line of its own, tagged and escaped.
+    let forged: Vec<&str> = log.lines().filter(|l| l.contains("FORGED host line")).collect();
+    assert_eq!(forged.len(), 2, "{log}");
+    for line in forged {
+        assert!(!line.starts_with("2099"), "{line}");
+        assert!(
+            line.contains("component=\"outbound\"") && line.contains("stream=\"stderr\""),
+            "{line}"
+        );
+        assert!(line.contains(r"\r\u{1b}[2K\u{1b}[31merased"), "{line}");
+    }
+    assert!(
+        !log.contains('\x1b') && !log.contains('\r'),
+        "raw control characters in the log"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("shout: forged") && l.contains("component=\"outbound\""))
+    );
+
+    // 10 000 lines: the burst (200, two of them the forged pair) passes, and
+    // 100 a second refill while the flood lasts; the rest is counted.
+    assert!((150..=500).contains(&shown), "{shown} lines shown");
+    assert_eq!(dropped + shown, 10_000, "dropped {dropped}, shown {shown}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("shout line 0") && l.contains("stream=\"stdout\""))
+    );
+
+    // The host kept answering.
+    let ok = call(&host, "fetch", &format!(r#"{{"url": "http://{}/"}}"#, server.addr));
+    assert_eq!(ok["ok"], "still here", "{ok}");
+}
