@@ -363,7 +363,7 @@ fn a_host_grants_applied_apps_only_what_its_policy_allows() {
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
     let grants = format!(
-        "[components.gateway.wasi]\ndirs = {{ \"/data\" = {:?} }}\nenv = {{ GREETING = \"hello\" }}\n",
+        "allowed_outbound_hosts = [\"http://10.9.8.7:8080\"]\n[components.gateway.wasi]\ndirs = {{ \"/data\" = {:?} }}\nenv = {{ GREETING = \"hello\" }}\n",
         data.display().to_string()
     );
     let manifest =
@@ -373,7 +373,14 @@ fn a_host_grants_applied_apps_only_what_its_policy_allows() {
     let strict = Host::join(&args);
     let data_dir = data.display().to_string();
     let mut allowing = args.to_vec();
-    allowing.extend(["--allow-dir", &data_dir, "--allow-env", "GREET*"]);
+    allowing.extend([
+        "--allow-dir",
+        &data_dir,
+        "--allow-env",
+        "GREET*",
+        "--allow-network",
+        "10.9.0.0/16",
+    ]);
     let lenient = Host::join(&allowing);
     ok(ctl(Some(&server), &["apply", &app], &[]));
 
@@ -382,7 +389,8 @@ fn a_host_grants_applied_apps_only_what_its_policy_allows() {
     assert!(
         refusal.contains("components.gateway.wasi.dirs./data: host directory")
             && refusal.contains("not under any --allow-dir")
-            && refusal.contains("components.gateway.wasi.env.GREETING: not allowed by this host"),
+            && refusal.contains("components.gateway.wasi.env.GREETING: not allowed by this host")
+            && refusal.contains("components.gateway.allowed_outbound_hosts: http://10.9.8.7:8080 is not allowed"),
         "{refusal}"
     );
     assert!(!strict.log().contains("serving http://"));
