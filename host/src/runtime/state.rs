@@ -7,7 +7,6 @@
 //! instances of linked components this one started). The chain's type is a
 //! parameter so that this file knows nothing of components or links.
 
-use crate::runtime::capabilities::http::HttpState;
 use crate::runtime::context::CallContext;
 use crate::runtime::fault::MemoryLimitExceeded;
 use std::sync::Arc;
@@ -16,7 +15,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Result};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_config::WasiConfigVariables;
-use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 /// What the capabilities give one instance: one field per capability that
 /// keeps per-instance state.
@@ -27,6 +26,15 @@ pub struct CapabilityStates {
     pub http: HttpState,
     /// wasi:config values.
     pub config: Arc<WasiConfigVariables>,
+}
+
+/// One instance's wasi:http state: wasmtime-wasi-http's context and the
+/// hooks that check its outgoing requests (built by `capabilities/http.rs`).
+pub struct HttpState {
+    /// wasmtime-wasi-http's per-instance context.
+    pub ctx: WasiHttpCtx,
+    /// The outgoing-request check.
+    pub hooks: Box<dyn WasiHttpHooks + Send>,
 }
 
 /// The instance permits a store holds: its component's and the host's.
@@ -95,7 +103,7 @@ impl<C: Send> WasiHttpView for HostState<C> {
         WasiHttpCtxView {
             ctx: &mut self.caps.http.ctx,
             table: &mut self.table,
-            hooks: &mut self.caps.http.hooks,
+            hooks: &mut *self.caps.http.hooks,
         }
     }
 }

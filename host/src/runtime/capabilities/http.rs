@@ -8,7 +8,7 @@
 
 use super::capability::Capability;
 use crate::manifest::{AllowedHosts, ComponentSpec};
-use crate::runtime::state::HostState;
+use crate::runtime::state::{HostState, HttpState};
 use http_body_util::BodyExt;
 use std::future::Future;
 use std::sync::Arc;
@@ -24,15 +24,6 @@ pub struct Http;
 pub struct Outbound {
     component: Arc<str>,
     allowed: AllowedHosts,
-}
-
-/// One instance's wasi:http state: the context and the hooks that check
-/// outgoing requests.
-pub struct HttpState {
-    /// wasmtime-wasi-http's per-instance context.
-    pub ctx: WasiHttpCtx,
-    /// The outgoing-request check.
-    pub hooks: OutboundHooks,
 }
 
 impl Capability for Http {
@@ -77,7 +68,7 @@ impl Capability for Http {
     fn instance(outbound: &Arc<Outbound>) -> wasmtime::Result<HttpState> {
         Ok(HttpState {
             ctx: WasiHttpCtx::new(),
-            hooks: OutboundHooks(outbound.clone()),
+            hooks: Box::new(OutboundHooks(outbound.clone())),
         })
     }
 }
