@@ -9,11 +9,17 @@ cd "$(dirname "$0")/.."
 
 scripts/build-components.sh
 
-# The NATS tests start their own nats-server (Debian package `nats-server`).
-if ! command -v nats-server >/dev/null && [ ! -x /usr/sbin/nats-server ]; then
-  echo "==> installing nats-server"
+# Debian packages the tests use: nats-server (the NATS tests start their
+# own), prometheus (promtool checks /metrics), chromium (the status page is
+# tested in a real browser).
+missing=()
+command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v chromium >/dev/null || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing ${missing[*]}"
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
-  $sudo apt-get update -qq && $sudo apt-get install -y -qq nats-server
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 echo "==> cargo fmt --check"

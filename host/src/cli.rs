@@ -8,6 +8,7 @@
 //! `up` without a manifest joins a lattice and runs its share of the apps
 //! applied there (`membrane ctl apply`), following every later change.
 
+use crate::admin::Admin;
 use crate::app::HostContext;
 use crate::control::UpdateOutcome;
 use crate::control::ctl::{Ctl, print_update};
@@ -19,6 +20,7 @@ use crate::lattice::desired::Desired;
 use crate::lattice::inventory::{AppsView, HEARTBEAT, InventoryService};
 use crate::lattice::placement::{self, Member};
 use crate::lattice::policy::Policy;
+use crate::lattice::status::StatusBoard;
 use crate::lattice::trust::{self, Trust};
 use crate::links::remote::Lattice;
 use crate::manifest::{Manifest, NatsSpec};
@@ -29,8 +31,10 @@ use crate::transports::Service;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -254,6 +258,11 @@ pub struct UpArgs {
     #[command(flatten)]
     pub nats: NatsArgs,
 
+    /// The admin endpoint (status page, `/metrics`, `/healthz`, `/readyz`):
+    /// an address, or `off`. Default: a free loopback port, logged at start.
+    #[arg(long, default_value = "127.0.0.1:0", env = "MEMBRANE_ADMIN", value_parser = parse_admin)]
+    pub admin: AdminAddress,
+
     /// The lattice to join: hosts with the same NATS and lattice name run
     /// apps together.
     #[arg(long, default_value = "default", env = "MEMBRANE_LATTICE")]
@@ -315,6 +324,20 @@ pub struct UpArgs {
     /// "NAME" }` values (the environment's `MEMBRANE_SECRET_<NAME>` comes first).
     #[arg(long, env = "MEMBRANE_SECRETS")]
     pub secrets: Option<PathBuf>,
+}
+
+/// Where the admin endpoint listens, if anywhere.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminAddress(pub Option<SocketAddr>);
+
+/// Parses `--admin ADDRESS|off`.
+fn parse_admin(s: &str) -> Result<AdminAddress, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(AdminAddress(None));
+    }
+    s.parse()
+        .map(|a| AdminAddress(Some(a)))
+        .map_err(|e| format!("{s:?}: {e}; an address like 127.0.0.1:9090, or `off`"))
 }
 
 /// Parses a `--label key=value`.
@@ -404,8 +427,19 @@ pub async fn up(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) -
     tokio::pin!(shutdown);
     // One id for the life of the process, so a fresh start is the same host.
     let id = format!("host-{}", &crate::runtime::context::random_hex(1)[..8]);
+    // The admin endpoint serves for the whole process, across fresh starts.
+    let admin = Admin::new(Arc::new(StatusBoard::default()), AppsView::default());
+    let admin_stop = CancellationToken::new();
+    let _stop_admin = admin_stop.clone().drop_guard();
+    if let Some(address) = args.admin.0 {
+        let (local, _task) = admin.clone().serve(address, admin_stop.clone()).await?;
+        if !local.ip().is_loopback() {
+            tracing::warn!("the admin endpoint on {local} is reachable from other machines and has no authentication");
+        }
+        tracing::info!("admin http://{local}/ (status page, /metrics, /healthz, /readyz)");
+    }
     loop {
-        match serve_host(&args, &id, shutdown.as_mut()).await? {
+        match serve_host(&args, &id, &admin, shutdown.as_mut()).await? {
             Ended::Shutdown => return Ok(()),
             Ended::NatsLost => {
                 tracing::error!("nats: the connection is dead (its task ended); starting this host afresh");
@@ -426,6 +460,7 @@ enum Ended {
 async fn serve_host(
     args: &UpArgs,
     id: &str,
+    admin: &Admin,
     shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
 ) -> anyhow::Result<Ended> {
     let started = Instant::now();
@@ -438,7 +473,8 @@ async fn serve_host(
         labels,
     };
     let heartbeat = Duration::from_millis(args.heartbeat_ms.max(10));
-    let view = AppsView::default();
+    let view = admin.apps.clone();
+    view.write().unwrap_or_else(|e| e.into_inner()).clear();
     let follows_lattice = manifest.is_none();
     let trust = Trust::new(&args.trust)?;
     let policy = Policy::new(
@@ -456,7 +492,9 @@ async fn serve_host(
         }
         tracing::info!("apps from the lattice may have: {}", policy.describe());
     }
-    let mut agent = Agent::new(me.clone(), &args.lattice, host, view.clone(), heartbeat).guarded(trust, policy);
+    let mut agent = Agent::new(me.clone(), &args.lattice, host, view.clone(), heartbeat)
+        .guarded(trust, policy)
+        .reporting(admin.board.clone());
     let app_name = manifest.as_ref().map(|(_, m)| m.app.name.clone());
     start_agent(&mut agent, manifest).await?;
     // A host without a manifest follows the desired state from the start.

@@ -7,10 +7,11 @@
 //! Layers, each importing only the ones below it:
 //!
 //! ```text
-//! cli → control → lattice → app → transports → links → runtime → codec, manifest
+//! cli → admin → control → lattice → app → transports → links → runtime → codec, manifest, metrics
 //! ```
 //!
 //! - [`cli`]: `membrane up` and `membrane ctl`.
+//! - [`admin`]: the host's admin endpoint: status page, metrics, health.
 //! - [`control`]: the control-plane requests and the `ctl` client.
 //! - [`lattice`]: NATS, membership, placement, the agent that reconciles,
 //!   events, desired state and artifacts.
@@ -19,13 +20,15 @@
 //!   trait) and the services that answer on NATS.
 //! - [`links`]: imports served by other components, in process or remote.
 //! - [`runtime`]: the host's engine, capabilities, instances, the dispatcher.
-//! - [`codec`] and [`manifest`]: values on the wire, the manifest.
+//! - [`codec`] and [`manifest`]: values on the wire, the manifest;
+//!   [`metrics`]: the counters every layer records.
 //!
 //! A call flows one way: a medium ([`transports`]) → the dispatcher
 //! ([`runtime::dispatch`]) → a component instance → its links ([`links`]) →
 //! other instances, here or on another host. Start reading at [`cli::up`];
 //! an HTTP request enters at [`transports::http`].
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod codec;
@@ -33,5 +36,6 @@ pub mod control;
 pub mod lattice;
 pub mod links;
 pub mod manifest;
+pub mod metrics;
 pub mod runtime;
 pub mod transports;

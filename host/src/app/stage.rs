@@ -125,12 +125,14 @@ impl App<'_> {
         for (i, link) in self.manifest.links.iter().enumerate().filter(|(_, l)| l.from == name) {
             let Some(ty) = &self.link_types[i] else { continue };
             let target = Arc::from(link.to.as_str());
-            let defined = if self.here.contains(&link.to) {
+            let local = self.here.contains(&link.to);
+            let calls = links::calls_counter(&self.manifest.app.name, name, &link.to, local);
+            let defined = if local {
                 slots += 1;
-                define_local(linker, engine, &link.import, ty, slots - 1, target)
+                define_local(linker, engine, &link.import, ty, (slots - 1, calls), target)
             } else if let Some(lattice) = self.lattice {
                 let timeout = link.timeout_ms.map(Duration::from_millis);
-                define_remote(linker, engine, &link.import, ty, target, lattice, timeout)
+                define_remote(linker, engine, &link.import, ty, (target, calls), lattice, timeout)
             } else {
                 problems.push(format!(
                     "links[{i}]: `{}` does not run on this host (placement {:?}) and there is no lattice: pass --nats URL",

@@ -14,6 +14,7 @@ use super::events::{Event, EventKind, Events, event_subject};
 use super::inventory::{AppsView, HostInventory, heartbeat_subject};
 use super::placement::{self, Member, Members};
 use super::policy::Policy;
+use super::status::{AppStatus, HostStatus, PeerStatus, StatusBoard};
 use super::trust::Trust;
 use crate::app::{AppRunner, HostContext, Reconciled, short};
 use crate::manifest::Manifest;
@@ -24,6 +25,7 @@ use futures::stream::SelectAll;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Sleep;
 
@@ -43,6 +45,8 @@ struct AppState {
     applied: Option<(String, BTreeSet<String>)>,
     /// The manifest last reconciled successfully.
     applied_manifest: Option<Manifest>,
+    /// Why the last reconcile failed, if it did.
+    problem: Option<String>,
 }
 
 /// This host's agent.
@@ -58,6 +62,8 @@ pub struct Agent {
     trust: Trust,
     /// What apps from the lattice may be granted here.
     policy: Policy,
+    /// Where this host's status is reported.
+    board: Arc<StatusBoard>,
 }
 
 impl Agent {
@@ -74,7 +80,65 @@ impl Agent {
             members: Members::new(heartbeat * 3),
             trust: Trust::default(),
             policy: Policy::default(),
+            board: Arc::default(),
         }
+    }
+
+    /// Reports this host's status on `board` (the admin endpoint reads it).
+    pub fn reporting(mut self, board: Arc<StatusBoard>) -> Agent {
+        board.watch_nats(self.host.nats.clone());
+        self.board = board;
+        self
+    }
+
+    /// Writes this host's status to its board.
+    fn publish_status(&self) {
+        let apps = self
+            .apps
+            .iter()
+            .map(|(name, state)| AppStatus {
+                name: name.clone(),
+                revision: state.revision,
+                placed_here: state
+                    .applied
+                    .as_ref()
+                    .map(|(_, here)| here.iter().cloned().collect())
+                    .unwrap_or_else(|| {
+                        placement::placed_here(&state.manifest, &self.me, &self.members.list())
+                            .into_iter()
+                            .collect()
+                    }),
+                running: state
+                    .runner
+                    .as_ref()
+                    .map(|r| r.here().iter().cloned().collect())
+                    .unwrap_or_default(),
+                components: state.manifest.components.len(),
+                problem: state.problem.clone(),
+            })
+            .collect();
+        let nats = match &self.host.nats {
+            None => "none",
+            Some(_) if self.connected() => "connected",
+            Some(_) => "disconnected",
+        };
+        self.board.publish(HostStatus {
+            host: self.me.host.clone(),
+            labels: self.me.labels.clone(),
+            lattice: self.host.nats.as_ref().map(|_| self.lattice.clone()),
+            nats: nats.to_string(),
+            apps,
+            peers: self
+                .members
+                .list()
+                .into_iter()
+                .map(|m| PeerStatus {
+                    host: m.host,
+                    labels: m.labels,
+                })
+                .collect(),
+            uptime_s: 0,
+        });
     }
 
     /// Runs only the desired state `trust` admits, and only apps whose
@@ -137,6 +201,8 @@ impl Agent {
         let mut peers = self.follow_peers().await;
         let mut expiry = tokio::time::interval(heartbeat);
         tokio::pin!(shutdown);
+        self.board.beat(heartbeat);
+        self.publish_status();
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -161,6 +227,8 @@ impl Agent {
                     }
                 }
                 _ = expiry.tick() => {
+                    self.board.beat(heartbeat);
+                    self.publish_status();
                     if !self.connected() {
                         // A peer is not gone because this host is deaf.
                         self.members.vouch_all();
@@ -170,7 +238,9 @@ impl Agent {
                 }
             }
         }
+        self.board.rest();
         self.stop_all().await;
+        self.publish_status();
     }
 
     /// Whether this host hears the lattice (always, without NATS).
@@ -230,6 +300,7 @@ impl Agent {
             if let Some(state) = self.apps.remove(&app) {
                 self.stop_app(&app, state, Some(revision)).await;
             }
+            self.publish_status();
             return;
         };
         let manifest = match Manifest::parse(&text, &format!("app `{app}` revision {revision}")) {
@@ -303,8 +374,18 @@ impl Agent {
         }
     }
 
-    /// Brings app `app` to its desired manifest and this host's placement.
+    /// Brings app `app` to its desired manifest and this host's placement,
+    /// and reports the outcome on the status board.
     async fn reconcile(&mut self, app: &str) -> anyhow::Result<()> {
+        let outcome = self.reconcile_app(app).await;
+        if let Some(state) = self.apps.get_mut(app) {
+            state.problem = outcome.as_ref().err().map(|e| format!("{e:#}"));
+        }
+        self.publish_status();
+        outcome
+    }
+
+    async fn reconcile_app(&mut self, app: &str) -> anyhow::Result<()> {
         let members = self.members.list();
         let Some(state) = self.apps.get_mut(app) else {
             return Ok(());
@@ -505,6 +586,7 @@ impl AppState {
             runner: None,
             applied: None,
             applied_manifest: None,
+            problem: None,
         }
     }
 }

@@ -68,6 +68,12 @@ pub async fn connect(
         .max_reconnects(None)
         .require_tls(spec.require_tls)
         .event_callback(|event| async move {
+            let counter = |name| crate::metrics::registry().counter(name, "NATS connection events of this host.", &[]);
+            match &event {
+                Event::Connected => counter("membrane_nats_connects_total").inc(),
+                Event::Disconnected => counter("membrane_nats_disconnects_total").inc(),
+                _ => {}
+            }
             match event {
                 Event::Connected => tracing::info!("nats: connected"),
                 Event::Disconnected => tracing::warn!("nats: disconnected; reconnecting"),

@@ -11,4 +11,5 @@ pub mod events;
 pub mod inventory;
 pub mod placement;
 pub mod policy;
+pub mod status;
 pub mod trust;

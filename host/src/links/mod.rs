@@ -16,6 +16,7 @@ pub mod remote;
 
 use crate::codec::types as typecheck;
 use crate::manifest::LinkSpec;
+use crate::metrics::{Counter, registry};
 use crate::runtime::component::{Host, acquire};
 use crate::runtime::fault::Fault;
 use std::sync::Arc;
@@ -96,6 +97,17 @@ pub fn is_type_only(engine: &Engine, item: &ComponentItem) -> bool {
     }
 }
 
+/// The counter of calls over the link from `from` to `to` in `app`, made in
+/// process (`local`) or over the lattice.
+pub fn calls_counter(app: &str, from: &str, to: &str, local: bool) -> Counter {
+    let place = if local { "local" } else { "remote" };
+    registry().counter(
+        "membrane_link_calls_total",
+        "Calls from a component to a linked one, in process or over the lattice.",
+        &[("app", app), ("from", from), ("to", to), ("where", place)],
+    )
+}
+
 /// One function of a local link, as its host function sees it.
 struct LinkedFunc {
     interface: String,
@@ -107,17 +119,18 @@ struct LinkedFunc {
     slot: usize,
     /// Functions in the interface.
     count: usize,
+    calls: Counter,
 }
 
 /// Defines every function of `interface` (whose type is `import`) in
 /// `linker` as a call into component `target`, through link slot `slot` of the
-/// caller's store.
+/// caller's store, counted in `calls`.
 pub fn define_local(
     linker: &mut Linker<Host>,
     engine: &Engine,
     interface: &str,
     import: &ComponentInstance,
-    slot: usize,
+    (slot, calls): (usize, Counter),
     target: Arc<str>,
 ) -> Result<()> {
     let functions: Vec<String> = import
@@ -137,9 +150,11 @@ pub fn define_local(
             index,
             slot,
             count,
+            calls: calls.clone(),
         });
         instance.func_new_async(&function, move |mut store, _ty, params, results| {
             let link = link.clone();
+            link.calls.inc();
             Box::new(async move {
                 let slot = store.data_mut().chain.callees.get_mut(link.slot).and_then(Option::take);
                 let mut callee = match slot {

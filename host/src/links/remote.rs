@@ -16,6 +16,7 @@
 
 use super::chunks;
 use crate::codec::wire;
+use crate::metrics::Counter;
 use crate::runtime::component::Host;
 use crate::runtime::context::CallContext;
 use crate::runtime::fault::{Fault, FaultKind};
@@ -59,16 +60,18 @@ struct RemoteFunc {
     target: Arc<str>,
     params: Vec<Type>,
     results: Vec<Type>,
+    calls: Counter,
 }
 
 /// Defines every function of `interface` (typed `import`) in `linker` as a
-/// NATS request to component `target` on whichever host runs it.
+/// NATS request to component `target` on whichever host runs it, counted in
+/// `calls`.
 pub fn define_remote(
     linker: &mut Linker<Host>,
     engine: &Engine,
     interface: &str,
     import: &ComponentInstance,
-    target: Arc<str>,
+    (target, calls): (Arc<str>, Counter),
     lattice: &Lattice,
     timeout: Option<Duration>,
 ) -> Result<()> {
@@ -85,9 +88,11 @@ pub fn define_remote(
             target: target.clone(),
             params: func.params().map(|(_, t)| t).collect(),
             results: func.results().collect(),
+            calls: calls.clone(),
         });
         instance.func_new_async(name, move |store, _ty, params, results| {
             let remote = remote.clone();
+            remote.calls.inc();
             let cx = store.data().cx.clone();
             Box::new(async move { remote.call(&cx, params, results).await.map_err(wasmtime::Error::from) })
         })?;

@@ -123,6 +123,11 @@ impl Loaded {
         alive.saturating_sub(self.idle.len() as u32)
     }
 
+    /// Instances of this version parked between calls (`reuse`).
+    pub fn instances_parked(&self) -> u32 {
+        self.idle.len() as u32
+    }
+
     /// Its `max_instances` limit.
     pub fn max_instances(&self) -> u32 {
         self.max_instances

@@ -204,6 +204,16 @@ pub enum CallError {
     Fault(#[from] Fault),
 }
 
+impl CallError {
+    /// Its kind's name: the fault's (`trap`, `deadline`, ...) or `bad-request`.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            CallError::BadRequest(_) => "bad-request",
+            CallError::Fault(fault) => fault.kind.name(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -275,6 +275,14 @@ impl Runtime {
                 Ok((name, _, Ok(c))) => {
                     let how = if c.cached { "loaded from cache" } else { "compiled" };
                     tracing::info!("{how} {name} in {:.0?} ({})", c.elapsed, &c.digest[..19]);
+                    crate::metrics::registry()
+                        .histogram(
+                            "membrane_compile_duration_seconds",
+                            "Time to compile a component version, or to load it from the cache.",
+                            &[("cached", if c.cached { "true" } else { "false" })],
+                            crate::metrics::COMPILE_BUCKETS,
+                        )
+                        .observe(c.elapsed.as_secs_f64());
                     self.compiled
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())

@@ -9,6 +9,7 @@
 use super::medium::{BindContext, Medium, Service, fault_reply};
 use super::serve::serve_http;
 use crate::manifest::{BindingSpec, HttpBinding, HttpLimits};
+use crate::metrics::Calls;
 use crate::runtime::Runtime;
 use crate::runtime::component::Loaded;
 use crate::runtime::fault::Fault;
@@ -30,6 +31,7 @@ pub struct HttpMedium {
     limits: HttpLimits,
     component: Arc<str>,
     runtime: Arc<Runtime>,
+    calls: Calls,
 }
 
 impl HttpMedium {
@@ -79,6 +81,7 @@ impl Medium for HttpMedium {
             limits: spec.limits(),
             component: Arc::from(spec.component.as_str()),
             runtime: cx.runtime.clone(),
+            calls: Calls::new(cx.app, &spec.component, "http"),
         })
     }
 }
@@ -89,10 +92,10 @@ impl Service for HttpMedium {
     }
 
     fn serve(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
-        let (runtime, component) = (self.runtime, self.component);
+        let (runtime, component, calls) = (self.runtime, self.component, self.calls);
         Box::pin(serve_http(self.listener, self.limits, shutdown, move |request| {
-            let (runtime, component) = (runtime.clone(), component.clone());
-            async move { respond(&runtime, &component, request).await }
+            let (runtime, component, calls) = (runtime.clone(), component.clone(), calls.clone());
+            async move { respond(&runtime, &component, &calls, request).await }
         }))
     }
 }
@@ -100,9 +103,13 @@ impl Service for HttpMedium {
 async fn respond(
     runtime: &Runtime,
     component: &str,
+    calls: &Calls,
     request: hyper::Request<hyper::body::Incoming>,
 ) -> hyper::Response<HyperOutgoingBody> {
-    match runtime.handle_http(component, request).await {
+    let started = std::time::Instant::now();
+    let result = runtime.handle_http(component, request).await;
+    calls.record(started, result.as_ref().err().map(|f| f.kind.name()));
+    match result {
         Ok(response) => response,
         Err(fault) => {
             tracing::warn!("{fault}");

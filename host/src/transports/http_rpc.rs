@@ -9,10 +9,12 @@
 use super::medium::{BindContext, Medium, Service, call_error_reply, check_function, function_ref};
 use super::serve::serve_http;
 use crate::manifest::{BindingSpec, HttpLimits, HttpRpcBinding};
+use crate::metrics::Calls;
 use crate::runtime::Runtime;
 use crate::runtime::component::Loaded;
 use crate::runtime::context::CallContext;
 use crate::runtime::dispatch::FunctionRef;
+use crate::runtime::fault::CallError;
 use anyhow::Context as _;
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -32,8 +34,14 @@ pub struct HttpRpcMedium {
     listener: TcpListener,
     local: SocketAddr,
     limits: HttpLimits,
-    routes: Arc<HashMap<String, FunctionRef>>,
+    routes: Arc<HashMap<String, Route>>,
     runtime: Arc<Runtime>,
+}
+
+/// What one path calls, and its metrics.
+struct Route {
+    target: FunctionRef,
+    calls: Calls,
 }
 
 impl Medium for HttpRpcMedium {
@@ -58,7 +66,8 @@ impl Medium for HttpRpcMedium {
         let mut routes = HashMap::new();
         for &(i, spec) in bindings {
             let target = function_ref(i, &spec.component, &spec.export)?;
-            if routes.insert(spec.route(), target).is_some() {
+            let calls = Calls::new(cx.app, &spec.component, "http-rpc");
+            if routes.insert(spec.route(), Route { target, calls }).is_some() {
                 anyhow::bail!(
                     "bindings[{i}].path: {} is already routed on {}",
                     spec.route(),
@@ -85,7 +94,7 @@ impl Service for HttpRpcMedium {
         let mut routes: Vec<String> = self
             .routes
             .iter()
-            .map(|(path, r)| format!("{path} -> {}:{}", r.component, r.function))
+            .map(|(path, r)| format!("{path} -> {}:{}", r.target.component, r.target.function))
             .collect();
         routes.sort();
         format!("http-rpc http://{} [{}]", self.local, routes.join(", "))
@@ -103,11 +112,11 @@ impl Service for HttpRpcMedium {
 
 async fn respond(
     runtime: &Runtime,
-    routes: &HashMap<String, FunctionRef>,
+    routes: &HashMap<String, Route>,
     body_timeout: Duration,
     request: hyper::Request<hyper::body::Incoming>,
 ) -> hyper::Response<Full<Bytes>> {
-    let Some(target) = routes.get(request.uri().path()) else {
+    let Some(Route { target, calls }) = routes.get(request.uri().path()) else {
         let mut known: Vec<_> = routes.keys().map(String::as_str).collect();
         known.sort();
         let message = format!("no route {}; routes: {}", request.uri().path(), known.join(", "));
@@ -134,7 +143,10 @@ async fn respond(
             );
         }
     };
-    match runtime.call_json(target, &body, cx).await {
+    let started = std::time::Instant::now();
+    let result = runtime.call_json(target, &body, cx).await;
+    calls.record(started, result.as_ref().err().map(CallError::kind_name));
+    match result {
         Ok(value) => json(200, &value),
         Err(error) => {
             tracing::debug!("http-rpc {target}: {error}");

@@ -15,10 +15,12 @@ use super::medium::{
 use super::serve::{flush_briefly, serve_subscription};
 use crate::links::remote::TRACEPARENT_HEADER;
 use crate::manifest::{BindingSpec, NatsBinding};
+use crate::metrics::Calls;
 use crate::runtime::Runtime;
 use crate::runtime::component::Loaded;
 use crate::runtime::context::CallContext;
 use crate::runtime::dispatch::FunctionRef;
+use crate::runtime::fault::CallError;
 use anyhow::Context as _;
 use futures::future::BoxFuture;
 use std::sync::Arc;
@@ -32,6 +34,7 @@ pub struct NatsMedium {
     group: String,
     target: Arc<FunctionRef>,
     runtime: Arc<Runtime>,
+    calls: Calls,
 }
 
 /// The call context of a message: its `traceparent` header, if any.
@@ -74,6 +77,7 @@ impl Medium for NatsMedium {
             group,
             target: Arc::new(function_ref(index, &spec.component, &spec.export)?),
             runtime: cx.runtime.clone(),
+            calls: Calls::new(cx.app, &spec.component, "nats"),
         })
     }
 }
@@ -89,11 +93,12 @@ impl Service for NatsMedium {
     fn serve(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
             let (client, target, runtime) = (self.client.clone(), self.target.clone(), self.runtime.clone());
+            let calls = self.calls.clone();
             let label = format!("nats {}", self.subject);
             let limit = subscription_limit(&runtime, &target.component);
             let handle = |message| {
-                let (client, target, runtime) = (client.clone(), target.clone(), runtime.clone());
-                async move { answer(&client, &runtime, &target, message).await }
+                let (client, target, runtime, calls) = (client.clone(), target.clone(), runtime.clone(), calls.clone());
+                async move { answer(&client, &runtime, &target, &calls, message).await }
             };
             let shed = |message| shed_at_capacity(&client, message, &target.component, limit);
             serve_subscription(self.subscriber, shutdown, label, limit, handle, shed).await;
@@ -103,9 +108,17 @@ impl Service for NatsMedium {
     }
 }
 
-async fn answer(client: &async_nats::Client, runtime: &Runtime, target: &FunctionRef, message: async_nats::Message) {
+async fn answer(
+    client: &async_nats::Client,
+    runtime: &Runtime,
+    target: &FunctionRef,
+    calls: &Calls,
+    message: async_nats::Message,
+) {
     let cx = message_context(message.headers.as_ref());
+    let started = std::time::Instant::now();
     let result = runtime.call_json(target, &message.payload, cx).await;
+    calls.record(started, result.as_ref().err().map(CallError::kind_name));
     let Some(reply) = message.reply else {
         if let Err(e) = result {
             tracing::warn!("nats {} (no reply subject): {e}", message.subject);

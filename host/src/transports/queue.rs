@@ -19,6 +19,7 @@ use super::medium::{BindContext, DRAIN_TIMEOUT, Medium, Service, call_error_repl
 use super::nats::message_context;
 use crate::links::remote::ERROR_KIND_HEADER;
 use crate::manifest::{BindingSpec, QueueBinding};
+use crate::metrics::{Calls, Counter, registry};
 use crate::runtime::Runtime;
 use crate::runtime::component::Loaded;
 use crate::runtime::dispatch::FunctionRef;
@@ -55,6 +56,40 @@ pub struct QueueMedium {
     spec: QueueBinding,
     target: FunctionRef,
     runtime: Arc<Runtime>,
+    metrics: QueueMetrics,
+}
+
+/// A queue binding's series.
+struct QueueMetrics {
+    calls: Calls,
+    deliveries: Counter,
+    redeliveries: Counter,
+    dead_letters: Counter,
+}
+
+impl QueueMetrics {
+    fn new(app: &str, spec: &QueueBinding) -> QueueMetrics {
+        let labels = [("app", app), ("component", &*spec.component), ("stream", &*spec.stream)];
+        let r = registry();
+        QueueMetrics {
+            calls: Calls::new(app, &spec.component, "queue"),
+            deliveries: r.counter(
+                "membrane_queue_deliveries_total",
+                "Queue messages taken for a call.",
+                &labels,
+            ),
+            redeliveries: r.counter(
+                "membrane_queue_redeliveries_total",
+                "Queue messages taken again after a failed or lost attempt.",
+                &labels,
+            ),
+            dead_letters: r.counter(
+                "membrane_queue_dead_letters_total",
+                "Queue messages moved to the dead-letter stream.",
+                &labels,
+            ),
+        }
+    }
 }
 
 impl Medium for QueueMedium {
@@ -144,6 +179,7 @@ impl Medium for QueueMedium {
             spec: spec.clone(),
             target: function_ref(index, &spec.component, &spec.export)?,
             runtime,
+            metrics: QueueMetrics::new(app, spec),
         })
     }
 }
@@ -237,13 +273,22 @@ impl QueueMedium {
 
     async fn process(&self, message: jetstream::Message) {
         let deliveries = message.info().map_or(1, |info| info.delivered.max(1) as u64);
+        self.metrics.deliveries.inc();
+        if deliveries > 1 {
+            self.metrics.redeliveries.inc();
+        }
         let reply = match self.reply_to(&message) {
             Ok(reply) => reply,
             // No retry can fix it, and the call must not run for nothing.
             Err(refused) => return self.give_up(&message, refused, deliveries).await,
         };
         let cx = message_context(message.headers.as_ref());
-        match self.runtime.call_json(&self.target, &message.payload, cx).await {
+        let started = std::time::Instant::now();
+        let result = self.runtime.call_json(&self.target, &message.payload, cx).await;
+        self.metrics
+            .calls
+            .record(started, result.as_ref().err().map(CallError::kind_name));
+        match result {
             Ok(value) => {
                 if let Some(reply) = reply
                     && let Err(e) = self.client.publish(reply, value.to_string().into()).await
@@ -432,6 +477,7 @@ impl QueueMedium {
             .publish_with_headers(self.spec.dead_letter_subject(), headers, message.payload)
             .await?
             .await?;
+        self.metrics.dead_letters.inc();
         Ok(())
     }
 }

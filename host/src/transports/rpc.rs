@@ -13,6 +13,7 @@ use super::serve::{flush_briefly, serve_subscription};
 use crate::codec::wire;
 use crate::links::chunks;
 use crate::links::remote::{Lattice, TRACEPARENT_HEADER, deadline_from_header, subject};
+use crate::metrics::Calls;
 use crate::runtime::Runtime;
 use crate::runtime::component::Callee;
 use crate::runtime::context::CallContext;
@@ -26,11 +27,17 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use wasmtime::component::types::Type;
 
+/// One subject's function, and its metrics.
+struct Route {
+    target: FunctionRef,
+    calls: Calls,
+}
+
 /// Serves the linked exports of the components on this host.
 pub struct LinkServer {
     client: async_nats::Client,
     subscribers: Vec<(String, async_nats::Subscriber)>,
-    routes: Arc<HashMap<String, FunctionRef>>,
+    routes: Arc<HashMap<String, Route>>,
     runtime: Arc<Runtime>,
 }
 
@@ -39,6 +46,7 @@ impl LinkServer {
     /// per function, each in a queue group named after its subject.
     pub async fn bind(
         lattice: &Lattice,
+        app: &str,
         runtime: Arc<Runtime>,
         exports: &[(String, String)],
     ) -> anyhow::Result<LinkServer> {
@@ -53,7 +61,11 @@ impl LinkServer {
                 }
                 let subscriber = lattice.client.queue_subscribe(subject.clone(), subject.clone()).await?;
                 subscribers.push((subject.clone(), subscriber));
-                routes.insert(subject, FunctionRef::new(component, interface, &function));
+                let route = Route {
+                    target: FunctionRef::new(component, interface, &function),
+                    calls: Calls::new(app, component, "link"),
+                };
+                routes.insert(subject, route);
             }
         }
         Ok(LinkServer {
@@ -67,7 +79,7 @@ impl LinkServer {
 
 impl Service for LinkServer {
     fn describe(&self) -> String {
-        let mut components: Vec<&str> = self.routes.values().map(|r| &*r.component).collect();
+        let mut components: Vec<&str> = self.routes.values().map(|r| &*r.target.component).collect();
         components.sort();
         components.dedup();
         format!(
@@ -83,7 +95,7 @@ impl Service for LinkServer {
             let serving = self.subscribers.into_iter().map(|(subject, subscriber)| {
                 let component = routes
                     .get(&subject)
-                    .map_or_else(|| Arc::from("?"), |r| r.component.clone());
+                    .map_or_else(|| Arc::from("?"), |r| r.target.component.clone());
                 let limit = subscription_limit(runtime, &component);
                 let handle = move |message| {
                     let (client, routes, runtime) = (client.clone(), routes.clone(), runtime.clone());
@@ -111,14 +123,15 @@ impl Service for LinkServer {
 
 async fn answer(
     client: &async_nats::Client,
-    routes: &HashMap<String, FunctionRef>,
+    routes: &HashMap<String, Route>,
     runtime: &Runtime,
     message: async_nats::Message,
 ) {
     let Some(reply) = message.reply.clone() else { return };
-    let Some(target) = routes.get(message.subject.as_str()) else {
+    let Some(Route { target, calls }) = routes.get(message.subject.as_str()) else {
         return;
     };
+    let started = Instant::now();
     let headers = message.headers.as_ref();
     let timeout = runtime
         .get(&target.component)
@@ -137,6 +150,7 @@ async fn answer(
     // The instance is dropped only after the answer is sent, unless the
     // answer goes in chunks: the caller pulls those at its own pace, and
     // must not hold an instance slot meanwhile.
+    calls.record(started, result.as_ref().err().map(|f| f.kind.name()));
     let sent = match result {
         Ok((bytes, instance)) => {
             if bytes.len() > chunks::chunk_limit(client) {

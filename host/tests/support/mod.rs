@@ -247,6 +247,16 @@ impl Host {
         }
     }
 
+    /// The address of the host's admin endpoint, from its log.
+    pub fn admin(&self) -> SocketAddr {
+        let line = self.wait_for_log("admin http://");
+        let rest = line.split("admin http://").nth(1).expect("admin line");
+        rest.split('/')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .expect("admin address")
+    }
+
     /// Address of the first http binding.
     pub fn addr(&self) -> SocketAddr {
         self.http[0].0
