@@ -8,11 +8,13 @@
 //! `up` without a manifest joins a lattice and runs its share of the apps
 //! applied there (`membrane ctl apply`), following every later change.
 
+mod ctl;
+
+pub use ctl::{CtlArgs, ctl};
+
 use crate::admin::Admin;
 use crate::app::HostContext;
-use crate::control::UpdateOutcome;
-use crate::control::ctl::{Ctl, print_update};
-use crate::control::permissions::{self, Role, inbox_prefix};
+use crate::control::permissions::{Role, inbox_prefix};
 use crate::lattice::agent::Agent;
 use crate::lattice::artifacts::Artifacts;
 use crate::lattice::connection;
@@ -21,7 +23,7 @@ use crate::lattice::inventory::{AppsView, HEARTBEAT, InventoryService};
 use crate::lattice::placement::{self, Member};
 use crate::lattice::policy::Policy;
 use crate::lattice::status::StatusBoard;
-use crate::lattice::trust::{self, Trust};
+use crate::lattice::trust::Trust;
 use crate::links::remote::Lattice;
 use crate::manifest::{Manifest, NatsSpec};
 use crate::runtime::engine::{DEFAULT_MAX_INSTANCES, EngineOptions, HostEngine};
@@ -53,6 +55,12 @@ enum Command {
     Up(UpArgs),
     /// Steer and inspect a running lattice over NATS.
     Ctl(CtlArgs),
+    /// Print a completion script for a shell, e.g.
+    /// `membrane completions bash > ~/.local/share/bash-completion/completions/membrane`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// How to reach NATS: the same options for hosts and `ctl`.
@@ -148,94 +156,6 @@ fn warn_secrets_on_command_line() {
             }
         }
     }
-}
-
-/// `membrane ctl ...`.
-#[derive(Parser, Debug)]
-pub struct CtlArgs {
-    #[command(flatten)]
-    nats: NatsArgs,
-
-    /// The lattice to steer.
-    #[arg(long, global = true, default_value = "default", env = "MEMBRANE_LATTICE")]
-    lattice: String,
-
-    /// The operator key (an nkeys seed file, `membrane ctl keygen`) that
-    /// signs every change; without it changes are unsigned, and hosts
-    /// started with --trust ignore them.
-    #[arg(long, global = true, env = "MEMBRANE_OPERATOR_KEY")]
-    key: Option<PathBuf>,
-
-    #[command(subcommand)]
-    command: CtlCommand,
-}
-
-#[derive(Subcommand, Debug)]
-enum CtlCommand {
-    /// List the hosts of a lattice: labels, components, digests, instances.
-    #[command(alias = "hosts")]
-    Inventory {
-        /// How long to wait for more hosts after the last answer, in milliseconds.
-        #[arg(long, default_value_t = 500)]
-        settle_ms: u64,
-    },
-    /// Put a component into the lattice's artifact store; prints its digest.
-    Push {
-        /// The component (.wasm).
-        file: PathBuf,
-    },
-    /// Store an app as the lattice's desired state (pushing its components);
-    /// every host runs its share.
-    Apply {
-        /// The manifest.
-        manifest: PathBuf,
-    },
-    /// Remove an app: every host stops its share.
-    Delete {
-        /// The app's name.
-        app: String,
-    },
-    /// Swap a component to another version on every host that runs it.
-    Update {
-        /// The component's name in its manifest.
-        component: String,
-        /// The new version: a .wasm file (pushed first) or `sha256:<hex>`.
-        version: String,
-        /// The app, when several have a component of that name.
-        #[arg(long)]
-        app: Option<String>,
-    },
-    /// Run a component on this many of its matching hosts.
-    Scale {
-        /// The component's name.
-        component: String,
-        /// Replicas wanted.
-        instances: u32,
-        /// The app, when several have a component of that name.
-        #[arg(long)]
-        app: Option<String>,
-        /// Return once the change is stored, without waiting for the hosts.
-        #[arg(long)]
-        no_wait: bool,
-    },
-    /// Print the lattice's events as they happen.
-    Watch {
-        /// Also print every heartbeat.
-        #[arg(long)]
-        heartbeats: bool,
-    },
-    /// Make a new operator key: writes its seed to FILE (mode 0600), prints
-    /// its public key for the hosts' --trust.
-    Keygen {
-        /// Where to write the seed; must not exist.
-        file: PathBuf,
-    },
-    /// Print the nats-server authorization block of the lattice's roles
-    /// (host, operator, caller), with the binding subjects of the manifests.
-    Permissions {
-        /// The apps' manifests.
-        manifests: Vec<PathBuf>,
-    },
 }
 
 /// Arguments of `membrane up`.
@@ -351,6 +271,11 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 /// Entry point of the binary: parses arguments, sets up logging, runs.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Completions { shell } = cli.command {
+        use clap::CommandFactory as _;
+        clap_complete::generate(shell, &mut Cli::command(), "membrane", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     // `ctl` prints its own short output; only problems go to the log.
     let logging = init_logging(if matches!(cli.command, Command::Ctl(_)) {
         "warn"
@@ -367,6 +292,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => runtime.block_on(up(args, shutdown_signal())),
         Command::Ctl(args) => runtime.block_on(ctl(args)),
+        Command::Completions { .. } => Ok(()),
     };
     // Flush the log before the last word, so it comes last.
     drop(logging);
@@ -687,152 +613,4 @@ fn log_ready(agent: &Agent, host: &str, lattice: &str, app: Option<&str>, starte
             started.elapsed()
         ),
     }
-}
-
-/// `membrane ctl ...`.
-pub async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
-    warn_secrets_on_command_line();
-    // The commands that need no lattice.
-    match &args.command {
-        CtlCommand::Keygen { file } => {
-            let key = trust::new_key(file)?;
-            eprintln!("wrote the operator seed to {} (keep it secret)", file.display());
-            println!("{}", key.public_key());
-            return Ok(());
-        }
-        CtlCommand::Permissions { manifests } => {
-            let apps = manifests
-                .iter()
-                .map(|path| Manifest::load(path))
-                .collect::<Result<Vec<_>, _>>()?;
-            print!("{}", permissions::render(&args.lattice, &apps));
-            return Ok(());
-        }
-        _ => {}
-    }
-    let key = match &args.key {
-        Some(path) => Some(std::sync::Arc::new(trust::read_key(path)?)),
-        None => None,
-    };
-    let changes = matches!(
-        args.command,
-        CtlCommand::Apply { .. } | CtlCommand::Delete { .. } | CtlCommand::Update { .. } | CtlCommand::Scale { .. }
-    );
-    if changes && key.is_none() {
-        eprintln!("warning: no operator key (--key): this change is unsigned; hosts started with --trust ignore it");
-    }
-    let spec = args.nats.over(&NatsSpec::default())?;
-    let url = args.nats.nats.clone().unwrap_or_else(|| "nats://127.0.0.1:4222".into());
-    let inbox = inbox_prefix(&args.lattice, Role::Operator);
-    let client = connection::connect(&spec, Some(&url), "membrane ctl", &inbox).await?;
-    let ctl = Ctl::new(client.clone(), &args.lattice, key);
-    match args.command {
-        CtlCommand::Keygen { .. } | CtlCommand::Permissions { .. } => {}
-        CtlCommand::Inventory { settle_ms } => {
-            print_inventory(&args.lattice, &ctl.inventory(Duration::from_millis(settle_ms)).await?)
-        }
-        CtlCommand::Push { file } => println!("{}", ctl.push(&file).await?),
-        CtlCommand::Apply { manifest } => {
-            let reply = ctl.apply(&manifest).await?;
-            println!("applied app `{}` (revision {})", reply.app, reply.revision);
-        }
-        CtlCommand::Delete { app } => {
-            let reply = ctl.delete(&app).await?;
-            println!("deleted app `{}`", reply.app);
-        }
-        CtlCommand::Update {
-            component,
-            version,
-            app,
-        } => ctl_update(&ctl, &component, &version, app.as_deref()).await?,
-        CtlCommand::Scale {
-            component,
-            instances,
-            app,
-            no_wait,
-        } => ctl_scale(&ctl, &component, instances, app.as_deref(), no_wait).await?,
-        CtlCommand::Watch { heartbeats } => {
-            tokio::select! {
-                done = ctl.watch(heartbeats) => done?,
-                _ = shutdown_signal() => {}
-            }
-        }
-    }
-    let _ = client.flush().await;
-    Ok(())
-}
-
-/// `membrane ctl update`: prints each host's outcome; an error unless every
-/// host swapped.
-async fn ctl_update(ctl: &Ctl, component: &str, version: &str, app: Option<&str>) -> anyhow::Result<()> {
-    let reply = ctl.update(component, version, app).await?;
-    print_update(&reply);
-    let rejected = reply.outcome == UpdateOutcome::Rejected;
-    anyhow::ensure!(
-        !rejected && reply.silent.is_empty(),
-        "update of `{component}` {}",
-        if rejected { "rejected" } else { "incomplete" }
-    );
-    Ok(())
-}
-
-/// `membrane ctl scale`: sets the replicas and, unless `no_wait`, waits until
-/// they run.
-async fn ctl_scale(ctl: &Ctl, component: &str, instances: u32, app: Option<&str>, no_wait: bool) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let reply = ctl.scale(component, instances, app).await?;
-    if no_wait {
-        println!(
-            "{}/{}: {} replica(s) wanted (revision {})",
-            reply.app, component, instances, reply.revision
-        );
-    } else {
-        let hosts = ctl
-            .await_replicas(&reply.app, component, instances, Duration::from_secs(30))
-            .await?;
-        println!(
-            "{}/{component}: {instances} replica(s) on {} in {:.0?} (revision {})",
-            reply.app,
-            hosts.join(", "),
-            started.elapsed(),
-            reply.revision
-        );
-    }
-    Ok(())
-}
-
-/// Prints the inventory of `lattice` as a table.
-fn print_inventory(lattice: &str, hosts: &[crate::lattice::inventory::HostInventory]) {
-    if hosts.is_empty() {
-        println!("no hosts in lattice `{lattice}`");
-        return;
-    }
-    println!(
-        "{:<14} {:<20} {:<12} {:<12} {:<21} INSTANCES",
-        "HOST", "LABELS", "APP", "COMPONENT", "DIGEST"
-    );
-    for host in hosts {
-        let labels: Vec<String> = host.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let labels = if labels.is_empty() {
-            "-".to_string()
-        } else {
-            labels.join(",")
-        };
-        if host.components.is_empty() {
-            println!("{:<14} {:<20} {:<12} {:<12} {:<21} -", host.host, labels, "-", "-", "-");
-        }
-        for c in &host.components {
-            println!(
-                "{:<14} {:<20} {:<12} {:<12} {:<21} {}/{}",
-                host.host,
-                labels,
-                c.app,
-                c.name,
-                crate::app::short(&c.digest),
-                c.instances,
-                c.max_instances
-            );
-        }
-    }
-    println!("{} host(s)", hosts.len());
 }

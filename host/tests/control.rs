@@ -582,3 +582,98 @@ fn lattice_hosts_follow_the_desired_state_across_a_broker_restart() {
     });
     assert_eq!(version_over_http(addr), Ok(2));
 }
+
+/// The scriptable ctl: `--output json` documents, `app/component` names,
+/// `apps` with status and last events, `history` and `rollback`.
+#[test]
+fn ctl_lists_apps_and_history_in_json_and_rolls_back() {
+    let server = NatsServer::start();
+    let web = host(&server, &["role=web"]);
+    let dir = tempfile::tempdir().unwrap();
+    let applied: serde_json::Value = serde_json::from_str(&ok(ctl(
+        &server,
+        &["apply", &manifest_file(&dir, &versioned_app("")), "-o", "json"],
+    )))
+    .unwrap();
+    assert_eq!(applied["app"], "swap");
+    let first = applied["revision"].as_u64().unwrap();
+    let addr = web.wait_for_http("versioned");
+    assert_eq!(version_over_http(addr), Ok(1));
+
+    // `apps`: the component runs where wanted, and its start is among the
+    // last events.
+    let apps =
+        || -> serde_json::Value { serde_json::from_str(&ok(ctl(&server, &["apps", "--output", "json"]))).unwrap() };
+    wait_until(|| {
+        let apps = apps();
+        apps[0]["complete"] == true
+            && apps[0]["events"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|e| e["kind"] == "component.started"))
+    });
+    let listed = apps();
+    assert_eq!(listed[0]["app"], "swap");
+    assert_eq!(listed[0]["components"][0]["name"], "versioned");
+    assert_eq!(listed[0]["components"][0]["digest"], digest_of("versioned_v1"));
+    assert_eq!(listed[0]["components"][0]["running"].as_array().unwrap().len(), 1);
+    let text = ok(ctl(&server, &["apps"]));
+    assert!(
+        text.contains("swap/versioned") && text.contains("1/1 on host-"),
+        "{text}"
+    );
+
+    // A component is named as ctl prints it.
+    let updated: serde_json::Value = serde_json::from_str(&ok(ctl(
+        &server,
+        &["update", "swap/versioned", &path("versioned_v2"), "-o", "json"],
+    )))
+    .unwrap();
+    assert_eq!(updated["outcome"], "updated", "{updated}");
+    assert_eq!(version_over_http(addr), Ok(2));
+    let contradiction = ctl(&server, &["scale", "other/versioned", "1", "--app", "swap"]);
+    assert!(!contradiction.status.success());
+    assert!(
+        String::from_utf8_lossy(&contradiction.stderr)
+            .contains("`other/versioned` names app `other`, but app `swap` was given")
+    );
+
+    // History lists both revisions; rollback restores the first manifest.
+    let history: serde_json::Value =
+        serde_json::from_str(&ok(ctl(&server, &["history", "swap", "-o", "json"]))).unwrap();
+    let history = history.as_array().unwrap();
+    assert_eq!(history.len(), 2, "{history:?}");
+    assert_eq!(history[0]["revision"].as_u64(), Some(first));
+    assert_eq!(history[1]["components"][0][1], digest_of("versioned_v2"));
+    let rolled: serde_json::Value =
+        serde_json::from_str(&ok(ctl(&server, &["rollback", "swap", "-o", "json"]))).unwrap();
+    assert_eq!(rolled["from"].as_u64(), Some(first));
+    wait_until(|| version_over_http(addr) == Ok(1));
+    let history = ok(ctl(&server, &["history", "swap"]));
+    assert_eq!(history.lines().count(), 4, "a header and three revisions:\n{history}");
+    let missing = ctl(&server, &["rollback", "swap", "999"]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("999 is not among the revisions of `swap`"));
+}
+
+/// `membrane completions SHELL` prints a script that knows the commands.
+#[test]
+fn completions_know_the_commands() {
+    for (shell, marker) in [
+        ("bash", "_membrane()"),
+        ("zsh", "#compdef membrane"),
+        ("fish", "complete -c membrane"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_membrane"))
+            .args(["completions", shell])
+            .output()
+            .expect("run membrane completions");
+        let script = ok(output);
+        assert!(script.contains(marker), "{shell}: {script}");
+        assert!(script.contains("rollback") && script.contains("history"), "{shell}");
+    }
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_membrane"))
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid value 'tcsh'"));
+}

@@ -5,11 +5,14 @@
 //! printing a short table. `docs/control.md` documents what each does on the
 //! wire.
 
+use super::apps::{self, AppSummary, HistoryEntry};
 use super::operator::Operator;
 use super::{
-    ApplyReply, ApplyRequest, DeleteReply, DeleteRequest, ScaleReply, ScaleRequest, UpdateReply, UpdateRequest,
+    ApplyReply, ApplyRequest, DeleteReply, DeleteRequest, RollbackReply, ScaleReply, ScaleRequest, UpdateReply,
+    UpdateRequest,
 };
 use crate::lattice::artifacts::Artifacts;
+use crate::lattice::desired::Desired;
 use crate::lattice::events::{Event, event_subject};
 use crate::lattice::inventory::{HostInventory, gather};
 use crate::manifest::{Manifest, is_digest};
@@ -46,7 +49,17 @@ impl Ctl {
             path.display(),
             bytes.len() as f64 / f64::from(1 << 20)
         );
-        let digest = Artifacts::new(self.client.clone(), &self.lattice).push(&bytes).await?;
+        // Drawn only when stderr is a terminal.
+        let bar =
+            indicatif::ProgressBar::with_draw_target(Some(bytes.len() as u64), indicatif::ProgressDrawTarget::stderr());
+        if let Ok(style) = indicatif::ProgressStyle::with_template("  {bar:40} {bytes}/{total_bytes} {bytes_per_sec}") {
+            bar.set_style(style);
+        }
+        let digest = Artifacts::new(self.client.clone(), &self.lattice)
+            .push_reporting(&bytes, &|sent| bar.set_position(sent))
+            .await;
+        bar.finish_and_clear();
+        let digest = digest?;
         eprintln!("pushed in {:.0?}", started.elapsed());
         Ok(digest)
     }
@@ -145,17 +158,47 @@ impl Ctl {
         }
     }
 
+    /// Every applied app: revision, where its components run, last events.
+    pub async fn apps(&self) -> anyhow::Result<Vec<AppSummary>> {
+        let hosts = self.inventory(Duration::from_millis(250)).await?;
+        apps::summaries(&self.client, &self.lattice, &self.desired(), &hosts).await
+    }
+
+    /// The revisions of `app` the lattice keeps.
+    pub async fn history(&self, app: &str) -> anyhow::Result<Vec<HistoryEntry>> {
+        apps::history(&self.desired(), app).await
+    }
+
+    /// Stores an earlier revision of `app` as its newest.
+    pub async fn rollback(&self, app: &str, revision: Option<u64>) -> anyhow::Result<RollbackReply> {
+        Ok(self.operator.rollback(app, revision).await?)
+    }
+
+    fn desired(&self) -> Desired {
+        Desired::new(self.client.clone(), &self.lattice)
+    }
+
     /// Every host's inventory.
     pub async fn inventory(&self, settle: Duration) -> anyhow::Result<Vec<HostInventory>> {
         gather(&self.client, &self.lattice, settle).await
     }
 
-    /// Prints every event of the lattice as it happens, until interrupted.
-    pub async fn watch(&self, heartbeats: bool) -> anyhow::Result<()> {
+    /// Prints every event of the lattice as it happens, until interrupted:
+    /// a line each, or (`json`) each event's JSON document on a line.
+    pub async fn watch(&self, heartbeats: bool, json: bool) -> anyhow::Result<()> {
         let mut events = self.client.subscribe(event_subject(&self.lattice, ">")).await?;
         self.client.flush().await?;
         eprintln!("watching lattice `{}` (Ctrl-C to stop)", self.lattice);
         while let Some(message) = events.next().await {
+            if json {
+                let is_heartbeat = message.subject.ends_with(".heartbeat");
+                if (!is_heartbeat || heartbeats)
+                    && serde_json::from_slice::<serde_json::Value>(&message.payload).is_ok()
+                {
+                    println!("{}", String::from_utf8_lossy(&message.payload));
+                }
+                continue;
+            }
             if message.subject.ends_with(".heartbeat") {
                 if heartbeats && let Ok(host) = serde_json::from_slice::<HostInventory>(&message.payload) {
                     println!(

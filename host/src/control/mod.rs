@@ -13,6 +13,7 @@
 //!
 //! [`ctl`] is the `membrane ctl` client.
 
+pub mod apps;
 pub mod ctl;
 pub mod operator;
 pub mod permissions;
@@ -215,6 +216,17 @@ pub struct ScaleReply {
     /// Replicas wanted.
     pub instances: u32,
     /// The revision of the desired state that carries it.
+    pub revision: u64,
+}
+
+/// What a rollback did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RollbackReply {
+    /// The app.
+    pub app: String,
+    /// The revision whose manifest was restored.
+    pub from: u64,
+    /// The new revision that carries it.
     pub revision: u64,
 }
 

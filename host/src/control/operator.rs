@@ -13,12 +13,12 @@
 //! never stopped serving.
 
 use super::{
-    ApplyReply, ApplyRequest, ControlError, DeleteReply, DeleteRequest, HostOutcome, HostOutcomeKind, ScaleReply,
-    ScaleRequest, UpdateOutcome, UpdateReply, UpdateRequest,
+    ApplyReply, ApplyRequest, ControlError, DeleteReply, DeleteRequest, HostOutcome, HostOutcomeKind, RollbackReply,
+    ScaleReply, ScaleRequest, UpdateOutcome, UpdateReply, UpdateRequest,
 };
 use crate::lattice::artifacts::Artifacts;
 use crate::lattice::desired::{AppRevision, Desired};
-use crate::lattice::events::{Event, EventKind, event_subject};
+use crate::lattice::events::{Event, EventKind, ensure_log, event_subject};
 use crate::lattice::inventory::gather;
 use crate::manifest::{Manifest, is_digest};
 use futures::StreamExt as _;
@@ -69,6 +69,10 @@ impl Operator {
             self.require_artifact(digest, &field).await?;
         }
         let revision = self.desired.put(&manifest.app.name, &request.manifest).await?;
+        // The event log `ctl apps` reads; the app runs without it.
+        if let Err(e) = ensure_log(&self.client, &self.lattice).await {
+            tracing::warn!("{e:#}");
+        }
         Ok(ApplyReply {
             app: manifest.app.name,
             revision,
@@ -97,6 +101,60 @@ impl Operator {
                 format!("no artifact {digest} in the lattice (push it first: `membrane ctl push FILE`)"),
             ))
         }
+    }
+
+    /// Rolls `app` back to the manifest of an earlier `revision` (default:
+    /// the one before the newest), stored as a new revision signed by this
+    /// operator. Its artifacts must still be in the lattice.
+    pub async fn rollback(&self, app: &str, revision: Option<u64>) -> Result<RollbackReply, ControlError> {
+        let history = self.desired.history(app).await?;
+        let Some((current, _)) = history.last() else {
+            return Err(ControlError::field("app", format!("no app `{app}` in the lattice")));
+        };
+        let kept: Vec<u64> = history.iter().map(|(r, _)| r.revision).collect();
+        let target = match revision {
+            Some(wanted) => history.iter().find(|(r, _)| r.revision == wanted),
+            None => history
+                .iter()
+                .rev()
+                .skip(1)
+                .find(|(r, _)| r.manifest.is_some() && r.manifest != current.manifest),
+        };
+        let Some((target, _)) = target else {
+            return Err(ControlError::field(
+                "revision",
+                format!(
+                    "{} is not among the revisions of `{app}` the lattice keeps ({})",
+                    revision.map_or("an earlier revision".into(), |r| r.to_string()),
+                    list(&kept.iter().map(u64::to_string).collect::<Vec<_>>())
+                ),
+            ));
+        };
+        let Some(text) = &target.manifest else {
+            return Err(ControlError::field(
+                "revision",
+                format!("revision {} of `{app}` is its deletion", target.revision),
+            ));
+        };
+        let manifest = Manifest::parse(text, "revision").map_err(|e| ControlError::field("revision", e.to_string()))?;
+        for (name, spec) in &manifest.components {
+            if let Some(digest) = spec.digest_source() {
+                self.require_artifact(
+                    digest,
+                    &format!("revision {}: components.{name}.source", target.revision),
+                )
+                .await?;
+            }
+        }
+        let stored = match current.manifest {
+            Some(_) => self.desired.replace(app, text, current.revision).await?,
+            None => self.desired.put(app, text).await?,
+        };
+        Ok(RollbackReply {
+            app: app.to_string(),
+            from: target.revision,
+            revision: stored,
+        })
     }
 
     /// The applied app that has `component`, and its manifest.
@@ -135,7 +193,8 @@ impl Operator {
 
     /// Swaps a component to another version on every host that runs it; goes
     /// back if any host refused it.
-    pub async fn update(&self, request: UpdateRequest) -> Result<UpdateReply, ControlError> {
+    pub async fn update(&self, mut request: UpdateRequest) -> Result<UpdateReply, ControlError> {
+        (request.app, request.component) = qualified(request.app, &request.component)?;
         if !is_digest(&request.digest) {
             return Err(ControlError::field(
                 "digest",
@@ -203,7 +262,8 @@ impl Operator {
     }
 
     /// Sets the replicas of a component.
-    pub async fn scale(&self, request: ScaleRequest) -> Result<ScaleReply, ControlError> {
+    pub async fn scale(&self, mut request: ScaleRequest) -> Result<ScaleReply, ControlError> {
+        (request.app, request.component) = qualified(request.app, &request.component)?;
         if request.instances == 0 {
             return Err(ControlError::field("instances", "must be at least 1"));
         }
@@ -291,4 +351,23 @@ pub fn edit_component(manifest: &str, component: &str, key: &str, value: toml::V
         .ok_or_else(|| ControlError::field("component", format!("no component `{component}` in the manifest")))?;
     spec.insert(key.to_string(), value);
     toml::to_string(&table).map_err(|e| ControlError::new(format!("cannot write the manifest: {e}")))
+}
+
+/// `component` as the CLI prints it, `app/component`, or a bare name (with
+/// `app` given apart or not); the app and the component. An `app/` prefix
+/// that contradicts `app` is an error.
+pub fn qualified(app: Option<String>, component: &str) -> Result<(Option<String>, String), ControlError> {
+    match component.split_once('/') {
+        None => Ok((app, component.to_string())),
+        Some((prefix, name)) if app.as_deref().is_none_or(|a| a == prefix) && !name.is_empty() => {
+            Ok((Some(prefix.to_string()), name.to_string()))
+        }
+        Some((prefix, _)) => Err(ControlError::field(
+            "component",
+            format!(
+                "`{component}` names app `{prefix}`, but app {} was given",
+                app.map_or("none".into(), |a| format!("`{a}`"))
+            ),
+        )),
+    }
 }

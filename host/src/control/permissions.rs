@@ -104,6 +104,7 @@ pub fn permissions(lattice: &str, role: Role, apps: &[Manifest]) -> Permissions 
     let inbox = format!("{}.>", inbox_prefix(lattice, role));
     let inventory = format!("membrane.{lattice}.ctl.v1.inventory");
     let events = format!("membrane.{lattice}.evt.>");
+    let event_log = crate::lattice::events::log_stream(lattice);
     match role {
         Role::Host => {
             let rpc = format!("membrane.{lattice}.rpc.>");
@@ -121,7 +122,7 @@ pub fn permissions(lattice: &str, role: Role, apps: &[Manifest]) -> Permissions 
         }
         Role::Operator => {
             p.publish([inventory, "$JS.API.INFO".to_string()]);
-            for stream in [&kv_stream, &object_stream] {
+            for stream in [&kv_stream, &object_stream, &event_log] {
                 p.publish(read_stream(stream));
                 p.publish([format!("$JS.API.STREAM.CREATE.{stream}")]);
             }

@@ -57,13 +57,24 @@ impl Artifacts {
 
     /// Stores `bytes` under their digest (once) and returns the digest.
     pub async fn push(&self, bytes: &[u8]) -> anyhow::Result<String> {
+        self.push_reporting(bytes, &|_| {}).await
+    }
+
+    /// [`Artifacts::push`], calling `progress` with the bytes sent so far.
+    pub async fn push_reporting(&self, bytes: &[u8], progress: &(dyn Fn(u64) + Sync)) -> anyhow::Result<String> {
         let digest = cache::digest(bytes);
         let store = self.store(true).await?;
         if store.info(&digest).await.is_ok_and(|info| info.size == bytes.len()) {
+            progress(bytes.len() as u64);
             return Ok(digest);
         }
+        let mut reader = Counting {
+            bytes,
+            sent: 0,
+            progress,
+        };
         store
-            .put(digest.as_str(), &mut &bytes[..])
+            .put(digest.as_str(), &mut reader)
             .await
             .with_context(|| format!("cannot store {digest}"))?;
         Ok(digest)
@@ -145,5 +156,26 @@ impl crate::runtime::ArtifactStore for Artifacts {
         cache_dir: Option<&'a Path>,
     ) -> futures::future::BoxFuture<'a, anyhow::Result<Vec<u8>>> {
         Box::pin(Artifacts::fetch(self, digest, cache_dir))
+    }
+}
+/// Reads `bytes`, reporting how many were read.
+struct Counting<'a> {
+    bytes: &'a [u8],
+    sent: usize,
+    progress: &'a (dyn Fn(u64) + Sync),
+}
+
+impl tokio::io::AsyncRead for Counting<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let rest = &self.bytes[self.sent..];
+        let n = rest.len().min(buf.remaining());
+        buf.put_slice(&rest[..n]);
+        self.sent += n;
+        (self.progress)(self.sent as u64);
+        std::task::Poll::Ready(Ok(()))
     }
 }

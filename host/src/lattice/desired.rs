@@ -207,6 +207,27 @@ impl Desired {
         })
     }
 
+    /// The revisions of `app` the bucket keeps (oldest first), each with the
+    /// time it was stored (Unix milliseconds).
+    pub async fn history(&self, app: &str) -> anyhow::Result<Vec<(AppRevision, u64)>> {
+        let store = self.existing().await?;
+        let mut entries = store.history(app_key(app)).await?;
+        let mut revisions = Vec::new();
+        while let Some(entry) = entries.next().await {
+            let entry = entry?;
+            let at_ms = u64::try_from(entry.created.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+            let revision = AppRevision::open(
+                &self.lattice,
+                app.to_string(),
+                entry.revision,
+                entry.operation,
+                &entry.value,
+            );
+            revisions.push((revision, at_ms));
+        }
+        Ok(revisions)
+    }
+
     /// Every change from now on, after the current state of every app: the
     /// stream a host reconciles from. Fails while the bucket does not exist.
     pub async fn watch(&self) -> anyhow::Result<impl futures::Stream<Item = AppRevision> + Send + use<>> {

@@ -5,6 +5,10 @@
 //! The host agent ([`super::agent`]) emits them and follows its peers' host
 //! events; the control plane waits for component events to answer an update.
 //! `docs/control.md` documents the shapes.
+//!
+//! The lattice keeps the recent ones in a stream ([`log_stream`], created by
+//! the operator with the desired state): `ctl apps` shows an app's last
+//! events from it. Heartbeats are not kept.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -158,6 +162,70 @@ impl Events {
             tracing::debug!("event {} not sent: {e}", event.kind);
         }
     }
+}
+
+/// The stream that keeps `lattice`'s recent events.
+pub fn log_stream(lattice: &str) -> String {
+    format!("membrane-{lattice}-events")
+}
+
+/// Events the log keeps: at most this many, for at most a week.
+const LOG_MESSAGES: i64 = 10_000;
+
+/// Creates `lattice`'s event log if it is missing.
+pub async fn ensure_log(client: &async_nats::Client, lattice: &str) -> anyhow::Result<()> {
+    let js = async_nats::jetstream::new(client.clone());
+    js.get_or_create_stream(async_nats::jetstream::stream::Config {
+        name: log_stream(lattice),
+        description: Some("Membrane lattice events".into()),
+        subjects: ["host", "component", "app"]
+            .iter()
+            .map(|kind| event_subject(lattice, &format!("{kind}.>")))
+            .collect(),
+        max_messages: LOG_MESSAGES,
+        max_age: std::time::Duration::from_secs(7 * 24 * 3600),
+        discard: async_nats::jetstream::stream::DiscardPolicy::Old,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot create the event log {}: {e}", log_stream(lattice)))?;
+    Ok(())
+}
+
+/// The last `n` events of `lattice`'s log (oldest first); none when the log
+/// does not exist. Unreadable entries are skipped.
+pub async fn recent(client: &async_nats::Client, lattice: &str, n: u64) -> anyhow::Result<Vec<Event>> {
+    use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+    use futures::StreamExt as _;
+    let js = async_nats::jetstream::new(client.clone());
+    let Ok(mut stream) = js.get_stream(log_stream(lattice)).await else {
+        return Ok(Vec::new());
+    };
+    let info = stream.info().await?;
+    let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+    if info.state.messages == 0 {
+        return Ok(Vec::new());
+    }
+    let start = last.saturating_sub(n.saturating_sub(1)).max(first);
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: start },
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, messages.next()).await {
+        let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(last);
+        if let Ok(event) = serde_json::from_slice::<Event>(&message.payload) {
+            events.push(event);
+        }
+        if sequence >= last {
+            break;
+        }
+    }
+    Ok(events)
 }
 
 #[cfg(test)]
