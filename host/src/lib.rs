@@ -8,9 +8,12 @@
 //!
 //! ```text
 //! cli → control → lattice → app → transports → links → runtime → codec, manifest
+//!   └──→ dev ──────────────↗
 //! ```
 //!
-//! - [`cli`]: `membrane up` and `membrane ctl`.
+//! - [`cli`]: `membrane up`, `membrane ctl`, `membrane dev`, `membrane new`.
+//! - [`dev`]: the dev loop (build, serve, watch, rebuild, hot-swap through
+//!   [`app`]) and the component templates of `membrane new`.
 //! - [`control`]: the control-plane requests and the `ctl` client.
 //! - [`lattice`]: NATS, membership, placement, the agent that reconciles,
 //!   events, desired state and artifacts.
@@ -30,6 +33,7 @@ pub mod app;
 pub mod cli;
 pub mod codec;
 pub mod control;
+pub mod dev;
 pub mod lattice;
 pub mod links;
 pub mod manifest;
