@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! cli → control → lattice → app → transports → links → runtime → codec, manifest
-//!   └──→ dev ──────────────↗
+//! cli → dev → app              (dev: beside control and lattice, never using them)
 //! ```
 //!
 //! - [`cli`]: `membrane up`, `membrane ctl`, `membrane dev`, `membrane new`.

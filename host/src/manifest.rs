@@ -980,7 +980,12 @@ component = "gateway"
 
     #[test]
     fn build_tables_are_checked_field_by_field() {
-        let with = |build: &str| GOOD.replace("source = \"rater.wasm\"", &format!("source = \"rater.wasm\"\nbuild = {build}"));
+        let with = |build: &str| {
+            GOOD.replace(
+                "source = \"rater.wasm\"",
+                &format!("source = \"rater.wasm\"\nbuild = {build}"),
+            )
+        };
         let m = Manifest::parse(
             &with(r#"{ command = "cargo build", watch = ["src/**/*.rs", "Cargo.toml"], workdir = "rater" }"#),
             "app.toml",
@@ -989,7 +994,9 @@ component = "gateway"
         let build = m.components["rater"].build.as_ref().unwrap();
         assert_eq!(build.watch.len(), 2);
         assert!(m.components["gateway"].build.is_none());
-        let err = parse_err(&with(r#"{ command = " ", watch = ["/etc/*", "../x/*.rs", "src/[", ""] }"#));
+        let err = parse_err(&with(
+            r#"{ command = " ", watch = ["/etc/*", "../x/*.rs", "src/[", ""] }"#,
+        ));
         for expected in [
             "components.rater.build.command: must not be empty",
             "components.rater.build.watch[0]: \"/etc/*\" must be relative",
@@ -1002,7 +1009,10 @@ component = "gateway"
         let err = parse_err(&with(r#"{ command = "make", watchh = [] }"#));
         assert!(err.contains("unknown field `watchh`"), "{err}");
         let err = parse_err(&with(r#"{ watch = [] }"#));
-        assert!(err.contains("components.rater") && err.contains("missing field `command`"), "{err}");
+        assert!(
+            err.contains("components.rater") && err.contains("missing field `command`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1010,8 +1020,14 @@ component = "gateway"
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("app.toml");
         let text = GOOD
-            .replace("source = \"rater.wasm\"", "source = \"rater.wasm\"\nbuild = { command = \"make\", workdir = \"rater\" }")
-            .replace("source = \"gateway.wasm\"", "source = \"gateway.wasm\"\nbuild = { command = \"make\" }");
+            .replace(
+                "source = \"rater.wasm\"",
+                "source = \"rater.wasm\"\nbuild = { command = \"make\", workdir = \"rater\" }",
+            )
+            .replace(
+                "source = \"gateway.wasm\"",
+                "source = \"gateway.wasm\"\nbuild = { command = \"make\" }",
+            );
         std::fs::write(&path, text).unwrap();
         let m = Manifest::load(&path).unwrap();
         let workdir = |c: &str| m.components[c].build.as_ref().unwrap().workdir.clone().unwrap();

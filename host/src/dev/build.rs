@@ -122,7 +122,7 @@ pub async fn snapshot(job: &BuildJob, snapshots: &Path) -> Result<Built, BuildEr
     let meta = match tokio::fs::metadata(&job.source).await {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let hint = if std::env::var_os("CARGO_TARGET_DIR").is_some() {
+            let hint = if job.command.contains("cargo") && std::env::var_os("CARGO_TARGET_DIR").is_some() {
                 " (CARGO_TARGET_DIR is set: cargo writes there, not under the workdir's target/)".to_string()
             } else {
                 " (does the build write it there? check `source` and `build.command`)".to_string()
@@ -200,7 +200,10 @@ async fn run_command(job: &BuildJob) -> Result<(), BuildError> {
     };
     // A child the command left behind may hold the pipes open: do not wait
     // for it long (the readers are aborted when the set drops).
-    let _ = tokio::time::timeout(Duration::from_secs(2), async { while readers.join_next().await.is_some() {} }).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while readers.join_next().await.is_some() {}
+    })
+    .await;
     if status.success() {
         Ok(())
     } else {
@@ -354,14 +357,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let started = Instant::now();
         let err = build(
-            &job(dir.path(), "echo starting; sleep 1000 & wait", Duration::from_millis(300)),
+            &job(
+                dir.path(),
+                "echo starting; sleep 1000 & wait",
+                Duration::from_millis(300),
+            ),
             dir.path(),
         )
         .await
         .unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(5));
         let text = err.to_string();
-        assert!(text.contains("did not finish in 0.3 s") && text.contains("starting"), "{text}");
+        assert!(
+            text.contains("did not finish in 0.3 s") && text.contains("starting"),
+            "{text}"
+        );
     }
 
     #[tokio::test]
@@ -372,7 +382,10 @@ mod tests {
             .unwrap_err();
         let text = err.to_string();
         assert!(text.starts_with("components.x.source: "), "{text}");
-        assert!(text.contains("out.wasm does not exist after `true` succeeded"), "{text}");
+        assert!(
+            text.contains("out.wasm does not exist after `true` succeeded"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

@@ -46,6 +46,7 @@ const WASI_LOGGING: &str = include_str!("../../../wit/insurance/deps/logging/log
 pub const ADDRESS: &str = "127.0.0.1:8080";
 
 /// Rust's keywords and the crates every crate sees: not a crate's name.
+#[rustfmt::skip]
 const RUST_RESERVED: &[&str] = &[
     "abstract", "alloc", "as", "async", "await", "become", "box", "break", "const", "continue", "core", "crate", "do",
     "dyn", "else", "enum", "extern", "false", "final", "fn", "for", "gen", "if", "impl", "in", "let", "loop", "macro",
@@ -55,6 +56,7 @@ const RUST_RESERVED: &[&str] = &[
 ];
 
 /// WIT's keywords: not a package or world name.
+#[rustfmt::skip]
 const WIT_RESERVED: &[&str] = &[
     "as", "async", "bool", "borrow", "char", "constructor", "enum", "error-context", "export", "f32", "f64", "flags",
     "float32", "float64", "from", "func", "future", "import", "include", "interface", "list", "own", "package",
@@ -77,7 +79,10 @@ pub fn check_name(name: &str) -> Result<(), String> {
             "{name:?}: a name is lower-case ASCII letters, digits, `-` and `_`"
         ));
     }
-    if name.split(['-', '_']).any(|word| !word.starts_with(|c: char| c.is_ascii_lowercase())) {
+    if name
+        .split(['-', '_'])
+        .any(|word| !word.starts_with(|c: char| c.is_ascii_lowercase()))
+    {
         return Err(format!(
             "{name:?}: every word (between `-` or `_`) must start with a letter, as in `my-api2`"
         ));
@@ -85,7 +90,9 @@ pub fn check_name(name: &str) -> Result<(), String> {
     let rust = name.replace('-', "_");
     let wit = name.replace('_', "-");
     if RUST_RESERVED.contains(&rust.as_str()) || WIT_RESERVED.contains(&wit.as_str()) {
-        return Err(format!("{name:?} is a keyword or a reserved crate name; choose another"));
+        return Err(format!(
+            "{name:?} is a keyword or a reserved crate name; choose another"
+        ));
     }
     Ok(())
 }
@@ -248,9 +255,15 @@ mod tests {
             .lines()
             .find(|l| l.starts_with("wit-bindgen = "))
             .expect("the workspace names wit-bindgen");
-        assert!(CARGO_TOML.contains(line), "templates/common/Cargo.toml.in must use {line}");
+        assert!(
+            CARGO_TOML.contains(line),
+            "templates/common/Cargo.toml.in must use {line}"
+        );
         let wasip2 = workspace.lines().find(|l| l.starts_with("wasip2 = ")).expect("wasip2");
-        assert!(files("x", Template::Http)[0].1.contains(wasip2), "http template must use {wasip2}");
+        assert!(
+            files("x", Template::Http)[0].1.contains(wasip2),
+            "http template must use {wasip2}"
+        );
     }
 
     #[test]
@@ -260,7 +273,10 @@ mod tests {
         std::fs::write(dir.path().join("taken/keep.txt"), "mine").unwrap();
         let err = create("taken", Template::Http, dir.path()).unwrap_err().to_string();
         assert!(err.contains("already exists"), "{err}");
-        assert_eq!(std::fs::read_to_string(dir.path().join("taken/keep.txt")).unwrap(), "mine");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("taken/keep.txt")).unwrap(),
+            "mine"
+        );
         assert_eq!(std::fs::read_dir(dir.path().join("taken")).unwrap().count(), 1);
         let made = create("fresh", Template::Rpc, &dir.path().join("sub")).unwrap();
         assert!(made.join("src/lib.rs").is_file() && made.join(".cargo/config.toml").is_file());

@@ -161,9 +161,9 @@ impl Watch {
                 if watched_roots.contains(&dir) {
                     continue;
                 }
-                watcher
-                    .watch(&dir, mode)
-                    .map_err(|e| anyhow::anyhow!("components.{}.build.watch: cannot watch {}: {e}", w.name, dir.display()))?;
+                watcher.watch(&dir, mode).map_err(|e| {
+                    anyhow::anyhow!("components.{}.build.watch: cannot watch {}: {e}", w.name, dir.display())
+                })?;
                 watched_roots.push(dir);
             }
         }
@@ -219,7 +219,10 @@ mod tests {
         assert_eq!(m.matches(Path::new("/w/Cargo.toml")).len(), 1);
         assert_eq!(m.matches(Path::new("/w/wit/deps/x.wit")).len(), 1);
         assert!(m.matches(Path::new("/w/src/lib.rs.swp")).is_empty());
-        assert!(m.matches(Path::new("/w/sub/Cargo.toml")).is_empty(), "`Cargo.toml` is the workdir's only");
+        assert!(
+            m.matches(Path::new("/w/sub/Cargo.toml")).is_empty(),
+            "`Cargo.toml` is the workdir's only"
+        );
         assert!(m.matches(Path::new("/w/target/x.wit")).is_empty());
         assert!(m.matches(Path::new("/w/a/target/x.wit")).is_empty());
         assert!(m.matches(Path::new("/elsewhere/src/lib.rs")).is_empty());
@@ -229,7 +232,10 @@ mod tests {
     fn only_the_literal_start_of_each_glob_is_watched() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("src/bin")).unwrap();
-        let roots = roots(dir.path(), &["src/**/*.rs".into(), "src/bin/*.rs".into(), "Cargo.toml".into()]);
+        let roots = roots(
+            dir.path(),
+            &["src/**/*.rs".into(), "src/bin/*.rs".into(), "Cargo.toml".into()],
+        );
         assert_eq!(
             roots,
             vec![
