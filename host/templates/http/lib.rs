@@ -11,13 +11,18 @@ wit_bindgen::generate!({
 });
 
 use wasi::config::store;
-use wasip2::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use wasip2::http::types::{
+    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
 
 struct Component;
 
 impl wasip2::exports::http::incoming_handler::Guest for Component {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
-        let greeting = store::get("greeting").ok().flatten().unwrap_or_else(|| "Hello".to_string());
+        let greeting = store::get("greeting")
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| "Hello".to_string());
         let path = request.path_with_query().unwrap_or_default();
         let body = format!("{greeting} from {{name}}! You asked for {path}\n");
         respond(out, 200, body.as_bytes());
