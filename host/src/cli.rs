@@ -70,13 +70,10 @@ pub struct DevArgs {
     #[arg(long, default_value_t = crate::dev::DEFAULT_BUILD_TIMEOUT.as_secs())]
     pub build_timeout: u64,
 
-    /// Directory for compiled code, keyed by digest (as for `up`).
+    /// Directory for compiled code, keyed by digest. Without it `dev`
+    /// writes no compiled code to disk: every save would add a version.
     #[arg(long, env = "MEMBRANE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
-
-    /// Compile every component afresh and write nothing to disk.
-    #[arg(long)]
-    pub no_cache: bool,
 
     /// A TOML file of secrets for `{ secret = "NAME" }` values (as for `up`).
     #[arg(long, env = "MEMBRANE_SECRETS")]
@@ -716,7 +713,7 @@ pub async fn dev(args: DevArgs, shutdown: impl std::future::Future<Output = ()>)
     let mut up_args = UpArgs::try_parse_from(["membrane-up"])?;
     up_args.manifest = Some(args.manifest.clone());
     up_args.cache_dir = args.cache_dir.clone();
-    up_args.no_cache = args.no_cache;
+    up_args.no_cache = args.cache_dir.is_none();
     up_args.secrets = args.secrets.clone();
     up_args.nats = args.nats.clone();
     let spec = args.nats.over(&manifest.nats)?;

@@ -479,3 +479,26 @@ component = "v"
     assert_eq!(dev.count("rebuilt v in "), 1, "{}", dev.log());
     assert!(dev.interrupt().success());
 }
+
+/// `membrane up` serves a manifest with `build` tables as it is: it never
+/// runs them (this one would fail).
+#[test]
+fn up_ignores_build_tables() {
+    let host = support::Host::start(
+        r#"[app]
+name = "built-elsewhere"
+
+[components.echo]
+source = "{wasm:echo}"
+build = { command = "echo never run; exit 1", watch = ["src/**/*.rs"] }
+
+[[bindings]]
+medium = "http"
+address = "127.0.0.1:0"
+component = "echo"
+"#,
+    );
+    let answer = http(host.addr(), "POST", "/", b"still served");
+    assert_eq!((answer.status, answer.body.as_str()), (200, "still served"));
+    assert!(!host.log().contains("never run"), "{}", host.log());
+}

@@ -259,7 +259,10 @@ async fn swap(runner: &mut AppRunner, manifest: &mut Manifest, here: &BTreeSet<S
     };
     set_source(manifest, &name, built.snapshot);
     let swapping = Instant::now();
-    match runner.reconcile(manifest, here.clone()).await {
+    let outcome = runner.reconcile(manifest, here.clone()).await;
+    // Only the versions that run stay compiled in memory.
+    runner.runtime().forget_unused_versions();
+    match outcome {
         Ok(done) if done.changes.is_empty() => {
             tracing::info!(
                 "rebuilt {name} in {:.1} s: unchanged ({})",
