@@ -1,5 +1,6 @@
 //! The command line: `membrane up` runs a host, `membrane ctl` steers a
-//! lattice.
+//! lattice, `membrane dev` builds, serves and hot-swaps an app as its
+//! sources change, `membrane new` writes a new component.
 //!
 //! `up` with a manifest does everything that can fail before it listens: it
 //! parses and checks the manifest, compiles and validates every component
@@ -61,6 +62,56 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Build an app's components, serve it, and rebuild and hot-swap each
+    /// component when its sources change (its `build` tables).
+    Dev(DevArgs),
+    /// Write a new component (crate, WIT, manifest) that `membrane dev` runs.
+    New(NewArgs),
+}
+
+/// Arguments of `membrane dev`.
+#[derive(Parser, Debug, Clone)]
+pub struct DevArgs {
+    /// The app manifest (TOML); components with a `build` table are built
+    /// and watched.
+    #[arg(default_value = "app.toml")]
+    pub manifest: PathBuf,
+
+    /// Stop a build that runs longer than this, in seconds (it fails; the
+    /// previous version keeps serving).
+    #[arg(long, default_value_t = crate::dev::DEFAULT_BUILD_TIMEOUT.as_secs())]
+    pub build_timeout: u64,
+
+    /// Directory for compiled code, keyed by digest. Without it `dev`
+    /// writes no compiled code to disk: every save would add a version.
+    #[arg(long, env = "MEMBRANE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// A TOML file of secrets for `{ secret = "NAME" }` values (as for `up`).
+    #[arg(long, env = "MEMBRANE_SECRETS")]
+    pub secrets: Option<PathBuf>,
+
+    /// NATS, for `nats` and `queue` bindings; without it (or `[nats] urls`)
+    /// those bindings are not served.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}
+
+/// Arguments of `membrane new`.
+#[derive(Parser, Debug, Clone)]
+pub struct NewArgs {
+    /// The component's name: a crate name (lower-case letters, digits, `-`,
+    /// `_`), also its WIT package's and its manifest's.
+    pub name: String,
+
+    /// What it does: `http` (a wasi:http handler), `rpc` (an exported
+    /// function over http-rpc), `queue` (a JetStream worker, also over http-rpc).
+    #[arg(long, value_enum, default_value = "http")]
+    pub template: crate::dev::scaffold::Template,
+
+    /// Where to create its directory (default: here).
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
 }
 
 /// How to reach NATS: the same options for hosts and `ctl`.
@@ -277,7 +328,7 @@ pub fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     // `ctl` prints its own short output; only problems go to the log.
-    let logging = init_logging(if matches!(cli.command, Command::Ctl(_)) {
+    let logging = init_logging(if matches!(cli.command, Command::Ctl(_) | Command::New(_)) {
         "warn"
     } else {
         "membrane=info,warn"
@@ -293,6 +344,8 @@ pub fn main() -> ExitCode {
         Command::Up(args) => runtime.block_on(up(args, shutdown_signal())),
         Command::Ctl(args) => runtime.block_on(ctl(args)),
         Command::Completions { .. } => Ok(()),
+        Command::Dev(args) => runtime.block_on(dev(args, shutdown_signal())),
+        Command::New(args) => new(&args),
     };
     // Flush the log before the last word, so it comes last.
     drop(logging);
@@ -613,4 +666,38 @@ fn log_ready(agent: &Agent, host: &str, lattice: &str, app: Option<&str>, starte
             started.elapsed()
         ),
     }
+}
+
+/// `membrane dev`: builds the manifest's components, serves the app on this
+/// host (NATS only when one is given), and rebuilds and swaps each component
+/// as its sources change, until `shutdown` resolves.
+pub async fn dev(args: DevArgs, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    warn_secrets_on_command_line();
+    let manifest = Manifest::load(&args.manifest)?;
+    let mut up_args = UpArgs::try_parse_from(["membrane-up"])?;
+    up_args.manifest = Some(args.manifest.clone());
+    up_args.cache_dir = args.cache_dir.clone();
+    up_args.no_cache = args.cache_dir.is_none();
+    up_args.secrets = args.secrets.clone();
+    up_args.nats = args.nats.clone();
+    let spec = args.nats.over(&manifest.nats)?;
+    let nats = if crate::dev::wants_nats(&manifest) && (args.nats.nats.is_some() || !spec.urls.is_empty()) {
+        let inbox = inbox_prefix(&up_args.lattice, Role::Host);
+        let name = format!("membrane dev {}", manifest.app.name);
+        Some(connection::connect(&spec, args.nats.nats.as_deref(), &name, &inbox).await?)
+    } else {
+        None
+    };
+    let host = host_context(&up_args, Some(&manifest), nats.as_ref())?;
+    let options = crate::dev::DevOptions {
+        build_timeout: Duration::from_secs(args.build_timeout.max(1)),
+    };
+    crate::dev::run(&args.manifest, manifest, host, options, shutdown).await
+}
+
+/// `membrane new`: writes the component and says what to type next.
+pub fn new(args: &NewArgs) -> anyhow::Result<()> {
+    let dir = crate::dev::scaffold::create(&args.name, args.template, &args.dir)?;
+    print!("{}", crate::dev::scaffold::next_steps(&args.name, args.template, &dir));
+    Ok(())
 }

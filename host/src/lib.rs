@@ -8,10 +8,13 @@
 //!
 //! ```text
 //! cli → admin → control → lattice → app → transports → links → runtime → codec, manifest, metrics
+//! cli → dev → app              (dev: beside control and lattice, never using them)
 //! ```
 //!
-//! - [`cli`]: `membrane up` and `membrane ctl`.
+//! - [`cli`]: `membrane up`, `ctl`, `dev`, `new` and `completions`.
 //! - [`admin`]: the host's admin endpoint: status page, metrics, health.
+//! - [`dev`]: the dev loop (build, serve, watch, rebuild, hot-swap through
+//!   [`app`]) and the component templates of `membrane new`.
 //! - [`control`]: the control-plane requests and the `ctl` client.
 //! - [`lattice`]: NATS, membership, placement, the agent that reconciles,
 //!   events, desired state and artifacts.
@@ -33,6 +36,7 @@ pub mod app;
 pub mod cli;
 pub mod codec;
 pub mod control;
+pub mod dev;
 pub mod lattice;
 pub mod links;
 pub mod manifest;

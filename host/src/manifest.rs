@@ -108,6 +108,65 @@ pub struct ComponentSpec {
     /// [`outbound`]); empty, the default, allows nothing.
     #[serde(default)]
     pub allowed_outbound_hosts: Vec<String>,
+    /// How to build the component from its sources, for `membrane dev`
+    /// only: `membrane up` and the lattice ignore it, and `membrane ctl
+    /// apply` does not store it.
+    #[serde(default)]
+    pub build: Option<BuildSpec>,
+}
+
+/// `[components.<name>] build = { command = "...", watch = [...] }`: how
+/// `membrane dev` builds the component and which files it watches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildSpec {
+    /// A shell command (run with `sh -c` in `workdir`) that writes the
+    /// component's `source`.
+    pub command: String,
+    /// Globs of the files whose change means a rebuild, relative to
+    /// `workdir` (`src/**/*.rs`, `Cargo.toml`). `target/` is never watched.
+    /// Empty: built once at start, never rebuilt.
+    #[serde(default)]
+    pub watch: Vec<String>,
+    /// Where the command runs and the globs are rooted; relative to the
+    /// manifest's directory, which is the default.
+    pub workdir: Option<PathBuf>,
+}
+
+impl BuildSpec {
+    /// What is wrong with the build table of component `name`, each
+    /// problem naming its field.
+    fn problems(&self, name: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.command.trim().is_empty() {
+            problems.push(format!("components.{name}.build.command: must not be empty"));
+        }
+        for (i, glob) in self.watch.iter().enumerate() {
+            let field = format!("components.{name}.build.watch[{i}]");
+            if let Err(why) = check_watch_glob(glob) {
+                problems.push(format!("{field}: {glob:?} {why}"));
+            }
+        }
+        problems
+    }
+}
+
+/// Whether `glob` can be a `build.watch` entry: a valid glob, relative to
+/// the workdir, not reaching out of it.
+pub fn check_watch_glob(glob: &str) -> Result<globset::Glob, String> {
+    if glob.trim().is_empty() {
+        return Err("is empty".into());
+    }
+    if glob.starts_with('/') || glob.starts_with('\\') || Path::new(glob).is_absolute() {
+        return Err("must be relative to build.workdir".into());
+    }
+    if glob.split(['/', '\\']).any(|part| part == "..") {
+        return Err("must not leave build.workdir (`..`): set build.workdir to a common parent instead".into());
+    }
+    globset::GlobBuilder::new(glob)
+        .literal_separator(true)
+        .build()
+        .map_err(|e| format!("is not a glob: {}", e.kind()))
 }
 
 impl ComponentSpec {
@@ -528,6 +587,10 @@ impl Manifest {
                     *host = base.join(&*host);
                 }
             }
+            if let Some(build) = &mut spec.build {
+                let dir = build.workdir.take().unwrap_or_default();
+                build.workdir = Some(if dir.is_relative() { base.join(dir) } else { dir });
+            }
         }
     }
 
@@ -594,6 +657,9 @@ impl Manifest {
             }
             if let Err(bad) = spec.outbound_hosts(name) {
                 problems.extend(bad);
+            }
+            if let Some(build) = &spec.build {
+                problems.extend(build.problems(name));
             }
         }
     }
@@ -910,6 +976,63 @@ component = "gateway"
             "source = \"rater.wasm\"\nwasi = { network = true }",
         ));
         assert!(err.contains("unknown field `network`"), "{err}");
+    }
+
+    #[test]
+    fn build_tables_are_checked_field_by_field() {
+        let with = |build: &str| {
+            GOOD.replace(
+                "source = \"rater.wasm\"",
+                &format!("source = \"rater.wasm\"\nbuild = {build}"),
+            )
+        };
+        let m = Manifest::parse(
+            &with(r#"{ command = "cargo build", watch = ["src/**/*.rs", "Cargo.toml"], workdir = "rater" }"#),
+            "app.toml",
+        )
+        .unwrap();
+        let build = m.components["rater"].build.as_ref().unwrap();
+        assert_eq!(build.watch.len(), 2);
+        assert!(m.components["gateway"].build.is_none());
+        let err = parse_err(&with(
+            r#"{ command = " ", watch = ["/etc/*", "../x/*.rs", "src/[", ""] }"#,
+        ));
+        for expected in [
+            "components.rater.build.command: must not be empty",
+            "components.rater.build.watch[0]: \"/etc/*\" must be relative",
+            "components.rater.build.watch[1]: \"../x/*.rs\" must not leave build.workdir",
+            "components.rater.build.watch[2]: \"src/[\" is not a glob",
+            "components.rater.build.watch[3]: \"\" is empty",
+        ] {
+            assert!(err.contains(expected), "{expected}: {err}");
+        }
+        let err = parse_err(&with(r#"{ command = "make", watchh = [] }"#));
+        assert!(err.contains("unknown field `watchh`"), "{err}");
+        let err = parse_err(&with(r#"{ watch = [] }"#));
+        assert!(
+            err.contains("components.rater") && err.contains("missing field `command`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_build_workdir_resolves_against_the_manifest_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.toml");
+        let text = GOOD
+            .replace(
+                "source = \"rater.wasm\"",
+                "source = \"rater.wasm\"\nbuild = { command = \"make\", workdir = \"rater\" }",
+            )
+            .replace(
+                "source = \"gateway.wasm\"",
+                "source = \"gateway.wasm\"\nbuild = { command = \"make\" }",
+            );
+        std::fs::write(&path, text).unwrap();
+        let m = Manifest::load(&path).unwrap();
+        let workdir = |c: &str| m.components[c].build.as_ref().unwrap().workdir.clone().unwrap();
+        assert_eq!(workdir("rater"), dir.path().join("rater"));
+        assert_eq!(workdir("gateway"), dir.path().join(""));
     }
 
     #[test]

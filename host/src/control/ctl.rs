@@ -74,6 +74,9 @@ impl Ctl {
         if table.remove("nats").is_some() {
             eprintln!("note: [nats] is not applied: the lattice's hosts use their own connection and credentials");
         }
+        if strip_builds(&mut table) {
+            eprintln!("note: `build` tables are not applied: they are for `membrane dev` on this machine");
+        }
         for (name, spec) in &manifest.components {
             let digest = match spec.digest_source() {
                 Some(digest) => digest.to_string(),
@@ -277,4 +280,34 @@ pub fn print_update(reply: &UpdateReply) {
         crate::app::short(&reply.running),
         reply.revision
     );
+}
+
+/// Removes every component's `build` table from a manifest's `table`
+/// (local commands and paths: `membrane dev` only); whether there was one.
+pub fn strip_builds(table: &mut toml::Table) -> bool {
+    let mut stripped = false;
+    if let Some(components) = table.get_mut("components").and_then(|c| c.as_table_mut()) {
+        for (_, component) in components.iter_mut() {
+            if let Some(spec) = component.as_table_mut() {
+                stripped |= spec.remove("build").is_some();
+            }
+        }
+    }
+    stripped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_tables_are_not_applied() {
+        let text = "[app]\nname = \"a\"\n[components.x]\nsource = \"x.wasm\"\nbuild = { command = \"make\", watch = [\"src/*.c\"] }\n[components.y]\nsource = \"y.wasm\"\n";
+        let mut table: toml::Table = text.parse().unwrap();
+        assert!(strip_builds(&mut table));
+        let applied = toml::to_string(&table).unwrap();
+        assert!(!applied.contains("build") && !applied.contains("make"), "{applied}");
+        assert!(Manifest::parse(&applied, "applied").is_ok());
+        assert!(!strip_builds(&mut table));
+    }
 }

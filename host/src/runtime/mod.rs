@@ -333,6 +333,19 @@ impl Runtime {
         Ok(Source::Bytes(bytes))
     }
 
+    /// Forgets every compiled version the current generation does not run,
+    /// so a long run of swaps (`membrane dev` rebuilds on every save) does
+    /// not keep each version's code alive. A version asked for again is
+    /// compiled again (or loaded from the disk cache).
+    pub fn forget_unused_versions(&self) {
+        let current = self.generation();
+        let running: std::collections::HashSet<&str> = current.components().map(|c| c.digest.as_str()).collect();
+        self.compiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|digest, _| running.contains(digest.as_str()));
+    }
+
     fn compiled_version(&self, digest: &str) -> Option<Component> {
         self.compiled
             .lock()
