@@ -235,7 +235,7 @@ impl AppRunner {
                 transports::bind(planned, manifest, &cx).await
             }
             (Plan::Rpc(exports), Some(lattice)) => Ok(Box::new(
-                LinkServer::bind(lattice, self.runtime.clone(), exports).await?,
+                LinkServer::bind(lattice, &self.name, self.runtime.clone(), exports).await?,
             )),
             (Plan::Rpc(_), None) => anyhow::bail!("remote links need a lattice"),
         }

@@ -2,16 +2,18 @@
 //! socket, HTTP/1.1 with keep-alive, on hyper.
 //!
 //! This is where an HTTP request enters Membrane: [`HttpMedium::serve`] accepts
-//! connections, and each request goes to [`Runtime::handle_http`]. A failed
+//! connections, and each request goes to [`Runtime::handle_http`], under a
+//! `binding` span that continues the request's `traceparent`. A failed
 //! call becomes a JSON error response whose status follows the fault: 500 for
 //! a trap or memory exhaustion, 504 for a deadline, 503 at capacity.
 
-use super::medium::{BindContext, Medium, Service, fault_reply};
+use super::medium::{BindContext, Medium, Service, binding_span, fault_reply, inbound};
 use super::serve::serve_http;
 use crate::manifest::{BindingSpec, HttpBinding, HttpLimits};
 use crate::runtime::Runtime;
 use crate::runtime::component::Loaded;
 use crate::runtime::fault::Fault;
+use crate::runtime::trace::{self, TRACEPARENT};
 use anyhow::Context as _;
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -21,6 +23,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 /// A bound `http` binding.
@@ -28,6 +31,7 @@ pub struct HttpMedium {
     listener: TcpListener,
     local: SocketAddr,
     limits: HttpLimits,
+    app: Arc<str>,
     component: Arc<str>,
     runtime: Arc<Runtime>,
 }
@@ -77,6 +81,7 @@ impl Medium for HttpMedium {
             local: listener.local_addr()?,
             listener,
             limits: spec.limits(),
+            app: Arc::from(cx.app),
             component: Arc::from(spec.component.as_str()),
             runtime: cx.runtime.clone(),
         })
@@ -89,26 +94,48 @@ impl Service for HttpMedium {
     }
 
     fn serve(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
-        let (runtime, component) = (self.runtime, self.component);
+        let (runtime, app, component) = (self.runtime, self.app, self.component);
         Box::pin(serve_http(self.listener, self.limits, shutdown, move |request| {
-            let (runtime, component) = (runtime.clone(), component.clone());
-            async move { respond(&runtime, &component, request).await }
+            let (runtime, app, component) = (runtime.clone(), app.clone(), component.clone());
+            async move { respond(&runtime, &app, &component, request).await }
         }))
     }
 }
 
 async fn respond(
     runtime: &Runtime,
+    app: &str,
     component: &str,
     request: hyper::Request<hyper::body::Incoming>,
 ) -> hyper::Response<HyperOutgoingBody> {
-    match runtime.handle_http(component, request).await {
+    let span = binding_span("http", app, component, &"wasi:http/incoming-handler");
+    trace::set_attributes(&span, || {
+        [
+            ("http.request.method", request.method().to_string().into()),
+            ("url.path", request.uri().path().to_string().into()),
+        ]
+    });
+    let traceparent = request.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok());
+    let cx = inbound(traceparent, &span);
+    let response = match runtime
+        .handle_http(component, request, cx)
+        .instrument(span.clone())
+        .await
+    {
         Ok(response) => response,
         Err(fault) => {
             tracing::warn!("{fault}");
+            trace::set_failed(&span, &fault);
             fault_response(&fault)
         }
-    }
+    };
+    trace::set_attributes(&span, || {
+        [(
+            "http.response.status_code",
+            i64::from(response.status().as_u16()).into(),
+        )]
+    });
+    response
 }
 
 /// The HTTP form of a fault: a status that follows its kind and a JSON body
