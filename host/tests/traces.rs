@@ -37,6 +37,10 @@ struct Received {
     parent: String,
     name: String,
     attributes: BTreeMap<String, String>,
+    /// The names of its events (log lines during the span).
+    events: Vec<String>,
+    /// Its status: `None` unset or ok, else the error's description.
+    error: Option<String>,
 }
 
 impl Received {
@@ -151,6 +155,9 @@ async fn receive(inbox: &Inbox, request: hyper::Request<hyper::body::Incoming>) 
                     parent: hex(&span.parent_span_id),
                     name: span.name,
                     attributes: attributes(&span.attributes),
+                    events: span.events.into_iter().map(|e| e.name).collect(),
+                    // Status code 2 is `error`.
+                    error: span.status.filter(|s| s.code == 2).map(|s| s.message),
                 });
             }
         }
@@ -366,6 +373,15 @@ fn on_one_host_local_links_have_spans_sampling_is_kept_and_sigterm_flushes() {
         chain[4].starts_with("link pricing.") && chain[5].starts_with("call pricing."),
         "{chain:?}"
     );
+    // The rater's log line is an event of its call span.
+    let rater = traced
+        .iter()
+        .find(|s| s.name == "call rater.rate")
+        .expect("call rater.rate");
+    assert!(
+        rater.events.iter().any(|e| e.contains("rated at 936.92 EUR")),
+        "{rater:#?}"
+    );
     for link in traced.iter().filter(|s| s.name.starts_with("link ")) {
         assert_eq!(link.attribute("membrane.link.mode"), "local", "{link:#?}");
         let (from, to) = (link.attribute("membrane.link.from"), link.attribute("membrane.link.to"));
@@ -389,6 +405,29 @@ fn on_one_host_local_links_have_spans_sampling_is_kept_and_sigterm_flushes() {
 }
 
 #[test]
+fn a_failed_call_marks_its_spans_failed() {
+    let collector = Collector::start();
+    // pricing runs out of memory when rater first calls it.
+    let manifest = support::starve_pricing(&insurance_manifest());
+    let host = Host::start_with(&manifest, &["--otlp", &collector.url()]);
+    assert_eq!(quote(host.addr(), Some(&format!("00-{TRACE}-{PARENT}-01"))), 500);
+    assert!(host.signal("TERM").success());
+    let spans = collector.spans();
+    let failed = |name: &str| {
+        let span = spans
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no span {name}: {spans:#?}"));
+        span.error
+            .clone()
+            .unwrap_or_else(|| panic!("{name} is not failed: {span:#?}"))
+    };
+    assert!(failed("call pricing.table").contains("memory"), "{spans:#?}");
+    assert!(failed("link pricing.table").contains("pricing"), "{spans:#?}");
+    assert!(failed("http gateway").contains("pricing"), "{spans:#?}");
+}
+
+#[test]
 fn a_dead_collector_fails_no_call_and_is_warned_about_once() {
     // A port that nothing listens on.
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
@@ -398,7 +437,8 @@ fn a_dead_collector_fails_no_call_and_is_warned_about_once() {
     let host = Host::start_env(
         &insurance_manifest(),
         &["--otlp", &format!("http://{dead}")],
-        &[("OTEL_BSP_SCHEDULE_DELAY", "50")],
+        // A queue of 4 spans: 20 calls of 6 spans overflow it.
+        &[("OTEL_BSP_SCHEDULE_DELAY", "50"), ("OTEL_BSP_MAX_QUEUE_SIZE", "4")],
     );
     let started = Instant::now();
     for _ in 0..10 {
@@ -411,7 +451,11 @@ fn a_dead_collector_fails_no_call_and_is_warned_about_once() {
     eprintln!("20 calls with a dead collector in {:?}", started.elapsed());
     // The later calls' spans fail to export too (at the latest when the
     // shutdown flushes them), without another warning.
+    let stopping = Instant::now();
     let (status, log) = host.stop("TERM");
+    eprintln!("stopped in {:?} with a dead collector", stopping.elapsed());
     assert!(status.success(), "{log}");
     assert_eq!(log.matches("otlp: cannot export").count(), 1, "{log}");
+    // Spans that found the queue full were dropped, with one warning.
+    assert_eq!(log.matches("dropped a Span due to queue full").count(), 1, "{log}");
 }

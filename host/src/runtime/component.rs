@@ -380,9 +380,8 @@ impl Callee {
         if !trace::exporting() {
             return self.call_func(func, params, results).await;
         }
-        let span = trace::call_span("link", &self.target.name, function);
-        let cx = cx.under(&span);
-        trace::call_opened(&span, &cx, &self.target.digest, interface, function);
+        let target = self.target.clone();
+        let (span, cx) = trace::open_call(cx, "link", &target.name, (interface, function, &target.digest));
         self.parts().0.data_mut().cx.trace = cx.trace;
         let result = self.call_func(func, params, results).instrument(span.clone()).await;
         if let Err(fault) = &result {

@@ -90,9 +90,8 @@ impl Runtime {
     ) -> Result<Entry, Fault> {
         let generation = self.generation();
         let loaded = generation.get(name).cloned().ok_or_else(|| Fault::not_running(name))?;
-        let span = trace::call_span(medium, name, function);
-        let cx = cx.until(Instant::now() + loaded.timeout).under(&span);
-        trace::call_opened(&span, &cx, &loaded.digest, interface, function);
+        let bounded = cx.until(Instant::now() + loaded.timeout);
+        let (span, cx) = trace::open_call(&bounded, medium, name, (interface, function, &loaded.digest));
         Ok(Entry {
             generation,
             loaded,

@@ -169,35 +169,41 @@ impl TraceParent {
     }
 }
 
-/// The span of one call into a component (`call`), opened with
-/// `parent: None`: give it its parent with [`TraceParent::under`], then call
-/// [`call_opened`]. When spans are exported it also gets a readable name
-/// (`call rater.rate`).
-pub(crate) fn call_span(medium: &'static str, component: &str, function: &str) -> tracing::Span {
-    if exporting() {
-        tracing::info_span!(
-            parent: None,
-            "call",
-            medium,
-            component,
-            trace_id = tracing::field::Empty,
-            otel.name = %format_args!("call {component}.{function}"),
-        )
-    } else {
-        tracing::info_span!(parent: None, "call", medium, component, trace_id = tracing::field::Empty)
+/// Opens the span of one call into a component (`call`) as a child of
+/// `parent`'s span; returns it with the context under it. Exported, it also
+/// gets a readable name (`call rater.rate`) and says what is called
+/// (`interface#function` of version `digest`).
+pub(crate) fn open_call(
+    parent: &CallContext,
+    medium: &'static str,
+    component: &str,
+    (interface, function, digest): (&str, &str, &str),
+) -> (tracing::Span, CallContext) {
+    if !exporting() {
+        // The context does not depend on the span: the log gets the trace
+        // id as the span opens.
+        let cx = parent.under(&tracing::Span::none());
+        let trace_id = cx.trace.trace_id;
+        let span = tracing::info_span!(parent: None, "call", medium, component, trace_id = %trace_id);
+        return (span, cx);
     }
-}
-
-/// Completes a [`call_span`] now that its context `cx` is known: the trace
-/// id for the log, and what is called for the export.
-pub(crate) fn call_opened(span: &tracing::Span, cx: &CallContext, digest: &str, interface: &str, function: &str) {
+    let span = tracing::info_span!(
+        parent: None,
+        "call",
+        medium,
+        component,
+        trace_id = tracing::field::Empty,
+        otel.name = %format_args!("call {component}.{function}"),
+    );
+    let cx = parent.under(&span);
     span.record("trace_id", tracing::field::display(cx.trace.trace_id));
-    set_attributes(span, || {
+    set_attributes(&span, || {
         [
             ("membrane.export", format!("{interface}#{function}").into()),
             ("membrane.digest", digest.to_string().into()),
         ]
     });
+    (span, cx)
 }
 
 /// Adds OpenTelemetry attributes to `span` that `tracing` (and so the log)
