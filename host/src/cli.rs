@@ -8,6 +8,9 @@
 //! it serve, until Ctrl-C or SIGTERM, after which in-flight requests finish.
 //! `up` without a manifest joins a lattice and runs its share of the apps
 //! applied there (`membrane ctl apply`), following every later change.
+//! `up --otlp URL` also exports the spans of every call ([`otlp`]).
+
+pub mod otlp;
 
 mod ctl;
 
@@ -295,6 +298,12 @@ pub struct UpArgs {
     /// "NAME" }` values (the environment's `MEMBRANE_SECRET_<NAME>` comes first).
     #[arg(long, env = "MEMBRANE_SECRETS")]
     pub secrets: Option<PathBuf>,
+
+    /// Export the spans of every call over OTLP/HTTP (protobuf) to this
+    /// collector, e.g. `http://127.0.0.1:4318` (`/v1/traces` is appended).
+    /// Without it, `OTEL_EXPORTER_OTLP_ENDPOINT` if set; else nothing is exported.
+    #[arg(long, env = "MEMBRANE_OTLP", value_name = "URL")]
+    pub otlp: Option<String>,
 }
 
 /// Where the admin endpoint listens, if anywhere.
@@ -319,7 +328,8 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Entry point of the binary: parses arguments, sets up logging, runs.
+/// Entry point of the binary: parses arguments, sets up logging (and span
+/// export), runs.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Completions { shell } = cli.command {
@@ -327,12 +337,6 @@ pub fn main() -> ExitCode {
         clap_complete::generate(shell, &mut Cli::command(), "membrane", &mut std::io::stdout());
         return ExitCode::SUCCESS;
     }
-    // `ctl` prints its own short output; only problems go to the log.
-    let logging = init_logging(if matches!(cli.command, Command::Ctl(_) | Command::New(_)) {
-        "warn"
-    } else {
-        "membrane=info,warn"
-    });
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -340,14 +344,43 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let host = new_host_id();
+    let export = match &cli.command {
+        Command::Up(args) => match otlp::endpoint(args.otlp.as_deref()) {
+            Some(url) => match otlp::start(&url, &identity(args, &host), runtime.handle().clone()) {
+                Ok(export) => Some((url, export)),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            None => None,
+        },
+        Command::Ctl(_) | Command::Dev(_) | Command::New(_) | Command::Completions { .. } => None,
+    };
+    // `ctl` and `new` print their own short output; only problems go to the log.
+    let default_filter = if matches!(cli.command, Command::Ctl(_) | Command::New(_)) {
+        "warn"
+    } else {
+        "membrane=info,warn"
+    };
+    let (layer, export) = match export {
+        Some((url, (layer, export))) => (Some((url, layer)), Some(export)),
+        None => (None, None),
+    };
+    let logging = init_logging(default_filter, layer);
     let result = match cli.command {
-        Command::Up(args) => runtime.block_on(up(args, shutdown_signal())),
+        Command::Up(args) => runtime.block_on(up_as(args, host, shutdown_signal())),
         Command::Ctl(args) => runtime.block_on(ctl(args)),
         Command::Completions { .. } => Ok(()),
         Command::Dev(args) => runtime.block_on(dev(args, shutdown_signal())),
         Command::New(args) => new(&args),
     };
-    // Flush the log before the last word, so it comes last.
+    // Calls have finished: flush their spans (the runtime still runs the
+    // posts), then the log, so that the last word comes last.
+    if let Some(export) = export {
+        export.shutdown();
+    }
     drop(logging);
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -363,20 +396,59 @@ pub fn main() -> ExitCode {
 /// lines are dropped rather than stall the host. (The default backlog of
 /// 128 000 lines is allocated up front: 4 MiB of resident memory.) The guard
 /// flushes on drop.
-fn init_logging(default: &str) -> tracing_appender::non_blocking::WorkerGuard {
+///
+/// With `export` (its collector's URL and layer), spans are also exported:
+/// the log keeps its own filter, the export takes `membrane`'s spans at info
+/// whatever the log's filter says. Without it no OpenTelemetry layer exists.
+fn init_logging(default: &str, export: Option<(String, otlp::Layer)>) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .buffered_lines_limit(8192)
         .lossy(true)
         .finish(std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(writer)
-        .init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    match export {
+        None => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_target(false)
+            .with_ansi(ansi)
+            .with_writer(writer)
+            .init(),
+        Some((url, layer)) => {
+            let log = tracing_subscriber::fmt::layer()
+                .with_target(false)
+                .with_ansi(ansi)
+                .with_writer(writer);
+            tracing_subscriber::registry()
+                .with(layer)
+                .with(tracing_subscriber::Layer::with_filter(log, filter))
+                .init();
+            crate::runtime::trace::set_exporting(true);
+            tracing::info!(
+                "exporting spans over OTLP/HTTP to {}",
+                otlp::traces_url(&url).unwrap_or(url)
+            );
+        }
+    }
     guard
+}
+
+/// A new host id, one for the life of the process.
+fn new_host_id() -> String {
+    format!("host-{}", &crate::runtime::context::random_hex(1)[..8])
+}
+
+/// What the spans of host `host` run with `args` say about it.
+fn identity(args: &UpArgs, host: &str) -> otlp::Identity {
+    otlp::Identity {
+        host: host.to_string(),
+        // A host joins its lattice when it has NATS, or has no manifest.
+        lattice: (args.nats.nats.is_some() || args.manifest.is_none()).then(|| args.lattice.clone()),
+        labels: args.labels.clone(),
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -402,10 +474,13 @@ async fn shutdown_signal() {
 /// flight finish) and starts afresh from its arguments: a new connection,
 /// every app, medium and service bound again.
 pub async fn up(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    up_as(args, new_host_id(), shutdown).await
+}
+
+/// [`up`] as host `id`.
+pub async fn up_as(args: UpArgs, id: String, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     warn_secrets_on_command_line();
     tokio::pin!(shutdown);
-    // One id for the life of the process, so a fresh start is the same host.
-    let id = format!("host-{}", &crate::runtime::context::random_hex(1)[..8]);
     // The admin endpoint serves for the whole process, across fresh starts.
     let admin = Admin::new(Arc::new(StatusBoard::default()), AppsView::default());
     let admin_stop = CancellationToken::new();

@@ -19,7 +19,9 @@ use crate::manifest::LinkSpec;
 use crate::metrics::{Counter, registry};
 use crate::runtime::component::{Host, acquire};
 use crate::runtime::fault::Fault;
+use crate::runtime::trace;
 use std::sync::Arc;
+use tracing::Instrument as _;
 use wasmtime::component::Linker;
 use wasmtime::component::types::{Component as ComponentTy, ComponentInstance, ComponentItem};
 use wasmtime::{Engine, Result};
@@ -108,6 +110,37 @@ pub fn calls_counter(app: &str, from: &str, to: &str, local: bool) -> Counter {
     )
 }
 
+/// The span of one call over a link (`link`), from component `from` to
+/// `interface#function` of `to`, `mode` `local` or `remote`; opened only
+/// when spans are exported (else a disabled span, which costs nothing), with
+/// `parent: None`: the caller's context gives it its parent.
+pub(crate) fn link_span(
+    from: &str,
+    to: &str,
+    (interface, function): (&str, &str),
+    mode: &'static str,
+) -> tracing::Span {
+    if !trace::exporting() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        parent: None,
+        "link",
+        otel.name = %format_args!("link {to}.{function}"),
+        otel.kind = if mode == "remote" { "client" } else { "internal" },
+    );
+    trace::set_attributes(&span, || {
+        [
+            ("membrane.link.from", from.to_string().into()),
+            ("membrane.link.to", to.to_string().into()),
+            ("membrane.link.import", interface.to_string().into()),
+            ("membrane.link.function", function.to_string().into()),
+            ("membrane.link.mode", mode.into()),
+        ]
+    });
+    span
+}
+
 /// One function of a local link, as its host function sees it.
 struct LinkedFunc {
     interface: String,
@@ -156,24 +189,43 @@ pub fn define_local(
             let link = link.clone();
             link.calls.inc();
             Box::new(async move {
-                let slot = store.data_mut().chain.callees.get_mut(link.slot).and_then(Option::take);
-                let mut callee = match slot {
-                    Some(callee) => callee,
-                    None => {
-                        let data = store.data();
-                        let generation = data
-                            .chain
-                            .generation
-                            .clone()
-                            .ok_or_else(|| Fault::not_running(&link.target))?;
-                        Box::new(acquire(&generation, &link.target, &data.cx.clone(), link.count).await?)
-                    }
+                let span = link_span(
+                    &store.data().component,
+                    &link.target,
+                    (&link.interface, &link.function),
+                    "local",
+                );
+                // Unexported, a local hop needs no span id of its own.
+                let cx = if span.is_disabled() {
+                    store.data().cx.clone()
+                } else {
+                    store.data().cx.under(&span)
                 };
-                let result = callee
-                    .call(link.index, &link.interface, &link.function, params, results)
-                    .await;
-                if let Some(slot) = store.data_mut().chain.callees.get_mut(link.slot) {
-                    *slot = Some(callee);
+                let call = async {
+                    let slot = store.data_mut().chain.callees.get_mut(link.slot).and_then(Option::take);
+                    let mut callee = match slot {
+                        Some(callee) => callee,
+                        None => {
+                            let generation = store
+                                .data()
+                                .chain
+                                .generation
+                                .clone()
+                                .ok_or_else(|| Fault::not_running(&link.target))?;
+                            Box::new(acquire(&generation, &link.target, &cx, link.count).await?)
+                        }
+                    };
+                    let result = callee
+                        .call((link.index, &link.interface, &link.function), params, results, &cx)
+                        .await;
+                    if let Some(slot) = store.data_mut().chain.callees.get_mut(link.slot) {
+                        *slot = Some(callee);
+                    }
+                    result
+                };
+                let result = call.instrument(span.clone()).await;
+                if let Err(fault) = &result {
+                    trace::set_failed(&span, fault);
                 }
                 result.map_err(wasmtime::Error::from)
             })

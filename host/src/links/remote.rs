@@ -2,8 +2,9 @@
 //!
 //! Caller side ([`define_remote`]): the import's host function encodes the
 //! arguments with the wire codec, sends a NATS request to the function's
-//! subject with the caller's deadline and trace in headers, and decodes the
-//! reply. No responders is an immediate [`FaultKind::NoResponders`]; a slow
+//! subject with the caller's deadline and trace in headers (the `traceparent`
+//! names the call's `link` span, so the serving host's span becomes its
+//! child), and decodes the reply. No responders is an immediate [`FaultKind::NoResponders`]; a slow
 //! target fails at the deadline; a fault on the remote host comes back as
 //! the same typed [`Fault`] (a JSON body, marked by [`ERROR_KIND_HEADER`]).
 //!
@@ -14,15 +15,17 @@
 //! Subjects: `membrane.<lattice>.rpc.v1.<component>.<interface>.<function>`,
 //! with `.` in the interface escaped as `%2E` (and `%` as `%25`).
 
-use super::chunks;
+use super::{chunks, link_span};
 use crate::codec::wire;
 use crate::metrics::Counter;
 use crate::runtime::component::Host;
 use crate::runtime::context::CallContext;
 use crate::runtime::fault::{Fault, FaultKind};
+use crate::runtime::trace;
 use async_nats::HeaderMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::Instrument as _;
 use wasmtime::component::types::{ComponentInstance, ComponentItem, Type};
 use wasmtime::component::{Linker, Val};
 use wasmtime::{Engine, Result};
@@ -34,8 +37,9 @@ pub const COMPONENT_HEADER: &str = "Membrane-Component";
 /// Header naming the kind of a failure (`trap`, `deadline`, `bad-request`...);
 /// its presence marks an error reply.
 pub const ERROR_KIND_HEADER: &str = "Membrane-Error-Kind";
-/// Header carrying the W3C trace context.
-pub const TRACEPARENT_HEADER: &str = "traceparent";
+/// Header carrying the W3C trace context: the caller's link span, whose
+/// child the serving side's span becomes.
+pub const TRACEPARENT_HEADER: &str = crate::runtime::trace::TRACEPARENT;
 
 /// The subject of one linked function.
 pub fn subject(lattice: &str, component: &str, interface: &str, function: &str) -> String {
@@ -54,6 +58,8 @@ pub struct Lattice {
 
 struct RemoteFunc {
     lattice: Lattice,
+    interface: String,
+    function: String,
     /// The link's own deadline (`timeout_ms`), if it sets one.
     timeout: Option<Duration>,
     subject: String,
@@ -85,6 +91,8 @@ pub fn define_remote(
             lattice: lattice.clone(),
             timeout,
             subject: subject(&lattice.name, &target, interface, name),
+            interface: interface.to_string(),
+            function: name.to_string(),
             target: target.clone(),
             params: func.params().map(|(_, t)| t).collect(),
             results: func.results().collect(),
@@ -93,8 +101,25 @@ pub fn define_remote(
         instance.func_new_async(name, move |store, _ty, params, results| {
             let remote = remote.clone();
             remote.calls.inc();
-            let cx = store.data().cx.clone();
-            Box::new(async move { remote.call(&cx, params, results).await.map_err(wasmtime::Error::from) })
+            let data = store.data();
+            let span = link_span(
+                &data.component,
+                &remote.target,
+                (&remote.interface, &remote.function),
+                "remote",
+            );
+            trace::set_attributes(&span, || {
+                [("messaging.destination.name", remote.subject.clone().into())]
+            });
+            // The span travels in the request's `traceparent`.
+            let cx = data.cx.under(&span);
+            Box::new(async move {
+                let result = remote.call(&cx, params, results).instrument(span.clone()).await;
+                if let Err(fault) = &result {
+                    trace::set_failed(&span, fault);
+                }
+                result.map_err(wasmtime::Error::from)
+            })
         })?;
     }
     Ok(())

@@ -13,11 +13,13 @@ use super::engine::HostEngine;
 use super::fault::{DeadlineExceeded, Fault, FaultKind};
 use super::idle::IdlePool;
 use super::state::{HostState, Permits};
+use super::trace;
 use crate::manifest::ComponentSpec;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
+use tracing::Instrument as _;
 use wasmtime::component::types::{ComponentFunc, ComponentItem};
 use wasmtime::component::{Component, Func, Instance, InstancePre, Linker, Val};
 use wasmtime::{Store, UpdateDeadline};
@@ -359,14 +361,16 @@ impl Callee {
         Ok(results)
     }
 
-    /// A link call: like `invoke`, with the function cached in slot `index`.
+    /// A link call: like `invoke`, with the function cached in slot `index`,
+    /// as part of `cx` (the caller's context, under its link's span). When
+    /// spans are exported it gets a `call` span of its own, under `cx`, and
+    /// the instance's own link calls hang under that.
     pub async fn call(
         &mut self,
-        index: usize,
-        interface: &str,
-        function: &str,
+        (index, interface, function): (usize, &str, &str),
         params: &[Val],
         results: &mut [Val],
+        cx: &CallContext,
     ) -> Result<(), Fault> {
         let func = match self.funcs.get(index).copied().flatten() {
             Some(func) => func,
@@ -378,7 +382,17 @@ impl Callee {
                 func
             }
         };
-        self.call_func(func, params, results).await
+        if !trace::exporting() {
+            return self.call_func(func, params, results).await;
+        }
+        let target = self.target.clone();
+        let (span, cx) = trace::open_call(cx, "link", &target.name, (interface, function, &target.digest));
+        self.parts().0.data_mut().cx.trace = cx.trace;
+        let result = self.call_func(func, params, results).instrument(span.clone()).await;
+        if let Err(fault) = &result {
+            trace::set_failed(&span, fault);
+        }
+        result
     }
 
     fn lookup(&mut self, interface: &str, function: &str) -> Result<Func, Fault> {

@@ -1,9 +1,7 @@
 //! What a call carries along its whole path, across links and hosts: its
-//! deadline and its W3C trace id.
+//! deadline and its place in a W3C trace (see [`super::trace`]).
 
-use std::hash::{BuildHasher, Hasher};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use super::trace::TraceParent;
 use std::time::{Duration, Instant};
 
 /// The deadline of a chain whose caller set none: every component's own
@@ -15,16 +13,16 @@ const UNBOUNDED: Duration = Duration::from_secs(24 * 3600);
 pub struct CallContext {
     /// When the whole chain must have finished.
     pub deadline: Instant,
-    /// 32 lowercase hex digits, shared by every hop of the chain.
-    pub trace_id: Arc<str>,
+    /// The trace, and the span the next step of the chain runs under.
+    pub trace: TraceParent,
 }
 
 impl CallContext {
-    /// A new chain with a fresh trace id.
+    /// A new chain with a fresh trace.
     pub fn new(deadline: Instant) -> CallContext {
         CallContext {
             deadline,
-            trace_id: Arc::from(random_hex(2).as_str()),
+            trace: TraceParent::fresh(),
         }
     }
 
@@ -35,49 +33,42 @@ impl CallContext {
     }
 
     /// Continues the trace of a W3C `traceparent` header
-    /// (`00-<trace id>-<parent id>-<flags>`), or starts a new one when the
-    /// header is absent or malformed.
+    /// (`00-<trace id>-<parent id>-<flags>`) under its parent span, or starts
+    /// a new trace when the header is absent or malformed.
     pub fn from_traceparent(deadline: Instant, traceparent: Option<&str>) -> CallContext {
-        let trace_id = traceparent.and_then(|h| {
-            let mut parts = h.trim().split('-');
-            let (_version, id) = (parts.next()?, parts.next()?);
-            (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id.bytes().any(|b| b != b'0'))
-                .then(|| id.to_ascii_lowercase())
-        });
-        match trace_id {
-            Some(id) => CallContext {
-                deadline,
-                trace_id: Arc::from(id.as_str()),
-            },
-            None => CallContext::new(deadline),
+        CallContext {
+            deadline,
+            trace: TraceParent::continue_or_fresh(traceparent),
         }
     }
 
-    /// A `traceparent` header for an outgoing hop: this trace, a new span id.
+    /// The `traceparent` header of the span this context runs under.
     pub fn traceparent(&self) -> String {
-        format!("00-{}-{}-01", self.trace_id, random_hex(1))
+        self.trace.to_string()
+    }
+
+    /// The same chain one span deeper: `span` (opened with `parent: None`)
+    /// becomes a child of this context's span, and the result runs under it.
+    pub fn under(&self, span: &tracing::Span) -> CallContext {
+        CallContext {
+            deadline: self.deadline,
+            trace: self.trace.under(span),
+        }
     }
 
     /// The same trace with a sooner deadline, if `deadline` is sooner.
     pub fn until(&self, deadline: Instant) -> CallContext {
         CallContext {
             deadline: self.deadline.min(deadline),
-            trace_id: self.trace_id.clone(),
+            trace: self.trace,
         }
     }
 }
 
-/// `words` × 16 hex digits of randomness. Trace ids need uniqueness, not
-/// secrecy: std's randomly keyed SipHash over a counter gives that without a
-/// dependency.
+/// `words` × 16 hex digits of randomness (host ids).
 pub(crate) fn random_hex(words: usize) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     (0..words)
-        .map(|_| {
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-            format!("{:016x}", h.finish())
-        })
+        .map(|_| format!("{:016x}", super::trace::random_u64()))
         .collect()
 }
 
@@ -88,11 +79,13 @@ mod tests {
     #[test]
     fn traceparent_continues_a_valid_trace_and_replaces_a_bad_one() {
         let now = Instant::now();
-        let cx = CallContext::from_traceparent(now, Some("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"));
-        assert_eq!(&*cx.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
-        let next = cx.traceparent();
+        let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let cx = CallContext::from_traceparent(now, Some(header));
+        assert_eq!(cx.trace.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(cx.traceparent(), header);
+        let next = cx.under(&tracing::Span::none()).traceparent();
         assert!(
-            next.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && next.ends_with("-01"),
+            next.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && next.ends_with("-01") && next != header,
             "{next}"
         );
         for bad in [
@@ -101,9 +94,12 @@ mod tests {
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
         ] {
             let fresh = CallContext::from_traceparent(now, Some(bad));
-            assert_eq!(fresh.trace_id.len(), 32);
-            assert_ne!(&*fresh.trace_id, "00000000000000000000000000000000");
+            assert_ne!(fresh.trace.trace_id.0, [0; 16]);
+            assert!(!fresh.trace.has_parent());
         }
-        assert_ne!(CallContext::new(now).trace_id, CallContext::new(now).trace_id);
+        assert_ne!(
+            CallContext::new(now).trace.trace_id,
+            CallContext::new(now).trace.trace_id
+        );
     }
 }

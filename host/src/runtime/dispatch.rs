@@ -3,7 +3,8 @@
 //!
 //! Every call goes the same way: `Runtime::enter` takes the current
 //! generation, bounds the caller's [`CallContext`] by the component's own
-//! timeout and opens the call's span (with the trace id); the instance comes
+//! timeout and opens the call's span (`call`, with the trace id, a child of
+//! the span the context runs under: see [`super::trace`]); the instance comes
 //! from [`acquire`] (fresh, or parked with `reuse`) and goes back when its
 //! [`Callee`] is dropped. [`Runtime::call`] runs a function with dynamic
 //! values, [`Runtime::call_json`] wraps it for the JSON media, and
@@ -14,6 +15,7 @@ use super::Runtime;
 use super::component::{Callee, Generation, Loaded, acquire};
 use super::context::CallContext;
 use super::fault::{CallError, Fault};
+use super::trace;
 use crate::codec::json;
 use std::future::Future;
 use std::pin::Pin;
@@ -78,11 +80,18 @@ impl Entry {
 impl Runtime {
     /// The start of every call into component `name`: `cx` bounded by the
     /// component's timeout, in the current generation.
-    fn enter(&self, name: &str, cx: CallContext, medium: &'static str) -> Result<Entry, Fault> {
+    /// `interface` and `function` name what is called.
+    fn enter(
+        &self,
+        name: &str,
+        cx: CallContext,
+        medium: &'static str,
+        (interface, function): (&str, &str),
+    ) -> Result<Entry, Fault> {
         let generation = self.generation();
         let loaded = generation.get(name).cloned().ok_or_else(|| Fault::not_running(name))?;
-        let cx = cx.until(Instant::now() + loaded.timeout);
-        let span = tracing::info_span!("call", medium, component = name, trace_id = %cx.trace_id);
+        let bounded = cx.until(Instant::now() + loaded.timeout);
+        let (span, cx) = trace::open_call(&bounded, medium, name, (interface, function, &loaded.digest));
         Ok(Entry {
             generation,
             loaded,
@@ -102,7 +111,7 @@ impl Runtime {
         params: &[Val],
         cx: CallContext,
     ) -> Result<(Vec<Val>, Callee), Fault> {
-        let entry = self.enter(&target.component, cx, "call")?;
+        let entry = self.enter(&target.component, cx, "call", (&target.interface, &target.function))?;
         tracing::debug!(parent: &entry.span, "{}#{}", target.interface, target.function);
         let call = async {
             let mut instance = entry.instance().await?;
@@ -112,9 +121,13 @@ impl Runtime {
         .instrument(entry.span.clone());
         // The epoch deadline stops running wasm; this also stops a guest
         // parked in a host call.
-        tokio::time::timeout_at(entry.cx.deadline.into(), call)
+        let result = tokio::time::timeout_at(entry.cx.deadline.into(), call)
             .await
-            .unwrap_or_else(|_| Err(entry.loaded.fault_deadline()))
+            .unwrap_or_else(|_| Err(entry.loaded.fault_deadline()));
+        if let Err(fault) = &result {
+            trace::set_failed(&entry.span, fault);
+        }
+        result
     }
 
     /// Calls `target` with a JSON object of parameters; answers the JSON of
@@ -147,15 +160,29 @@ impl Runtime {
     }
 
     /// Serves one HTTP request with component `name`'s
-    /// `wasi:http/incoming-handler`. The response may still be streaming its
-    /// body from the guest when this returns.
+    /// `wasi:http/incoming-handler`, as part of call chain `cx` (the medium
+    /// reads the request's `traceparent`). The response may still be
+    /// streaming its body from the guest when this returns.
     pub async fn handle_http(
         &self,
         name: &str,
         request: hyper::Request<hyper::body::Incoming>,
+        cx: CallContext,
     ) -> Result<hyper::Response<HyperOutgoingBody>, Fault> {
-        let traceparent = request.headers().get("traceparent").and_then(|v| v.to_str().ok());
-        let entry = self.enter(name, CallContext::incoming(traceparent), "http")?;
+        let entry = self.enter(name, cx, "http", (HTTP_HANDLER, "handle"))?;
+        let span = entry.span.clone();
+        let result = self.run_http(entry, request).await;
+        if let Err(fault) = &result {
+            trace::set_failed(&span, fault);
+        }
+        result
+    }
+
+    async fn run_http(
+        &self,
+        entry: Entry,
+        request: hyper::Request<hyper::body::Incoming>,
+    ) -> Result<hyper::Response<HyperOutgoingBody>, Fault> {
         let loaded = entry.loaded.clone();
         if !loaded.is_proxy() {
             return Err(loaded.fault_host("does not export wasi:http/incoming-handler".into()));
@@ -170,6 +197,9 @@ impl Runtime {
         await_response(&loaded, deadline, run, receiver).await
     }
 }
+
+/// The interface the `http` medium calls.
+const HTTP_HANDLER: &str = "wasi:http/incoming-handler";
 
 type Response = Result<hyper::Response<HyperOutgoingBody>, wasmtime_wasi_http::p2::bindings::http::types::ErrorCode>;
 

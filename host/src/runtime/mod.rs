@@ -23,6 +23,7 @@ pub mod fault;
 pub(crate) mod idle;
 pub mod secrets;
 pub mod state;
+pub mod trace;
 
 use crate::manifest::{ComponentSpec, Manifest};
 use capabilities::Granted;

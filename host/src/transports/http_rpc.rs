@@ -4,17 +4,20 @@
 //! Bindings on the same address share one server and are routed by path.
 //! A body that does not fit the function's types is answered 400 with the
 //! path of the bad field; a failed call is answered like the `http` medium.
-//! An incoming `traceparent` header continues its trace.
+//! An incoming `traceparent` header continues its trace (the call's
+//! `binding` span is its child).
 
-use super::medium::{BindContext, Medium, Service, call_error_reply, check_function, function_ref};
+use super::medium::{
+    BindContext, Medium, Service, binding_span, call_error_reply, check_function, function_ref, inbound,
+};
 use super::serve::serve_http;
 use crate::manifest::{BindingSpec, HttpLimits, HttpRpcBinding};
 use crate::metrics::Calls;
 use crate::runtime::Runtime;
 use crate::runtime::component::Loaded;
-use crate::runtime::context::CallContext;
 use crate::runtime::dispatch::FunctionRef;
 use crate::runtime::fault::CallError;
+use crate::runtime::trace::{self, TRACEPARENT};
 use anyhow::Context as _;
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -25,6 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 /// Largest request body accepted, in bytes.
 const MAX_BODY: usize = 4 << 20;
@@ -35,6 +39,7 @@ pub struct HttpRpcMedium {
     local: SocketAddr,
     limits: HttpLimits,
     routes: Arc<HashMap<String, Route>>,
+    app: Arc<str>,
     runtime: Arc<Runtime>,
 }
 
@@ -84,6 +89,7 @@ impl Medium for HttpRpcMedium {
             listener,
             limits: spec.limits(),
             routes: Arc::new(routes),
+            app: Arc::from(cx.app),
             runtime: cx.runtime.clone(),
         })
     }
@@ -101,11 +107,11 @@ impl Service for HttpRpcMedium {
     }
 
     fn serve(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
-        let (runtime, routes) = (self.runtime, self.routes);
+        let (runtime, routes, app) = (self.runtime, self.routes, self.app);
         let body_timeout = Duration::from_millis(self.limits.header_timeout_ms);
         Box::pin(serve_http(self.listener, self.limits, shutdown, move |request| {
-            let (runtime, routes) = (runtime.clone(), routes.clone());
-            async move { respond(&runtime, &routes, body_timeout, request).await }
+            let (runtime, routes, app) = (runtime.clone(), routes.clone(), app.clone());
+            async move { respond(&runtime, &routes, &app, body_timeout, request).await }
         }))
     }
 }
@@ -113,6 +119,7 @@ impl Service for HttpRpcMedium {
 async fn respond(
     runtime: &Runtime,
     routes: &HashMap<String, Route>,
+    app: &str,
     body_timeout: Duration,
     request: hyper::Request<hyper::body::Incoming>,
 ) -> hyper::Response<Full<Bytes>> {
@@ -128,8 +135,15 @@ async fn respond(
             &serde_json::json!({ "error": "use POST with a JSON object of parameters", "kind": "method" }),
         );
     }
-    let traceparent = request.headers().get("traceparent").and_then(|v| v.to_str().ok());
-    let cx = CallContext::incoming(traceparent);
+    let span = binding_span(
+        "http-rpc",
+        app,
+        &target.component,
+        &format_args!("{}#{}", target.interface, target.function),
+    );
+    trace::set_attributes(&span, || [("url.path", request.uri().path().to_string().into())]);
+    let traceparent = request.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok());
+    let cx = inbound(traceparent, &span);
     let body = match tokio::time::timeout(body_timeout, Limited::new(request.into_body(), MAX_BODY).collect()).await {
         Ok(Ok(body)) => body.to_bytes(),
         Err(_) => {
@@ -144,12 +158,13 @@ async fn respond(
         }
     };
     let started = std::time::Instant::now();
-    let result = runtime.call_json(target, &body, cx).await;
+    let result = runtime.call_json(target, &body, cx).instrument(span.clone()).await;
     calls.record(started, result.as_ref().err().map(CallError::kind_name));
     match result {
         Ok(value) => json(200, &value),
         Err(error) => {
             tracing::debug!("http-rpc {target}: {error}");
+            trace::set_failed(&span, &error);
             let (status, body) = call_error_reply(&error);
             json(status, &body)
         }

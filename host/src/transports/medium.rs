@@ -7,15 +7,18 @@
 //!   will serve it, and how it binds. One file per medium implements it.
 //!
 //! Also the one mapping from a failed call to what every medium answers:
-//! a status ([`status`]), a JSON body, and NATS error headers.
+//! a status ([`status`]), a JSON body, and NATS error headers; and the span
+//! every call arriving over a medium opens first ([`binding_span`]).
 
 use crate::codec::types as typecheck;
 use crate::links::remote::{COMPONENT_HEADER, ERROR_KIND_HEADER};
 use crate::manifest::BindingSpec;
 use crate::runtime::Runtime;
 use crate::runtime::component::Loaded;
+use crate::runtime::context::CallContext;
 use crate::runtime::dispatch::FunctionRef;
 use crate::runtime::fault::{CallError, Fault, FaultKind};
+use crate::runtime::trace;
 use async_nats::HeaderMap;
 use futures::future::BoxFuture;
 use std::future::Future;
@@ -82,6 +85,44 @@ pub trait Medium: Service + Sized + 'static {
         bindings: &'a [(usize, &'a Self::Spec)],
         cx: &'a BindContext<'a>,
     ) -> impl Future<Output = anyhow::Result<Self>> + Send + 'a;
+}
+
+/// The span of one call arriving over `medium` (`http`, `http-rpc`, `nats`,
+/// `queue`, or `rpc` for another host's link call) for `export` of
+/// `component` in `app`. Opened only when spans are exported (else a
+/// disabled span, which costs nothing), with `parent: None`: the call's
+/// incoming `traceparent` gives it its parent ([`inbound`]).
+pub(crate) fn binding_span(
+    medium: &'static str,
+    app: &str,
+    component: &str,
+    export: &dyn std::fmt::Display,
+) -> tracing::Span {
+    if !trace::exporting() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        parent: None,
+        "binding",
+        otel.name = %format_args!("{medium} {component}"),
+        otel.kind = if medium == "queue" { "consumer" } else { "server" },
+    );
+    trace::set_attributes(&span, || {
+        [
+            ("membrane.medium", medium.into()),
+            ("membrane.app", app.to_string().into()),
+            ("membrane.component", component.to_string().into()),
+            ("membrane.export", export.to_string().into()),
+        ]
+    });
+    span
+}
+
+/// The context of a call arriving with `traceparent` (a header from outside:
+/// malformed, it is ignored and a fresh trace starts), under `span`.
+pub(crate) fn inbound(traceparent: Option<&str>, span: &tracing::Span) -> CallContext {
+    let cx = CallContext::incoming(traceparent);
+    if span.is_disabled() { cx } else { cx.under(span) }
 }
 
 /// The function `export` of `component`, for a binding's messages.

@@ -6,14 +6,13 @@
 //! error headers `Nats-Service-Error` / `Nats-Service-Error-Code` (the
 //! convention of NATS micro services) and a JSON error body. Replicas share a
 //! queue group, so NATS spreads requests across hosts. A `traceparent`
-//! header continues its trace.
+//! header continues its trace (the call's `binding` span is its child).
 
 use super::medium::{
-    BindContext, Medium, Service, call_error_reply, check_function, function_ref, publish_error, shed_at_capacity,
-    subscription_limit,
+    BindContext, Medium, Service, binding_span, call_error_reply, check_function, function_ref, inbound, publish_error,
+    shed_at_capacity, subscription_limit,
 };
 use super::serve::{flush_briefly, serve_subscription};
-use crate::links::remote::TRACEPARENT_HEADER;
 use crate::manifest::{BindingSpec, NatsBinding};
 use crate::metrics::Calls;
 use crate::runtime::Runtime;
@@ -21,10 +20,12 @@ use crate::runtime::component::Loaded;
 use crate::runtime::context::CallContext;
 use crate::runtime::dispatch::FunctionRef;
 use crate::runtime::fault::CallError;
+use crate::runtime::trace::{self, TRACEPARENT};
 use anyhow::Context as _;
 use futures::future::BoxFuture;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 /// A subscribed `nats` binding.
 pub struct NatsMedium {
@@ -33,13 +34,36 @@ pub struct NatsMedium {
     subject: String,
     group: String,
     target: Arc<FunctionRef>,
+    app: Arc<str>,
     runtime: Arc<Runtime>,
     calls: Calls,
 }
 
-/// The call context of a message: its `traceparent` header, if any.
-pub(crate) fn message_context(headers: Option<&async_nats::HeaderMap>) -> CallContext {
-    CallContext::incoming(headers.and_then(|h| h.get(TRACEPARENT_HEADER)).map(|v| v.as_str()))
+/// The span and call context of a message arriving over `medium` (`nats` or
+/// `queue`) for `target` of `app`: its `traceparent` header, if any and valid,
+/// is the span's parent.
+pub(crate) fn message_context(
+    medium: &'static str,
+    app: &str,
+    target: &FunctionRef,
+    message: &async_nats::Message,
+) -> (tracing::Span, CallContext) {
+    let span = binding_span(
+        medium,
+        app,
+        &target.component,
+        &format_args!("{}#{}", target.interface, target.function),
+    );
+    trace::set_attributes(&span, || {
+        [("messaging.destination.name", message.subject.to_string().into())]
+    });
+    let traceparent = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(TRACEPARENT))
+        .map(|v| v.as_str());
+    let cx = inbound(traceparent, &span);
+    (span, cx)
 }
 
 impl Medium for NatsMedium {
@@ -76,6 +100,7 @@ impl Medium for NatsMedium {
             subject: spec.subject.clone(),
             group,
             target: Arc::new(function_ref(index, &spec.component, &spec.export)?),
+            app: Arc::from(cx.app),
             runtime: cx.runtime.clone(),
             calls: Calls::new(cx.app, &spec.component, "nats"),
         })
@@ -93,12 +118,13 @@ impl Service for NatsMedium {
     fn serve(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
             let (client, target, runtime) = (self.client.clone(), self.target.clone(), self.runtime.clone());
-            let calls = self.calls.clone();
+            let (app, calls) = (self.app.clone(), self.calls.clone());
             let label = format!("nats {}", self.subject);
             let limit = subscription_limit(&runtime, &target.component);
             let handle = |message| {
-                let (client, target, runtime, calls) = (client.clone(), target.clone(), runtime.clone(), calls.clone());
-                async move { answer(&client, &runtime, &target, &calls, message).await }
+                let (client, target, runtime) = (client.clone(), target.clone(), runtime.clone());
+                let (app, calls) = (app.clone(), calls.clone());
+                async move { answer(&client, &runtime, (&app, &calls), &target, message).await }
             };
             let shed = |message| shed_at_capacity(&client, message, &target.component, limit);
             serve_subscription(self.subscriber, shutdown, label, limit, handle, shed).await;
@@ -111,14 +137,20 @@ impl Service for NatsMedium {
 async fn answer(
     client: &async_nats::Client,
     runtime: &Runtime,
+    (app, calls): (&str, &Calls),
     target: &FunctionRef,
-    calls: &Calls,
     message: async_nats::Message,
 ) {
-    let cx = message_context(message.headers.as_ref());
+    let (span, cx) = message_context("nats", app, target, &message);
     let started = std::time::Instant::now();
-    let result = runtime.call_json(target, &message.payload, cx).await;
+    let result = runtime
+        .call_json(target, &message.payload, cx)
+        .instrument(span.clone())
+        .await;
     calls.record(started, result.as_ref().err().map(CallError::kind_name));
+    if let Err(error) = &result {
+        trace::set_failed(&span, error);
+    }
     let Some(reply) = message.reply else {
         if let Err(e) = result {
             tracing::warn!("nats {} (no reply subject): {e}", message.subject);

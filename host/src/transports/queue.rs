@@ -13,7 +13,8 @@
 //!   published there before the ack.
 //! - Shutdown stops pulling and lets in-flight calls finish (ack or nak).
 //!   Messages a dead host held are redelivered after `ack_wait`.
-//! - A `traceparent` header continues its trace.
+//! - A `traceparent` header continues its trace (each delivery's `binding`
+//!   span is its child).
 
 use super::medium::{BindContext, DRAIN_TIMEOUT, Medium, Service, call_error_reply, check_function, function_ref};
 use super::nats::message_context;
@@ -24,6 +25,7 @@ use crate::runtime::Runtime;
 use crate::runtime::component::Loaded;
 use crate::runtime::dispatch::FunctionRef;
 use crate::runtime::fault::CallError;
+use crate::runtime::trace;
 use anyhow::Context as _;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, stream};
 use futures::StreamExt as _;
@@ -33,6 +35,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 /// Header naming where to publish a queued call's result.
 pub const REPLY_HEADER: &str = "Membrane-Reply-To";
@@ -55,6 +58,7 @@ pub struct QueueMedium {
     consumer: PullConsumer,
     spec: QueueBinding,
     target: FunctionRef,
+    app: Arc<str>,
     runtime: Arc<Runtime>,
     metrics: QueueMetrics,
 }
@@ -178,6 +182,7 @@ impl Medium for QueueMedium {
             consumer,
             spec: spec.clone(),
             target: function_ref(index, &spec.component, &spec.export)?,
+            app: Arc::from(app),
             runtime,
             metrics: QueueMetrics::new(app, spec),
         })
@@ -282,12 +287,19 @@ impl QueueMedium {
             // No retry can fix it, and the call must not run for nothing.
             Err(refused) => return self.give_up(&message, refused, deliveries).await,
         };
-        let cx = message_context(message.headers.as_ref());
+        let (span, cx) = message_context("queue", &self.app, &self.target, &message.message);
         let started = std::time::Instant::now();
-        let result = self.runtime.call_json(&self.target, &message.payload, cx).await;
+        let result = self
+            .runtime
+            .call_json(&self.target, &message.payload, cx)
+            .instrument(span.clone())
+            .await;
         self.metrics
             .calls
             .record(started, result.as_ref().err().map(CallError::kind_name));
+        if let Err(error) = &result {
+            trace::set_failed(&span, error);
+        }
         match result {
             Ok(value) => {
                 if let Some(reply) = reply

@@ -5,10 +5,12 @@
 //! subject per linked function (`links::remote::subject`), in a queue group
 //! named after the subject, so replicas share the load. A request's payload
 //! is the wire encoding of the arguments (reassembled if chunked); the call
-//! continues the caller's trace and keeps its deadline. The answer is the
+//! continues the caller's trace, under a `binding` span (medium `rpc`) that
+//! is the child of the caller's `link` span, and keeps its deadline. The
+//! answer is the
 //! wire encoding of the results, or a typed fault (JSON body, error headers).
 
-use super::medium::{Service, fault_reply, publish_error, shed_at_capacity, subscription_limit};
+use super::medium::{Service, binding_span, fault_reply, publish_error, shed_at_capacity, subscription_limit};
 use super::serve::{flush_briefly, serve_subscription};
 use crate::codec::wire;
 use crate::links::chunks;
@@ -19,12 +21,14 @@ use crate::runtime::component::Callee;
 use crate::runtime::context::CallContext;
 use crate::runtime::dispatch::FunctionRef;
 use crate::runtime::fault::{Fault, FaultKind};
+use crate::runtime::trace;
 use async_nats::HeaderMap;
 use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use wasmtime::component::types::Type;
 
 /// One subject's function, and its metrics.
@@ -36,14 +40,15 @@ struct Route {
 /// Serves the linked exports of the components on this host.
 pub struct LinkServer {
     client: async_nats::Client,
+    app: Arc<str>,
     subscribers: Vec<(String, async_nats::Subscriber)>,
     routes: Arc<HashMap<String, Route>>,
     runtime: Arc<Runtime>,
 }
 
 impl LinkServer {
-    /// Subscribes to every `(component, interface)` in `exports`, one subject
-    /// per function, each in a queue group named after its subject.
+    /// Subscribes to every `(component, interface)` in `exports` of `app`, one
+    /// subject per function, each in a queue group named after its subject.
     pub async fn bind(
         lattice: &Lattice,
         app: &str,
@@ -70,6 +75,7 @@ impl LinkServer {
         }
         Ok(LinkServer {
             client: lattice.client.clone(),
+            app: Arc::from(app),
             subscribers,
             routes: Arc::new(routes),
             runtime,
@@ -91,15 +97,15 @@ impl Service for LinkServer {
 
     fn serve(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
-            let (client, routes, runtime) = (&self.client, &self.routes, &self.runtime);
+            let (client, routes, runtime, app) = (&self.client, &self.routes, &self.runtime, &self.app);
             let serving = self.subscribers.into_iter().map(|(subject, subscriber)| {
                 let component = routes
                     .get(&subject)
                     .map_or_else(|| Arc::from("?"), |r| r.target.component.clone());
                 let limit = subscription_limit(runtime, &component);
                 let handle = move |message| {
-                    let (client, routes, runtime) = (client.clone(), routes.clone(), runtime.clone());
-                    async move { answer(&client, &routes, &runtime, message).await }
+                    let (client, routes, runtime, app) = (client.clone(), routes.clone(), runtime.clone(), app.clone());
+                    async move { answer(&client, &routes, &runtime, &app, message).await }
                 };
                 let shed = move |message| {
                     let component = component.clone();
@@ -125,12 +131,36 @@ async fn answer(
     client: &async_nats::Client,
     routes: &HashMap<String, Route>,
     runtime: &Runtime,
+    app: &str,
     message: async_nats::Message,
 ) {
     let Some(reply) = message.reply.clone() else { return };
     let Some(Route { target, calls }) = routes.get(message.subject.as_str()) else {
         return;
     };
+    let span = binding_span(
+        "rpc",
+        app,
+        &target.component,
+        &format_args!("{}#{}", target.interface, target.function),
+    );
+    trace::set_attributes(&span, || {
+        [("messaging.destination.name", message.subject.to_string().into())]
+    });
+    answer_in(client, runtime, (target, calls), message, reply, &span)
+        .instrument(span.clone())
+        .await;
+}
+
+/// [`answer`] under the serving span `span`.
+async fn answer_in(
+    client: &async_nats::Client,
+    runtime: &Runtime,
+    (target, calls): (&FunctionRef, &Calls),
+    message: async_nats::Message,
+    reply: async_nats::Subject,
+    span: &tracing::Span,
+) {
     let started = Instant::now();
     let headers = message.headers.as_ref();
     let timeout = runtime
@@ -141,7 +171,7 @@ async fn answer(
     let own = Instant::now() + timeout;
     let deadline = deadline_from_header(headers).map_or(own, |theirs| theirs.min(own));
     let (reply, result) = match chunks::receive(client, &message, reply, deadline).await {
-        Ok((payload, reply)) => (reply, serve(runtime, target, headers, &payload, deadline).await),
+        Ok((payload, reply)) => (reply, serve(runtime, target, headers, &payload, (deadline, span)).await),
         Err((reply, message)) => (
             reply,
             Err(Fault::new(target.component.clone(), FaultKind::Decode { message })),
@@ -160,6 +190,7 @@ async fn answer(
         }
         Err(fault) => {
             tracing::debug!("rpc {}: {fault}", message.subject);
+            trace::set_failed(span, &fault);
             publish_error(client, reply, fault_reply(&fault)).await
         }
     };
@@ -168,14 +199,15 @@ async fn answer(
     }
 }
 
-/// Decodes the arguments, calls `target`, encodes the results; also hands
-/// back the instance, to drop after answering.
+/// Decodes the arguments, calls `target` by `deadline` under the serving
+/// `span` (the caller's `traceparent` its parent), encodes the results; also
+/// hands back the instance, to drop after answering.
 async fn serve(
     runtime: &Runtime,
     target: &FunctionRef,
     headers: Option<&HeaderMap>,
     payload: &[u8],
-    deadline: Instant,
+    (deadline, span): (Instant, &tracing::Span),
 ) -> Result<(Vec<u8>, Callee), Fault> {
     let loaded = runtime
         .get(&target.component)
@@ -189,6 +221,7 @@ async fn serve(
         .map_err(|e| Fault::new(target.component.clone(), FaultKind::Decode { message: e.to_string() }))?;
     let traceparent = headers.and_then(|h| h.get(TRACEPARENT_HEADER)).map(|v| v.as_str());
     let cx = CallContext::from_traceparent(deadline, traceparent);
+    let cx = if span.is_disabled() { cx } else { cx.under(span) };
     let (values, instance) = runtime.call(target, &args, cx).await?;
     let bytes = wire::encode(&results, &values).map_err(|e| loaded.fault_host(e.to_string()))?;
     Ok((bytes, instance))

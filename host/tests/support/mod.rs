@@ -127,6 +127,14 @@ impl Host {
         Host::start_logged(manifest, args, "membrane=info,warn")
     }
 
+    /// Starts a host with extra arguments and environment variables.
+    pub fn start_env(manifest: &str, args: &[&str], env: &[(&str, &str)]) -> Host {
+        match Host::launch_with(Some(manifest), &shared_cache(), args, env, "membrane=info,warn") {
+            Ok(host) => host,
+            Err(f) => panic!("membrane exited with {}:\n{}", f.status, f.stderr),
+        }
+    }
+
     /// Starts a host with extra arguments and a `RUST_LOG` filter.
     pub fn start_logged(manifest: &str, args: &[&str], log_filter: &str) -> Host {
         match Host::launch(manifest, &shared_cache(), args, log_filter) {
@@ -325,6 +333,28 @@ impl Host {
             .expect("kill");
         assert!(status.success());
         self.child.wait().expect("wait for membrane")
+    }
+
+    /// Sends `signal`, waits for the process to exit, and returns its exit
+    /// status with everything it logged, to its last line.
+    pub fn stop(mut self, signal: &str) -> (ExitStatus, String) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let status = self.child.wait().expect("wait for membrane");
+        // The reader ends at the end of stderr, which closes the channel.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Ok(_) | Err(RecvTimeoutError::Timeout) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        (status, self.log())
     }
 
     /// Its resident memory right now, in KiB (`VmRSS` in `/proc`).
