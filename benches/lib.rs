@@ -264,7 +264,7 @@ pub async fn lattice_host(
         .collect();
     if !exports.is_empty() && !alone {
         media.push(Box::new(
-            membrane::transports::rpc::LinkServer::bind(&lattice, runtime.clone(), &exports)
+            membrane::transports::rpc::LinkServer::bind(&lattice, &manifest.app.name, runtime.clone(), &exports)
                 .await
                 .expect("rpc"),
         ));
