@@ -386,7 +386,7 @@ impl Callee {
             return self.call_func(func, params, results).await;
         }
         let target = self.target.clone();
-        let (span, cx) = trace::open_call(cx, "link", &target.name, (interface, function, &target.digest));
+        let (span, cx) = super::context::open_call(cx, "link", &target.name, (interface, function, &target.digest));
         self.parts().0.data_mut().cx.trace = cx.trace;
         let result = self.call_func(func, params, results).instrument(span.clone()).await;
         if let Err(fault) = &result {

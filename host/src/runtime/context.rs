@@ -65,6 +65,43 @@ impl CallContext {
     }
 }
 
+/// Opens the span of one call into a component (`call`) as a child of
+/// `parent`'s span; returns it with the context under it. Exported, it also
+/// gets a readable name (`call rater.rate`) and says what is called
+/// (`interface#function` of version `digest`).
+pub(crate) fn open_call(
+    parent: &CallContext,
+    medium: &'static str,
+    component: &str,
+    (interface, function, digest): (&str, &str, &str),
+) -> (tracing::Span, CallContext) {
+    if !super::trace::exporting() {
+        // The context does not depend on the span: the log gets the trace
+        // id as the span opens.
+        let cx = parent.under(&tracing::Span::none());
+        let trace_id = cx.trace.trace_id;
+        let span = tracing::info_span!(parent: None, "call", medium, component, trace_id = %trace_id);
+        return (span, cx);
+    }
+    let span = tracing::info_span!(
+        parent: None,
+        "call",
+        medium,
+        component,
+        trace_id = tracing::field::Empty,
+        otel.name = %format_args!("call {component}.{function}"),
+    );
+    let cx = parent.under(&span);
+    span.record("trace_id", tracing::field::display(cx.trace.trace_id));
+    super::trace::set_attributes(&span, || {
+        [
+            ("membrane.export", format!("{interface}#{function}").into()),
+            ("membrane.digest", digest.to_string().into()),
+        ]
+    });
+    (span, cx)
+}
+
 /// `words` × 16 hex digits of randomness (host ids).
 pub(crate) fn random_hex(words: usize) -> String {
     (0..words)

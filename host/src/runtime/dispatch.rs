@@ -91,7 +91,7 @@ impl Runtime {
         let generation = self.generation();
         let loaded = generation.get(name).cloned().ok_or_else(|| Fault::not_running(name))?;
         let bounded = cx.until(Instant::now() + loaded.timeout);
-        let (span, cx) = trace::open_call(&bounded, medium, name, (interface, function, &loaded.digest));
+        let (span, cx) = super::context::open_call(&bounded, medium, name, (interface, function, &loaded.digest));
         Ok(Entry {
             generation,
             loaded,
