@@ -1,8 +1,8 @@
 //! The example app over HTTP: gateway -> rater -> pricing, in one process.
 
-mod support;
 
-use support::{Host, example_policy, http, insurance_manifest, keep_alive, raw};
+use crate::support;
+use crate::support::{Host, example_policy, http, insurance_manifest, keep_alive, raw};
 
 #[test]
 fn quote_flows_from_gateway_through_rater_and_pricing() {

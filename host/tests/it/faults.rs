@@ -1,10 +1,10 @@
 //! A guest that traps, loops or hogs memory fails its own request with a
 //! clear error; the host and the other requests carry on.
 
-mod support;
 
+use crate::support;
 use std::thread;
-use support::{Host, http};
+use crate::support::{Host, http};
 
 fn faulty(limits: &str) -> String {
     format!(

@@ -3,9 +3,9 @@
 //! the calls its instance has served in a guest global, which makes the
 //! strategy visible from outside.
 
-mod support;
 
-use support::{Host, http, insurance_manifest};
+use crate::support;
+use crate::support::{Host, http, insurance_manifest};
 
 /// `fresh` (the default strategy) and `kept` (`reuse = 3`), each on http-rpc;
 /// `kept` also on http.

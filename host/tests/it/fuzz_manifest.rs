@@ -3,11 +3,10 @@
 //! cuts and splices, and arbitrary text, gives a `Manifest` or a
 //! `ManifestError`, never a panic. Bounded for CI; `PROPTEST_CASES` raises it.
 
-mod support;
 
 use membrane::manifest::Manifest;
 use proptest::prelude::*;
-use support::workspace;
+use crate::support::workspace;
 
 /// The committed corpus: every manifest the repository ships.
 fn corpus() -> Vec<String> {

@@ -1,9 +1,8 @@
 //! Manifests and components that must be rejected before anything serves,
 //! each with an error that names the culprit. Every case runs the real binary.
 
-mod support;
 
-use support::{Host, insurance_manifest};
+use crate::support::{Host, insurance_manifest};
 
 #[test]
 fn syntax_error_names_file_line_and_column() {

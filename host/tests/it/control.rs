@@ -2,7 +2,6 @@
 //! rejected versions, late hosts, scaling, and bad control input. Each test
 //! has its own nats-server and hosts started with no manifest.
 
-mod support;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -10,8 +9,8 @@ use std::process::Output;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-use support::nats::NatsServer;
-use support::{Host, http, wasm, with_paths};
+use crate::support::nats::NatsServer;
+use crate::support::{Host, http, wasm, with_paths};
 
 /// A host of lattice `test` with `labels`, following the applied apps.
 fn host(server: &NatsServer, labels: &[&str]) -> Host {

@@ -3,14 +3,14 @@
 //! (following the app and the NATS connection), and the status page in a
 //! real browser (headless Chromium).
 
-mod support;
 
+use crate::support;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::nats::NatsServer;
-use support::{Host, distributed_manifest, example_policy, http, insurance_manifest, starve_pricing};
+use crate::support::nats::NatsServer;
+use crate::support::{Host, distributed_manifest, example_policy, http, insurance_manifest, starve_pricing};
 
 /// GET `path` from the admin endpoint.
 fn get(admin: SocketAddr, path: &str) -> support::Response {

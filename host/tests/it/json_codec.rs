@@ -3,10 +3,10 @@
 //! in over http-rpc must come back byte for byte; and every kind of wrong
 //! shape is refused with the path, the expectation and what was found.
 
-mod support;
 
+use crate::support;
 use serde_json::{Value, json};
-use support::{Host, http};
+use crate::support::{Host, http};
 
 const MANIFEST: &str = r#"
 [app]

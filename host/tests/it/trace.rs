@@ -3,15 +3,15 @@
 //! through `wasi:logging`). Across hosts over remote links:
 //! `lattice.rs`, `one_trace_id_crosses_all_three_hosts`.
 
-mod support;
 
+use crate::support;
 use async_nats::HeaderMap;
 use futures::StreamExt as _;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
-use support::nats::NatsServer;
-use support::{Host, insurance_manifest};
+use crate::support::nats::NatsServer;
+use crate::support::{Host, insurance_manifest};
 
 const RATE: &str = "example:insurance/rater@0.1.0#rate";
 

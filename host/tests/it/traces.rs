@@ -10,8 +10,8 @@
 //!   exports nothing; a malformed one starts a fresh trace; SIGTERM flushes.
 //! - A dead collector fails no call and is warned about once.
 
-mod support;
 
+use crate::support;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -21,8 +21,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-use support::nats::NatsServer;
-use support::{Host, distributed_manifest, insurance_manifest};
+use crate::support::nats::NatsServer;
+use crate::support::{Host, distributed_manifest, insurance_manifest};
 
 /// One span as the collector got it.
 #[derive(Debug, Clone)]

@@ -1,11 +1,11 @@
 //! The same .wasm files in two layouts: one host, or three hosts joined
 //! through a private nats-server, chosen by `placement` and host labels only.
 
-mod support;
 
+use crate::support;
 use std::time::Instant;
-use support::nats::NatsServer;
-use support::{Host, http, insurance_manifest, with_paths};
+use crate::support::nats::NatsServer;
+use crate::support::{Host, http, insurance_manifest, with_paths};
 
 /// `examples/insurance/distributed.toml` with test paths and a free port.
 fn distributed_manifest() -> String {

@@ -1,0 +1,25 @@
+//! Membrane's integration tests, in one binary: each module is one area as a
+//! user meets it (real `membrane` processes, nats-server, HTTP clients). One
+//! binary rather than one per file: each test binary links the whole host,
+//! and linking twenty of them was most of CI's build time.
+
+mod support;
+
+mod admin;
+mod bad_input;
+mod control;
+mod dev;
+mod docs_examples;
+mod faults;
+mod fuzz_manifest;
+mod hostile;
+mod insurance_app;
+mod json_codec;
+mod lattice;
+mod media;
+mod outbound;
+mod reuse;
+mod security;
+mod trace;
+mod traces;
+mod wire_codec;
