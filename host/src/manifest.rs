@@ -279,6 +279,38 @@ pub struct LinkSpec {
     /// Deadline of one call over this link when it crosses hosts, in
     /// milliseconds; default: whatever is left of the caller's deadline.
     pub timeout_ms: Option<u64>,
+    /// How calls reach `to`: a call and its answer (default), or queued.
+    #[serde(default)]
+    pub delivery: Delivery,
+}
+
+/// `links[].delivery`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// The caller waits for the answer: in process, or a NATS request.
+    #[default]
+    Call,
+    /// One way, at least once: each call is stored in the JetStream stream of
+    /// `to`'s `queue` binding for the function, and the caller goes on.
+    Queue,
+}
+
+impl Manifest {
+    /// The `queue` bindings of component `to` for functions of `interface`,
+    /// by function name: where a queue link delivers.
+    pub fn queue_bindings(&self, to: &str, interface: &str) -> BTreeMap<String, QueueBinding> {
+        self.bindings
+            .iter()
+            .filter_map(|b| match b {
+                BindingSpec::Queue(q) if q.component == to => {
+                    let (iface, function) = split_export(&q.export)?;
+                    (iface == interface).then(|| (function.to_string(), q.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 /// `[[bindings]]`: a medium delivering calls to a component.
@@ -683,6 +715,12 @@ impl Manifest {
             }
             if link.from == link.to {
                 problems.push(format!("links[{i}]: component `{}` cannot link to itself", link.from));
+            }
+            if link.delivery == Delivery::Queue && self.queue_bindings(&link.to, &link.import).is_empty() {
+                problems.push(format!(
+                    "links[{i}].delivery: \"queue\" needs a `queue` binding of `{}` for a function of `{}`",
+                    link.to, link.import
+                ));
             }
             if let Some(first) = seen_links.insert((&link.from, &link.import), i) {
                 problems.push(format!(

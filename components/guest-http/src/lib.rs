@@ -30,12 +30,19 @@ pub fn read_body(request: &IncomingRequest, limit: usize) -> Result<Vec<u8>, Str
 
 /// Sends a complete response with `status`, a `content-type` and `body`.
 pub fn respond(out: ResponseOutparam, status: u16, content_type: &str, body: &[u8]) {
-    let headers = Fields::new();
-    // Both values are static, well-formed header names/values; a failure here
-    // would be a bug in this crate, so it is ignored rather than trapping.
-    let _ = headers.set("content-type", &[content_type.as_bytes().to_vec()]);
-    let _ = headers.set("content-length", &[body.len().to_string().into_bytes()]);
-    let response = OutgoingResponse::new(headers);
+    respond_with(out, status, &[("content-type", content_type)], body);
+}
+
+/// Sends a complete response with `status`, `headers` and `body` (and its
+/// `content-length`).
+pub fn respond_with(out: ResponseOutparam, status: u16, headers: &[(&str, &str)], body: &[u8]) {
+    let fields = Fields::new();
+    // A header the guest got wrong is left out rather than trapping.
+    for (name, value) in headers {
+        let _ = fields.set(name, &[value.as_bytes().to_vec()]);
+    }
+    let _ = fields.set("content-length", &[body.len().to_string().into_bytes()]);
+    let response = OutgoingResponse::new(fields);
     let _ = response.set_status_code(status);
     let Ok(outgoing) = response.body() else {
         return;

@@ -9,9 +9,10 @@
 //! are reported together, each naming its manifest field. Nothing changes
 //! until the caller commits the result.
 
+use crate::links::queue::define_queued;
 use crate::links::remote::{Lattice, define_remote};
 use crate::links::{self, define_local, is_type_only};
-use crate::manifest::Manifest;
+use crate::manifest::{Delivery, Manifest};
 use crate::runtime::component::{Host, Loaded};
 use crate::runtime::{LoadError, Runtime, Staged, Version};
 use crate::transports;
@@ -55,9 +56,18 @@ pub async fn stage(
         .iter()
         .enumerate()
         .map(|(i, link)| {
-            links::check(engine, i, link, &types[&link.from], &types[&link.to])
+            let import = links::check(engine, i, link, &types[&link.from], &types[&link.to])
                 .map_err(|problem| problems.push(problem))
-                .ok()
+                .ok()?;
+            if link.delivery == Delivery::Queue {
+                let bindings = manifest.queue_bindings(&link.to, &link.import);
+                let found = links::queue::check(engine, i, link, &import, &bindings);
+                if !found.is_empty() {
+                    problems.extend(found);
+                    return None;
+                }
+            }
+            Some(import)
         })
         .collect();
     let app = App {
@@ -127,7 +137,24 @@ impl App<'_> {
             let target = Arc::from(link.to.as_str());
             let local = self.here.contains(&link.to);
             let calls = links::calls_counter(&self.manifest.app.name, name, &link.to, local);
-            let defined = if local {
+            let defined = if link.delivery == Delivery::Queue {
+                let Some(lattice) = self.lattice else {
+                    problems.push(format!(
+                        "links[{i}].delivery: a queue link stores its calls in JetStream: pass --nats URL"
+                    ));
+                    continue;
+                };
+                let bindings = self.manifest.queue_bindings(&link.to, &link.import);
+                define_queued(
+                    linker,
+                    engine,
+                    &link.import,
+                    ty,
+                    (target, calls),
+                    &lattice.client,
+                    &bindings,
+                )
+            } else if local {
                 slots += 1;
                 define_local(linker, engine, &link.import, ty, (slots - 1, calls), target)
             } else if let Some(lattice) = self.lattice {

@@ -12,6 +12,7 @@
 //! when it is the sooner one.
 
 pub mod chunks;
+pub mod queue;
 pub mod remote;
 
 use crate::codec::types as typecheck;

@@ -14,7 +14,6 @@ use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Result};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_config::WasiConfigVariables;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 /// What the capabilities give one instance: one field per capability that
@@ -25,7 +24,7 @@ pub struct CapabilityStates {
     /// wasi:http (types, and outgoing requests to the allowed hosts).
     pub http: HttpState,
     /// wasi:config values.
-    pub config: Arc<WasiConfigVariables>,
+    pub config: crate::runtime::capabilities::config::Values,
 }
 
 /// One instance's wasi:http state: wasmtime-wasi-http's context and the

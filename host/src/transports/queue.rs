@@ -18,6 +18,7 @@
 
 use super::medium::{BindContext, DRAIN_TIMEOUT, Medium, Service, call_error_reply, check_function, function_ref};
 use super::nats::message_context;
+use crate::links::queue::stream_config;
 use crate::links::remote::ERROR_KIND_HEADER;
 use crate::manifest::{BindingSpec, QueueBinding};
 use crate::metrics::{Calls, Counter, registry};
@@ -135,11 +136,7 @@ impl Medium for QueueMedium {
         let client = cx.nats()?;
         let js = jetstream::new(client.clone());
         let stream = js
-            .get_or_create_stream(stream::Config {
-                name: spec.stream.clone(),
-                subjects: vec![spec.subject.clone()],
-                ..Default::default()
-            })
+            .get_or_create_stream(stream_config(spec))
             .await
             .with_context(|| context(&format!("cannot create stream {}", spec.stream)))?;
         js.get_or_create_stream(stream::Config {

@@ -3,14 +3,13 @@
 //! (following the app and the NATS connection), and the status page in a
 //! real browser (headless Chromium).
 
-
 use crate::support;
+use crate::support::nats::NatsServer;
+use crate::support::{Host, distributed_manifest, example_policy, http, insurance_manifest, starve_pricing};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use crate::support::nats::NatsServer;
-use crate::support::{Host, distributed_manifest, example_policy, http, insurance_manifest, starve_pricing};
 
 /// GET `path` from the admin endpoint.
 fn get(admin: SocketAddr, path: &str) -> support::Response {

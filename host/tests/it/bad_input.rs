@@ -1,7 +1,6 @@
 //! Manifests and components that must be rejected before anything serves,
 //! each with an error that names the culprit. Every case runs the real binary.
 
-
 use crate::support::{Host, insurance_manifest};
 
 #[test]

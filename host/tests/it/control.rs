@@ -2,15 +2,14 @@
 //! rejected versions, late hosts, scaling, and bad control input. Each test
 //! has its own nats-server and hosts started with no manifest.
 
-
+use crate::support::nats::NatsServer;
+use crate::support::{Host, http, wasm, with_paths};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::process::Output;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-use crate::support::nats::NatsServer;
-use crate::support::{Host, http, wasm, with_paths};
 
 /// A host of lattice `test` with `labels`, following the applied apps.
 fn host(server: &NatsServer, labels: &[&str]) -> Host {

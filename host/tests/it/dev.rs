@@ -11,8 +11,8 @@
 //! them, offline). The first run compiles wit-bindgen's macro (about a
 //! minute on two cores); later runs take seconds.
 
-
 use crate::support;
+use crate::support::{http, shared_cache, wasm, workspace};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use crate::support::{http, shared_cache, wasm, workspace};
 
 /// A first build compiles wit-bindgen's macro, maybe while other tests build.
 const FIRST_BUILD: Duration = Duration::from_secs(420);

@@ -2,7 +2,6 @@
 //! against a real host: each `curl` block's request is sent and the reply must
 //! equal the `json` block that follows it.
 
-
 use crate::support::{Host, http, insurance_manifest, workspace};
 
 /// One curl example: where it goes, what it sends, what it must answer.

@@ -1,10 +1,9 @@
 //! A guest that traps, loops or hogs memory fails its own request with a
 //! clear error; the host and the other requests carry on.
 
-
 use crate::support;
-use std::thread;
 use crate::support::{Host, http};
+use std::thread;
 
 fn faulty(limits: &str) -> String {
     format!(

@@ -3,10 +3,9 @@
 //! cuts and splices, and arbitrary text, gives a `Manifest` or a
 //! `ManifestError`, never a panic. Bounded for CI; `PROPTEST_CASES` raises it.
 
-
+use crate::support::workspace;
 use membrane::manifest::Manifest;
 use proptest::prelude::*;
-use crate::support::workspace;
 
 /// The committed corpus: every manifest the repository ships.
 fn corpus() -> Vec<String> {

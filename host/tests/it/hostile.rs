@@ -2,12 +2,11 @@
 //! must survive. The messages are sent over a raw socket (`RawNats`), since
 //! a client library refuses to send them.
 
-
 use crate::support;
-use std::net::{SocketAddr, TcpListener};
-use std::time::{Duration, Instant};
 use crate::support::nats::{NatsServer, RawNats};
 use crate::support::{Host, http};
+use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
 
 /// The example's three hosts (`node=c`, `node=b`, `node=a`, in that
 /// order, so that "ready" on `a` means the chain is up) on lattice `test`,

@@ -1,6 +1,5 @@
 //! The example app over HTTP: gateway -> rater -> pricing, in one process.
 
-
 use crate::support;
 use crate::support::{Host, example_policy, http, insurance_manifest, keep_alive, raw};
 

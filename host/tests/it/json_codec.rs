@@ -3,10 +3,9 @@
 //! in over http-rpc must come back byte for byte; and every kind of wrong
 //! shape is refused with the path, the expectation and what was found.
 
-
 use crate::support;
-use serde_json::{Value, json};
 use crate::support::{Host, http};
+use serde_json::{Value, json};
 
 const MANIFEST: &str = r#"
 [app]

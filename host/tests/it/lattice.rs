@@ -1,11 +1,10 @@
 //! The same .wasm files in two layouts: one host, or three hosts joined
 //! through a private nats-server, chosen by `placement` and host labels only.
 
-
 use crate::support;
-use std::time::Instant;
 use crate::support::nats::NatsServer;
 use crate::support::{Host, http, insurance_manifest, with_paths};
+use std::time::Instant;
 
 /// `examples/insurance/distributed.toml` with test paths and a free port.
 fn distributed_manifest() -> String {

@@ -1,13 +1,12 @@
 //! One component, several media: http-rpc, NATS request/reply and a
 //! JetStream queue, each against a private nats-server started by the test.
 
-
+use crate::support::nats::NatsServer;
+use crate::support::{Host, http, insurance_manifest};
 use async_nats::HeaderMap;
 use futures::StreamExt as _;
 use std::collections::BTreeSet;
 use std::time::Duration;
-use crate::support::nats::NatsServer;
-use crate::support::{Host, http, insurance_manifest};
 
 const RATE: &str = "example:insurance/rater@0.1.0#rate";
 

@@ -4,13 +4,12 @@
 //! exactly one of them. It also floods its stdout and tries to forge a host
 //! log line, which the host must escape and rate-limit.
 
-
+use crate::support::{Host, http};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use crate::support::{Host, http};
 
 const IFACE: &str = "example:testkit/outbound@0.1.0";
 

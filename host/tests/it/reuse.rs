@@ -3,7 +3,6 @@
 //! the calls its instance has served in a guest global, which makes the
 //! strategy visible from outside.
 
-
 use crate::support;
 use crate::support::{Host, http, insurance_manifest};
 

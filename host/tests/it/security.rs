@@ -3,14 +3,13 @@
 //! signed desired state, a host policy for what applied apps may be granted,
 //! and secrets that never leave the host that uses them.
 
-
 use crate::support;
+use crate::support::nats::NatsServer;
+use crate::support::{Host, http};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
-use crate::support::nats::NatsServer;
-use crate::support::{Host, http};
 
 const PASSWORDS: [(&str, &str); 3] = [
     ("MEMBRANE_HOST_PASSWORD", "host-pw-5c1e"),

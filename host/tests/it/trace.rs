@@ -3,15 +3,14 @@
 //! through `wasi:logging`). Across hosts over remote links:
 //! `lattice.rs`, `one_trace_id_crosses_all_three_hosts`.
 
-
 use crate::support;
+use crate::support::nats::NatsServer;
+use crate::support::{Host, insurance_manifest};
 use async_nats::HeaderMap;
 use futures::StreamExt as _;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
-use crate::support::nats::NatsServer;
-use crate::support::{Host, insurance_manifest};
 
 const RATE: &str = "example:insurance/rater@0.1.0#rate";
 

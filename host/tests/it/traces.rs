@@ -10,8 +10,9 @@
 //!   exports nothing; a malformed one starts a fresh trace; SIGTERM flushes.
 //! - A dead collector fails no call and is warned about once.
 
-
 use crate::support;
+use crate::support::nats::NatsServer;
+use crate::support::{Host, distributed_manifest, insurance_manifest};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -21,8 +22,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-use crate::support::nats::NatsServer;
-use crate::support::{Host, distributed_manifest, insurance_manifest};
 
 /// One span as the collector got it.
 #[derive(Debug, Clone)]
