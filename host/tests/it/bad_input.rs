@@ -100,6 +100,36 @@ fn link_to_a_component_without_the_export_is_named() {
 }
 
 #[test]
+fn queue_link_needs_a_queue_binding_and_functions_without_results() {
+    let queued = insurance_manifest().replace(
+        "to = \"rater\"\n",
+        "to = \"rater\"\ndelivery = \"queue\"\n",
+    );
+    let err = Host::fail(&queued);
+    assert!(
+        err.contains(
+            "links[0].delivery: \"queue\" needs a `queue` binding of `rater` for a function of `example:insurance/rater@0.1.0`"
+        ),
+        "{err}"
+    );
+    // With the binding, the type check names the function that returns a value.
+    let nats = crate::support::nats::NatsServer::start();
+    let bound = format!(
+        "[nats]\nurls = [\"{}\"]\n\n{queued}\n[[bindings]]\nmedium = \"queue\"\nstream = \"RATE\"\nsubject = \"rate\"\ncomponent = \"rater\"\n\
+         export = \"example:insurance/rater@0.1.0#rate\"\n",
+        nats.url()
+    );
+    let err = Host::fail(&bound);
+    assert!(
+        err.contains(
+            "links[0].delivery: function `rate` of `example:insurance/rater@0.1.0` returns a value, \
+             but a queued call returns nothing to its caller"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
 fn unlinked_import_is_named() {
     let manifest = insurance_manifest().replace(
         "[[links]]\nfrom = \"rater\"\nimport = \"example:insurance/pricing@0.1.0\"\nto = \"pricing\"\n",
