@@ -17,6 +17,7 @@ mod hostile;
 mod insurance_app;
 mod json_codec;
 mod lattice;
+mod links_app;
 mod media;
 mod outbound;
 mod reuse;
