@@ -3,14 +3,14 @@
 # own (JetStream, a free store, port $NATS_PORT or 4251): its buckets and its
 # click queue live in JetStream. `scripts/run-links.sh` serves colocated.toml
 # on one host; `scripts/run-links.sh distributed` serves distributed.toml on
-# three hosts labelled node=a, node=b, node=c. Either way the app answers on
+# two hosts labelled node=a and node=b. Either way the app answers on
 # http://127.0.0.1:8090. Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 layout=${1:-colocated}
 case "$layout" in
   colocated) nodes=(a) ;;
-  distributed) nodes=(c b a) ;;
+  distributed) nodes=(b a) ;;
   *) echo "usage: $0 [colocated|distributed]" >&2; exit 2 ;;
 esac
 scripts/build-components.sh

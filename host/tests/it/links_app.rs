@@ -82,3 +82,21 @@ fn the_readme_tour_answers_as_written_on_one_host() {
     let host = Host::start_with(&manifest("colocated.toml"), &["--nats", &server.url(), "--lattice", "links"]);
     take_the_tour(host.addr(), "colocated");
 }
+
+#[test]
+fn the_readme_tour_answers_as_written_on_two_hosts() {
+    let server = NatsServer::start();
+    let manifest = manifest("distributed.toml");
+    let node = |label: &str| {
+        Host::start_with(
+            &manifest,
+            &["--nats", &server.url(), "--lattice", "links", "--label", label],
+        )
+    };
+    let clicks = node("node=b");
+    let web = node("node=a");
+    take_the_tour(web.addr(), "distributed");
+    // The clicks were counted on the other host.
+    assert!(!web.log().contains("serving queue"), "{}", web.log());
+    assert!(clicks.log().contains("serving queue links.clicks"), "{}", clicks.log());
+}
