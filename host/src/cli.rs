@@ -24,13 +24,15 @@ use crate::lattice::artifacts::Artifacts;
 use crate::lattice::connection;
 use crate::lattice::desired::Desired;
 use crate::lattice::inventory::{AppsView, HEARTBEAT, InventoryService};
+use crate::lattice::keyvalue::LatticeBuckets;
 use crate::lattice::placement::{self, Member};
 use crate::lattice::policy::Policy;
 use crate::lattice::status::StatusBoard;
 use crate::lattice::trust::Trust;
 use crate::links::remote::Lattice;
-use crate::manifest::{Manifest, NatsSpec};
+use crate::manifest::{KvBackend, Manifest, NatsSpec};
 use crate::runtime::engine::{DEFAULT_MAX_INSTANCES, EngineOptions, HostEngine};
+use crate::runtime::keyvalue::{Stores, default_data_dir};
 use crate::runtime::secrets::Secrets;
 use crate::runtime::{LoadOptions, cache};
 use crate::transports::Service;
@@ -228,6 +230,13 @@ pub struct UpArgs {
     /// Compile every component afresh and write nothing to disk.
     #[arg(long)]
     pub no_cache: bool,
+
+    /// Directory for data that outlives the host: the embedded key-value
+    /// buckets (`keyvalue/<app>.redb`). Default: `$MEMBRANE_DATA_DIR`, else
+    /// `$XDG_DATA_HOME/membrane`, else `~/.local/share/membrane`. One host
+    /// per directory: a second host on it fails to open the buckets.
+    #[arg(long, env = "MEMBRANE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
 
     #[command(flatten)]
     pub nats: NatsArgs,
@@ -640,7 +649,12 @@ fn needs_nats(manifest: &Manifest, labels: &BTreeMap<String, String>) -> anyhow:
         manifest.app.name
     );
     let runs = |c: &String| here.contains(&c);
-    Ok(manifest.links.iter().any(|l| runs(&l.from) != runs(&l.to))
+    let shared_bucket = here
+        .iter()
+        .flat_map(|c| &manifest.components[*c].keyvalue.buckets)
+        .any(|b| manifest.bucket_backend(b) == KvBackend::Nats);
+    Ok(shared_bucket
+        || manifest.links.iter().any(|l| runs(&l.from) != runs(&l.to))
         || manifest
             .bindings
             .iter()
@@ -673,6 +687,10 @@ fn host_context(
             cache_dir,
             artifacts: nats.map(|client| std::sync::Arc::new(Artifacts::new(client.clone(), &args.lattice)) as _),
             secrets: std::sync::Arc::new(Secrets::load(args.secrets.as_deref())?),
+            keyvalue: Stores {
+                data_dir: args.data_dir.clone().or_else(default_data_dir),
+                remote: nats.map(|client| Arc::new(LatticeBuckets::new(client.clone(), &args.lattice)) as _),
+            },
         },
         nats: nats.cloned(),
         lattice: nats.map(|client| Lattice {
