@@ -15,6 +15,7 @@ mod fuzz_manifest;
 mod hostile;
 mod insurance_app;
 mod json_codec;
+mod keyvalue;
 mod lattice;
 mod media;
 mod outbound;

@@ -229,6 +229,18 @@ impl Host {
         }
     }
 
+    /// [`Host::fail`] with extra command-line arguments.
+    pub fn fail_with(manifest: &str, args: &[&str]) -> String {
+        match Host::launch(manifest, &shared_cache(), args, "membrane=info,warn") {
+            Ok(_) => panic!("membrane started, but it should have refused to"),
+            Err(f) => {
+                assert!(!f.status.success(), "a refused start must exit non-zero");
+                assert!(!f.stderr.contains("panicked"), "the host panicked:\n{}", f.stderr);
+                f.stderr
+            }
+        }
+    }
+
     /// Waits until the host serves an http binding of `component` (as a
     /// lattice host does after an apply); its address.
     pub fn wait_for_http(&self, component: &str) -> SocketAddr {
