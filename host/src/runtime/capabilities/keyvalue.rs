@@ -47,18 +47,21 @@ impl Capability for KeyValue {
 
     fn prepare(name: &str, spec: &ComponentSpec, imports: &[String]) -> Result<Arc<Grant>, Vec<String>> {
         let granted: BTreeSet<String> = spec.keyvalue.buckets.iter().cloned().collect();
-        let mut problems = Vec::new();
-        for import in imports.iter().filter(|i| i.starts_with("wasi:keyvalue/")) {
-            if !import.ends_with(&format!("@{VERSION}")) {
-                problems.push(format!(
-                    "components.{name}: imports `{import}`, but this host implements wasi:keyvalue@{VERSION} only"
-                ));
-            } else if granted.is_empty() {
-                problems.push(format!(
-                    "components.{name}: imports `{import}`, but `components.{name}.keyvalue` grants no bucket; \
-                     list the buckets it may open, e.g. keyvalue = {{ buckets = [\"counts\"] }}"
-                ));
-            }
+        let kv_imports: Vec<&String> = imports.iter().filter(|i| i.starts_with("wasi:keyvalue/")).collect();
+        let mut problems: Vec<String> = kv_imports
+            .iter()
+            .filter(|import| !import.ends_with(&format!("@{VERSION}")))
+            .map(|import| {
+                format!("components.{name}: imports `{import}`, but this host implements wasi:keyvalue@{VERSION} only")
+            })
+            .collect();
+        if let Some(import) = kv_imports.first()
+            && granted.is_empty()
+        {
+            problems.push(format!(
+                "components.{name}: imports `{import}`, but `components.{name}.keyvalue` grants no bucket; \
+                 list the buckets it may open, e.g. keyvalue = {{ buckets = [\"counts\"] }}"
+            ));
         }
         if !problems.is_empty() {
             return Err(problems);
