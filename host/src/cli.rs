@@ -58,7 +58,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a host: the app of a manifest, or (without one) the apps applied to its lattice.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Steer and inspect a running lattice over NATS.
     Ctl(CtlArgs),
     /// Print a completion script for a shell, e.g.
@@ -379,7 +379,7 @@ pub fn main() -> ExitCode {
     };
     let logging = init_logging(default_filter, layer);
     let result = match cli.command {
-        Command::Up(args) => runtime.block_on(up_as(args, host, shutdown_signal())),
+        Command::Up(args) => runtime.block_on(up_as(*args, host, shutdown_signal())),
         Command::Ctl(args) => runtime.block_on(ctl(args)),
         Command::Completions { .. } => Ok(()),
         Command::Dev(args) => runtime.block_on(dev(args, shutdown_signal())),

@@ -1070,10 +1070,16 @@ component = "gateway"
         );
         let err = parse_err(&format!("{text}\n[keyvalue.\"x y\"]\nbackend = \"nats\"\n"));
         assert!(err.contains("components.rater.keyvalue.buckets[1]: \"a.b\""), "{err}");
-        assert!(err.contains("components.rater.keyvalue.buckets[2]: \"counts\" is listed twice"), "{err}");
+        assert!(
+            err.contains("components.rater.keyvalue.buckets[2]: \"counts\" is listed twice"),
+            "{err}"
+        );
         assert!(err.contains("keyvalue.x y: a bucket name"), "{err}");
         let err = parse_err(&format!("{GOOD}\n[keyvalue.counts]\nbackend = \"redis\"\n"));
-        assert!(err.contains("keyvalue.counts.backend") && err.contains("redis"), "{err}");
+        assert!(
+            err.contains("keyvalue.counts.backend") && err.contains("redis"),
+            "{err}"
+        );
         let text = GOOD.replace(
             "source = \"rater.wasm\"",
             "source = \"rater.wasm\"\nkeyvalue = { buckets = [\"counts\", \"cache\"] }",

@@ -89,7 +89,12 @@ fn round_trip(keys: Vec<String>) -> Result<String, String> {
     let gone = keys.iter().all(|k| matches!(bucket.exists(k), Ok(false)));
     let values: Vec<String> = found
         .into_iter()
-        .map(|(key, value)| format!("{key}={}", value.map_or("-".into(), |v| String::from_utf8_lossy(&v).into_owned())))
+        .map(|(key, value)| {
+            format!(
+                "{key}={}",
+                value.map_or("-".into(), |v| String::from_utf8_lossy(&v).into_owned())
+            )
+        })
         .collect();
     Ok(format!("{} deleted={gone}", values.join(",")))
 }

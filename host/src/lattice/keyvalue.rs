@@ -180,7 +180,10 @@ impl Bucket for NatsBucket {
         Box::pin(async move {
             let full = self.key(&key)?;
             self.check_size(&value)?;
-            self.store.put(full, value.into()).await.map_err(|e| other("write", e))?;
+            self.store
+                .put(full, value.into())
+                .await
+                .map_err(|e| other("write", e))?;
             Ok(())
         })
     }
@@ -299,7 +302,9 @@ impl NatsBucket {
             }
             scanned += 1;
             if scanned > MAX_SCAN {
-                return Err(KvError::new(format!("nats: the bucket has more than {MAX_SCAN} keys to list")));
+                return Err(KvError::new(format!(
+                    "nats: the bucket has more than {MAX_SCAN} keys to list"
+                )));
             }
             if pending == 0 {
                 break;

@@ -83,7 +83,10 @@ fn kv_counter_counts_in_its_granted_bucket_only_and_keeps_counting_after_a_resta
 
     // A redb file serves one host: a second one on the same directory is refused.
     let err = Host::fail_with(&manifest("embedded"), &["--data-dir", data_dir]);
-    assert!(err.contains("keyvalue.counts:") && err.contains("in use by another process"), "{err}");
+    assert!(
+        err.contains("keyvalue.counts:") && err.contains("in use by another process"),
+        "{err}"
+    );
 
     assert!(host.interrupt().success());
     let host = Host::start_with(&manifest("embedded"), &["--data-dir", data_dir]);
@@ -106,7 +109,10 @@ fn ten_thousand_concurrent_increments_on_the_embedded_store_are_all_counted() {
     let host = Host::start_with(&manifest("embedded"), &["--data-dir", data.path().to_str().unwrap()]);
     let started = Instant::now();
     let answers = hammer(&[host.addr()], "/counter/hot", 32, 10_000);
-    eprintln!("embedded: 10,000 increments from 32 clients in {:.2?}", started.elapsed());
+    eprintln!(
+        "embedded: 10,000 increments from 32 clients in {:.2?}",
+        started.elapsed()
+    );
     each_once(&answers, 10_000);
 }
 
@@ -129,7 +135,10 @@ fn two_hosts_on_one_nats_bucket_count_every_one_of_ten_thousand_increments() {
 
     let started = Instant::now();
     let answers = hammer(&hosts, "/counter/hot", 64, 10_000);
-    eprintln!("nats: 10,000 increments from 2 hosts x 32 clients in {:.2?}", started.elapsed());
+    eprintln!(
+        "nats: 10,000 increments from 2 hosts x 32 clients in {:.2?}",
+        started.elapsed()
+    );
     each_once(&answers, 10_000);
 
     // Compare-and-swap loops racing on both hosts lose no update either.
@@ -138,5 +147,8 @@ fn two_hosts_on_one_nats_bucket_count_every_one_of_ten_thousand_increments() {
     // A key NATS cannot store is the guest's error, not a trap.
     let (status, body) = get(hosts[0], "/counter/no%20spaces");
     assert_eq!(status, 500);
-    assert!(body.starts_with("other: key \"no%20spaces\" cannot be stored"), "{body}");
+    assert!(
+        body.starts_with("other: key \"no%20spaces\" cannot be stored"),
+        "{body}"
+    );
 }

@@ -155,7 +155,11 @@ impl<C: Send> store::Host for HostState<C> {
 impl<C: Send> store::HostBucket for HostState<C> {
     async fn get(&mut self, this: Resource<BucketHandle>, key: String) -> Answer<Option<Vec<u8>>> {
         let b = self.bucket(&this, "get")?;
-        let result = async { kv::check_key(&key).map_err(other)?; b.bucket.get(key).await.map_err(other) }.await;
+        let result = async {
+            kv::check_key(&key).map_err(other)?;
+            b.bucket.get(key).await.map_err(other)
+        }
+        .await;
         Ok(result)
     }
 
@@ -171,13 +175,19 @@ impl<C: Send> store::HostBucket for HostState<C> {
 
     async fn delete(&mut self, this: Resource<BucketHandle>, key: String) -> Answer<()> {
         let b = self.bucket(&this, "delete")?;
-        let result = async { kv::check_key(&key).map_err(other)?; b.bucket.delete(key).await.map_err(other) };
+        let result = async {
+            kv::check_key(&key).map_err(other)?;
+            b.bucket.delete(key).await.map_err(other)
+        };
         Ok(result.await)
     }
 
     async fn exists(&mut self, this: Resource<BucketHandle>, key: String) -> Answer<bool> {
         let b = self.bucket(&this, "exists")?;
-        let result = async { kv::check_key(&key).map_err(other)?; b.bucket.exists(key).await.map_err(other) };
+        let result = async {
+            kv::check_key(&key).map_err(other)?;
+            b.bucket.exists(key).await.map_err(other)
+        };
         Ok(result.await)
     }
 
@@ -210,7 +220,11 @@ impl<C: Send> atomics::Host for HostState<C> {
         Ok(result.await)
     }
 
-    async fn swap(&mut self, cas: Resource<CasHandle>, value: Vec<u8>) -> wasmtime::Result<Result<(), atomics::CasError>> {
+    async fn swap(
+        &mut self,
+        cas: Resource<CasHandle>,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), atomics::CasError>> {
         let cas = self.table().delete(cas)?;
         self.caps.keyvalue.count("swap", cas.bucket.bucket.backend());
         if let Err(e) = kv::check_value(&value) {
@@ -301,7 +315,10 @@ impl<C: Send> batch::Host for HostState<C> {
         let b = self.bucket(&bucket, "set-many")?;
         let result = async {
             check_keys(key_values.iter().map(|(k, _)| k)).map_err(other)?;
-            key_values.iter().try_for_each(|(_, v)| kv::check_value(v)).map_err(other)?;
+            key_values
+                .iter()
+                .try_for_each(|(_, v)| kv::check_value(v))
+                .map_err(other)?;
             b.bucket.set_many(key_values).await.map_err(other)
         };
         Ok(result.await)

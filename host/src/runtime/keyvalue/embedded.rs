@@ -160,7 +160,9 @@ fn write_loop(db: &Database, jobs: &Receiver<Job>, name: &str) {
             Err(e) => {
                 tracing::error!("keyvalue: writing {name} failed: {e}");
                 for job in group {
-                    let _ = job.reply.send(Err(KvError::new(format!("the embedded store failed to write: {e}"))));
+                    let _ = job
+                        .reply
+                        .send(Err(KvError::new(format!("the embedded store failed to write: {e}"))));
                 }
             }
         }
@@ -429,7 +431,10 @@ mod tests {
         assert_eq!(second[0], "k10");
         let (last, more) = b.list_keys(Some("k19".into()), 10).await.unwrap();
         assert_eq!((last.len(), more), (5, false));
-        assert_eq!(bucket(dir.path(), "empty").list_keys(None, 10).await, Ok((vec![], false)));
+        assert_eq!(
+            bucket(dir.path(), "empty").list_keys(None, 10).await,
+            Ok((vec![], false))
+        );
     }
 
     #[test]

@@ -291,9 +291,11 @@ pub fn parse_counter(key: &str, bytes: &[u8]) -> KvResult<i64> {
 
 /// `current + delta`, or an error naming `key` on overflow.
 pub fn add_counter(key: &str, current: i64, delta: i64) -> KvResult<i64> {
-    current
-        .checked_add(delta)
-        .ok_or_else(|| KvError::new(format!("incrementing key {key:?} by {delta} overflows a 64-bit integer")))
+    current.checked_add(delta).ok_or_else(|| {
+        KvError::new(format!(
+            "incrementing key {key:?} by {delta} overflows a 64-bit integer"
+        ))
+    })
 }
 
 /// Checks a key against the limits every backend shares.
