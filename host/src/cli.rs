@@ -303,6 +303,11 @@ pub struct UpArgs {
     #[arg(long = "allow-network", env = "MEMBRANE_ALLOW_NETWORK", value_delimiter = ',')]
     pub allow_network: Vec<String>,
 
+    /// A key-value backend (`embedded` or `nats`) on which apps from the
+    /// lattice may open buckets; repeat for both. Default: none.
+    #[arg(long = "allow-keyvalue", env = "MEMBRANE_ALLOW_KEYVALUE", value_delimiter = ',')]
+    pub allow_keyvalue: Vec<String>,
+
     /// A TOML file of secrets, `NAME = "value"`, for manifests' `{ secret =
     /// "NAME" }` values (the environment's `MEMBRANE_SECRET_<NAME>` comes first).
     #[arg(long, env = "MEMBRANE_SECRETS")]
@@ -545,7 +550,8 @@ async fn serve_host(
         &args.allow_env,
         &args.allow_outbound,
         &args.allow_network,
-    )?;
+    )?
+    .allowing_keyvalue(&args.allow_keyvalue)?;
     if follows_lattice {
         if trust.trusts_anyone() {
             tracing::warn!(
