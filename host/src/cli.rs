@@ -24,13 +24,15 @@ use crate::lattice::artifacts::Artifacts;
 use crate::lattice::connection;
 use crate::lattice::desired::Desired;
 use crate::lattice::inventory::{AppsView, HEARTBEAT, InventoryService};
+use crate::lattice::keyvalue::LatticeBuckets;
 use crate::lattice::placement::{self, Member};
 use crate::lattice::policy::Policy;
 use crate::lattice::status::StatusBoard;
 use crate::lattice::trust::Trust;
 use crate::links::remote::Lattice;
-use crate::manifest::{Manifest, NatsSpec};
+use crate::manifest::{KvBackend, Manifest, NatsSpec};
 use crate::runtime::engine::{DEFAULT_MAX_INSTANCES, EngineOptions, HostEngine};
+use crate::runtime::keyvalue::{Stores, default_data_dir};
 use crate::runtime::secrets::Secrets;
 use crate::runtime::{LoadOptions, cache};
 use crate::transports::Service;
@@ -56,7 +58,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a host: the app of a manifest, or (without one) the apps applied to its lattice.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Steer and inspect a running lattice over NATS.
     Ctl(CtlArgs),
     /// Print a completion script for a shell, e.g.
@@ -229,6 +231,13 @@ pub struct UpArgs {
     #[arg(long)]
     pub no_cache: bool,
 
+    /// Directory for data that outlives the host: the embedded key-value
+    /// buckets (`keyvalue/<app>.redb`). Default: `$MEMBRANE_DATA_DIR`, else
+    /// `$XDG_DATA_HOME/membrane`, else `~/.local/share/membrane`. One host
+    /// per directory: a second host on it fails to open the buckets.
+    #[arg(long, env = "MEMBRANE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
     #[command(flatten)]
     pub nats: NatsArgs,
 
@@ -293,6 +302,11 @@ pub struct UpArgs {
     /// protocol; repeat for more. Default: none.
     #[arg(long = "allow-network", env = "MEMBRANE_ALLOW_NETWORK", value_delimiter = ',')]
     pub allow_network: Vec<String>,
+
+    /// A key-value backend (`embedded` or `nats`) on which apps from the
+    /// lattice may open buckets; repeat for both. Default: none.
+    #[arg(long = "allow-keyvalue", env = "MEMBRANE_ALLOW_KEYVALUE", value_delimiter = ',')]
+    pub allow_keyvalue: Vec<String>,
 
     /// A TOML file of secrets, `NAME = "value"`, for manifests' `{ secret =
     /// "NAME" }` values (the environment's `MEMBRANE_SECRET_<NAME>` comes first).
@@ -370,7 +384,7 @@ pub fn main() -> ExitCode {
     };
     let logging = init_logging(default_filter, layer);
     let result = match cli.command {
-        Command::Up(args) => runtime.block_on(up_as(args, host, shutdown_signal())),
+        Command::Up(args) => runtime.block_on(up_as(*args, host, shutdown_signal())),
         Command::Ctl(args) => runtime.block_on(ctl(args)),
         Command::Completions { .. } => Ok(()),
         Command::Dev(args) => runtime.block_on(dev(args, shutdown_signal())),
@@ -536,7 +550,8 @@ async fn serve_host(
         &args.allow_env,
         &args.allow_outbound,
         &args.allow_network,
-    )?;
+    )?
+    .allowing_keyvalue(&args.allow_keyvalue)?;
     if follows_lattice {
         if trust.trusts_anyone() {
             tracing::warn!(
@@ -640,7 +655,12 @@ fn needs_nats(manifest: &Manifest, labels: &BTreeMap<String, String>) -> anyhow:
         manifest.app.name
     );
     let runs = |c: &String| here.contains(&c);
-    Ok(manifest.links.iter().any(|l| runs(&l.from) != runs(&l.to))
+    let shared_bucket = here
+        .iter()
+        .flat_map(|c| &manifest.components[*c].keyvalue.buckets)
+        .any(|b| manifest.bucket_backend(b) == KvBackend::Nats);
+    Ok(shared_bucket
+        || manifest.links.iter().any(|l| runs(&l.from) != runs(&l.to))
         || manifest
             .bindings
             .iter()
@@ -673,6 +693,10 @@ fn host_context(
             cache_dir,
             artifacts: nats.map(|client| std::sync::Arc::new(Artifacts::new(client.clone(), &args.lattice)) as _),
             secrets: std::sync::Arc::new(Secrets::load(args.secrets.as_deref())?),
+            keyvalue: Stores {
+                data_dir: args.data_dir.clone().or_else(default_data_dir),
+                remote: nats.map(|client| Arc::new(LatticeBuckets::new(client.clone(), &args.lattice)) as _),
+            },
         },
         nats: nats.cloned(),
         lattice: nats.map(|client| Lattice {

@@ -41,6 +41,49 @@ pub struct Manifest {
     /// `[nats]`: how to reach NATS, when a binding needs it.
     #[serde(default)]
     pub nats: NatsSpec,
+    /// `[keyvalue.<bucket>]`: where each key-value bucket lives. A bucket
+    /// granted to a component but not listed here is `embedded`.
+    #[serde(default)]
+    pub keyvalue: BTreeMap<String, BucketSpec>,
+}
+
+/// `[keyvalue.<bucket>]`: one key-value bucket of the app.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketSpec {
+    /// Where its data lives.
+    #[serde(default)]
+    pub backend: KvBackend,
+}
+
+/// Where a key-value bucket's data lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KvBackend {
+    /// A redb file in the host's data directory: one host's data.
+    #[default]
+    Embedded,
+    /// The lattice's JetStream KV: every host of the lattice sees it.
+    Nats,
+}
+
+impl KvBackend {
+    /// Its name in the manifest.
+    pub fn name(self) -> &'static str {
+        match self {
+            KvBackend::Embedded => "embedded",
+            KvBackend::Nats => "nats",
+        }
+    }
+}
+
+/// `[components.<name>] keyvalue = { buckets = [...] }`: the key-value
+/// buckets a component may open (`wasi:keyvalue/store.open`); none by default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeyValueGrant {
+    /// Bucket names: letters, digits, `-` and `_`.
+    pub buckets: Vec<String>,
 }
 
 /// `[nats]`: connection settings. Each maps onto one `async_nats::ConnectOptions`
@@ -108,6 +151,9 @@ pub struct ComponentSpec {
     /// [`outbound`]); empty, the default, allows nothing.
     #[serde(default)]
     pub allowed_outbound_hosts: Vec<String>,
+    /// The key-value buckets it may open; none by default.
+    #[serde(default)]
+    pub keyvalue: KeyValueGrant,
     /// How to build the component from its sources, for `membrane dev`
     /// only: `membrane up` and the lattice ignore it, and `membrane ctl
     /// apply` does not store it.
@@ -639,9 +685,42 @@ impl Manifest {
             problems.push("components: the app has no components".to_string());
         }
         self.component_problems(&mut problems);
+        self.keyvalue_problems(&mut problems);
         self.link_problems(&mut problems);
         self.binding_problems(&mut problems);
         problems
+    }
+
+    /// The backend of bucket `bucket`: as `[keyvalue.<bucket>]` says, else
+    /// embedded.
+    pub fn bucket_backend(&self, bucket: &str) -> KvBackend {
+        self.keyvalue.get(bucket).map(|b| b.backend).unwrap_or_default()
+    }
+
+    /// Bucket names in grants and in the `[keyvalue]` table.
+    fn keyvalue_problems(&self, problems: &mut Vec<String>) {
+        for (name, spec) in &self.components {
+            let mut seen = std::collections::BTreeSet::new();
+            for (i, bucket) in spec.keyvalue.buckets.iter().enumerate() {
+                if !is_bucket_name(bucket) {
+                    problems.push(format!(
+                        "components.{name}.keyvalue.buckets[{i}]: {bucket:?} must be 1 to 64 letters, digits, `-` or `_`"
+                    ));
+                }
+                if !seen.insert(bucket) {
+                    problems.push(format!(
+                        "components.{name}.keyvalue.buckets[{i}]: {bucket:?} is listed twice"
+                    ));
+                }
+            }
+        }
+        for bucket in self.keyvalue.keys() {
+            if !is_bucket_name(bucket) {
+                problems.push(format!(
+                    "keyvalue.{bucket}: a bucket name must be 1 to 64 letters, digits, `-` or `_`"
+                ));
+            }
+        }
     }
 
     /// The known component names, for messages.
@@ -879,6 +958,11 @@ fn is_plain_subject(s: &str) -> bool {
     is_subject(s) && !s.starts_with('$') && s.split('.').all(|t| t != "*" && t != ">")
 }
 
+/// A key-value bucket's name: a name of at most 64 characters.
+fn is_bucket_name(s: &str) -> bool {
+    s.len() <= 64 && is_name(s)
+}
+
 fn is_name(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
@@ -1014,6 +1098,33 @@ component = "gateway"
             "source = \"rater.wasm\"\nwasi = { network = true }",
         ));
         assert!(err.contains("unknown field `network`"), "{err}");
+    }
+
+    #[test]
+    fn keyvalue_grants_and_buckets_are_checked() {
+        let text = GOOD.replace(
+            "source = \"rater.wasm\"",
+            "source = \"rater.wasm\"\nkeyvalue = { buckets = [\"counts\", \"a.b\", \"counts\"] }",
+        );
+        let err = parse_err(&format!("{text}\n[keyvalue.\"x y\"]\nbackend = \"nats\"\n"));
+        assert!(err.contains("components.rater.keyvalue.buckets[1]: \"a.b\""), "{err}");
+        assert!(
+            err.contains("components.rater.keyvalue.buckets[2]: \"counts\" is listed twice"),
+            "{err}"
+        );
+        assert!(err.contains("keyvalue.x y: a bucket name"), "{err}");
+        let err = parse_err(&format!("{GOOD}\n[keyvalue.counts]\nbackend = \"redis\"\n"));
+        assert!(
+            err.contains("keyvalue.counts.backend") && err.contains("redis"),
+            "{err}"
+        );
+        let text = GOOD.replace(
+            "source = \"rater.wasm\"",
+            "source = \"rater.wasm\"\nkeyvalue = { buckets = [\"counts\", \"cache\"] }",
+        );
+        let m = Manifest::parse(&format!("{text}\n[keyvalue.counts]\nbackend = \"nats\"\n"), "app.toml").unwrap();
+        assert_eq!(m.bucket_backend("counts"), KvBackend::Nats);
+        assert_eq!(m.bucket_backend("cache"), KvBackend::Embedded);
     }
 
     #[test]

@@ -84,6 +84,7 @@ impl HostContext {
                 cache_dir,
                 artifacts: None,
                 secrets: Default::default(),
+                keyvalue: Default::default(),
             },
             nats: None,
             lattice: None,

@@ -14,6 +14,7 @@ use crate::links::remote::{Lattice, define_remote};
 use crate::links::{self, define_local, is_type_only};
 use crate::manifest::{Delivery, Manifest};
 use crate::runtime::component::{Host, Loaded};
+use crate::runtime::keyvalue::Opened;
 use crate::runtime::{LoadError, Runtime, Staged, Version};
 use crate::transports;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -31,6 +32,8 @@ struct App<'a> {
     types: BTreeMap<String, ComponentTy>,
     /// The imported interface's type of each link that type-checks.
     link_types: Vec<Option<ComponentInstance>>,
+    /// The app's key-value buckets.
+    buckets: Opened,
 }
 
 /// Compiles, checks and prepares the components of `manifest` that `here`
@@ -70,6 +73,10 @@ pub async fn stage(
             Some(import)
         })
         .collect();
+    let buckets = runtime.open_buckets(manifest, here).await.unwrap_or_else(|found| {
+        problems.extend(found);
+        Opened::default()
+    });
     let app = App {
         runtime,
         manifest,
@@ -77,6 +84,7 @@ pub async fn stage(
         lattice,
         types,
         link_types,
+        buckets,
     };
     let mut components = HashMap::new();
     for (name, version) in compiled.into_iter().filter(|(name, _)| here.contains(name)) {
@@ -120,7 +128,7 @@ impl App<'_> {
         let engine = self.runtime.engine();
         let spec = &self.manifest.components[name];
         let imports: Vec<String> = self.types[name].imports(engine).map(|(n, _)| n.to_string()).collect();
-        let (mut linker, granted) = self.runtime.linker(name, spec, &imports)?;
+        let (mut linker, granted) = self.runtime.linker(name, spec, &imports, &self.buckets)?;
         let slots = self.define_links(name, &mut linker)?;
         Loaded::new(engine, name, spec, version, &linker, granted, slots).map_err(|problem| vec![problem])
     }

@@ -12,12 +12,13 @@
 //!   publish to the bound subjects and read its own replies, nothing else.
 //!
 //! Every role works from an allow-list: what is not listed is refused by the
-//! server. App-specific subjects (bindings, queue streams) come from the
-//! manifests given.
+//! server. App-specific subjects (bindings, queue streams, the keys of the
+//! app's `nats` key-value buckets) come from the manifests given.
 
 use crate::lattice::artifacts::bucket_name as artifacts_bucket;
 use crate::lattice::desired::bucket_name as apps_bucket;
-use crate::manifest::{BindingSpec, Manifest};
+use crate::lattice::keyvalue::bucket_name as kv_bucket;
+use crate::manifest::{BindingSpec, KvBackend, Manifest};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
@@ -118,6 +119,7 @@ pub fn permissions(lattice: &str, role: Role, apps: &[Manifest]) -> Permissions 
             p.allow_responses = true;
             for app in apps {
                 host_bindings(&mut p, app);
+                host_buckets(&mut p, lattice, app);
             }
         }
         Role::Operator => {
@@ -178,6 +180,20 @@ fn host_bindings(p: &mut Permissions, app: &Manifest) {
             BindingSpec::Http(_) | BindingSpec::HttpRpc(_) => {}
         }
     }
+}
+
+/// What a host needs of `app`'s `nats` key-value buckets: the lattice's KV
+/// stream (created on first use), and the keys under the app's name only.
+fn host_buckets(p: &mut Permissions, lattice: &str, app: &Manifest) {
+    let shared = app.components.values().flat_map(|c| &c.keyvalue.buckets);
+    if !shared.clone().any(|b| app.bucket_backend(b) == KvBackend::Nats) {
+        return;
+    }
+    let kv = kv_bucket(lattice);
+    let stream = format!("KV_{kv}");
+    p.publish(read_stream(&stream));
+    p.publish([format!("$JS.API.STREAM.CREATE.{stream}")]);
+    p.publish([format!("$KV.{kv}.{}.>", app.app.name)]);
 }
 
 /// The environment variable holding `role`'s password for nats-server.
@@ -271,6 +287,13 @@ mod tests {
         assert!(operator.publish.contains("$KV.membrane-prod-apps.>"));
         let caller = permissions("prod", Role::Caller, &[]);
         assert!(caller.publish.is_empty());
+        // A `nats` bucket: the app's own keys, no one else's.
+        let text = "[app]\nname = \"shop\"\n[components.c]\nsource = \"c.wasm\"\n\
+                    keyvalue = { buckets = [\"counts\"] }\n[keyvalue.counts]\nbackend = \"nats\"\n";
+        let shop = Manifest::parse(text, "shop.toml").unwrap();
+        let host = permissions("prod", Role::Host, &[shop]);
+        assert!(host.publish.contains("$KV.membrane-prod-kv.shop.>"));
+        assert!(!host.publish.contains("$KV.membrane-prod-kv.>"));
         assert!(render("prod", &[]).contains("[\"_MEMBRANE.nothing\"]"));
     }
 }

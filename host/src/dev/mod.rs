@@ -345,7 +345,13 @@ fn describe_paths(paths: &BTreeSet<PathBuf>) -> String {
 }
 
 /// Whether the manifest needs NATS once in `membrane dev`: some binding's
-/// medium does (links are all in process: every component runs here).
+/// medium does, or a `nats` key-value bucket (links are all in process:
+/// every component runs here).
 pub fn wants_nats(manifest: &Manifest) -> bool {
-    manifest.bindings.iter().any(crate::transports::needs_nats)
+    let shared_bucket = manifest
+        .components
+        .values()
+        .flat_map(|c| &c.keyvalue.buckets)
+        .any(|b| manifest.bucket_backend(b) == crate::manifest::KvBackend::Nats);
+    shared_bucket || manifest.bindings.iter().any(crate::transports::needs_nats)
 }

@@ -1,7 +1,8 @@
 //! The lattice: everything a host shares with others through NATS: the
 //! connection, membership and placement, the host agent that reconciles, the
 //! lifecycle events it publishes, the inventory and heartbeats, desired state
-//! (KV) and who may sign it, and artifacts (object store).
+//! (KV) and who may sign it, artifacts (object store), and the apps'
+//! key-value buckets (KV).
 
 pub mod agent;
 pub mod artifacts;
@@ -9,6 +10,7 @@ pub mod connection;
 pub mod desired;
 pub mod events;
 pub mod inventory;
+pub mod keyvalue;
 pub mod placement;
 pub mod policy;
 pub mod status;

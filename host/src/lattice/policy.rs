@@ -4,13 +4,14 @@
 //! A manifest file run with `membrane up app.toml` is the user's own and
 //! gets what it asks for. An app applied to the lattice is somebody else's:
 //! by default it gets no directories, environment or outbound access, and
-//! its components must name artifacts by digest. `membrane up --allow-dir`,
-//! `--allow-env`, `--allow-outbound` and `--allow-network` widen that. An app
+//! its components must name artifacts by digest, and it may open no
+//! key-value bucket. `membrane up --allow-dir`, `--allow-env`,
+//! `--allow-outbound`, `--allow-network` and `--allow-keyvalue` widen that. An app
 //! that asks for more than the policy allows is refused, and the refusal
 //! names the grant.
 
 use crate::manifest::outbound::AllowedHosts;
-use crate::manifest::{ComponentSpec, Manifest};
+use crate::manifest::{ComponentSpec, KvBackend, Manifest};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -28,6 +29,8 @@ pub struct Policy {
     outbound: AllowedHosts,
     /// The flags as given, for the log.
     outbound_text: Vec<String>,
+    /// The key-value backends whose buckets a component may open.
+    keyvalue: Vec<KvBackend>,
 }
 
 impl Policy {
@@ -67,20 +70,37 @@ impl Policy {
             env: env.to_vec(),
             outbound,
             outbound_text,
+            keyvalue: Vec::new(),
         })
+    }
+
+    /// The same policy, also letting components open buckets on the
+    /// `--allow-keyvalue` backends (`embedded`: this host's disk; `nats`:
+    /// the lattice's JetStream).
+    pub fn allowing_keyvalue(mut self, backends: &[String]) -> anyhow::Result<Policy> {
+        for backend in backends {
+            self.keyvalue.push(match backend.as_str() {
+                "embedded" => KvBackend::Embedded,
+                "nats" => KvBackend::Nats,
+                _ => anyhow::bail!("--allow-keyvalue {backend:?}: `embedded` or `nats`"),
+            });
+        }
+        Ok(self)
     }
 
     /// What the policy allows, for the log line at start-up.
     pub fn describe(&self) -> String {
-        if self.dirs.is_empty() && self.env.is_empty() && self.outbound_text.is_empty() {
-            return "no directories, environment or outbound access".into();
+        if self.dirs.is_empty() && self.env.is_empty() && self.outbound_text.is_empty() && self.keyvalue.is_empty() {
+            return "no directories, environment, outbound access or key-value buckets".into();
         }
         let dirs: Vec<String> = self.dirs.iter().map(|d| d.display().to_string()).collect();
+        let keyvalue: Vec<&str> = self.keyvalue.iter().map(|b| b.name()).collect();
         format!(
-            "directories under [{}], environment [{}], outbound [{}]",
+            "directories under [{}], environment [{}], outbound [{}], key-value buckets on [{}]",
             dirs.join(", "),
             self.env.join(", "),
-            self.outbound_text.join(", ")
+            self.outbound_text.join(", "),
+            keyvalue.join(", ")
         )
     }
 
@@ -91,13 +111,13 @@ impl Policy {
             .components
             .iter()
             .filter(|(name, _)| here.contains(*name))
-            .flat_map(|(name, spec)| self.problems(name, spec))
+            .flat_map(|(name, spec)| self.problems(manifest, name, spec))
             .collect();
         if problems.is_empty() { Ok(()) } else { Err(problems) }
     }
 
-    /// What component `name` asks for beyond this policy.
-    fn problems(&self, name: &str, spec: &ComponentSpec) -> Vec<String> {
+    /// What component `name` of `manifest` asks for beyond this policy.
+    fn problems(&self, manifest: &Manifest, name: &str, spec: &ComponentSpec) -> Vec<String> {
         let mut problems = Vec::new();
         if spec.digest_source().is_none() {
             problems.push(format!(
@@ -122,6 +142,16 @@ impl Policy {
                 }
             }
             Err(bad) => problems.extend(bad),
+        }
+        for (i, bucket) in spec.keyvalue.buckets.iter().enumerate() {
+            let backend = manifest.bucket_backend(bucket);
+            if !self.keyvalue.contains(&backend) {
+                problems.push(format!(
+                    "components.{name}.keyvalue.buckets[{i}]: bucket `{bucket}` ({}) is not allowed by this host (--allow-keyvalue {})",
+                    backend.name(),
+                    backend.name()
+                ));
+            }
         }
         for key in spec.wasi.env.keys() {
             if !self.allows_env(key) {
@@ -212,6 +242,23 @@ mod tests {
         let policy = Policy::new(&[], &[], &["https://*.example.com".into()], &["10.0.0.0/8".into()]).unwrap();
         assert_eq!(policy.admit(&app, &here()), Ok(()));
         assert!(Policy::new(&[], &[], &[], &["10.0.0.1".into()]).is_err());
+    }
+
+    #[test]
+    fn key_value_buckets_are_opened_only_on_the_backends_the_host_allows() {
+        let app = manifest("keyvalue = { buckets = [\"counts\", \"cache\"] }\n[keyvalue.counts]\nbackend = \"nats\"\n");
+        let problems = Policy::default().admit(&app, &here()).unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].contains("keyvalue.buckets[0]: bucket `counts` (nats)"),
+            "{problems:?}"
+        );
+        let nats = Policy::default().allowing_keyvalue(&["nats".into()]).unwrap();
+        let problems = nats.admit(&app, &here()).unwrap_err();
+        assert!(problems[0].contains("--allow-keyvalue embedded"), "{problems:?}");
+        let both = nats.allowing_keyvalue(&["embedded".into()]).unwrap();
+        assert_eq!(both.admit(&app, &here()), Ok(()));
+        assert!(Policy::default().allowing_keyvalue(&["redis".into()]).is_err());
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod dispatch;
 pub mod engine;
 pub mod fault;
 pub(crate) mod idle;
+pub mod keyvalue;
 pub mod secrets;
 pub mod state;
 pub mod trace;
@@ -51,6 +52,8 @@ pub struct LoadOptions {
     pub artifacts: Option<Arc<dyn ArtifactStore>>,
     /// Where secrets named by manifests are found.
     pub secrets: Arc<secrets::Secrets>,
+    /// Where key-value buckets live.
+    pub keyvalue: keyvalue::Stores,
 }
 
 /// What a commit changed, one entry per component.
@@ -107,6 +110,8 @@ pub struct Runtime {
     current: RwLock<Arc<Generation>>,
     /// Compiled components by digest: a version compiles once per process.
     compiled: Mutex<HashMap<String, Component>>,
+    /// The app's key-value buckets opened so far.
+    buckets: keyvalue::AppBuckets,
 }
 
 /// A load failure: every problem found, each naming its culprit.
@@ -131,6 +136,7 @@ impl Runtime {
             engine,
             options: options.clone(),
             compiled: Mutex::new(HashMap::new()),
+            buckets: keyvalue::AppBuckets::default(),
         })
     }
 
@@ -164,13 +170,25 @@ impl Runtime {
         self.generation().components().cloned().collect()
     }
 
+    /// Opens the key-value buckets granted to the components of `manifest`
+    /// in `here`, reusing those a generation before opened.
+    pub async fn open_buckets(
+        &self,
+        manifest: &Manifest,
+        here: &std::collections::BTreeSet<String>,
+    ) -> Result<keyvalue::Opened, Vec<String>> {
+        self.buckets.open(&self.options.keyvalue, manifest, here).await
+    }
+
     /// A linker for component `name` with every capability its grants allow,
-    /// after checking those grants against its imports. Links come on top.
+    /// after checking those grants against its imports; `opened` holds the
+    /// app's key-value buckets. Links come on top.
     pub fn linker(
         &self,
         name: &str,
         spec: &ComponentSpec,
         imports: &[String],
+        opened: &keyvalue::Opened,
     ) -> Result<(Linker<Host>, Granted), Vec<String>> {
         let mut problems = Vec::new();
         if spec.limits.memory_mib > self.engine.options.max_memory_mib {
@@ -180,7 +198,7 @@ impl Runtime {
             ));
         }
         let spec = secrets::resolve(name, spec, &self.options.secrets).map_err(|p| [problems.clone(), p].concat())?;
-        let granted = Granted::prepare(name, &spec, imports).map_err(|p| [problems.clone(), p].concat())?;
+        let granted = Granted::prepare(name, &spec, imports, opened).map_err(|p| [problems.clone(), p].concat())?;
         let mut linker = Linker::<Host>::new(self.engine());
         linker.allow_shadowing(true);
         if let Err(e) = granted.add_to_linker(&mut linker) {

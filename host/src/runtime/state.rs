@@ -9,6 +9,7 @@
 
 use crate::runtime::context::CallContext;
 use crate::runtime::fault::MemoryLimitExceeded;
+use crate::runtime::keyvalue;
 use std::sync::Arc;
 use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::component::ResourceTable;
@@ -25,6 +26,8 @@ pub struct CapabilityStates {
     pub http: HttpState,
     /// wasi:config values.
     pub config: crate::runtime::capabilities::config::Values,
+    /// wasi:keyvalue: the buckets it may open.
+    pub keyvalue: Arc<keyvalue::Grant>,
 }
 
 /// One instance's wasi:http state: wasmtime-wasi-http's context and the
@@ -80,6 +83,11 @@ impl<C> HostState<C> {
             parked_entries: None,
             _permits: permits,
         }
+    }
+
+    /// The instance's resource table (for capabilities' resources).
+    pub(crate) fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
     }
 
     /// Entries in the resource table (WASI preopens, live handles).

@@ -16,6 +16,7 @@ mod fuzz_manifest;
 mod hostile;
 mod insurance_app;
 mod json_codec;
+mod keyvalue;
 mod lattice;
 mod links_app;
 mod media;

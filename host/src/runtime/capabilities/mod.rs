@@ -5,6 +5,7 @@
 pub mod capability;
 pub mod config;
 pub mod http;
+pub mod keyvalue;
 pub mod logging;
 pub mod output;
 pub mod wasi;
@@ -12,6 +13,7 @@ pub mod wasi;
 pub use capability::Capability;
 
 use crate::manifest::ComponentSpec;
+use crate::runtime::keyvalue::Opened;
 use crate::runtime::state::{CapabilityStates, HostState};
 use wasmtime::component::Linker;
 
@@ -21,6 +23,7 @@ pub struct Granted {
     http: <http::Http as Capability>::Prepared,
     config: <config::Config as Capability>::Prepared,
     logging: <logging::Logging as Capability>::Prepared,
+    keyvalue: <keyvalue::KeyValue as Capability>::Prepared,
 }
 
 /// Runs one phase's `prepare`, gathering its problems.
@@ -35,20 +38,30 @@ fn prepare<K: Capability>(
 
 impl Granted {
     /// Checks component `name`'s grants against its `imports`: every
-    /// capability's problems together.
-    pub fn prepare(name: &str, spec: &ComponentSpec, imports: &[String]) -> Result<Granted, Vec<String>> {
+    /// capability's problems together. `opened` holds the app's buckets,
+    /// which the key-value grant may reach.
+    pub fn prepare(
+        name: &str,
+        spec: &ComponentSpec,
+        imports: &[String],
+        opened: &Opened,
+    ) -> Result<Granted, Vec<String>> {
         let mut problems = Vec::new();
         let wasi = prepare::<wasi::Wasi>(name, spec, imports, &mut problems);
         let http = prepare::<http::Http>(name, spec, imports, &mut problems);
         let config = prepare::<config::Config>(name, spec, imports, &mut problems);
         let logging = prepare::<logging::Logging>(name, spec, imports, &mut problems);
-        match (wasi, http, config, logging) {
-            (Some(wasi), Some(http), Some(config), Some(logging)) if problems.is_empty() => Ok(Granted {
-                wasi,
-                http,
-                config,
-                logging,
-            }),
+        let keyvalue = prepare::<keyvalue::KeyValue>(name, spec, imports, &mut problems).map(|g| g.attach(opened));
+        match (wasi, http, config, logging, keyvalue) {
+            (Some(wasi), Some(http), Some(config), Some(logging), Some(keyvalue)) if problems.is_empty() => {
+                Ok(Granted {
+                    wasi,
+                    http,
+                    config,
+                    logging,
+                    keyvalue,
+                })
+            }
             _ => {
                 // Capabilities that read the same field report its problems once.
                 let mut seen = std::collections::HashSet::new();
@@ -63,6 +76,7 @@ impl Granted {
         wasi::Wasi::add_to_linker(&self.wasi, linker)?;
         http::Http::add_to_linker(&self.http, linker)?;
         config::Config::add_to_linker(&self.config, linker)?;
+        keyvalue::KeyValue::add_to_linker(&self.keyvalue, linker)?;
         logging::Logging::add_to_linker(&self.logging, linker)
     }
 
@@ -73,6 +87,7 @@ impl Granted {
             wasi: wasi::Wasi::instance(&self.wasi)?,
             http: http::Http::instance(&self.http)?,
             config: config::Config::instance(&self.config)?,
+            keyvalue: keyvalue::KeyValue::instance(&self.keyvalue)?,
         })
     }
 }

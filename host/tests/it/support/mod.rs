@@ -229,6 +229,18 @@ impl Host {
         }
     }
 
+    /// [`Host::fail`] with extra command-line arguments.
+    pub fn fail_with(manifest: &str, args: &[&str]) -> String {
+        match Host::launch(manifest, &shared_cache(), args, "membrane=info,warn") {
+            Ok(_) => panic!("membrane started, but it should have refused to"),
+            Err(f) => {
+                assert!(!f.status.success(), "a refused start must exit non-zero");
+                assert!(!f.stderr.contains("panicked"), "the host panicked:\n{}", f.stderr);
+                f.stderr
+            }
+        }
+    }
+
     /// Waits until the host serves an http binding of `component` (as a
     /// lattice host does after an apply); its address.
     pub fn wait_for_http(&self, component: &str) -> SocketAddr {
@@ -411,11 +423,16 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Response
 pub fn keep_alive(addr: SocketAddr, path: &str, requests: usize) -> Vec<String> {
     let stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    // One write per request, sent at once: `write!` would send each piece
+    // of the format on its own, and Nagle's algorithm would hold the last
+    // one back for the server's delayed ACK (40 ms a request).
+    stream.set_nodelay(true).unwrap();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
     let mut bodies = Vec::new();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\n\r\n");
     for _ in 0..requests {
-        write!(writer, "GET {path} HTTP/1.1\r\nhost: {addr}\r\n\r\n").expect("write");
+        writer.write_all(request.as_bytes()).expect("write");
         let mut length = 0;
         loop {
             let mut line = String::new();
