@@ -19,6 +19,7 @@ mod lattice;
 mod media;
 mod outbound;
 mod reuse;
+mod routes;
 mod security;
 mod trace;
 mod traces;
