@@ -1006,7 +1006,9 @@ component = "gateway"
         let twice = GOOD.to_string() + &route("gateway", "/api/...", "") + &route("rater", "/api/...", "");
         let err = parse_err(&twice);
         assert!(
-            err.contains("bindings[2].route: `/api/...` on 127.0.0.1:8080 is already routed by bindings[1] (component `gateway`)"),
+            err.contains(
+                "bindings[2].route: `/api/...` on 127.0.0.1:8080 is already routed by bindings[1] (component `gateway`)"
+            ),
             "{err}"
         );
         let hosted = GOOD.to_string()
@@ -1019,10 +1021,16 @@ component = "gateway"
             + &route("gateway", "/a", "tls = { cert = \"c.pem\", key = \"k.pem\" }")
             + &route("rater", "/b", "");
         let err = parse_err(&tls);
-        assert!(err.contains("bindings[2].tls: bindings sharing 127.0.0.1:8080 must agree on `tls`"), "{err}");
+        assert!(
+            err.contains("bindings[2].tls: bindings sharing 127.0.0.1:8080 must agree on `tls`"),
+            "{err}"
+        );
         let mixed = shared
             + "\n[[bindings]]\nmedium = \"http-rpc\"\naddress = \"127.0.0.1:8080\"\ncomponent = \"rater\"\nexport = \"a:b/c@1.0.0#d\"\n";
-        assert!(parse_err(&mixed).contains("bindings[3].address: 127.0.0.1:8080 is already bound by bindings[1], of another medium"));
+        assert!(
+            parse_err(&mixed)
+                .contains("bindings[3].address: 127.0.0.1:8080 is already bound by bindings[1], of another medium")
+        );
     }
 
     #[test]

@@ -96,10 +96,11 @@ impl Forwarder {
         headers.insert(TRACEPARENT_HEADER, cx.traceparent().as_str());
         if !body.is_end_stream() {
             let inbox = client.new_inbox();
-            let pulls = client
-                .subscribe(inbox.clone())
-                .await
-                .map_err(|e| fault(FaultKind::Host { message: format!("cannot offer the request body: {e}") }))?;
+            let pulls = client.subscribe(inbox.clone()).await.map_err(|e| {
+                fault(FaultKind::Host {
+                    message: format!("cannot offer the request body: {e}"),
+                })
+            })?;
             headers.insert(BODY_HEADER, inbox.as_str());
             // Ends with the body, or when nothing pulls for `remaining`.
             tokio::spawn(answer_pulls(client.clone(), pulls, body, remaining));
@@ -310,14 +311,19 @@ where
             Piece::End(trailers) => {
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert(END_HEADER, "1");
-                let payload = trailers.map(|t| encode_fields(&mut BytesMut::new(), &t)).unwrap_or_default();
+                let payload = trailers
+                    .map(|t| encode_fields(&mut BytesMut::new(), &t))
+                    .unwrap_or_default();
                 client.publish_with_headers(to, headers, payload).await.map(|()| false)
             }
             Piece::Failed(message) => {
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert(END_HEADER, "1");
                 headers.insert(ERROR_KIND_HEADER, "body");
-                client.publish_with_headers(to, headers, message.into()).await.map(|()| false)
+                client
+                    .publish_with_headers(to, headers, message.into())
+                    .await
+                    .map(|()| false)
             }
         };
         if !matches!(sent, Ok(true)) {
@@ -361,7 +367,10 @@ fn pull_body(client: async_nats::Client, inbox: String, idle: Duration) -> Hyper
             Err(e) => Err(Error::InternalError(Some(format!("forwarded body: {e}")))),
             Ok(message) => {
                 let end = message.headers.as_ref().is_some_and(|h| h.get(END_HEADER).is_some());
-                let failed = message.headers.as_ref().is_some_and(|h| h.get(ERROR_KIND_HEADER).is_some());
+                let failed = message
+                    .headers
+                    .as_ref()
+                    .is_some_and(|h| h.get(ERROR_KIND_HEADER).is_some());
                 if failed {
                     let why = String::from_utf8_lossy(&message.payload).into_owned();
                     Err(Error::InternalError(Some(format!("forwarded body: {why}"))))
@@ -408,7 +417,10 @@ fn encode_request(parts: &hyper::http::request::Parts, tls: bool) -> Vec<u8> {
     out.put_u8(VERSION);
     out.put_u8(u8::from(tls));
     put(&mut out, parts.method.as_str().as_bytes());
-    put(&mut out, parts.uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
+    put(
+        &mut out,
+        parts.uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes(),
+    );
     put(&mut out, parts.uri.authority().map_or("", |a| a.as_str()).as_bytes());
     encode_fields(&mut out, &parts.headers).to_vec()
 }
@@ -477,8 +489,12 @@ fn decode_request(payload: &[u8]) -> Result<(hyper::Request<()>, bool), String> 
     }
     let tls = input.get_u8() == 1;
     let method = hyper::Method::from_bytes(take(&mut input)?).map_err(|e| e.to_string())?;
-    let path = std::str::from_utf8(take(&mut input)?).map_err(|e| e.to_string())?.to_string();
-    let authority = std::str::from_utf8(take(&mut input)?).map_err(|e| e.to_string())?.to_string();
+    let path = std::str::from_utf8(take(&mut input)?)
+        .map_err(|e| e.to_string())?
+        .to_string();
+    let authority = std::str::from_utf8(take(&mut input)?)
+        .map_err(|e| e.to_string())?
+        .to_string();
     let fields = fields_from(&mut input)?;
     let mut uri = hyper::Uri::builder().path_and_query(path);
     if !authority.is_empty() {

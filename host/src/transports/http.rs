@@ -210,14 +210,23 @@ impl Service for HttpMedium {
 
     fn serve(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
         let routes = self.routes;
-        Box::pin(serve_http(self.listener, self.limits, self.tls, shutdown, move |request| {
-            let routes = routes.clone();
-            async move { respond(&routes, request).await }
-        }))
+        Box::pin(serve_http(
+            self.listener,
+            self.limits,
+            self.tls,
+            shutdown,
+            move |request| {
+                let routes = routes.clone();
+                async move { respond(&routes, request).await }
+            },
+        ))
     }
 }
 
-async fn respond(routes: &Routes, mut request: hyper::Request<hyper::body::Incoming>) -> hyper::Response<HyperOutgoingBody> {
+async fn respond(
+    routes: &Routes,
+    mut request: hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<HyperOutgoingBody> {
     let connection = request.extensions().get::<Connection>().copied();
     let tls = connection.is_some_and(|c| c.tls);
     strip_spin_headers(request.headers_mut());
@@ -293,7 +302,9 @@ async fn call(
     } else {
         Err(Fault::new(component.clone(), FaultKind::NotRunning))
     };
-    route.calls.record(started, result.as_ref().err().map(|f| f.kind.name()));
+    route
+        .calls
+        .record(started, result.as_ref().err().map(|f| f.kind.name()));
     let response = match result {
         Ok(response) => response,
         Err(fault) => {

@@ -76,7 +76,8 @@ pub fn plan(manifest: &Manifest, here: &BTreeSet<String>) -> Vec<Planned> {
     let mut planned = Vec::new();
     for (i, binding) in manifest.bindings.iter().enumerate() {
         let is_here = here.contains(binding.component());
-        let (shared, elsewhere) = with_medium!(binding, M => (M::spec(binding).and_then(M::shares), M::ROUTES_ELSEWHERE));
+        let (shared, elsewhere) =
+            with_medium!(binding, M => (M::spec(binding).and_then(M::shares), M::ROUTES_ELSEWHERE));
         match shared {
             Some(shared) if elsewhere => {
                 let group = groups.entry(shared).or_default();

@@ -104,7 +104,10 @@ where
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        let info = Connection { peer, tls: tls.is_some() };
+        let info = Connection {
+            peer,
+            tls: tls.is_some(),
+        };
         let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(info);
             let response = handler(request);

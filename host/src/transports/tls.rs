@@ -17,7 +17,8 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 /// (`cert: ...` or `key: ...`) and names the file.
 pub fn server_config(files: &TlsFiles) -> Result<ServerConfig, String> {
     let certs = certificates(&files.cert).map_err(|e| format!("cert: {}: {e}", files.cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| format!("key: {}: {}", files.key.display(), pem_error(e)))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| format!("key: {}: {}", files.key.display(), pem_error(e)))?;
     let mut config = ServerConfig::builder_with_provider(ring::default_provider().into())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("cert: {e}"))?

@@ -4,8 +4,8 @@
 //! knowledge, HTTPS with a self-signed certificate (HTTP/1.1 and h2 by
 //! ALPN), and a route whose component runs on another host.
 
-use crate::support::nats::NatsServer;
 use crate::support::Host;
+use crate::support::nats::NatsServer;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
@@ -60,8 +60,14 @@ fn curl(args: &[&str]) -> Reply {
 /// The address a host logged for its listener (`http` or `https`).
 fn listening(host: &Host, scheme: &str) -> SocketAddr {
     let line = host.wait_for_log(&format!("serving {scheme}://"));
-    let rest = line.split(&format!("serving {scheme}://")).nth(1).expect("serving line");
-    rest.split(' ').next().and_then(|a| a.parse().ok()).expect("listener address")
+    let rest = line
+        .split(&format!("serving {scheme}://"))
+        .nth(1)
+        .expect("serving line");
+    rest.split(' ')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .expect("listener address")
 }
 
 /// Four routes on one port: a Spin component under `/spin/...`, an exact
@@ -129,7 +135,12 @@ fn one_port_serves_several_components_by_route_with_spin_headers_over_h1_and_h2c
     assert_eq!(got["spin-raw-component-route"], "/spin/...");
     assert_eq!(got["spin-component-route"], "/spin");
     assert_eq!(got["spin-base-path"], "/");
-    assert!(got["spin-client-addr"].as_str().is_some_and(|a| a.starts_with("127.0.0.1:")), "{got}");
+    assert!(
+        got["spin-client-addr"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:")),
+        "{got}"
+    );
 
     // A body goes to the echo route and back.
     let echoed = curl(&["--data-binary", "routed body", &url("/echo/anything")]);
@@ -145,7 +156,10 @@ fn one_port_serves_several_components_by_route_with_spin_headers_over_h1_and_h2c
 
     // HTTP/2 with prior knowledge (h2c) on the same port.
     let h2 = curl(&["--http2-prior-knowledge", &url("/spin/hello/h2")]);
-    assert_eq!((h2.status, h2.version.as_str(), h2.text().as_str()), (200, "2", "hello, h2"));
+    assert_eq!(
+        (h2.status, h2.version.as_str(), h2.text().as_str()),
+        (200, "2", "hello, h2")
+    );
     let h2_echo = curl(&["--http2-prior-knowledge", "--data-binary", "over h2", &url("/echo/")]);
     assert_eq!((h2_echo.version.as_str(), h2_echo.text().as_str()), ("2", "over h2"));
 }
@@ -154,9 +168,23 @@ fn one_port_serves_several_components_by_route_with_spin_headers_over_h1_and_h2c
 fn self_signed(dir: &Path) {
     let status = Command::new("openssl")
         .args([
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
-            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-keyout", "key.pem", "-out", "cert.pem",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
         ])
         .current_dir(dir)
         .stderr(std::process::Stdio::null())
@@ -196,9 +224,21 @@ tls = {{ cert = "{}", key = "{}" }}
     let h2 = curl(&["--cacert", &cacert, "--http2", &url]);
     assert_eq!((h2.status, h2.version.as_str()), (200, "2"), "{}", h2.text());
     assert_eq!(h2.json()["spin-full-url"], format!("https://{addr}/headers"));
-    let h1 = curl(&["--cacert", &cacert, "--http1.1", &format!("https://localhost:{}/hello/tls", addr.port())]);
-    assert_eq!((h1.status, h1.version.as_str(), h1.text().as_str()), (200, "1.1", "hello, tls"));
-    assert!(h1.headers.to_ascii_lowercase().contains("content-type: text/plain"), "{}", h1.headers);
+    let h1 = curl(&[
+        "--cacert",
+        &cacert,
+        "--http1.1",
+        &format!("https://localhost:{}/hello/tls", addr.port()),
+    ]);
+    assert_eq!(
+        (h1.status, h1.version.as_str(), h1.text().as_str()),
+        (200, "1.1", "hello, tls")
+    );
+    assert!(
+        h1.headers.to_ascii_lowercase().contains("content-type: text/plain"),
+        "{}",
+        h1.headers
+    );
 
     // Plain HTTP to the TLS port is refused, not served.
     let plain = Command::new("curl")
@@ -211,7 +251,10 @@ tls = {{ cert = "{}", key = "{}" }}
     // field and the file.
     std::fs::write(dir.path().join("junk.pem"), "not a certificate").unwrap();
     let stderr = Host::fail(&manifest("junk.pem"));
-    assert!(stderr.contains("bindings[0].tls.cert") && stderr.contains("junk.pem"), "{stderr}");
+    assert!(
+        stderr.contains("bindings[0].tls.cert") && stderr.contains("junk.pem"),
+        "{stderr}"
+    );
 }
 
 /// `echo` and `spin` on node b; the listener's own component on node a.
@@ -253,7 +296,16 @@ route = "/spin/..."
 #[test]
 fn a_route_to_a_component_on_another_host_is_answered_byte_for_byte() {
     let server = NatsServer::start();
-    let args = |label: &'static str| ["--nats".to_string(), server.url(), "--lattice".into(), "routes".into(), "--label".into(), label.into()];
+    let args = |label: &'static str| {
+        [
+            "--nats".to_string(),
+            server.url(),
+            "--lattice".into(),
+            "routes".into(),
+            "--label".into(),
+            label.into(),
+        ]
+    };
     // The host of the routed components first, so that `a` finds it.
     let b_args = args("node=b");
     let b = Host::start_with(SPLIT, &b_args.iter().map(String::as_str).collect::<Vec<_>>());
@@ -268,11 +320,19 @@ fn a_route_to_a_component_on_another_host_is_answered_byte_for_byte() {
 
     // 900 KiB each way (`echo` takes up to 1 MiB): four pieces per body.
     let dir = tempfile::tempdir().unwrap();
-    let big: Vec<u8> = (0..900u32 << 10).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let big: Vec<u8> = (0..900u32 << 10)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
     let file = dir.path().join("big.bin");
     std::fs::write(&file, &big).unwrap();
     let data = format!("@{}", file.display());
-    let echoed = curl(&["--data-binary", &data, "-H", "content-type: application/octet-stream", &url("/echo/big")]);
+    let echoed = curl(&[
+        "--data-binary",
+        &data,
+        "-H",
+        "content-type: application/octet-stream",
+        &url("/echo/big"),
+    ]);
     assert_eq!(echoed.status, 200, "{}", echoed.text());
     assert_eq!(echoed.body.len(), big.len());
     assert!(echoed.body == big, "the body came back changed");
@@ -281,7 +341,11 @@ fn a_route_to_a_component_on_another_host_is_answered_byte_for_byte() {
     assert_eq!(spin.version, "2");
     assert_eq!(spin.json()["spin-path-info"], "/headers");
     assert_eq!(spin.json()["spin-full-url"], format!("http://{addr}/spin/headers"));
-    assert!(!a.log().contains("started echo"), "echo must not run on a:\n{}", a.log());
+    assert!(
+        !a.log().contains("started echo"),
+        "echo must not run on a:\n{}",
+        a.log()
+    );
 
     // With the other host gone, the route fails fast with a typed 503.
     b.kill();
@@ -290,5 +354,9 @@ fn a_route_to_a_component_on_another_host_is_answered_byte_for_byte() {
     assert_eq!(gone.status, 503, "{}", gone.text());
     assert_eq!(gone.json()["kind"], "no-responders");
     assert_eq!(gone.json()["component"], "echo");
-    assert!(started.elapsed() < std::time::Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
 }
