@@ -94,6 +94,7 @@ impl Forwarder {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(DEADLINE_HEADER, unix_millis(cx.deadline).to_string().as_str());
         headers.insert(TRACEPARENT_HEADER, cx.traceparent().as_str());
+        let mut pusher = None;
         if !body.is_end_stream() {
             let inbox = client.new_inbox();
             let pulls = client.subscribe(inbox.clone()).await.map_err(|e| {
@@ -103,7 +104,7 @@ impl Forwarder {
             })?;
             headers.insert(BODY_HEADER, inbox.as_str());
             // Ends with the body, or when nothing pulls for `remaining`.
-            tokio::spawn(answer_pulls(client.clone(), pulls, body, remaining));
+            pusher = Some(tokio::spawn(answer_pulls(client.clone(), pulls, body, remaining)));
         }
         let request = async_nats::Request::new()
             .headers(headers)
@@ -113,6 +114,10 @@ impl Forwarder {
             .send_request(subject(&self.lattice.name, component), request)
             .await
             .map_err(|e| {
+                // Nobody will pull the request body.
+                if let Some(pusher) = &pusher {
+                    pusher.abort();
+                }
                 fault(match e.kind() {
                     RequestErrorKind::NoResponders => FaultKind::NoResponders,
                     RequestErrorKind::TimedOut => FaultKind::deadline(remaining),
@@ -123,6 +128,9 @@ impl Forwarder {
             })?;
         let reply_headers = reply.headers.as_ref();
         if reply_headers.is_some_and(|h| h.get(ERROR_KIND_HEADER).is_some()) {
+            if let Some(pusher) = &pusher {
+                pusher.abort();
+            }
             return Err(remote_fault(component, &reply.payload));
         }
         let decode = |message: String| fault(FaultKind::Decode { message });
