@@ -90,8 +90,10 @@ async fn http_addr(manifest: &str, runtime: &Arc<Runtime>) -> String {
     };
     let cx = transports::BindContext {
         app: "bench",
+        manifest: &manifest,
         runtime,
         nats: None,
+        lattice: None,
     };
     let medium = <transports::http::HttpMedium as Medium>::bind(&[(0, spec)], &cx)
         .await

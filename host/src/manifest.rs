@@ -8,8 +8,10 @@
 //! [`crate::runtime`] and [`crate::links`]. See `docs/manifest.md`.
 
 pub mod outbound;
+pub mod route;
 
 pub use outbound::AllowedHosts;
+pub use route::RoutePattern;
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -545,12 +547,24 @@ impl QueueBinding {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpBinding {
-    /// Socket address to listen on; port 0 picks a free port (printed at start).
+    /// Socket address to listen on; port 0 picks a free port (printed at
+    /// start). Several http bindings may share one: one listener, routed by
+    /// `route` and `host`.
     #[serde(deserialize_with = "socket_addr")]
     pub address: SocketAddr,
     /// The component whose `wasi:http/incoming-handler` serves requests.
     pub component: String,
+    /// The paths it serves, Spin-style: `/a/b` exactly, `/a/...` for `/a`
+    /// and everything under it. Default `/...` (every path).
+    pub route: Option<String>,
+    /// Serve only requests for this host name (the `Host` header or the
+    /// HTTP/2 authority, without the port; case-insensitive). Default: any.
+    pub host: Option<String>,
+    /// Serve HTTPS with this certificate and key. Bindings that share an
+    /// address must agree.
+    pub tls: Option<TlsFiles>,
     /// Connections served at once; more wait in the kernel's backlog.
+    /// Bindings that share an address use the first one's limits.
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
     /// How long a client may take to send a request's headers (and an
@@ -568,6 +582,32 @@ impl HttpBinding {
             header_timeout_ms: self.header_timeout_ms,
         }
     }
+
+    /// Its route as written, `/...` when it sets none.
+    pub fn route_text(&self) -> &str {
+        self.route.as_deref().unwrap_or("/...")
+    }
+
+    /// Its parsed route; the error says what is wrong with it.
+    pub fn route_pattern(&self) -> Result<RoutePattern, String> {
+        RoutePattern::parse(self.route_text())
+    }
+
+    /// Its host name to match, lower-case.
+    pub fn host_name(&self) -> Option<String> {
+        self.host.as_ref().map(|h| h.to_ascii_lowercase())
+    }
+}
+
+/// `tls = { cert = "...", key = "..." }` of an `http` binding: PEM files,
+/// relative to the manifest's directory.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 /// What an HTTP server allows its clients, the same for `http` and
@@ -654,6 +694,15 @@ impl Manifest {
         {
             if path.is_relative() {
                 *path = base.join(&*path);
+            }
+        }
+        for binding in &mut self.bindings {
+            if let BindingSpec::Http(HttpBinding { tls: Some(tls), .. }) = binding {
+                for path in [&mut tls.cert, &mut tls.key] {
+                    if path.is_relative() {
+                        *path = base.join(&*path);
+                    }
+                }
             }
         }
         for spec in self.components.values_mut() {
@@ -812,6 +861,8 @@ impl Manifest {
 
     fn binding_problems(&self, problems: &mut Vec<String>) {
         let mut addresses = BTreeMap::new();
+        let mut routes: BTreeMap<(SocketAddr, Option<String>, RoutePattern), usize> = BTreeMap::new();
+        let mut tls: BTreeMap<SocketAddr, (usize, Option<&TlsFiles>)> = BTreeMap::new();
         for (i, binding) in self.bindings.iter().enumerate() {
             let component = binding.component();
             if !self.components.contains_key(component) {
@@ -827,20 +878,76 @@ impl Manifest {
                     "bindings[{i}].export: {export:?} is not `pkg:ns/iface@version#function`"
                 ));
             }
-            // One http binding owns its address; http-rpc bindings may share one.
+            // Bindings of one medium may share an address (one server,
+            // routed); two media may not.
             if let Some(address) = binding.address()
                 && address.port() != 0
             {
                 let kind = matches!(binding, BindingSpec::Http(_));
-                if let Some((first, first_kind)) = addresses.insert(address, (i, kind))
-                    && (kind || first_kind)
-                {
+                let first = *addresses.entry(address).or_insert((i, kind));
+                if first.1 != kind {
                     problems.push(format!(
-                        "bindings[{i}].address: {address} is already bound by bindings[{first}]"
+                        "bindings[{i}].address: {address} is already bound by bindings[{}], of another medium",
+                        first.0
                     ));
                 }
             }
+            if let BindingSpec::Http(http) = binding {
+                self.http_route_problems(i, http, (&mut routes, &mut tls), problems);
+            }
             binding.spec_problems(i, problems);
+        }
+    }
+}
+
+impl Manifest {
+    /// An http binding's route, host and TLS, against the other http
+    /// bindings of its address (`seen`).
+    #[allow(clippy::type_complexity)]
+    fn http_route_problems<'a>(
+        &self,
+        i: usize,
+        http: &'a HttpBinding,
+        seen: (
+            &mut BTreeMap<(SocketAddr, Option<String>, RoutePattern), usize>,
+            &mut BTreeMap<SocketAddr, (usize, Option<&'a TlsFiles>)>,
+        ),
+        problems: &mut Vec<String>,
+    ) {
+        let (routes, tls) = seen;
+        let address = http.address;
+        match http.route_pattern() {
+            Err(why) => problems.push(format!("bindings[{i}].route: {why}")),
+            Ok(pattern) => {
+                let key = (address, http.host_name(), pattern);
+                if let Some(&first) = routes.get(&key) {
+                    problems.push(format!(
+                        "bindings[{i}].route: `{}`{} on {address} is already routed by bindings[{first}] (component `{}`)",
+                        http.route_text(),
+                        http.host.as_ref().map(|h| format!(" for host {h}")).unwrap_or_default(),
+                        self.bindings[first].component()
+                    ));
+                } else {
+                    routes.insert(key, i);
+                }
+            }
+        }
+        if let Some(host) = &http.host
+            && (host.is_empty() || host.contains(['/', ':', ' ']) || !host.is_ascii())
+        {
+            problems.push(format!(
+                "bindings[{i}].host: {host:?} must be a host name without scheme, port or path"
+            ));
+        }
+        let (first, first_tls) = *tls.entry(address).or_insert((i, http.tls.as_ref()));
+        if first_tls != http.tls.as_ref() {
+            problems.push(format!(
+                "bindings[{i}].tls: bindings sharing {address} must agree on `tls`, and bindings[{first}] {}",
+                match first_tls {
+                    Some(t) => format!("serves it with {}", t.cert.display()),
+                    None => "serves it without TLS".to_string(),
+                }
+            ));
         }
     }
 }
@@ -1007,6 +1114,45 @@ component = "gateway"
 
     fn parse_err(text: &str) -> String {
         Manifest::parse(text, "app.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn http_routes_on_one_address_are_checked_together() {
+        let route = |component: &str, route: &str, extra: &str| {
+            format!(
+                "\n[[bindings]]\nmedium = \"http\"\naddress = \"127.0.0.1:8080\"\ncomponent = \"{component}\"\nroute = \"{route}\"\n{extra}"
+            )
+        };
+        let shared = GOOD.to_string() + &route("gateway", "/api/...", "") + &route("rater", "/rate", "");
+        assert!(Manifest::parse(&shared, "app.toml").is_ok());
+        let twice = GOOD.to_string() + &route("gateway", "/api/...", "") + &route("rater", "/api/...", "");
+        let err = parse_err(&twice);
+        assert!(
+            err.contains(
+                "bindings[2].route: `/api/...` on 127.0.0.1:8080 is already routed by bindings[1] (component `gateway`)"
+            ),
+            "{err}"
+        );
+        let hosted = GOOD.to_string()
+            + &route("gateway", "/api/...", "")
+            + &route("rater", "/api/...", "host = \"Rates.example.com\"");
+        assert!(Manifest::parse(&hosted, "app.toml").is_ok());
+        let bad = GOOD.to_string() + &route("gateway", "api/...", "");
+        assert!(parse_err(&bad).contains("bindings[1].route: \"api/...\" must start with `/`"));
+        let tls = GOOD.to_string()
+            + &route("gateway", "/a", "tls = { cert = \"c.pem\", key = \"k.pem\" }")
+            + &route("rater", "/b", "");
+        let err = parse_err(&tls);
+        assert!(
+            err.contains("bindings[2].tls: bindings sharing 127.0.0.1:8080 must agree on `tls`"),
+            "{err}"
+        );
+        let mixed = shared
+            + "\n[[bindings]]\nmedium = \"http-rpc\"\naddress = \"127.0.0.1:8080\"\ncomponent = \"rater\"\nexport = \"a:b/c@1.0.0#d\"\n";
+        assert!(
+            parse_err(&mixed)
+                .contains("bindings[3].address: 127.0.0.1:8080 is already bound by bindings[1], of another medium")
+        );
     }
 
     #[test]

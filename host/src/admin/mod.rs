@@ -85,7 +85,7 @@ impl Admin {
             }
         });
         let task = tokio::spawn(async move {
-            let result = serve_http(listener, limits, shutdown, move |request| {
+            let result = serve_http(listener, limits, None, shutdown, move |request| {
                 let admin = self.clone();
                 async move { admin.respond(&request) }
             })

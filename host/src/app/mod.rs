@@ -15,6 +15,7 @@ use crate::links::remote::Lattice;
 use crate::manifest::Manifest;
 use crate::runtime::engine::{EngineOptions, HostEngine};
 use crate::runtime::{Change, LoadOptions, Runtime};
+use crate::transports::forward::ForwardServer;
 use crate::transports::rpc::LinkServer;
 use crate::transports::{self, BindContext, Planned, Service};
 use std::collections::{BTreeMap, BTreeSet};
@@ -46,6 +47,8 @@ enum Plan {
     Binding(Planned),
     /// The linked exports of one component, for other hosts' remote links.
     Rpc(Vec<(String, String)>),
+    /// The components whose http routes other hosts' listeners forward here.
+    HttpForward(Vec<String>),
 }
 
 /// The outcome of one reconcile.
@@ -221,6 +224,10 @@ impl AppRunner {
                     wanted.insert(format!("rpc {exports:?}"), Plan::Rpc(exports));
                 }
             }
+            let forwarded = transports::forwarded_to(manifest, here);
+            if !forwarded.is_empty() {
+                wanted.insert(format!("http-forward {forwarded:?}"), Plan::HttpForward(forwarded));
+            }
         }
         wanted
     }
@@ -230,15 +237,20 @@ impl AppRunner {
             (Plan::Binding(planned), _) => {
                 let cx = BindContext {
                     app: &self.name,
+                    manifest,
                     runtime: &self.runtime,
                     nats: self.nats.as_ref(),
+                    lattice: self.lattice.as_ref(),
                 };
                 transports::bind(planned, manifest, &cx).await
             }
             (Plan::Rpc(exports), Some(lattice)) => Ok(Box::new(
                 LinkServer::bind(lattice, &self.name, self.runtime.clone(), exports).await?,
             )),
-            (Plan::Rpc(_), None) => anyhow::bail!("remote links need a lattice"),
+            (Plan::HttpForward(components), Some(lattice)) => Ok(Box::new(
+                ForwardServer::bind(lattice, &self.name, self.runtime.clone(), components).await?,
+            )),
+            (Plan::Rpc(_) | Plan::HttpForward(_), None) => anyhow::bail!("remote links and routes need a lattice"),
         }
     }
 

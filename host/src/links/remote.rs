@@ -176,14 +176,15 @@ impl RemoteFunc {
     }
 }
 
-fn unix_millis(deadline: Instant) -> u128 {
+/// `deadline` as Unix milliseconds, for [`DEADLINE_HEADER`].
+pub fn unix_millis(deadline: Instant) -> u128 {
     let wall = SystemTime::now() + deadline.saturating_duration_since(Instant::now());
     wall.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
 }
 
 /// The fault a remote host sent in an error reply's body. A body that is
 /// not one is itself a decode fault of `target`.
-fn remote_fault(target: &Arc<str>, body: &[u8]) -> Fault {
+pub fn remote_fault(target: &Arc<str>, body: &[u8]) -> Fault {
     serde_json::from_slice::<Fault>(body).unwrap_or_else(|e| {
         Fault::new(
             target.clone(),

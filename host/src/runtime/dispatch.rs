@@ -161,28 +161,40 @@ impl Runtime {
 
     /// Serves one HTTP request with component `name`'s
     /// `wasi:http/incoming-handler`, as part of call chain `cx` (the medium
-    /// reads the request's `traceparent`). The response may still be
+    /// reads the request's `traceparent`); `tls` says whether it arrived
+    /// over TLS (the guest sees scheme `https`). The response may still be
     /// streaming its body from the guest when this returns.
-    pub async fn handle_http(
+    pub async fn handle_http<B>(
         &self,
         name: &str,
-        request: hyper::Request<hyper::body::Incoming>,
+        request: hyper::Request<B>,
+        tls: bool,
         cx: CallContext,
-    ) -> Result<hyper::Response<HyperOutgoingBody>, Fault> {
+    ) -> Result<hyper::Response<HyperOutgoingBody>, Fault>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
         let entry = self.enter(name, cx, "http", (HTTP_HANDLER, "handle"))?;
         let span = entry.span.clone();
-        let result = self.run_http(entry, request).await;
+        let scheme = if tls { Scheme::Https } else { Scheme::Http };
+        let result = self.run_http(entry, request, scheme).await;
         if let Err(fault) = &result {
             trace::set_failed(&span, fault);
         }
         result
     }
 
-    async fn run_http(
+    async fn run_http<B>(
         &self,
         entry: Entry,
-        request: hyper::Request<hyper::body::Incoming>,
-    ) -> Result<hyper::Response<HyperOutgoingBody>, Fault> {
+        request: hyper::Request<B>,
+        scheme: Scheme,
+    ) -> Result<hyper::Response<HyperOutgoingBody>, Fault>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
         let loaded = entry.loaded.clone();
         if !loaded.is_proxy() {
             return Err(loaded.fault_host("does not export wasi:http/incoming-handler".into()));
@@ -193,7 +205,7 @@ impl Runtime {
             .await
             .unwrap_or_else(|_| Err(loaded.fault_deadline()))?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let run = guest_run(instance, request, sender, entry.span)?;
+        let run = guest_run(instance, (request, scheme), sender, entry.span)?;
         await_response(&loaded, deadline, run, receiver).await
     }
 }
@@ -206,18 +218,22 @@ type Response = Result<hyper::Response<HyperOutgoingBody>, wasmtime_wasi_http::p
 /// The guest's run of one HTTP request, as a [`GuestRun`]. A request refused
 /// before the guest runs (e.g. no host) fails here, and the instance goes
 /// back as good as it was.
-fn guest_run(
+fn guest_run<B>(
     mut instance: Callee,
-    request: hyper::Request<hyper::body::Incoming>,
+    (request, scheme): (hyper::Request<B>, Scheme),
     sender: tokio::sync::oneshot::Sender<Response>,
     span: tracing::Span,
-) -> Result<GuestRun, Fault> {
+) -> Result<GuestRun, Fault>
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
     let loaded = instance.target().clone();
     let (store, _) = instance.begin();
     let resources = store
         .data_mut()
         .http()
-        .new_incoming_request(Scheme::Http, request)
+        .new_incoming_request(scheme, request)
         .and_then(|request| Ok((request, store.data_mut().http().new_response_outparam(sender)?)));
     let (request, out) = match resources {
         Ok(resources) => resources,

@@ -1,41 +1,102 @@
-//! The `http` medium: a component's `wasi:http/incoming-handler` on a TCP
-//! socket, HTTP/1.1 with keep-alive, on hyper.
+//! The `http` medium: components' `wasi:http/incoming-handler` on a TCP
+//! socket, routed Spin-style, over HTTP/1.1 and HTTP/2 (h2c, or either over
+//! TLS).
 //!
-//! This is where an HTTP request enters Membrane: [`HttpMedium::serve`] accepts
-//! connections, and each request goes to [`Runtime::handle_http`], under a
-//! `binding` span that continues the request's `traceparent`. A failed
-//! call becomes a JSON error response whose status follows the fault: 500 for
-//! a trap or memory exhaustion, 504 for a deadline, 503 at capacity.
+//! This is where an HTTP request enters Membrane. Every http binding of one
+//! address is one listener with one route table ([`HttpMedium::serve`]):
+//! each request goes to the binding whose `route` matches its path best
+//! (exact, else the longest `/...` prefix) among those whose `host` (if
+//! any) is the request's. The guest sees the headers Spin sets
+//! (`spin-full-url`, `spin-path-info`, ...; a client's own are dropped
+//! first), so a Spin component runs unmodified. A route's component runs
+//! here ([`Runtime::handle_http`]) when this host has it, else on a host of
+//! the lattice that does ([`super::forward`]), under a `binding` span that
+//! continues the request's `traceparent`. A failed call becomes a JSON error
+//! response whose status follows the fault: 500 for a trap or memory
+//! exhaustion, 504 for a deadline, 503 at capacity or when no host runs the
+//! component; no matching route is a 404.
 
+use super::forward::Forwarder;
 use super::medium::{BindContext, Medium, Service, binding_span, fault_reply, inbound};
-use super::serve::serve_http;
-use crate::manifest::{BindingSpec, HttpBinding, HttpLimits};
+use super::serve::{Connection, serve_http};
+use super::tls;
+use crate::manifest::{BindingSpec, HttpBinding, HttpLimits, RoutePattern};
 use crate::metrics::Calls;
 use crate::runtime::Runtime;
 use crate::runtime::component::Loaded;
-use crate::runtime::fault::Fault;
+use crate::runtime::fault::{Fault, FaultKind};
 use crate::runtime::trace::{self, TRACEPARENT};
 use anyhow::Context as _;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Full};
 use hyper::StatusCode;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-/// A bound `http` binding.
+/// The headers Spin sets on every request it routes (Spin 2 and later: the
+/// base path is always `/`). A client's own are removed first.
+const SPIN_HEADERS: [&str; 7] = [
+    "spin-full-url",
+    "spin-path-info",
+    "spin-matched-route",
+    "spin-raw-component-route",
+    "spin-component-route",
+    "spin-base-path",
+    "spin-client-addr",
+];
+/// Spin's headers for named path segments; never set here, always removed.
+const SPIN_PATH_MATCH: &str = "spin-path-match-";
+
+/// The http bindings of one address: one listener, one route table.
 pub struct HttpMedium {
     listener: TcpListener,
     local: SocketAddr,
     limits: HttpLimits,
-    app: Arc<str>,
+    tls: Option<TlsAcceptor>,
+    routes: Arc<Routes>,
+}
+
+/// One binding's route.
+struct Route {
+    pattern: RoutePattern,
+    /// The route as written (`spin-matched-route`).
+    raw: String,
+    /// The host name it is limited to, lower-case.
+    host: Option<String>,
     component: Arc<str>,
-    runtime: Arc<Runtime>,
+    /// The component's own deadline, for calls forwarded to another host.
+    timeout: Duration,
     calls: Calls,
+}
+
+/// Every route of a listener, and where its calls go.
+struct Routes {
+    routes: Vec<Route>,
+    app: Arc<str>,
+    runtime: Arc<Runtime>,
+    /// Calls to components that run on other hosts.
+    forward: Option<Forwarder>,
+}
+
+impl Routes {
+    /// The route for `path` on `host`, and the rest of the path after its
+    /// base: an exact route, else the longest prefix; on a tie, the route
+    /// limited to the host.
+    fn find<'p>(&self, host: Option<&str>, path: &'p str) -> Option<(&Route, &'p str)> {
+        self.routes
+            .iter()
+            .filter(|r| r.host.is_none() || r.host.as_deref() == host)
+            .filter_map(|r| r.pattern.matches(path).map(|rest| (r, rest)))
+            .max_by_key(|(r, _)| (r.pattern.specificity(), r.host.is_some()))
+    }
 }
 
 impl HttpMedium {
@@ -48,6 +109,9 @@ impl HttpMedium {
 impl Medium for HttpMedium {
     type Spec = HttpBinding;
 
+    /// A listener serves routes to components placed elsewhere too.
+    const ROUTES_ELSEWHERE: bool = true;
+
     fn spec(binding: &BindingSpec) -> Option<&HttpBinding> {
         match binding {
             BindingSpec::Http(spec) => Some(spec),
@@ -55,9 +119,19 @@ impl Medium for HttpMedium {
         }
     }
 
+    fn shares(spec: &HttpBinding) -> Option<String> {
+        Some(format!("http {}", spec.address))
+    }
+
     fn check(index: usize, spec: &HttpBinding, new: &Loaded, _old: Option<&Loaded>) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(files) = &spec.tls
+            && let Err(problem) = tls::server_config(files)
+        {
+            problems.push(format!("bindings[{index}].tls.{problem}"));
+        }
         if new.is_proxy() {
-            return Vec::new();
+            return problems;
         }
         let exports: Vec<String> = new
             .component
@@ -65,68 +139,172 @@ impl Medium for HttpMedium {
             .exports(new.component.engine())
             .map(|(n, _)| n.to_string())
             .collect();
-        vec![format!(
+        problems.push(format!(
             "bindings[{index}]: medium `http` needs component `{}` to export `wasi:http/incoming-handler@0.2.x`; it exports: {}",
             spec.component,
             exports.join(", ")
-        )]
+        ));
+        problems
     }
 
     async fn bind(bindings: &[(usize, &HttpBinding)], cx: &BindContext<'_>) -> anyhow::Result<HttpMedium> {
-        let &[(index, spec)] = bindings else {
-            anyhow::bail!("an http binding is bound alone");
+        let &(first, spec) = bindings.first().context("no http binding to serve")?;
+        let mut routes = Vec::new();
+        for &(i, spec) in bindings {
+            let pattern = spec
+                .route_pattern()
+                .map_err(|why| anyhow::anyhow!("bindings[{i}].route: {why}"))?;
+            let timeout = cx
+                .manifest
+                .components
+                .get(&spec.component)
+                .map_or(crate::manifest::DEFAULT_TIMEOUT_MS, |c| c.limits.timeout_ms);
+            routes.push(Route {
+                pattern,
+                raw: spec.route_text().to_string(),
+                host: spec.host_name(),
+                component: Arc::from(spec.component.as_str()),
+                timeout: Duration::from_millis(timeout),
+                calls: Calls::new(cx.app, &spec.component, "http"),
+            });
+        }
+        let tls = match &spec.tls {
+            Some(files) => Some(TlsAcceptor::from(Arc::new(
+                tls::server_config(files).map_err(|e| anyhow::anyhow!("bindings[{first}].tls.{e}"))?,
+            ))),
+            None => None,
         };
         let listener = TcpListener::bind(spec.address)
             .await
-            .with_context(|| format!("bindings[{index}]: cannot listen on {}", spec.address))?;
+            .with_context(|| format!("bindings[{first}]: cannot listen on {}", spec.address))?;
         Ok(HttpMedium {
             local: listener.local_addr()?,
             listener,
             limits: spec.limits(),
-            app: Arc::from(cx.app),
-            component: Arc::from(spec.component.as_str()),
-            runtime: cx.runtime.clone(),
-            calls: Calls::new(cx.app, &spec.component, "http"),
+            tls,
+            routes: Arc::new(Routes {
+                routes,
+                app: Arc::from(cx.app),
+                runtime: cx.runtime.clone(),
+                forward: cx.lattice.map(|l| Forwarder::new(l.clone())),
+            }),
         })
     }
 }
 
 impl Service for HttpMedium {
     fn describe(&self) -> String {
-        format!("http://{} -> {}", self.local, self.component)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let routes: Vec<String> = match self.routes.routes.as_slice() {
+            [only] if only.raw == "/..." && only.host.is_none() => vec![only.component.to_string()],
+            routes => routes
+                .iter()
+                .map(|r| match &r.host {
+                    Some(host) => format!("{} {} (host {host})", r.component, r.raw),
+                    None => format!("{} {}", r.component, r.raw),
+                })
+                .collect(),
+        };
+        format!("{scheme}://{} -> {}", self.local, routes.join(", "))
     }
 
     fn serve(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
-        let (runtime, app, component, calls) = (self.runtime, self.app, self.component, self.calls);
-        Box::pin(serve_http(self.listener, self.limits, shutdown, move |request| {
-            let (runtime, app, component, calls) = (runtime.clone(), app.clone(), component.clone(), calls.clone());
-            async move { respond(&runtime, &app, &component, &calls, request).await }
-        }))
+        let routes = self.routes;
+        Box::pin(serve_http(
+            self.listener,
+            self.limits,
+            self.tls,
+            shutdown,
+            move |request| {
+                let routes = routes.clone();
+                async move { respond(&routes, request).await }
+            },
+        ))
     }
 }
 
 async fn respond(
-    runtime: &Runtime,
-    app: &str,
-    component: &str,
-    calls: &Calls,
-    request: hyper::Request<hyper::body::Incoming>,
+    routes: &Routes,
+    mut request: hyper::Request<hyper::body::Incoming>,
 ) -> hyper::Response<HyperOutgoingBody> {
-    let span = binding_span("http", app, component, &"wasi:http/incoming-handler");
+    let connection = request.extensions().get::<Connection>().copied();
+    let tls = connection.is_some_and(|c| c.tls);
+    strip_spin_headers(request.headers_mut());
+    let authority = authority(&request);
+    let host = authority.as_deref().map(host_name);
+    let path = request.uri().path().to_string();
+    let Some((route, rest)) = routes.find(host.as_deref(), &path) else {
+        tracing::debug!("http: no route for {} {path} (host {host:?})", request.method());
+        return json_response(
+            404,
+            &serde_json::json!({
+                "error": format!("no route matches {} {path}", request.method()),
+                "kind": "not-found",
+            }),
+        );
+    };
+    let rest = rest.to_string();
+    let full_url = format!(
+        "{}://{}{}",
+        if tls { "https" } else { "http" },
+        authority.as_deref().unwrap_or("localhost"),
+        request.uri().path_and_query().map_or("/", |p| p.as_str())
+    );
+    let client = connection.map(|c| c.peer.to_string()).unwrap_or_default();
+    let values = [
+        full_url.as_str(),
+        &rest,
+        &route.raw,
+        &route.raw,
+        route.pattern.base(),
+        "/",
+        &client,
+    ];
+    let headers = request.headers_mut();
+    for (name, value) in SPIN_HEADERS.iter().zip(values) {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+    call(routes, route, request, tls).await
+}
+
+/// Calls `route`'s component with `request`, here or on another host.
+async fn call(
+    routes: &Routes,
+    route: &Route,
+    request: hyper::Request<hyper::body::Incoming>,
+    tls: bool,
+) -> hyper::Response<HyperOutgoingBody> {
+    let component = &route.component;
+    let span = binding_span("http", &routes.app, component, &"wasi:http/incoming-handler");
     trace::set_attributes(&span, || {
         [
             ("http.request.method", request.method().to_string().into()),
             ("url.path", request.uri().path().to_string().into()),
+            ("http.route", route.raw.clone().into()),
         ]
     });
     let traceparent = request.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok());
     let cx = inbound(traceparent, &span);
-    let started = std::time::Instant::now();
-    let result = runtime
-        .handle_http(component, request, cx)
-        .instrument(span.clone())
-        .await;
-    calls.record(started, result.as_ref().err().map(|f| f.kind.name()));
+    let started = Instant::now();
+    let result = if routes.runtime.get(component).is_some() {
+        routes
+            .runtime
+            .handle_http(component, request, tls, cx)
+            .instrument(span.clone())
+            .await
+    } else if let Some(forward) = &routes.forward {
+        forward
+            .call(component, request, tls, cx.until(started + route.timeout))
+            .instrument(span.clone())
+            .await
+    } else {
+        Err(Fault::new(component.clone(), FaultKind::NotRunning))
+    };
+    route
+        .calls
+        .record(started, result.as_ref().err().map(|f| f.kind.name()));
     let response = match result {
         Ok(response) => response,
         Err(fault) => {
@@ -144,10 +322,50 @@ async fn respond(
     response
 }
 
+/// Removes the Spin headers a client sent: only the host sets them.
+fn strip_spin_headers(headers: &mut HeaderMap) {
+    let forged: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            SPIN_HEADERS.contains(&name) || name.starts_with(SPIN_PATH_MATCH)
+        })
+        .cloned()
+        .collect();
+    for name in forged {
+        headers.remove(name);
+    }
+}
+
+/// The request's authority: the URI's (HTTP/2), else its `Host` header.
+fn authority<B>(request: &hyper::Request<B>) -> Option<String> {
+    match request.uri().authority() {
+        Some(authority) => Some(authority.as_str().to_string()),
+        None => request
+            .headers()
+            .get(hyper::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string),
+    }
+}
+
+/// The host name of an authority, without port, lower-case.
+fn host_name(authority: &str) -> String {
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => authority.rsplit_once(':').map_or(authority, |(host, _)| host),
+    };
+    host.to_ascii_lowercase()
+}
+
 /// The HTTP form of a fault: a status that follows its kind and a JSON body
 /// naming the component and the cause.
 pub fn fault_response(fault: &Fault) -> hyper::Response<HyperOutgoingBody> {
     let (status, body) = fault_reply(fault);
+    json_response(status, &body)
+}
+
+fn json_response(status: u16, body: &serde_json::Value) -> hyper::Response<HyperOutgoingBody> {
     let body = Full::new(Bytes::from(body.to_string()))
         .map_err(|never| match never {})
         .boxed_unsync();
@@ -155,7 +373,30 @@ pub fn fault_response(fault: &Fault) -> hyper::Response<HyperOutgoingBody> {
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
+        HeaderValue::from_static("application/json"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_lose_their_port_and_case() {
+        assert_eq!(host_name("Example.COM:8443"), "example.com");
+        assert_eq!(host_name("example.com"), "example.com");
+        assert_eq!(host_name("[::1]:8080"), "::1");
+    }
+
+    #[test]
+    fn forged_spin_headers_are_dropped_and_others_kept() {
+        let mut headers = HeaderMap::new();
+        headers.insert("spin-path-info", HeaderValue::from_static("/etc/passwd"));
+        headers.insert("spin-path-match-id", HeaderValue::from_static("1"));
+        headers.insert("spin-custom", HeaderValue::from_static("kept"));
+        strip_spin_headers(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("spin-custom"));
+    }
 }

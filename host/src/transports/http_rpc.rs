@@ -109,7 +109,7 @@ impl Service for HttpRpcMedium {
     fn serve(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
         let (runtime, routes, app) = (self.runtime, self.routes, self.app);
         let body_timeout = Duration::from_millis(self.limits.header_timeout_ms);
-        Box::pin(serve_http(self.listener, self.limits, shutdown, move |request| {
+        Box::pin(serve_http(self.listener, self.limits, None, shutdown, move |request| {
             let (runtime, routes, app) = (runtime.clone(), routes.clone(), app.clone());
             async move { respond(&runtime, &routes, &app, body_timeout, request).await }
         }))

@@ -11,8 +11,8 @@
 //! every call arriving over a medium opens first ([`binding_span`]).
 
 use crate::codec::types as typecheck;
-use crate::links::remote::{COMPONENT_HEADER, ERROR_KIND_HEADER};
-use crate::manifest::BindingSpec;
+use crate::links::remote::{COMPONENT_HEADER, ERROR_KIND_HEADER, Lattice};
+use crate::manifest::{BindingSpec, Manifest};
 use crate::runtime::Runtime;
 use crate::runtime::component::Loaded;
 use crate::runtime::context::CallContext;
@@ -41,10 +41,14 @@ pub trait Service: Send {
 pub struct BindContext<'a> {
     /// The app's name (default queue groups and consumer names).
     pub app: &'a str,
+    /// The whole manifest (e.g. the timeouts of components placed elsewhere).
+    pub manifest: &'a Manifest,
     /// The app's runtime, where calls go.
     pub runtime: &'a Arc<Runtime>,
     /// The host's NATS connection, if it has one.
     pub nats: Option<&'a async_nats::Client>,
+    /// The lattice, where calls to components placed elsewhere go.
+    pub lattice: Option<&'a Lattice>,
 }
 
 impl BindContext<'_> {
@@ -64,6 +68,12 @@ pub trait Medium: Service + Sized + 'static {
 
     /// Whether it needs the host's NATS connection.
     const NEEDS_NATS: bool = false;
+
+    /// Whether a shared medium serves all its bindings on every host that
+    /// runs any of their components, reaching the others over the lattice
+    /// (http routes). Otherwise it serves only the bindings of components
+    /// placed here.
+    const ROUTES_ELSEWHERE: bool = false;
 
     /// Its spec, when `binding` is of this medium.
     fn spec(binding: &BindingSpec) -> Option<&Self::Spec>;

@@ -9,6 +9,7 @@
 //! registry. Transports know nothing of wasmtime; they hand calls to
 //! [`crate::runtime::dispatch`] and map a fault to their own error form.
 
+pub mod forward;
 pub mod http;
 pub mod http_rpc;
 pub mod medium;
@@ -16,6 +17,7 @@ pub mod nats;
 pub mod queue;
 pub mod rpc;
 pub mod serve;
+pub mod tls;
 
 pub use medium::{BindContext, Medium, Service};
 
@@ -66,20 +68,33 @@ pub struct Planned {
 }
 
 /// The media that serve the components in `here`: one per binding, except
-/// that bindings whose medium shares them are planned together.
+/// that bindings whose medium shares them are planned together. A shared
+/// medium that routes elsewhere (http) is planned with all its bindings
+/// when any of their components is here; any other serves only those here.
 pub fn plan(manifest: &Manifest, here: &BTreeSet<String>) -> Vec<Planned> {
-    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut groups: BTreeMap<String, (bool, Vec<usize>)> = BTreeMap::new();
     let mut planned = Vec::new();
     for (i, binding) in manifest.bindings.iter().enumerate() {
-        if !here.contains(binding.component()) {
-            continue; // served on the hosts that run the component
-        }
-        match with_medium!(binding, M => M::spec(binding).and_then(M::shares)) {
-            Some(shared) => groups.entry(shared).or_default().push(i),
+        let is_here = here.contains(binding.component());
+        let (shared, elsewhere) =
+            with_medium!(binding, M => (M::spec(binding).and_then(M::shares), M::ROUTES_ELSEWHERE));
+        match shared {
+            Some(shared) if elsewhere => {
+                let group = groups.entry(shared).or_default();
+                group.0 |= is_here;
+                group.1.push(i);
+            }
+            // Served on the hosts that run the component.
+            _ if !is_here => {}
+            Some(shared) => {
+                let group = groups.entry(shared).or_default();
+                group.0 = true;
+                group.1.push(i);
+            }
             None => planned.push(vec![i]),
         }
     }
-    planned.extend(groups.into_values());
+    planned.extend(groups.into_values().filter(|(any_here, _)| *any_here).map(|(_, g)| g));
     planned
         .into_iter()
         .map(|bindings| {
@@ -90,6 +105,23 @@ pub fn plan(manifest: &Manifest, here: &BTreeSet<String>) -> Vec<Planned> {
             }
         })
         .collect()
+}
+
+/// The components in `here` that other hosts' http listeners may forward
+/// requests to: those routed on an address that also routes to another
+/// component (a listener runs wherever any of its components does).
+pub fn forwarded_to(manifest: &Manifest, here: &BTreeSet<String>) -> Vec<String> {
+    let mut by_address: BTreeMap<std::net::SocketAddr, BTreeSet<&str>> = BTreeMap::new();
+    for binding in &manifest.bindings {
+        if let BindingSpec::Http(http) = binding {
+            by_address.entry(http.address).or_default().insert(&http.component);
+        }
+    }
+    let mut components: BTreeSet<String> = BTreeSet::new();
+    for group in by_address.values().filter(|g| g.len() > 1) {
+        components.extend(group.iter().filter(|c| here.contains(**c)).map(|c| c.to_string()));
+    }
+    components.into_iter().collect()
 }
 
 /// Checks every binding of a component in `new` against its new version and
@@ -134,8 +166,10 @@ pub async fn bind_all(
     let here = runtime.loaded().iter().map(|c| c.name.to_string()).collect();
     let cx = BindContext {
         app: &manifest.app.name,
+        manifest,
         runtime,
         nats,
+        lattice: None,
     };
     let mut media = Vec::new();
     for planned in plan(manifest, &here) {

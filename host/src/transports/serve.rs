@@ -1,19 +1,22 @@
-//! The serving loops media and services share: HTTP/1.1 connections on a
-//! listener, and messages of a NATS subscription. Both drain on shutdown,
-//! so stopping drops no call.
+//! The serving loops media and services share: HTTP connections on a
+//! listener (HTTP/1.1 and HTTP/2, plain or TLS), and messages of a NATS
+//! subscription. Both drain on shutdown, so stopping drops no call.
 
 use super::medium::DRAIN_TIMEOUT;
 use crate::manifest::HttpLimits;
 use bytes::Bytes;
 use futures::StreamExt as _;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 /// How long a stopping service waits for NATS to take what it has buffered.
@@ -33,15 +36,30 @@ const DRAIN_SLACK: u64 = 1000;
 /// A draining subscription idle this long is closed.
 const DRAIN_IDLE: Duration = Duration::from_millis(500);
 
-/// Accepts HTTP/1.1 connections (keep-alive) on `listener` and answers every
-/// request with `handler` until `shutdown`; then lets in-flight requests
-/// finish. At most `limits.max_connections` are served at once (more wait in
-/// the kernel's backlog), and a connection that takes longer than
-/// `limits.header_timeout_ms` to send a request's headers, or idles that long
-/// between requests, is closed.
+/// The connection a request arrived on; the serving loop puts it in every
+/// request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct Connection {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Whether it came over TLS.
+    pub tls: bool,
+}
+
+/// Accepts connections on `listener` and answers every request with
+/// `handler` until `shutdown`; then lets in-flight requests finish. A plain
+/// socket speaks HTTP/1.1 (keep-alive) and HTTP/2 with prior knowledge
+/// (h2c); with `tls`, the same after a handshake whose ALPN offers `h2`
+/// and `http/1.1`. At most `limits.max_connections` are served at once (more
+/// wait in the kernel's backlog). A client that sends nothing, or does not
+/// finish its TLS handshake, within `limits.header_timeout_ms` is closed; so
+/// is an HTTP/1.1 connection that takes that long to send a request's
+/// headers or idles that long between requests, and an HTTP/2 connection
+/// that does not answer a keep-alive ping within it.
 pub async fn serve_http<H, F, B>(
     listener: TcpListener,
     limits: HttpLimits,
+    tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
     handler: H,
 ) -> anyhow::Result<()>
@@ -53,11 +71,19 @@ where
 {
     let local = listener.local_addr()?;
     let graceful = GracefulShutdown::new();
-    let http = hyper::server::conn::http1::Builder::new()
+    let timeout = Duration::from_millis(limits.header_timeout_ms);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
         .keep_alive(true)
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_millis(limits.header_timeout_ms))
-        .clone();
+        .header_read_timeout(timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(timeout)
+        .keep_alive_timeout(timeout);
+    let builder = Arc::new(builder);
     let connections = Arc::new(Semaphore::new(limits.max_connections as usize));
     loop {
         let permit = tokio::select! {
@@ -78,13 +104,48 @@ where
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        let service = hyper::service::service_fn(move |request| {
+        let info = Connection {
+            peer,
+            tls: tls.is_some(),
+        };
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(info);
             let response = handler(request);
             async move { Ok::<_, Infallible>(response.await) }
         });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let served = match tls {
+                None => {
+                    // The protocol is read from the first bytes, with no
+                    // timeout of its own: a silent client must not hold a slot.
+                    match tokio::time::timeout(timeout, stream.peek(&mut [0u8; 1])).await {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => return,
+                    }
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+                Some(acceptor) => {
+                    let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!("https connection from {peer}: handshake failed: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("https connection from {peer}: no handshake within {timeout:?}");
+                            return;
+                        }
+                    };
+                    // ALPN offered `h2` and `http/1.1`; the first bytes tell which.
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!("http connection from {peer}: {e}");
             }
             drop(permit);

@@ -22,6 +22,7 @@ mod links_app;
 mod media;
 mod outbound;
 mod reuse;
+mod routes;
 mod security;
 mod trace;
 mod traces;
