@@ -7,7 +7,7 @@
 //!   clicks counted so far (the `clicks` bucket), or 404.
 
 wit_bindgen::generate!({
-    path: "../../wit/links",
+    path: ["../../wit/keyvalue", "../../wit/links"],
     world: "example:links/api-component",
     generate_all,
 });

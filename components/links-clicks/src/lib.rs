@@ -4,7 +4,7 @@
 //! click again.
 
 wit_bindgen::generate!({
-    path: "../../wit/links",
+    path: ["../../wit/keyvalue", "../../wit/links"],
     world: "example:links/clicks-component",
     generate_all,
 });

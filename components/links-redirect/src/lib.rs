@@ -5,7 +5,7 @@
 //! the manifest's business.
 
 wit_bindgen::generate!({
-    path: "../../wit/links",
+    path: ["../../wit/keyvalue", "../../wit/links"],
     world: "example:links/redirect-component",
     generate_all,
 });

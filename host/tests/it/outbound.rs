@@ -167,6 +167,8 @@ fn guest_output_is_tagged_escaped_and_rate_limited() {
     while counted(&host.log()).0 + counted(&host.log()).1 < 10_000 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Both calls' forged pairs, which reach the log after the calls return.
+    host.wait_for_log_count("FORGED host line", 2);
     let log = host.log();
     let (dropped, shown) = counted(&log);
 
