@@ -25,10 +25,13 @@ pub struct CapabilityStates {
     /// wasi:http (types, and outgoing requests to the allowed hosts).
     pub http: HttpState,
     /// wasi:config values.
-    pub config: crate::runtime::capabilities::config::Values,
+    pub config: ConfigValues,
     /// wasi:keyvalue: the buckets it may open.
     pub keyvalue: Arc<keyvalue::Grant>,
 }
+
+/// A component's wasi:config values, key → value, shared by its instances.
+pub type ConfigValues = Arc<std::collections::BTreeMap<String, String>>;
 
 /// One instance's wasi:http state: wasmtime-wasi-http's context and the
 /// hooks that check its outgoing requests (built by `capabilities/http.rs`).

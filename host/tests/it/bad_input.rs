@@ -101,10 +101,7 @@ fn link_to_a_component_without_the_export_is_named() {
 
 #[test]
 fn queue_link_needs_a_queue_binding_and_functions_without_results() {
-    let queued = insurance_manifest().replace(
-        "to = \"rater\"\n",
-        "to = \"rater\"\ndelivery = \"queue\"\n",
-    );
+    let queued = insurance_manifest().replace("to = \"rater\"\n", "to = \"rater\"\ndelivery = \"queue\"\n");
     let err = Host::fail(&queued);
     assert!(
         err.contains(

@@ -49,7 +49,11 @@ fn run(commands: &str, addr: SocketAddr) -> String {
         .args(["-c", &format!("set -e\n{script}")])
         .output()
         .expect("run sh");
-    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim_end().to_string()
 }
 
@@ -79,7 +83,10 @@ fn take_the_tour(addr: SocketAddr, layout: &str) {
 #[test]
 fn the_readme_tour_answers_as_written_on_one_host() {
     let server = NatsServer::start();
-    let host = Host::start_with(&manifest("colocated.toml"), &["--nats", &server.url(), "--lattice", "links"]);
+    let host = Host::start_with(
+        &manifest("colocated.toml"),
+        &["--nats", &server.url(), "--lattice", "links"],
+    );
     take_the_tour(host.addr(), "colocated");
 }
 

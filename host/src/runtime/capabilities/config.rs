@@ -9,8 +9,7 @@
 
 use super::capability::Capability;
 use crate::manifest::ComponentSpec;
-use crate::runtime::state::HostState;
-use std::collections::BTreeMap;
+use crate::runtime::state::{ConfigValues, HostState};
 use std::sync::Arc;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{ComponentType, Linker, Lower};
@@ -24,9 +23,6 @@ pub const INTERFACES: [&str; 4] = [
     "wasi:config/store@0.2.0-draft-2024-09-27",
     "wasi:config/store@0.2.0-rc.1",
 ];
-
-/// A component's config values, key → value.
-pub type Values = Arc<BTreeMap<String, String>>;
 
 /// The interfaces' error variant (`error` or `config-error`, same cases).
 /// The manifest's table cannot fail to read, so the host never returns it;
@@ -53,8 +49,8 @@ type GetAllResult = (Result<Vec<(String, String)>, ConfigError>,);
 pub struct Config;
 
 impl Capability for Config {
-    type Prepared = Values;
-    type Instance = Values;
+    type Prepared = ConfigValues;
+    type Instance = ConfigValues;
 
     fn prepare(_name: &str, spec: &ComponentSpec, _imports: &[String]) -> Result<Self::Prepared, Vec<String>> {
         let values = spec
