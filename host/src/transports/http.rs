@@ -86,17 +86,15 @@ struct Routes {
     forward: Option<Forwarder>,
 }
 
-impl Routes {
-    /// The route for `path` on `host`, and the rest of the path after its
-    /// base: an exact route, else the longest prefix; on a tie, the route
-    /// limited to the host.
-    fn find<'p>(&self, host: Option<&str>, path: &'p str) -> Option<(&Route, &'p str)> {
-        self.routes
-            .iter()
-            .filter(|r| r.host.is_none() || r.host.as_deref() == host)
-            .filter_map(|r| r.pattern.matches(path).map(|rest| (r, rest)))
-            .max_by_key(|(r, _)| (r.pattern.specificity(), r.host.is_some()))
-    }
+/// The route for `path` on `host`, and the rest of the path after its
+/// base: an exact route, else the longest prefix; on a tie, the route
+/// limited to the host.
+fn find<'r, 'p>(routes: &'r [Route], host: Option<&str>, path: &'p str) -> Option<(&'r Route, &'p str)> {
+    routes
+        .iter()
+        .filter(|r| r.host.is_none() || r.host.as_deref() == host)
+        .filter_map(|r| r.pattern.matches(path).map(|rest| (r, rest)))
+        .max_by_key(|(r, _)| (r.pattern.specificity(), r.host.is_some()))
 }
 
 impl HttpMedium {
@@ -233,7 +231,7 @@ async fn respond(
     let authority = authority(&request);
     let host = authority.as_deref().map(host_name);
     let path = request.uri().path().to_string();
-    let Some((route, rest)) = routes.find(host.as_deref(), &path) else {
+    let Some((route, rest)) = find(&routes.routes, host.as_deref(), &path) else {
         tracing::debug!("http: no route for {} {path} (host {host:?})", request.method());
         return json_response(
             404,
@@ -381,6 +379,36 @@ fn json_response(status: u16, body: &serde_json::Value) -> hyper::Response<Hyper
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn route(component: &str, pattern: &str, host: Option<&str>) -> Route {
+        Route {
+            pattern: RoutePattern::parse(pattern).unwrap(),
+            raw: pattern.to_string(),
+            host: host.map(str::to_string),
+            component: Arc::from(component),
+            timeout: Duration::from_secs(1),
+            calls: Calls::new("test", component, "http"),
+        }
+    }
+
+    #[test]
+    fn the_most_specific_route_wins_and_a_host_breaks_ties() {
+        let routes = [
+            route("all", "/...", None),
+            route("api", "/api/...", None),
+            route("v1", "/api/v1/...", None),
+            route("exact", "/api/v1", None),
+            route("mine", "/api/...", Some("mine.example")),
+        ];
+        let pick = |host, path| find(&routes, host, path).map(|(r, rest)| (&*r.component, rest));
+        assert_eq!(pick(None, "/api/v1"), Some(("exact", "")));
+        assert_eq!(pick(None, "/api/v1/x"), Some(("v1", "/x")));
+        assert_eq!(pick(None, "/api/v2"), Some(("api", "/v2")));
+        assert_eq!(pick(Some("mine.example"), "/api/v2"), Some(("mine", "/v2")));
+        assert_eq!(pick(Some("mine.example"), "/api/v1/x"), Some(("v1", "/x")));
+        assert_eq!(pick(None, "/apix"), Some(("all", "/apix")));
+        assert_eq!(find(&routes[1..], None, "/other").map(|(r, _)| &*r.component), None);
+    }
 
     #[test]
     fn host_names_lose_their_port_and_case() {
