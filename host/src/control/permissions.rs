@@ -18,7 +18,7 @@
 use crate::lattice::artifacts::bucket_name as artifacts_bucket;
 use crate::lattice::desired::bucket_name as apps_bucket;
 use crate::lattice::keyvalue::bucket_name as kv_bucket;
-use crate::manifest::{BindingSpec, KvBackend, Manifest};
+use crate::manifest::{BindingSpec, Delivery, KvBackend, Manifest};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
@@ -109,13 +109,21 @@ pub fn permissions(lattice: &str, role: Role, apps: &[Manifest]) -> Permissions 
     match role {
         Role::Host => {
             let rpc = format!("membrane.{lattice}.rpc.>");
+            // Routes to components on other hosts (transports/forward.rs).
+            let http = format!("membrane.{lattice}.http.>");
             // Chunked link calls send their later chunks to the answering
             // host's inbox.
-            p.publish([events.clone(), rpc.clone(), inventory.clone(), inbox.clone()]);
+            p.publish([
+                events.clone(),
+                rpc.clone(),
+                http.clone(),
+                inventory.clone(),
+                inbox.clone(),
+            ]);
             p.publish(["$JS.API.INFO".to_string()]);
             p.publish(read_stream(&kv_stream));
             p.publish(read_stream(&object_stream));
-            p.subscribe([events, rpc, inventory, inbox]);
+            p.subscribe([events, rpc, http, inventory, inbox]);
             p.allow_responses = true;
             for app in apps {
                 host_bindings(&mut p, app);
@@ -152,8 +160,16 @@ pub fn permissions(lattice: &str, role: Role, apps: &[Manifest]) -> Permissions 
     p
 }
 
-/// What a host needs to serve the NATS and queue bindings of `app`.
+/// What a host needs to serve the NATS and queue bindings of `app`, and to
+/// publish the calls of its queue links.
 fn host_bindings(p: &mut Permissions, app: &Manifest) {
+    for link in app.links.iter().filter(|l| l.delivery == Delivery::Queue) {
+        p.publish(
+            app.queue_bindings(&link.to, &link.import)
+                .into_values()
+                .map(|b| b.subject),
+        );
+    }
     for binding in &app.bindings {
         match binding {
             BindingSpec::Nats(b) => p.subscribe([b.subject.clone()]),
@@ -295,5 +311,20 @@ mod tests {
         assert!(host.publish.contains("$KV.membrane-prod-kv.shop.>"));
         assert!(!host.publish.contains("$KV.membrane-prod-kv.>"));
         assert!(render("prod", &[]).contains("[\"_MEMBRANE.nothing\"]"));
+    }
+
+    #[test]
+    fn hosts_may_forward_routes_and_publish_their_queue_links() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/links/distributed.toml"
+        ))
+        .expect("the links example");
+        let links = Manifest::parse(&text, "distributed.toml").expect("a valid manifest");
+        let host = permissions("prod", Role::Host, &[links]);
+        assert!(host.publish.contains("membrane.prod.http.>"));
+        assert!(host.subscribe.contains("membrane.prod.http.>"));
+        // The redirector's clicks go to the queue binding's subject.
+        assert!(host.publish.contains("links.clicks"), "{:?}", host.publish);
     }
 }
