@@ -11,8 +11,11 @@ scripts/build-components.sh
 
 # Debian packages the tests use: nats-server (the NATS tests start their
 # own), prometheus (promtool checks /metrics), chromium (the status page is
-# tested in a real browser).
+# tested in a real browser), curl (the HTTP/2, TLS and README tours use the
+# real client), openssl (a self-signed certificate for the TLS test).
 missing=()
+command -v curl >/dev/null || missing+=(curl)
+command -v openssl >/dev/null || missing+=(openssl)
 command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v chromium >/dev/null || missing+=(chromium)
