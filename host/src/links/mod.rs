@@ -213,7 +213,10 @@ pub fn define_local(
                                 .generation
                                 .clone()
                                 .ok_or_else(|| Fault::not_running(&link.target))?;
-                            Box::new(acquire(&generation, &link.target, &cx, link.count).await?)
+                            // Boxed: the first call's instantiation is a
+                            // large future, and every later call would
+                            // otherwise carry (and copy) its space.
+                            Box::new(Box::pin(acquire(&generation, &link.target, &cx, link.count)).await?)
                         }
                     };
                     let result = callee
@@ -224,6 +227,9 @@ pub fn define_local(
                     }
                     result
                 };
+                if span.is_disabled() {
+                    return call.await.map_err(wasmtime::Error::from);
+                }
                 let result = call.instrument(span.clone()).await;
                 if let Err(fault) = &result {
                     trace::set_failed(&span, fault);
