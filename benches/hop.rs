@@ -12,9 +12,13 @@
 //!
 //! (instructions of the first − the second) / 2000 is the cost of one linked
 //! call; `direct` instead of `linked` gives a direct call's, and the hop is
-//! the difference. Without valgrind it prints the median time per call.
+//! the difference. `fresh` makes `N` calls of `echo` each in a fresh
+//! instance (the whole `Runtime::call` path), `reused` the same with
+//! `reuse` (a parked instance per call). Without valgrind it prints the
+//! median time per call.
 
 use membrane::runtime::context::CallContext;
+use membrane::runtime::dispatch::FunctionRef;
 use membrane_benches::{load, percentiles};
 use std::time::{Duration, Instant};
 use wasmtime::component::Val;
@@ -30,15 +34,29 @@ fn main() {
         .build()
         .expect("tokio runtime");
     rt.block_on(async {
-        let app = load(
-            "[app]\nname = \"hop\"\n[components.echo]\nsource = \"{wasm:echo}\"\n[components.relay]\nsource = \"{wasm:relay}\"\n\
+        let reuse = if kind == "reused" { "reuse = 1000000\n" } else { "" };
+        let app = load(&format!(
+            "[app]\nname = \"hop\"\n[components.echo]\nsource = \"{{wasm:echo}}\"\n{reuse}[components.relay]\nsource = \"{{wasm:relay}}\"\n\
              [[links]]\nfrom = \"relay\"\nimport = \"example:testkit/echo@0.1.0\"\nto = \"echo\"\n",
-        )
+        ))
         .await;
+        let hello = [Val::String("hello".into())];
+        if kind == "fresh" || kind == "reused" {
+            let echo = FunctionRef::new("echo", ECHO, "echo");
+            let mut samples = Vec::with_capacity(calls);
+            for _ in 0..calls {
+                let t = Instant::now();
+                app.call(&echo, &hello, CallContext::incoming(None)).await.expect("echo");
+                samples.push(t.elapsed());
+            }
+            if calls > 0 {
+                println!("{kind}: {calls} calls, median {:?}", percentiles(&mut samples).0);
+            }
+            return;
+        }
         let far = CallContext::new(Instant::now() + Duration::from_secs(3600));
         let target = if kind == "direct" { "echo" } else { "relay" };
         let mut instance = app.start_instance(target, &far).await.expect("instance");
-        let hello = [Val::String("hello".into())];
         // One call first: a linked callee starts on its first use.
         instance.invoke(ECHO, "echo", &hello).await.expect("call");
         let mut samples = Vec::with_capacity(calls);

@@ -285,9 +285,9 @@ pub async fn acquire(
         return Ok(Callee::new(idle, uses, loaded, functions));
     }
     let mut store = loaded.new_store(generation, &cx)?;
-    let instance = loaded
-        .pre
-        .instantiate_async(&mut store)
+    // Boxed: instantiation is a large future, and every caller's future
+    // would otherwise carry (and copy) its space, parked instances too.
+    let instance = Box::pin(loaded.pre.instantiate_async(&mut store))
         .await
         .map_err(|e| loaded.classify(e))?;
     Ok(Callee::new(Idle { store, instance }, 0, loaded, functions))
