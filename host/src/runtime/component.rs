@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tracing::Instrument as _;
 use wasmtime::component::types::{ComponentFunc, ComponentItem};
-use wasmtime::component::{Component, Func, Instance, InstancePre, Linker, Val};
+use wasmtime::component::{Component, ComponentExportIndex, Func, Instance, InstancePre, Linker, Val};
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi_http::p2::bindings::{ProxyIndices, ProxyPre};
 
@@ -58,8 +58,9 @@ pub struct Loaded {
     /// Where `proxy`'s exports sit in an instance, for reused instances.
     pub(crate) proxy_indices: Option<ProxyIndices>,
     idle: IdlePool<Idle>,
-    /// Exported functions by interface and name, for function-level media.
-    functions: HashMap<String, HashMap<String, ComponentFunc>>,
+    /// Exported functions by interface and name, with where each sits in an
+    /// instance, for function-level media and link calls.
+    functions: Exports,
     /// Deadline of one call.
     pub timeout: Duration,
     memory_mib: u64,
@@ -89,7 +90,7 @@ impl Loaded {
         Ok(Loaded {
             name: Arc::from(name),
             digest,
-            functions: exported_functions(engine, &component.component_type()),
+            functions: exported_functions(engine, &component),
             component,
             pre,
             proxy,
@@ -142,7 +143,7 @@ impl Loaded {
 
     /// The type of exported `interface#function`, if there is one.
     pub fn function(&self, interface: &str, function: &str) -> Option<&ComponentFunc> {
-        self.functions.get(interface)?.get(function)
+        self.functions.get(interface)?.get(function).map(|(f, _)| f)
     }
 
     /// The functions of exported `interface`.
@@ -396,12 +397,16 @@ impl Callee {
     }
 
     fn lookup(&mut self, interface: &str, function: &str) -> Result<Func, Fault> {
+        let target = self.target.clone();
+        let index = target
+            .functions
+            .get(interface)
+            .and_then(|fs| fs.get(function))
+            .map(|(_, i)| i);
         let (store, instance) = self.parts();
-        instance
-            .get_export_index(&mut *store, None, interface)
-            .and_then(|iface| instance.get_export_index(&mut *store, Some(&iface), function))
-            .and_then(|f| instance.get_func(&mut *store, f))
-            .ok_or_else(|| self.target.fault_host(format!("no export `{interface}#{function}`")))
+        index
+            .and_then(|i| instance.get_func(&mut *store, i))
+            .ok_or_else(|| target.fault_host(format!("no export `{interface}#{function}`")))
     }
 
     async fn call_func(&mut self, func: Func, params: &[Val], results: &mut [Val]) -> Result<(), Fault> {
@@ -416,23 +421,33 @@ impl Callee {
     }
 }
 
+/// A component's exported functions: interface → function → its type and
+/// its index in an instance. Looked up on every call by name, so with
+/// foldhash rather than SipHash (the names are the component's own, from
+/// the manifest's load, not a peer's).
+type Exports = hashbrown::HashMap<String, hashbrown::HashMap<String, (ComponentFunc, ComponentExportIndex)>>;
+
 /// Every function exported inside an interface, by interface and name.
-fn exported_functions(
-    engine: &wasmtime::Engine,
-    ty: &wasmtime::component::types::Component,
-) -> HashMap<String, HashMap<String, ComponentFunc>> {
-    let mut out = HashMap::new();
-    for (iface, item) in ty.exports(engine) {
-        if let ComponentItem::ComponentInstance(instance) = item.ty {
-            let functions = instance
-                .exports(engine)
-                .filter_map(|(name, item)| match item.ty {
-                    ComponentItem::ComponentFunc(f) => Some((name.to_string(), f)),
-                    _ => None,
-                })
-                .collect();
-            out.insert(iface.to_string(), functions);
-        }
+fn exported_functions(engine: &wasmtime::Engine, component: &Component) -> Exports {
+    let mut out = Exports::default();
+    for (iface, item) in component.component_type().exports(engine) {
+        let ComponentItem::ComponentInstance(instance) = item.ty else {
+            continue;
+        };
+        let Some((_, iface_index)) = component.get_export(None, iface) else {
+            continue;
+        };
+        let functions = instance
+            .exports(engine)
+            .filter_map(|(name, item)| match item.ty {
+                ComponentItem::ComponentFunc(f) => {
+                    let (_, index) = component.get_export(Some(&iface_index), name)?;
+                    Some((name.to_string(), (f, index)))
+                }
+                _ => None,
+            })
+            .collect();
+        out.insert(iface.to_string(), functions);
     }
     out
 }
