@@ -12,12 +12,18 @@
 //!
 //! Hosts are real `membrane up` processes (target/release/membrane), joined
 //! through a private nats-server, so their memory is measured per process.
+//!
+//! With a `wasmtime` CLI of the host's wasmtime version on PATH
+//! (`scripts/install-peers.sh` installs it), the echo component is also
+//! served by `wasmtime serve`, the peer itself; without it those rows are
+//! skipped and the report says so.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use membrane::runtime::context::CallContext;
 use membrane::runtime::dispatch::FunctionRef;
 use membrane_benches::{NatsServer, Stats, load, measure, measure_http, percentiles, post, raw_echo, wasm};
+use std::fs::File;
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -191,6 +197,39 @@ fn main() {
         }
     }
 
+    // The peer itself: `wasmtime serve` of the same wasmtime version serving
+    // the same echo.wasm, measured the same way. Skipped, and the report says
+    // why, when that CLI is not on PATH (CI does not install it).
+    let mut peer_notes = Vec::new();
+    match wasmtime_cli(&lock_version("wasmtime")) {
+        Err(why) => {
+            eprintln!("{why}");
+            peer_notes.push(why);
+        }
+        Ok(help) => {
+            for (layout, slug, flags) in [
+                ("wasmtime serve", "wasmtime", WASMTIME_SERVE),
+                ("wasmtime serve, reused", "wasmtime-reuse", WASMTIME_SERVE_REUSED),
+            ] {
+                if only.as_ref().is_some_and(|only| only != slug) {
+                    continue;
+                }
+                if let Some(flag) = flags.iter().find(|f| f.starts_with("--") && !help.contains(*f)) {
+                    let why = format!("`{layout}` rows skipped: this `wasmtime serve` has no `{flag}`.");
+                    eprintln!("{why}");
+                    peer_notes.push(why);
+                    continue;
+                }
+                let peer = WasmtimeServe::start(dir.path(), slug, flags);
+                assert_eq!(rt.block_on(post(&peer.addr, "/", POLICY)).1, POLICY, "{layout}: echo");
+                for c in [1, 64] {
+                    let s = rt.block_on(measure_http(c, warm, run, &peer.addr, "/", POLICY));
+                    rows.push(Row::new(layout, "http echo", c, s));
+                }
+            }
+        }
+    }
+
     // In-process figures for the goals.
     let micro = rt.block_on(micro(if quick { 2_000 } else { 20_000 }));
     let hops = rt.block_on(async {
@@ -201,7 +240,7 @@ fn main() {
         shutdown.cancel();
         [fresh, reused]
     });
-    let report = report(&rows, &memory, &micro, &hops, quick, warm, run);
+    let report = report(&rows, &peer_notes, &memory, &micro, &hops, quick, warm, run);
     println!("{report}");
     let (md, svg) = if quick || only.is_some() {
         let target = binary.parent().expect("target dir").to_path_buf();
@@ -336,6 +375,118 @@ impl Drop for Host {
     }
 }
 
+/// `wasmtime serve` flags of the fresh row. The echo component is a WASIp2
+/// component built with Rust's std, so it imports `wasi:cli/environment`,
+/// `exit` and `terminal-*`, which the `wasi:http/proxy` world `serve` links by
+/// default lacks: `-S cli=y` links every `wasi:cli` interface as well (serve
+/// repurposes `-Scli` for that). Everything else is serve's default: for a
+/// WASIp2 component, a fresh instance per request (`--max-instance-reuse-count`
+/// defaults to 1 for WASIp2, 128 for WASIp3), and the pooling allocator where
+/// the address space allows (as Membrane's engine).
+const WASMTIME_SERVE: &[&str] = &["-S", "cli=y"];
+
+/// The reused row: an instance serves up to 1000 requests, as `reuse = 1000`
+/// in the echo rows. `--max-instance-reuse-count` came with instance reuse in
+/// `wasmtime serve` (bytecodealliance/wasmtime#11807, "support WASIp3
+/// instance reuse in `wasmtime serve`"); its sibling
+/// `--max-instance-concurrent-reuse-count` has no effect on WASIp2
+/// components, which cannot be called concurrently, so it is not set.
+const WASMTIME_SERVE_REUSED: &[&str] = &["-S", "cli=y", "--max-instance-reuse-count", "1000"];
+
+/// `wasmtime serve --help` when the `wasmtime` on PATH is of `version` (the
+/// host's wasmtime); otherwise the line the report shows instead of its rows.
+fn wasmtime_cli(version: &str) -> Result<String, String> {
+    let install = format!("`scripts/install-peers.sh` installs wasmtime-cli {version}");
+    let found = match Command::new("wasmtime").arg("--version").output() {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("?")
+            .to_string(),
+        _ => {
+            return Err(format!(
+                "`wasmtime serve` rows skipped: no `wasmtime` on PATH ({install})."
+            ));
+        }
+    };
+    if found != version {
+        return Err(format!(
+            "`wasmtime serve` rows skipped: the `wasmtime` on PATH is {found}, not {version} ({install})."
+        ));
+    }
+    let help = Command::new("wasmtime")
+        .args(["serve", "--help"])
+        .output()
+        .expect("wasmtime serve --help");
+    Ok(String::from_utf8_lossy(&help.stdout).into_owned())
+}
+
+/// A `wasmtime serve` process serving `echo.wasm` on a free loopback port,
+/// its output in `<dir>/<slug>.log`.
+struct WasmtimeServe {
+    child: Child,
+    addr: String,
+}
+
+impl WasmtimeServe {
+    /// Starts it and waits until it accepts connections (it compiles the
+    /// component before it listens).
+    fn start(dir: &Path, slug: &str, flags: &[&str]) -> WasmtimeServe {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let addr = format!("127.0.0.1:{port}");
+        let log = dir.join(format!("{slug}.log"));
+        let out = File::create(&log).expect("log file");
+        let mut child = Command::new("wasmtime")
+            .arg("serve")
+            .args(flags)
+            .args(["--addr", &addr])
+            .arg(wasm("echo"))
+            .stdout(out.try_clone().expect("log file"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn wasmtime serve");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            let exited = child.try_wait().expect("wasmtime serve status");
+            let log = || std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(
+                exited.is_none(),
+                "wasmtime serve {flags:?} exited ({exited:?}):\n{}",
+                log()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "wasmtime serve {flags:?} not listening:\n{}",
+                log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        WasmtimeServe { child, addr }
+    }
+}
+
+impl Drop for WasmtimeServe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The version of crate `name` in the workspace's Cargo.lock.
+fn lock_version(name: &str) -> String {
+    let lock =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock")).unwrap_or_default();
+    let needle = format!("name = \"{name}\"\nversion = \"");
+    lock.split(&needle)
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or("?")
+        .to_string()
+}
+
 /// A native hyper server that computes the same quote as the example: the
 /// shared `insurance` crate's JSON forms and rules, with the pricing config of
 /// `examples/insurance/colocated.toml`. Only Wasm, links and the host differ.
@@ -463,8 +614,10 @@ fn us(d: Duration) -> String {
     format!("{:.0} µs", d.as_secs_f64() * 1e6)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn report(
     rows: &[Row],
+    peer_notes: &[String],
     memory: &[(String, u64)],
     micro: &Micro,
     hops: &[membrane_benches::Hop; 2],
@@ -489,16 +642,6 @@ fn report(
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
-    let lock =
-        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock")).unwrap_or_default();
-    let version = |name: &str| {
-        let needle = format!("name = \"{name}\"\nversion = \"");
-        lock.split(&needle)
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .unwrap_or("?")
-            .to_string()
-    };
     let mut out = String::new();
     let mut line = |s: String| {
         out.push_str(&s);
@@ -513,9 +656,9 @@ fn report(
          One run: compare ratios, not absolutes.",
         if quick { " -- --quick" } else { "" },
         env!("CARGO_PKG_VERSION"),
-        version("wasmtime"),
-        version("async-nats"),
-        version("hyper"),
+        lock_version("wasmtime"),
+        lock_version("async-nats"),
+        lock_version("hyper"),
         run.as_secs_f64(),
         warm.as_secs_f64()
     ));
@@ -547,8 +690,18 @@ fn report(
             row.stats.errors
         ));
     }
+    for note in peer_notes {
+        line(String::new());
+        line(note.clone());
+    }
     line(String::new());
     line("Baselines: `native hyper` computes the same quote from the same policy JSON with the same Rust code (the shared `insurance` crate, compiled natively; its answer is checked byte for byte against the co-located host's); `raw NATS echo` answers the same request bytes from a plain async-nats subscriber. The `echo` rows are the peer of DESIGN.md's table: one wasi:http component that answers the request body (the same policy bytes), beside `native hyper echo`, the same in plain hyper: the cost of the wasi:http path alone, without links or JSON.".into());
+    line(String::new());
+    line(format!(
+        "The `wasmtime serve` rows are the peer itself: the same echo.wasm served by `wasmtime serve` of the same wasmtime version (`wasmtime serve {}`; the reused rows `wasmtime serve {}`, an instance serving up to 1000 requests as `reuse = 1000` does), measured with the same client and body; they are there when `scripts/install-peers.sh` has put that CLI on PATH.",
+        WASMTIME_SERVE.join(" "),
+        WASMTIME_SERVE_REUSED.join(" ")
+    ));
     line(String::new());
     line("## Memory (resident, from /proc)".into());
     line(String::new());
@@ -669,6 +822,7 @@ fn chart(rows: &[Row]) -> String {
         let w = (row.stats.rps / max * width).max(1.0);
         let color = match (row.layout, row.medium) {
             ("baseline", _) => "#9e9e9e",
+            (layout, _) if layout.starts_with("wasmtime serve") => "#2ca02c",
             (_, "http") => "#1f77b4",
             _ => "#ff7f0e",
         };
