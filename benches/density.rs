@@ -118,6 +118,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    let faults = (many.minor_faults(), single.minor_faults());
     let latency = rt.block_on(latency(
         many.rpc.as_deref().expect("N address"),
         single.rpc.as_deref().expect("1 address"),
@@ -125,6 +126,11 @@ fn main() {
         rounds,
         calls,
     ));
+    let made = (names.len() + rounds * calls) as f64;
+    let faults = (
+        (many.minor_faults() - faults.0) as f64 / made,
+        (single.minor_faults() - faults.1) as f64 / (made + (calls / 10) as f64),
+    );
     let after_calls = many.sample();
     drop(many);
     drop(single);
@@ -141,6 +147,7 @@ fn main() {
         fulls,
         after_calls,
         latency,
+        faults,
     });
     println!("{report}");
     let target = binary.parent().expect("target dir").to_path_buf();
@@ -285,6 +292,15 @@ impl Host {
             .lines()
             .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Minor page faults of the process so far (/proc/PID/stat).
+    fn minor_faults(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // After the command's `(name)`: state is field 3, minflt field 10.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(7)?.parse().ok())
             .unwrap_or(0)
     }
 
@@ -471,6 +487,8 @@ struct Figures {
     fulls: Vec<Sample>,
     after_calls: Sample,
     latency: Latency,
+    /// Minor page faults per call during the latency runs: N-host, 1-host.
+    faults: (f64, f64),
 }
 
 /// Median, minimum and maximum.
@@ -633,6 +651,11 @@ fn report(f: &Figures) -> String {
         "Random of {n} against one: p50 ratio {r_med:.2}× (median of {} rounds; {r_min:.2}–{r_max:.2}×), \
          p99 ratio {p99_med:.2}× ({p99_min:.2}–{p99_max:.2}×).",
         ratios.len()
+    ));
+    line(format!(
+        "Minor page faults per call during these runs (the hosts' /proc/PID/stat): {:.1} on the {n}-component \
+         host, {:.1} on the one-component host.",
+        f.faults.0, f.faults.1
     ));
     line(String::new());
     let status = |ok: bool| if ok { "met" } else { "missed" };
