@@ -94,7 +94,12 @@ fn main() {
         if let Some(nats) = &nats {
             let host = Host::start(
                 &binary,
-                &["--nats".as_ref(), nats.url.as_ref(), "--lattice".as_ref(), "density-idle".as_ref()],
+                &[
+                    "--nats".as_ref(),
+                    nats.url.as_ref(),
+                    "--lattice".as_ref(),
+                    "density-idle".as_ref(),
+                ],
                 &env,
             );
             idle.push(host.sample());
@@ -323,9 +328,13 @@ impl Drop for Host {
 /// Whether a nats-server can be started (for the idle host, which has no
 /// manifest and so must follow a lattice).
 fn nats_server_available() -> bool {
-    ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
-        .iter()
-        .any(|p| Path::new(p).exists())
+    [
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+        "/usr/local/bin/nats-server",
+    ]
+    .iter()
+    .any(|p| Path::new(p).exists())
         || Command::new("nats-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -337,12 +346,7 @@ fn nats_server_available() -> bool {
 /// Bytes of the files in `dir`.
 fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok()?.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
+        .map(|entries| entries.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
         .unwrap_or(0)
 }
 
@@ -380,7 +384,12 @@ impl Rpc {
         let elapsed = t.elapsed();
         let body = String::from_utf8_lossy(&body);
         assert!(status.is_success(), "{}: {status} {body}", names[i]);
-        assert_eq!(body, format!("\"{}\"", marker(i)), "{} answered for another copy", names[i]);
+        assert_eq!(
+            body,
+            format!("\"{}\"", marker(i)),
+            "{} answered for another copy",
+            names[i]
+        );
         elapsed
     }
 }
