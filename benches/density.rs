@@ -521,18 +521,7 @@ fn mib(kib: f64) -> String {
 
 fn report(f: &Figures) -> String {
     let n = f.n;
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines().find_map(|l| {
-                l.strip_prefix("model name")?
-                    .split(':')
-                    .nth(1)
-                    .map(|s| s.trim().to_string())
-            })
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let (cpu, cores) = membrane_benches::machine();
     let ready = |s: &[Sample]| spread(&s.iter().map(|s| s.ready).collect::<Vec<_>>());
     let rss = |s: &[Sample]| spread(&s.iter().map(|s| s.rss_kib as f64).collect::<Vec<_>>());
     let threads = |s: &[Sample]| spread(&s.iter().map(|s| s.threads).collect::<Vec<_>>());

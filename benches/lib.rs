@@ -40,6 +40,22 @@ pub async fn load(manifest: &str) -> Arc<Runtime> {
         .expect("load bench app")
 }
 
+/// The CPU's model name and the cores available, for reports.
+pub fn machine() -> (String, usize) {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")?
+                    .split(':')
+                    .nth(1)
+                    .map(|s| s.trim().to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    (cpu, std::thread::available_parallelism().map_or(0, |n| n.get()))
+}
+
 /// A private nats-server (JetStream, temp store) for a benchmark run.
 pub struct NatsServer {
     child: std::process::Child,

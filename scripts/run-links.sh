@@ -13,17 +13,8 @@ case "$layout" in
   distributed) nodes=(b a) ;;
   *) echo "usage: $0 [colocated|distributed]" >&2; exit 2 ;;
 esac
-scripts/build-components.sh
-cargo build --release -p membrane
-nats_bin=$(command -v nats-server || echo /usr/sbin/nats-server)
 port=${NATS_PORT:-4251}
-store=$(mktemp -d)
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$store"; }
-trap cleanup EXIT INT TERM
-"$nats_bin" -js -a 127.0.0.1 -p "$port" -sd "$store" >/dev/null 2>&1 &
-pids+=($!)
-for _ in $(seq 1 50); do (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.1; done
+. scripts/private-nats.sh
 for node in "${nodes[@]}"; do
   target/release/membrane up "examples/links/$layout.toml" \
     --nats "nats://127.0.0.1:$port" --lattice links --label "node=$node" 2>&1 | sed "s/^/[$node] /" &

@@ -13,11 +13,11 @@
 //! [`MAX_ATTEMPTS`] conflicts the guest gets `error::other("contention ...")`.
 //! A `cas` swap is the same guarded write, once.
 
+use super::desired::open_kv;
 use crate::runtime::keyvalue::{Bucket, KvError, KvResult, Remote, Revision, add_counter, parse_counter};
-use anyhow::Context as _;
+use async_nats::jetstream;
 use async_nats::jetstream::consumer::{DeliverPolicy, ReplayPolicy, push};
 use async_nats::jetstream::kv::{Entry, Operation, Store, UpdateErrorKind};
-use async_nats::jetstream::{self, stream};
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use std::collections::HashMap;
@@ -57,34 +57,11 @@ impl LatticeBuckets {
         }
     }
 
-    /// The KV bucket, created if missing. Its stream is created directly,
-    /// as `desired.rs` does, with the settings of the KV convention.
+    /// The KV bucket, created if missing (one revision per key).
     async fn store(&self) -> anyhow::Result<Store> {
         let store = self
             .store
-            .get_or_try_init(|| async {
-                if let Ok(store) = self.jetstream.get_key_value(&self.name).await {
-                    return Ok(store);
-                }
-                self.jetstream
-                    .get_or_create_stream(stream::Config {
-                        name: format!("KV_{}", self.name),
-                        description: Some("Membrane app key-value buckets".into()),
-                        subjects: vec![format!("$KV.{}.>", self.name)],
-                        max_messages_per_subject: 1,
-                        allow_rollup: true,
-                        deny_delete: true,
-                        allow_direct: true,
-                        discard: stream::DiscardPolicy::New,
-                        ..Default::default()
-                    })
-                    .await
-                    .with_context(|| format!("cannot create KV bucket `{}` (is JetStream enabled?)", self.name))?;
-                self.jetstream
-                    .get_key_value(&self.name)
-                    .await
-                    .with_context(|| format!("cannot open KV bucket `{}`", self.name))
-            })
+            .get_or_try_init(|| open_kv(&self.jetstream, &self.name, "Membrane app key-value buckets", 1))
             .await?;
         Ok(store.clone())
     }
