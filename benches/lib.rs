@@ -61,6 +61,8 @@ pub struct NatsServer {
     child: std::process::Child,
     /// Its client URL.
     pub url: String,
+    /// Its monitoring port (`/varz`, `/connz`, ...).
+    pub monitor: u16,
     _store: tempfile::TempDir,
 }
 
@@ -68,10 +70,13 @@ impl NatsServer {
     /// Starts one on a free port and waits until it accepts connections.
     pub fn start() -> NatsServer {
         let store = tempfile::tempdir().expect("temp dir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("free port")
+        };
+        let (port, monitor) = (free(), free());
         let binary = [
             "/usr/sbin/nats-server",
             "/usr/bin/nats-server",
@@ -81,7 +86,16 @@ impl NatsServer {
         .find(|p| std::path::Path::new(p).exists())
         .unwrap_or("nats-server");
         let child = std::process::Command::new(binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-m",
+                &monitor.to_string(),
+                "-sd",
+            ])
             .arg(store.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -96,8 +110,20 @@ impl NatsServer {
         NatsServer {
             child,
             url: format!("nats://127.0.0.1:{port}"),
+            monitor,
             _store: store,
         }
+    }
+
+    /// A monitoring document (`varz`, `connz`, ...) as JSON.
+    pub fn monitoring(&self, path: &str) -> serde_json::Value {
+        use std::io::{Read as _, Write as _};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.monitor)).expect("nats monitor");
+        write!(stream, "GET /{path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("monitor request");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("monitor response");
+        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        serde_json::from_str(body).expect("monitor JSON")
     }
 }
 
@@ -352,4 +378,124 @@ pub async fn remote_hop(url: &str, calls: usize, reuse: bool, shutdown: &tokio_u
         raw: percentiles(&mut raw),
         bytes,
     }
+}
+
+/// A `membrane up` process, started and ready: its ` ready: ` log line was
+/// seen. Its log keeps being drained so it never blocks on stderr.
+pub struct Membrane {
+    child: std::process::Child,
+    /// From spawning the process to its ` ready: ` line.
+    pub ready: Duration,
+    /// The log lines up to and including the ready line.
+    pub log: Vec<String>,
+}
+
+impl Membrane {
+    /// Spawns `binary up <args>` with `env` and waits (at most `timeout`) for
+    /// it to be ready; panics with its last lines if it exits first.
+    pub fn start(
+        binary: &std::path::Path,
+        args: &[&std::ffi::OsStr],
+        env: &[(&str, &std::ffi::OsStr)],
+        timeout: Duration,
+    ) -> Membrane {
+        use std::io::BufRead as _;
+        let spawned = Instant::now();
+        let mut command = std::process::Command::new(binary);
+        command.arg("up").args(args).env("RUST_LOG", "membrane=info,warn");
+        for var in [
+            "MEMBRANE_NATS",
+            "MEMBRANE_MAX_INSTANCES",
+            "MEMBRANE_OTLP",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ] {
+            command.env_remove(var);
+        }
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn membrane");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                // After ready nobody listens: the line is dropped.
+                let _ = tx.send(line);
+            }
+        });
+        let mut log = Vec::new();
+        loop {
+            let left = timeout.saturating_sub(spawned.elapsed());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    let ready = line.contains(" ready: ");
+                    log.push(line);
+                    if ready {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    panic!("membrane {args:?} not ready ({e}):\n{}", log.join("\n"));
+                }
+            }
+        }
+        Membrane {
+            child,
+            ready: spawned.elapsed(),
+            log,
+        }
+    }
+
+    /// A number from a line of /proc/PID/status (`VmRSS`, `Threads`, ...).
+    pub fn status(&self, key: &str) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (`TERM`, `KILL`, ...) and waits for the exit.
+    pub fn stop(mut self, signal: &str) -> std::process::ExitStatus {
+        let _ = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("wait for membrane")
+    }
+}
+
+impl Drop for Membrane {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes `body` as section `name` of the report `file` (between
+/// `<!-- name -->` and `<!-- /name -->` lines), keeping the other benches'
+/// sections; a section not there yet is appended.
+pub fn write_section(file: &std::path::Path, name: &str, body: &str) {
+    let (open, close) = (format!("<!-- {name} -->\n"), format!("<!-- /{name} -->\n"));
+    let old = std::fs::read_to_string(file).unwrap_or_default();
+    let section = format!("{open}{}\n{close}", body.trim_end());
+    let new = match (old.find(&open), old.find(&close)) {
+        (Some(start), Some(end)) if start < end => {
+            format!("{}{section}{}", &old[..start], &old[end + close.len()..])
+        }
+        _ if old.trim().is_empty() => section,
+        _ => format!("{}\n{section}", old.trim_end_matches('\n').to_string() + "\n"),
+    };
+    std::fs::write(file, new).expect("write report");
 }

@@ -43,6 +43,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -575,7 +576,7 @@ async fn serve_host(
     // Host-level services: inventory and heartbeats.
     let token = CancellationToken::new();
     let mut services = match &nats {
-        Some(client) => start_services(client, &args.lattice, &me, view, heartbeat, &token).await?,
+        Some(client) => start_services(client, &args.lattice, &me, (view, agent.peers()), heartbeat, &token).await?,
         None => JoinSet::new(),
     };
     agent.announce().await;
@@ -730,7 +731,7 @@ async fn start_services(
     client: &async_nats::Client,
     lattice: &str,
     me: &Member,
-    view: AppsView,
+    (view, peers): (AppsView, Arc<AtomicUsize>),
     heartbeat: Duration,
     token: &CancellationToken,
 ) -> anyhow::Result<JoinSet<anyhow::Result<()>>> {
@@ -740,6 +741,7 @@ async fn start_services(
         me.host.clone(),
         me.labels.clone(),
         view,
+        peers,
         heartbeat,
     );
     let media: Vec<Box<dyn Service>> = vec![Box::new(inventory.await?)];

@@ -163,11 +163,12 @@ impl AppRunner {
             .filter(|k| !wanted.contains_key(*k))
             .cloned()
             .collect();
-        for key in leaving {
-            if let Some(running) = self.media.remove(&key) {
-                running.stop().await;
-            }
-        }
+        // Leaving media drain at once, not one after another.
+        let stopping = leaving
+            .iter()
+            .filter_map(|key| self.media.remove(key))
+            .map(Running::stop);
+        futures::future::join_all(stopping).await;
         let changes = self.runtime.commit(staged);
         self.here = here;
         let mut failures = Vec::new();

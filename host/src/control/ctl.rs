@@ -207,7 +207,7 @@ impl Ctl {
                     println!(
                         "heartbeat           {} ({} component(s))",
                         host.host,
-                        host.components.len()
+                        host.component_count.map_or(host.components.len(), |n| n as usize)
                     );
                 }
                 continue;

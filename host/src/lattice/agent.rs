@@ -84,6 +84,11 @@ impl Agent {
         }
     }
 
+    /// How many other live hosts this host knows of, as membership changes.
+    pub fn peers(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+        self.members.known()
+    }
+
     /// Reports this host's status on `board` (the admin endpoint reads it).
     pub fn reporting(mut self, board: Arc<StatusBoard>) -> Agent {
         board.watch_nats(self.host.nats.clone());
@@ -156,6 +161,7 @@ impl Agent {
         for host in super::inventory::gather(client, &self.lattice, settle).await? {
             self.members.saw(member_of(&host));
         }
+        self.members.learned();
         Ok(())
     }
 

@@ -2,8 +2,9 @@
 //!
 //! Every host connected to NATS answers requests on
 //! `membrane.<lattice>.ctl.v1.inventory` with its [`HostInventory`] (JSON) and
-//! publishes the same document as a heartbeat on
-//! `membrane.<lattice>.evt.v1.heartbeat` every `--heartbeat-ms` (default [`HEARTBEAT`]).
+//! publishes the same document without the component list (only their
+//! number) as a heartbeat on `membrane.<lattice>.evt.v1.heartbeat` every
+//! `--heartbeat-ms` (default [`HEARTBEAT`]).
 //! `membrane ctl inventory` publishes one request and gathers every host's
 //! answer. The subjects and payloads are in `docs/control.md`.
 
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -40,8 +42,18 @@ pub struct HostInventory {
     pub labels: BTreeMap<String, String>,
     /// Seconds since it started.
     pub uptime_s: u64,
-    /// The components it runs.
+    /// The components it runs; empty in a heartbeat, which carries only
+    /// their number (`component_count`).
+    #[serde(default)]
     pub components: Vec<ComponentInventory>,
+    /// How many components it runs: set in heartbeats, whose fan-out to
+    /// every host of the lattice would otherwise carry every list to every host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component_count: Option<u32>,
+    /// How many live hosts it knows of in the lattice, itself included:
+    /// a gatherer that has this many answers need not wait for more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lattice_hosts: Option<u32>,
 }
 
 /// One component on one host.
@@ -70,6 +82,8 @@ pub struct InventoryService {
     host: String,
     labels: BTreeMap<String, String>,
     apps: AppsView,
+    /// How many other live hosts this host knows of (the agent's membership).
+    peers: Arc<AtomicUsize>,
     heartbeat: Duration,
     started: Instant,
 }
@@ -82,6 +96,7 @@ impl InventoryService {
         host: String,
         labels: BTreeMap<String, String>,
         apps: AppsView,
+        peers: Arc<AtomicUsize>,
         heartbeat: Duration,
     ) -> anyhow::Result<InventoryService> {
         let subscriber = client.subscribe(inventory_subject(lattice)).await?;
@@ -92,6 +107,7 @@ impl InventoryService {
             host,
             labels,
             apps,
+            peers,
             heartbeat,
             started: Instant::now(),
         })
@@ -116,11 +132,25 @@ impl InventoryService {
             labels: self.labels.clone(),
             uptime_s: self.started.elapsed().as_secs(),
             components,
+            component_count: None,
+            lattice_hosts: match self.peers.load(Ordering::Relaxed) {
+                crate::lattice::placement::UNKNOWN => None,
+                peers => u32::try_from(peers + 1).ok(),
+            },
         }
     }
 
     fn document(&self) -> bytes::Bytes {
         serde_json::to_vec(&self.inventory()).unwrap_or_default().into()
+    }
+
+    /// The heartbeat: the inventory without the component list. Every host
+    /// receives every heartbeat, so its size counts once per pair of hosts.
+    fn heartbeat(&self) -> bytes::Bytes {
+        let mut brief = self.inventory();
+        brief.component_count = u32::try_from(brief.components.len()).ok();
+        brief.components.clear();
+        serde_json::to_vec(&brief).unwrap_or_default().into()
     }
 }
 
@@ -146,7 +176,7 @@ impl Service for InventoryService {
                         None => break,
                     },
                     _ = ticker.tick() => {
-                        if let Err(e) = self.client.publish(heartbeat.clone(), self.document()).await {
+                        if let Err(e) = self.client.publish(heartbeat.clone(), self.heartbeat()).await {
                             tracing::debug!("heartbeat not sent: {e}");
                         }
                     }
@@ -162,10 +192,12 @@ impl Service for InventoryService {
 /// Most answers [`gather`] takes: a lattice's hosts, with room to spare.
 const MAX_ANSWERS: usize = 10_000;
 
-/// Asks every host of `lattice` for its inventory. Hosts answer at once; the
-/// gathering stops `settle` after the last answer (or after `settle` if none
-/// comes), since nobody knows how many hosts there are. It never takes more
-/// than ten `settle`s in all or [`MAX_ANSWERS`] answers, whatever responders do.
+/// Asks every host of `lattice` for its inventory. Hosts answer at once;
+/// since nobody knows in advance how many there are, the gathering stops as
+/// soon as it has as many answers as the largest `lattice_hosts` any answer
+/// reports (the hosts' own membership), or else `settle` after the last
+/// answer (or after `settle` if none comes). It never takes more than ten
+/// `settle`s in all or [`MAX_ANSWERS`] answers, whatever responders do.
 pub async fn gather(
     client: &async_nats::Client,
     lattice: &str,
@@ -180,22 +212,28 @@ pub async fn gather(
         .await
         .map_err(|_| anyhow::anyhow!("nats: the inventory request was not sent in {:?}", settle * 10))??;
     let end = tokio::time::Instant::now() + settle * 10;
-    let mut hosts = Vec::new();
-    let mut seen = 0;
+    let mut hosts: BTreeMap<String, HostInventory> = BTreeMap::new();
+    let (mut seen, mut known) = (0, 0);
     while seen < MAX_ANSWERS
+        && (known == 0 || hosts.len() < known)
         && let Ok(Some(message)) =
             tokio::time::timeout_at(end.min(tokio::time::Instant::now() + settle), answers.next()).await
     {
         seen += 1;
         if message.status.is_some() {
-            // NATS's "no responders" notice: no host is up yet.
-            continue;
+            // NATS's "no responders" notice: no host is up, so none will answer.
+            break;
         }
         match serde_json::from_slice::<HostInventory>(&message.payload) {
-            Ok(inventory) => hosts.push(inventory),
+            Ok(inventory) => {
+                let claimed = inventory.lattice_hosts.unwrap_or(0) as usize;
+                known = known.max(claimed.min(MAX_ANSWERS));
+                hosts.insert(inventory.host.clone(), inventory);
+            }
             Err(e) => tracing::warn!("ignoring a malformed inventory answer: {e}"),
         }
     }
+    let mut hosts: Vec<HostInventory> = hosts.into_values().collect();
     hosts.sort_by(|a, b| a.labels.cmp(&b.labels).then(a.host.cmp(&b.host)));
     Ok(hosts)
 }

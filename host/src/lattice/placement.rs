@@ -11,6 +11,8 @@
 use crate::manifest::{ComponentSpec, Manifest};
 use sha2::{Digest as _, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// A host of the lattice as its peers see it.
@@ -71,7 +73,18 @@ fn score(app: &str, component: &str, host: &str) -> u64 {
 pub struct Members {
     expiry: Duration,
     seen: HashMap<String, (Member, Instant)>,
+    /// How many hosts are known, kept for readers elsewhere (the inventory);
+    /// [`UNKNOWN`] until the view is complete.
+    known: Arc<AtomicUsize>,
+    /// When following began; after `expiry` every live host has been heard.
+    since: Instant,
+    /// Whether the view is complete (learned from an inventory).
+    complete: bool,
 }
+
+/// What [`Members::known`] holds while this host's view may still be missing
+/// hosts: just started, it has not heard every peer's heartbeat yet.
+pub const UNKNOWN: usize = usize::MAX;
 
 impl Members {
     /// No hosts known yet.
@@ -79,21 +92,46 @@ impl Members {
         Members {
             expiry,
             seen: HashMap::new(),
+            known: Arc::new(AtomicUsize::new(UNKNOWN)),
+            since: Instant::now(),
+            complete: false,
         }
+    }
+
+    /// Marks the view complete: every live host has just answered.
+    pub fn learned(&mut self) {
+        self.complete = true;
+        self.count();
+    }
+
+    /// How many peers are live, kept up to date as membership changes, or
+    /// [`UNKNOWN`] while the view may be incomplete.
+    pub fn known(&self) -> Arc<AtomicUsize> {
+        self.known.clone()
+    }
+
+    fn count(&self) {
+        let complete = self.complete || self.since.elapsed() >= self.expiry;
+        let known = if complete { self.seen.len() } else { UNKNOWN };
+        self.known.store(known, Ordering::Relaxed);
     }
 
     /// Records a sign of life; whether the membership changed.
     pub fn saw(&mut self, member: Member) -> bool {
         let now = Instant::now();
-        match self.seen.insert(member.host.clone(), (member.clone(), now)) {
+        let changed = match self.seen.insert(member.host.clone(), (member.clone(), now)) {
             Some((old, _)) => old != member,
             None => true,
-        }
+        };
+        self.count();
+        changed
     }
 
     /// Records a clean stop; whether the host was known.
     pub fn left(&mut self, host: &str) -> bool {
-        self.seen.remove(host).is_some()
+        let known = self.seen.remove(host).is_some();
+        self.count();
+        known
     }
 
     /// Counts every known host as heard of now: while this host itself
@@ -110,6 +148,7 @@ impl Members {
         let before = self.seen.len();
         let expiry = self.expiry;
         self.seen.retain(|_, (_, at)| at.elapsed() < expiry);
+        self.count();
         self.seen.len() != before
     }
 

@@ -30,9 +30,10 @@ pub async fn flush_briefly(client: &async_nats::Client) {
     }
 }
 
-/// How many more messages a draining subscription accepts (see
-/// [`serve_subscription`]).
-const DRAIN_SLACK: u64 = 1000;
+/// How many more messages a draining subscription accepts, at least and at
+/// most (see [`serve_subscription`]): between these, a tenth of a second of
+/// its recent traffic.
+const DRAIN_SLACK: (u64, u64) = (16, 1000);
 /// A draining subscription idle this long is closed.
 const DRAIN_IDLE: Duration = Duration::from_millis(500);
 
@@ -165,12 +166,15 @@ where
 /// handles every message already sent to it, and it waits for the calls in
 /// flight.
 ///
-/// The drain is `UNSUB <sid> <received + DRAIN_SLACK>`: the server stops after
+/// The drain is `UNSUB <sid> <received + slack>`: the server stops after
 /// that many messages in all, and the client keeps the subscription until
 /// it has them all, so none that is already on the wire is lost. (async-nats's
-/// own `drain` drops the subscription before such messages arrive.) Under
-/// load the slack fills in moments; when traffic stops first, the
-/// subscription is closed after `DRAIN_IDLE` of silence.
+/// own `drain` drops the subscription before such messages arrive.) The slack
+/// covers what can be on the wire: a tenth of a second of the subscription's
+/// traffic in the last second, within [`DRAIN_SLACK`]. It fills in about that
+/// long under load, whatever the rate, so a stop never waits on a slow
+/// trickle; when traffic stops first, the subscription is closed after
+/// `DRAIN_IDLE` of silence.
 pub async fn serve_subscription<F, Fut, S, SFut>(
     mut subscriber: async_nats::Subscriber,
     shutdown: CancellationToken,
@@ -186,11 +190,13 @@ pub async fn serve_subscription<F, Fut, S, SFut>(
 {
     let mut in_flight = tokio::task::JoinSet::new();
     let mut received: u64 = 0;
+    let mut rate = Rate::default();
     loop {
         tokio::select! {
             message = subscriber.next() => match message {
                 Some(message) => {
                     received += 1;
+                    rate.tick();
                     while in_flight.try_join_next().is_some() {}
                     if in_flight.len() < limit {
                         in_flight.spawn(handle(message));
@@ -201,7 +207,8 @@ pub async fn serve_subscription<F, Fut, S, SFut>(
                 None => break,
             },
             _ = shutdown.cancelled() => {
-                drain(&mut subscriber, received, |message| {
+                let slack = (rate.per_second() / 10).clamp(DRAIN_SLACK.0, DRAIN_SLACK.1);
+                drain(&mut subscriber, received + slack, |message| {
                     in_flight.spawn(handle(message));
                 })
                 .await;
@@ -215,9 +222,40 @@ pub async fn serve_subscription<F, Fut, S, SFut>(
     }
 }
 
-/// Unsubscribes after the messages already on their way, handing each to `take`.
-async fn drain(subscriber: &mut async_nats::Subscriber, received: u64, mut take: impl FnMut(async_nats::Message)) {
-    if subscriber.unsubscribe_after(received + DRAIN_SLACK).await.is_err() {
+/// Messages per second over the last whole second.
+#[derive(Default)]
+struct Rate {
+    second: Option<std::time::Instant>,
+    this: u64,
+    last: u64,
+}
+
+impl Rate {
+    fn tick(&mut self) {
+        let now = std::time::Instant::now();
+        match self.second {
+            Some(start) if now.duration_since(start) < Duration::from_secs(1) => self.this += 1,
+            Some(start) if now.duration_since(start) < Duration::from_secs(2) => {
+                (self.last, self.this) = (self.this, 1);
+                self.second = Some(start + Duration::from_secs(1));
+            }
+            _ => {
+                (self.last, self.this) = (0, 1);
+                self.second = Some(now);
+            }
+        }
+    }
+
+    /// The last whole second's count, or the current one's if it is larger.
+    fn per_second(&self) -> u64 {
+        self.last.max(self.this)
+    }
+}
+
+/// Unsubscribes after `max` messages in all (the ones already on their way),
+/// handing each to `take`.
+async fn drain(subscriber: &mut async_nats::Subscriber, max: u64, mut take: impl FnMut(async_nats::Message)) {
+    if subscriber.unsubscribe_after(max).await.is_err() {
         return;
     }
     loop {

@@ -376,6 +376,27 @@ fn scaling_from_one_to_three_and_back_under_load_fails_no_call() {
     assert_eq!(replicas(), 1);
 }
 
+/// Answers lattice `test`'s inventory requests as a host that runs nothing
+/// and says the lattice has 3 hosts, for as long as the guard lives.
+fn claims_more_hosts(url: &str) -> tokio::runtime::Runtime {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(async_nats::connect(url)).unwrap();
+    let mut requests = runtime
+        .block_on(client.subscribe("membrane.test.ctl.v1.inventory"))
+        .unwrap();
+    runtime.block_on(client.flush()).unwrap();
+    runtime.spawn(async move {
+        use futures::StreamExt as _;
+        let answer = r#"{"host":"host-claims3","labels":{},"uptime_s":0,"components":[],"lattice_hosts":3}"#;
+        while let Some(request) = requests.next().await {
+            if let Some(reply) = request.reply {
+                let _ = client.publish(reply, answer.into()).await;
+            }
+        }
+    });
+    runtime
+}
+
 fn wait_until(mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !condition() {
@@ -489,6 +510,10 @@ fn two_concurrent_updates_leave_one_version_everywhere() {
         ok(ctl(&server, &["push", &path("versioned_v2")])),
         ok(ctl(&server, &["push", &path("versioned_v4")])),
     );
+    // A peer that claims a third host in the lattice keeps each update's
+    // inventory gathering open for its full settle (250 ms), so both racers
+    // read the desired state before either writes it.
+    let _peer = claims_more_hosts(&server.url());
     let racers: Vec<_> = [v2.trim().to_string(), v4.trim().to_string()]
         .into_iter()
         .map(|digest| {
@@ -519,8 +544,8 @@ fn two_concurrent_updates_leave_one_version_everywhere() {
         );
     }
     // Both read the desired state before either wrote it (an update
-    // gathers the inventory for 250 ms in between), so compare-and-set
-    // must refuse exactly one: without it, both would "win".
+    // gathers the inventory in between, here for 250 ms), so
+    // compare-and-set must refuse exactly one: without it, both would "win".
     let won = outputs.iter().filter(|o| o.status.success()).count();
     assert_eq!(won, 1, "exactly one update wins");
     let lost: Vec<String> = outputs

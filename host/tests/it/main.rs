@@ -7,6 +7,7 @@ mod support;
 
 mod admin;
 mod bad_input;
+mod churn;
 mod config;
 mod control;
 mod dev;
