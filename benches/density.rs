@@ -29,9 +29,8 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The string `marker` answers, as built: the bench overwrites the `#`s.
@@ -242,71 +241,41 @@ struct Sample {
     threads: u64,
 }
 
-/// A `membrane up` process, started and ready.
+/// A `membrane up` process, started and ready, with its http-rpc address.
 struct Host {
-    child: Child,
-    ready: Duration,
+    process: membrane_benches::Membrane,
     /// The http-rpc address, from the log.
     rpc: Option<String>,
 }
 
 impl Host {
     fn start(binary: &Path, args: &[&std::ffi::OsStr], env: &Env) -> Host {
-        let spawned = Instant::now();
-        let mut child = Command::new(binary)
-            .arg("up")
-            .args(args)
-            .env("RUST_LOG", "membrane=info,warn")
-            .env("MEMBRANE_CACHE_DIR", &env.cache)
-            .env("MEMBRANE_CACHE_KEY", &env.key)
-            .env("MEMBRANE_DATA_DIR", &env.data)
-            .env_remove("MEMBRANE_NATS")
-            .env_remove("MEMBRANE_MAX_INSTANCES")
-            .env_remove("MEMBRANE_OTLP")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn membrane");
-        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let (mut rpc, mut last) = (None, Vec::new());
-        let ready = loop {
-            let Some(line) = lines.next() else {
-                panic!("the host exited before it was ready:\n{}", last.join("\n"));
-            };
-            let line = line.expect("read stderr");
-            if let Some(rest) = line.split("http-rpc http://").nth(1) {
-                rpc = rest.split(' ').next().map(str::to_string);
-            }
-            if line.contains(" ready: ") {
-                break spawned.elapsed();
-            }
-            if line.contains("WARN") || line.contains("ERROR") {
-                eprintln!("density: host says: {}", line.chars().take(300).collect::<String>());
-            }
-            last.push(line.chars().take(300).collect::<String>());
-            if last.len() > 20 {
-                last.remove(0);
-            }
-        };
-        // Keep draining the log so the host never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
-        Host { child, ready, rpc }
-    }
-
-    /// A line of /proc/PID/status, as a number.
-    fn status(&self, key: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
+        let process = membrane_benches::Membrane::start(
+            binary,
+            args,
+            &[
+                ("MEMBRANE_CACHE_DIR", env.cache.as_os_str()),
+                ("MEMBRANE_CACHE_KEY", env.key.as_os_str()),
+                ("MEMBRANE_DATA_DIR", env.data.as_os_str()),
+            ],
+            Duration::from_secs(600),
+        );
+        for line in process.log.iter().filter(|l| l.contains("WARN") || l.contains("ERROR")) {
+            eprintln!("density: host says: {}", line.chars().take(300).collect::<String>());
+        }
+        let rpc = process.log.iter().find_map(|l| {
+            l.split("http-rpc http://")
+                .nth(1)?
+                .split(' ')
+                .next()
+                .map(str::to_string)
+        });
+        Host { process, rpc }
     }
 
     /// Minor page faults of the process so far (/proc/PID/stat).
     fn minor_faults(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.process.id())).unwrap_or_default();
         // After the command's `(name)`: state is field 3, minflt field 10.
         stat.rsplit_once(')')
             .and_then(|(_, rest)| rest.split_whitespace().nth(7)?.parse().ok())
@@ -315,17 +284,10 @@ impl Host {
 
     fn sample(&self) -> Sample {
         Sample {
-            ready: self.ready,
-            rss_kib: self.status("VmRSS"),
-            threads: self.status("Threads"),
+            ready: self.process.ready,
+            rss_kib: self.process.status("VmRSS"),
+            threads: self.process.status("Threads"),
         }
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -24,9 +24,8 @@ use membrane::runtime::context::CallContext;
 use membrane::runtime::dispatch::FunctionRef;
 use membrane_benches::{NatsServer, Stats, load, measure, measure_http, percentiles, post, raw_echo, wasm};
 use std::fs::File;
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::component::Val;
@@ -410,71 +409,42 @@ fn manifest(root: &Path, dir: &Path, file: &str, layout: &str, reuse: bool) -> P
     path
 }
 
-/// A `membrane up` process.
+/// A `membrane up` process, with its HTTP address and what it runs.
 struct Host {
-    child: Child,
+    process: membrane_benches::Membrane,
     http: Option<String>,
     describe: String,
 }
 
 impl Host {
     fn start(binary: &Path, manifest: Option<&Path>, url: &str, lattice: &str, labels: &[&str]) -> Host {
-        let mut command = Command::new(binary);
-        command.arg("up");
-        if let Some(manifest) = manifest {
-            command.arg(manifest);
-        }
-        command.args(["--nats", url, "--lattice", lattice]);
+        let mut args: Vec<std::ffi::OsString> = manifest.map(|m| m.as_os_str().to_owned()).into_iter().collect();
+        args.extend(["--nats", url, "--lattice", lattice].map(Into::into));
         for label in labels {
-            command.args(["--label", label]);
+            args.extend(["--label", label].map(Into::into));
         }
-        let mut child = command
-            .env("RUST_LOG", "membrane=info,warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn membrane");
-        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let (mut http, mut components) = (None, 0);
-        let deadline = Instant::now() + Duration::from_secs(120);
-        for line in lines.by_ref() {
-            let line = line.expect("read stderr");
-            if let Some(rest) = line.split("serving http://").nth(1) {
-                http = rest.split(' ').next().map(str::to_string);
-            }
-            if line.contains(" started ") {
-                components += 1;
-            }
-            if line.contains(" ready: ") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "host not ready");
-        }
-        // Keep draining the log so the host never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let process = membrane_benches::Membrane::start(binary, &args, &[], Duration::from_secs(120));
+        let http = process
+            .log
+            .iter()
+            .find_map(|l| l.split("serving http://").nth(1)?.split(' ').next().map(str::to_string));
+        let components = process.log.iter().filter(|l| l.contains(" started ")).count();
         let describe = if labels.is_empty() {
             format!("{components} component(s)")
         } else {
             format!("{} ({components} component(s))", labels.join(","))
         };
-        Host { child, http, describe }
+        Host {
+            process,
+            http,
+            describe,
+        }
     }
 
     /// Resident memory, from /proc.
     fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.status("VmRSS")
     }
 }
 
@@ -985,11 +955,11 @@ fn goal(line: &mut impl FnMut(String), measure: &str, goal: &str, measured: Stri
     line(format!("| {measure} | {goal} | {measured} | {status} |"));
 }
 
-const WHY_EXAMPLE: &str = "a request runs three components and two dynamic links (`Val` lifting and lowering of the policy and the quote through a second store), where the baseline runs one function; composing co-located components, the lever for this, is not built ([profile](docs/performance.md#http-019-native-hyper-at-concurrency-64-missed))";
-const WHY_ECHO: &str = "the wasi:http path: request and response are resources with streams, and with a fresh instance a new store and `WasiCtx` per request; `wasmtime serve`'s row above is the same engine's own figure ([profile](docs/performance.md#http-019-native-hyper-at-concurrency-64-missed))";
-const WHY_HOP: &str = "a dynamic link is a call into a second store: about 8 800 instructions, almost all in wasmtime's async host call, fiber switch and `Val` lifting; composition is not built ([profile](docs/performance.md#in-process-link-hop-in-instructions-issue-67-in-progress))";
-const WHY_FRESH: &str = "82 000 instructions, mostly wasmtime's instantiation of a component whose std imports 74 functions ([profile](docs/performance.md#in-process-link-hop-in-instructions-issue-67-in-progress))";
-const WHY_REMOTE: &str = "the serving host's task, the async host call and the header encode and decode on top of NATS's own round trip, bound by wake-up latency on 2 shared cores ([profile](docs/performance.md#distributed-hop-127-raw-nats-with-reuse-met-143-fresh))";
+const WHY_EXAMPLE: &str = "a request runs three components and two dynamic links (`Val` lifting and lowering of the policy and the quote through a second store), where the baseline runs one function; composing co-located components, the lever for this, is not built ([profile](docs/performance.md#http-against-native-hyper))";
+const WHY_ECHO: &str = "the wasi:http path: request and response are resources with streams, and with a fresh instance a new store and `WasiCtx` per request; `wasmtime serve`'s row above is the same engine's own figure ([profile](docs/performance.md#http-against-native-hyper))";
+const WHY_HOP: &str = "a dynamic link is a call into a second store: about 8 800 instructions, almost all in wasmtime's async host call, fiber switch and `Val` lifting; composition is not built ([profile](docs/performance.md#in-process-link-hop-in-instructions))";
+const WHY_FRESH: &str = "82 000 instructions, mostly wasmtime's instantiation of a component whose std imports 74 functions ([profile](docs/performance.md#in-process-link-hop-in-instructions))";
+const WHY_REMOTE: &str = "the serving host's task, the async host call and the header encode and decode on top of NATS's own round trip, bound by wake-up latency on 2 shared cores ([profile](docs/performance.md#distributed-hop))";
 
 /// The median of `f` over the rounds, with its min and max, in µs.
 fn micro_spread(micros: &[Micro], f: fn(&Micro) -> Duration) -> String {

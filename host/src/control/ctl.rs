@@ -77,10 +77,17 @@ impl Ctl {
         if strip_builds(&mut table) {
             eprintln!("note: `build` tables are not applied: they are for `membrane dev` on this machine");
         }
+        // Components built from one file are pushed once.
+        let mut pushed: std::collections::HashMap<&Path, String> = std::collections::HashMap::new();
         for (name, spec) in &manifest.components {
-            let digest = match spec.digest_source() {
-                Some(digest) => digest.to_string(),
-                None => self.push(&spec.source).await?,
+            let digest = match (spec.digest_source(), pushed.get(spec.source.as_path())) {
+                (Some(digest), _) => digest.to_string(),
+                (None, Some(digest)) => digest.clone(),
+                (None, None) => {
+                    let digest = self.push(&spec.source).await?;
+                    pushed.insert(&spec.source, digest.clone());
+                    digest
+                }
             };
             if let Some(c) = table
                 .get_mut("components")
