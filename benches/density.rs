@@ -50,15 +50,7 @@ fn main() {
         .max(2);
     // Starts of each size, latency rounds, calls per round and host.
     let (starts, rounds, calls) = if quick { (3, 3, 300) } else { (5, 5, 2000) };
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let binary = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), PathBuf::from)
-        .join("release/membrane");
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo build --release -p membrane` first",
-        binary.display()
-    );
+    let binary = membrane_benches::membrane_binary();
     let dir = tempfile::tempdir().expect("temp dir");
     let env = Env {
         cache: dir.path().join("cache"),
@@ -324,14 +316,8 @@ struct Rpc {
 
 impl Rpc {
     async fn connect(addr: &str) -> Rpc {
-        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
-        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .expect("handshake");
-        tokio::spawn(conn);
         Rpc {
-            sender,
+            sender: membrane_benches::http1(addr).await,
             addr: addr.to_string(),
         }
     }

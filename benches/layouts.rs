@@ -50,14 +50,7 @@ fn main() {
         (Duration::from_millis(500), Duration::from_secs(3), 3)
     };
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let binary = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), PathBuf::from)
-        .join("release/membrane");
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo build --release -p membrane` first",
-        binary.display()
-    );
+    let binary = membrane_benches::membrane_binary();
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     let server = NatsServer::start();
     let dir = tempfile::tempdir().expect("temp dir");

@@ -24,6 +24,32 @@ pub fn wasm(name: &str) -> String {
     path.display().to_string()
 }
 
+/// The built `membrane` binary (release); panics with the command to run
+/// when it is missing.
+pub fn membrane_binary() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let binary = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("release/membrane");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build --release -p membrane` first",
+        binary.display()
+    );
+    binary
+}
+
+/// A kept-alive HTTP/1 connection to `addr` (no Nagle delay).
+pub async fn http1(addr: &str) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    sender
+}
+
 /// Loads `manifest` (TOML, with `{wasm:NAME}` placeholders) into a runtime.
 pub async fn load(manifest: &str) -> Arc<Runtime> {
     let mut text = manifest.to_string();
@@ -211,13 +237,7 @@ pub async fn measure_http(
 ) -> Stats {
     let mut senders = Vec::new();
     for _ in 0..concurrency {
-        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
-        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .expect("handshake");
-        tokio::spawn(conn);
-        senders.push(Arc::new(tokio::sync::Mutex::new(sender)));
+        senders.push(Arc::new(tokio::sync::Mutex::new(http1(addr).await)));
     }
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let addr = addr.to_string();

@@ -269,3 +269,31 @@ async fn drain(subscriber: &mut async_nats::Subscriber, max: u64, mut take: impl
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_subscription_counts_its_current_second() {
+        let mut rate = Rate::default();
+        assert_eq!(rate.per_second(), 0);
+        for _ in 0..50 {
+            rate.tick();
+        }
+        // Drained now, it would accept the minimum slack: 50 / 10 < 16.
+        assert_eq!(rate.per_second(), 50);
+        assert_eq!((rate.per_second() / 10).clamp(DRAIN_SLACK.0, DRAIN_SLACK.1), 16);
+    }
+
+    #[test]
+    fn a_quiet_second_resets_the_rate() {
+        let mut rate = Rate {
+            second: Some(std::time::Instant::now() - Duration::from_secs(5)),
+            this: 20_000,
+            last: 20_000,
+        };
+        rate.tick();
+        assert_eq!(rate.per_second(), 1, "traffic of seconds ago does not count");
+    }
+}
