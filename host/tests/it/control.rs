@@ -377,7 +377,7 @@ fn scaling_from_one_to_three_and_back_under_load_fails_no_call() {
 }
 
 /// Answers lattice `test`'s inventory requests as a host that runs nothing
-/// and says the lattice has 3 hosts, for as long as the guard lives.
+/// and says the lattice has 10 hosts, for as long as the guard lives.
 fn claims_more_hosts(url: &str) -> tokio::runtime::Runtime {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = runtime.block_on(async_nats::connect(url)).unwrap();
@@ -387,7 +387,7 @@ fn claims_more_hosts(url: &str) -> tokio::runtime::Runtime {
     runtime.block_on(client.flush()).unwrap();
     runtime.spawn(async move {
         use futures::StreamExt as _;
-        let answer = r#"{"host":"host-claims3","labels":{},"uptime_s":0,"components":[],"lattice_hosts":3}"#;
+        let answer = r#"{"host":"host-claims10","labels":{},"uptime_s":0,"components":[],"lattice_hosts":10}"#;
         while let Some(request) = requests.next().await {
             if let Some(reply) = request.reply {
                 let _ = client.publish(reply, answer.into()).await;
@@ -510,9 +510,10 @@ fn two_concurrent_updates_leave_one_version_everywhere() {
         ok(ctl(&server, &["push", &path("versioned_v2")])),
         ok(ctl(&server, &["push", &path("versioned_v4")])),
     );
-    // A peer that claims a third host in the lattice keeps each update's
-    // inventory gathering open for its full settle (250 ms), so both racers
-    // read the desired state before either writes it.
+    // A peer that claims a lattice of 10 hosts (there are 3 answers: the two
+    // hosts and itself) keeps each update's inventory gathering open for its
+    // full settle (250 ms), so both racers read the desired state before
+    // either writes it.
     let _peer = claims_more_hosts(&server.url());
     let racers: Vec<_> = [v2.trim().to_string(), v4.trim().to_string()]
         .into_iter()
