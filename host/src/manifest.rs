@@ -7,9 +7,11 @@
 //! components' own types (do the link's two sides agree?) live in
 //! [`crate::runtime`] and [`crate::links`]. See `docs/manifest.md`.
 
+pub mod adaptive;
 pub mod outbound;
 pub mod route;
 
+pub use adaptive::AdaptiveSpec;
 pub use outbound::AllowedHosts;
 pub use route::RoutePattern;
 
@@ -47,6 +49,10 @@ pub struct Manifest {
     /// granted to a component but not listed here is `embedded`.
     #[serde(default)]
     pub keyvalue: BTreeMap<String, BucketSpec>,
+    /// `[adaptive]`: thresholds for starting a callee on a hot caller's host
+    /// (components opt in with `may_run`). `None`: placement is static.
+    #[serde(default)]
+    pub adaptive: Option<AdaptiveSpec>,
 }
 
 /// `[keyvalue.<bucket>]`: one key-value bucket of the app.
@@ -138,6 +144,12 @@ pub struct ComponentSpec {
     /// match run it. `None`: every matching host runs it.
     #[serde(default)]
     pub instances: Option<u32>,
+    /// Label selector of where the component *may* run, wider than
+    /// `placement` (`{}`: any host): with `[adaptive]`, a hot caller's host
+    /// may start an extra replica for its own calls. `None`: only where
+    /// `placement` says.
+    #[serde(default)]
+    pub may_run: Option<BTreeMap<String, String>>,
     /// Instance strategy: the calls one instance may serve before it is
     /// replaced. 0 (the default) gives every call a fresh instance; more
     /// keeps healthy instances between calls, so guest state survives them.
@@ -734,6 +746,9 @@ impl Manifest {
             problems.push("components: the app has no components".to_string());
         }
         self.component_problems(&mut problems);
+        if let Some(adaptive) = &self.adaptive {
+            problems.extend(adaptive.problems());
+        }
         self.keyvalue_problems(&mut problems);
         self.link_problems(&mut problems);
         self.binding_problems(&mut problems);
@@ -820,6 +835,17 @@ impl Manifest {
             }
             if let Some(build) = &spec.build {
                 problems.extend(build.problems(name));
+            }
+            if let Some(may_run) = &spec.may_run {
+                problems.extend(adaptive::may_run_problems(name, may_run, &spec.placement));
+                for bucket in &spec.keyvalue.buckets {
+                    if self.bucket_backend(bucket) == KvBackend::Embedded {
+                        problems.push(format!(
+                            "components.{name}.may_run: bucket `{bucket}` is embedded (one host's data), so a replica \
+                             on another host would see other data: make it `[keyvalue.{bucket}] backend = \"nats\"`, or drop may_run"
+                        ));
+                    }
+                }
             }
         }
     }

@@ -153,10 +153,23 @@ impl AppRunner {
     /// medium that fails to bind is reported in [`Reconciled::failures`]
     /// after the rest is running.
     pub async fn reconcile(&mut self, manifest: &Manifest, here: BTreeSet<String>) -> anyhow::Result<Reconciled> {
+        self.reconcile_with_extras(manifest, here, &BTreeSet::new()).await
+    }
+
+    /// [`AppRunner::reconcile`], where the `extras` among `here` are extra
+    /// replicas for this host's own callers (adaptive placement): they are
+    /// linked in process but serve no medium and no remote link.
+    pub async fn reconcile_with_extras(
+        &mut self,
+        manifest: &Manifest,
+        here: BTreeSet<String>,
+        extras: &BTreeSet<String>,
+    ) -> anyhow::Result<Reconciled> {
         let staged = stage::stage(&self.runtime, manifest, &here, self.lattice.as_ref()).await?;
         let compile = staged.compile;
         let compiled_at = Instant::now();
-        let wanted = self.plan(manifest, &here);
+        let served: BTreeSet<String> = here.difference(extras).cloned().collect();
+        let wanted = self.plan(manifest, &served);
         let leaving: Vec<String> = self
             .media
             .keys()

@@ -167,7 +167,8 @@ impl App<'_> {
                 define_local(linker, engine, &link.import, ty, (slots - 1, calls), target)
             } else if let Some(lattice) = self.lattice {
                 let timeout = link.timeout_ms.map(Duration::from_millis);
-                define_remote(linker, engine, &link.import, ty, (target, calls), lattice, timeout)
+                let waited = links::waited_counter(&self.manifest.app.name, name, &link.to);
+                define_remote(linker, engine, &link.import, ty, (target, calls, waited), lattice, timeout)
             } else {
                 problems.push(format!(
                     "links[{i}]: `{}` does not run on this host (placement {:?}) and there is no lattice: pass --nats URL",

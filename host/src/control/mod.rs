@@ -138,7 +138,11 @@ impl HostOutcomeKind {
             EventKind::ComponentStarted => Some(HostOutcomeKind::Started),
             EventKind::ComponentRejected | EventKind::AppRejected => Some(HostOutcomeKind::Rejected),
             EventKind::ComponentFailed => Some(HostOutcomeKind::Failed),
-            EventKind::ComponentStopped | EventKind::HostStarted | EventKind::HostStopped => None,
+            EventKind::ComponentStopped
+            | EventKind::HostStarted
+            | EventKind::HostStopped
+            | EventKind::PlacementAdapted
+            | EventKind::PlacementReverted => None,
         }
     }
 

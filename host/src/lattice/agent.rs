@@ -9,6 +9,7 @@
 //! old one keeps serving. There is no scheduler: every host runs this same
 //! loop over the same inputs.
 
+use super::adapt::{self, Adapter, AppView, Decision, Sample};
 use super::desired::{AppRevision, Desired};
 use super::events::{Event, EventKind, Events, event_subject};
 use super::inventory::{AppsView, HostInventory, heartbeat_subject};
@@ -29,6 +30,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Sleep;
 
+/// How often adaptive placement weighs the link counters.
+const ADAPT_EVERY: Duration = Duration::from_secs(1);
+
 /// The revisions of the lattice's desired state, from
 /// [`super::desired::Desired::watch`].
 pub type DesiredStream = std::pin::Pin<Box<dyn futures::Stream<Item = AppRevision> + Send>>;
@@ -47,6 +51,9 @@ struct AppState {
     applied_manifest: Option<Manifest>,
     /// Why the last reconcile failed, if it did.
     problem: Option<String>,
+    /// Extra replicas run here for this host's own callers (adaptive
+    /// placement), beside what placement puts here.
+    extras: BTreeSet<String>,
 }
 
 /// This host's agent.
@@ -64,6 +71,8 @@ pub struct Agent {
     policy: Policy,
     /// Where this host's status is reported.
     board: Arc<StatusBoard>,
+    /// Adaptive placement's view of this host's links.
+    adapter: Adapter,
 }
 
 impl Agent {
@@ -81,6 +90,7 @@ impl Agent {
             trust: Trust::default(),
             policy: Policy::default(),
             board: Arc::default(),
+            adapter: Adapter::default(),
         }
     }
 
@@ -118,6 +128,7 @@ impl Agent {
                     .as_ref()
                     .map(|r| r.here().iter().cloned().collect())
                     .unwrap_or_default(),
+                adapted: state.extras.iter().cloned().collect(),
                 components: state.manifest.components.len(),
                 problem: state.problem.clone(),
             })
@@ -206,6 +217,8 @@ impl Agent {
         tokio::pin!(rewatch);
         let mut peers = self.follow_peers().await;
         let mut expiry = tokio::time::interval(heartbeat);
+        let mut adapting = tokio::time::interval(ADAPT_EVERY);
+        adapting.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         self.board.beat(heartbeat);
         self.publish_status();
@@ -232,6 +245,7 @@ impl Agent {
                         self.reconcile_all().await;
                     }
                 }
+                _ = adapting.tick() => self.adapt().await,
                 _ = expiry.tick() => {
                     self.board.beat(heartbeat);
                     self.publish_status();
@@ -366,7 +380,9 @@ impl Agent {
             | EventKind::ComponentStopped
             | EventKind::ComponentRejected
             | EventKind::ComponentFailed
-            | EventKind::AppRejected => false,
+            | EventKind::AppRejected
+            | EventKind::PlacementAdapted
+            | EventKind::PlacementReverted => false,
         }
     }
 
@@ -396,7 +412,10 @@ impl Agent {
         let Some(state) = self.apps.get_mut(app) else {
             return Ok(());
         };
-        let here = placement::placed_here(&state.manifest, &self.me, &members);
+        let placed = placement::placed_here(&state.manifest, &self.me, &members);
+        state.extras = adapt::still_wanted(&state.manifest, &self.me, &placed, &state.extras);
+        let extras = state.extras.clone();
+        let here: BTreeSet<String> = placed.union(&extras).cloned().collect();
         if state.applied.as_ref() == Some(&(state.text.clone(), here.clone())) {
             return Ok(());
         }
@@ -419,7 +438,7 @@ impl Agent {
             Some(runner) => runner,
             None => AppRunner::new(&manifest, &self.host),
         };
-        let outcome = runner.reconcile(&manifest, here.clone()).await;
+        let outcome = runner.reconcile_with_extras(&manifest, here.clone(), &extras).await;
         let runtime = runner.runtime().clone();
         // A runner that never ran anything here is not kept after a failure.
         if outcome.is_ok() || state.applied.is_some() {
@@ -439,6 +458,75 @@ impl Agent {
                 self.report_refused(app, &here, &manifest, previous.as_ref(), revision, &e)
                     .await;
                 Err(e)
+            }
+        }
+    }
+
+    /// Weighs this host's link counters (adaptive placement) and starts or
+    /// stops the extra replicas whose calls stayed hot or cold long enough,
+    /// each through an ordinary reconcile, each announced with its reason.
+    async fn adapt(&mut self) {
+        if !self.apps.values().any(|s| s.manifest.adaptive.is_some()) {
+            return;
+        }
+        let members = self.members.list();
+        let placed: BTreeMap<String, BTreeSet<String>> = self
+            .apps
+            .iter()
+            .filter(|(_, s)| s.manifest.adaptive.is_some() && s.runner.is_some())
+            .map(|(name, s)| (name.clone(), placement::placed_here(&s.manifest, &self.me, &members)))
+            .collect();
+        let views: BTreeMap<String, AppView<'_>> = placed
+            .iter()
+            .filter_map(|(name, placed)| {
+                let state = self.apps.get(name)?;
+                let view = AppView {
+                    manifest: &state.manifest,
+                    placed,
+                    extras: &state.extras,
+                };
+                Some((name.clone(), view))
+            })
+            .collect();
+        let room = self.host.engine.has_room();
+        let decisions = self.adapter.tick(Sample::now(), &self.me, room, &views);
+        for decision in decisions {
+            let (app, component, reason, adapted) = match decision {
+                Decision::Adapt { app, component, reason } => (app, component, reason, true),
+                Decision::Revert { app, component, reason } => (app, component, reason, false),
+            };
+            let Some(state) = self.apps.get_mut(&app) else { continue };
+            let revision = state.revision;
+            if adapted {
+                state.extras.insert(component.clone());
+            } else {
+                state.extras.remove(&component);
+            }
+            let (kind, verb) = if adapted {
+                (EventKind::PlacementAdapted, "starting an extra replica of")
+            } else {
+                (EventKind::PlacementReverted, "stopping the extra replica of")
+            };
+            tracing::info!("app `{app}`: {verb} `{component}` here: {reason}");
+            match self.reconcile(&app).await {
+                Ok(()) => {
+                    let mut event = self.event(kind, &app, &component, revision);
+                    event.reason = Some(reason);
+                    self.emit(event).await;
+                }
+                Err(e) => {
+                    tracing::warn!("app `{app}`: placement of `{component}` unchanged: {e:#}");
+                    if let Some(state) = self.apps.get_mut(&app) {
+                        if adapted {
+                            state.extras.remove(&component);
+                        } else {
+                            state.extras.insert(component.clone());
+                        }
+                    }
+                    if let Err(e) = self.reconcile(&app).await {
+                        tracing::warn!("app `{app}`: {e:#}");
+                    }
+                }
             }
         }
     }
@@ -593,6 +681,7 @@ impl AppState {
             applied: None,
             applied_manifest: None,
             problem: None,
+            extras: BTreeSet::new(),
         }
     }
 }

@@ -51,6 +51,13 @@ pub enum EventKind {
     /// keeps running.
     #[serde(rename = "app.rejected")]
     AppRejected,
+    /// A host started an extra replica of a component beside its hot
+    /// callers (adaptive placement); `reason` says how hot.
+    #[serde(rename = "placement.adapted")]
+    PlacementAdapted,
+    /// A host stopped an extra replica whose calls went cold.
+    #[serde(rename = "placement.reverted")]
+    PlacementReverted,
 }
 
 impl EventKind {
@@ -65,6 +72,8 @@ impl EventKind {
             EventKind::ComponentRejected => "component.rejected",
             EventKind::ComponentFailed => "component.failed",
             EventKind::AppRejected => "app.rejected",
+            EventKind::PlacementAdapted => "placement.adapted",
+            EventKind::PlacementReverted => "placement.reverted",
         }
     }
 }
@@ -102,7 +111,7 @@ pub struct Event {
     /// The desired-state revision that caused it, for applied apps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<u64>,
-    /// Why, for `rejected` and `failed`.
+    /// Why, for `rejected`, `failed` and `placement.*`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Fetch and compile time, in milliseconds.
@@ -172,13 +181,14 @@ pub fn log_stream(lattice: &str) -> String {
 /// Events the log keeps: at most this many, for at most a week.
 const LOG_MESSAGES: i64 = 10_000;
 
-/// Creates `lattice`'s event log if it is missing.
+/// Creates `lattice`'s event log if it is missing, or brings an older one's
+/// subjects up to date (a log made before `placement.*` events).
 pub async fn ensure_log(client: &async_nats::Client, lattice: &str) -> anyhow::Result<()> {
     let js = async_nats::jetstream::new(client.clone());
-    js.get_or_create_stream(async_nats::jetstream::stream::Config {
+    let config = async_nats::jetstream::stream::Config {
         name: log_stream(lattice),
         description: Some("Membrane lattice events".into()),
-        subjects: ["host", "component", "app"]
+        subjects: ["host", "component", "app", "placement"]
             .iter()
             .map(|kind| event_subject(lattice, &format!("{kind}.>")))
             .collect(),
@@ -186,9 +196,13 @@ pub async fn ensure_log(client: &async_nats::Client, lattice: &str) -> anyhow::R
         max_age: std::time::Duration::from_secs(7 * 24 * 3600),
         discard: async_nats::jetstream::stream::DiscardPolicy::Old,
         ..Default::default()
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("cannot create the event log {}: {e}", log_stream(lattice)))?;
+    };
+    let fail = |e: &dyn std::fmt::Display| anyhow::anyhow!("cannot create the event log {}: {e}", log_stream(lattice));
+    let mut stream = js.get_or_create_stream(config.clone()).await.map_err(|e| fail(&e))?;
+    let current = stream.info().await.map_err(|e| fail(&e))?.config.subjects.clone();
+    if current != config.subjects {
+        js.update_stream(config).await.map_err(|e| fail(&e))?;
+    }
     Ok(())
 }
 
@@ -242,6 +256,9 @@ mod tests {
             EventKind::ComponentStopped,
             EventKind::ComponentRejected,
             EventKind::ComponentFailed,
+            EventKind::AppRejected,
+            EventKind::PlacementAdapted,
+            EventKind::PlacementReverted,
         ] {
             let json = serde_json::to_string(&kind).expect("a kind serializes");
             assert_eq!(json, format!("\"{}\"", kind.as_str()));

@@ -4,6 +4,7 @@
 //! (KV) and who may sign it, artifacts (object store), and the apps'
 //! key-value buckets (KV).
 
+pub mod adapt;
 pub mod agent;
 pub mod artifacts;
 pub mod connection;

@@ -41,6 +41,10 @@ pub struct AppStatus {
     pub placed_here: Vec<String>,
     /// Components running on this host.
     pub running: Vec<String>,
+    /// Of those, the extra replicas adaptive placement started for this
+    /// host's own callers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub adapted: Vec<String>,
     /// Components in the whole app.
     pub components: usize,
     /// Why the last reconcile failed, if it did.

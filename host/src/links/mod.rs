@@ -111,6 +111,17 @@ pub fn calls_counter(app: &str, from: &str, to: &str, local: bool) -> Counter {
     )
 }
 
+/// The counter of microseconds that calls over the remote link from `from`
+/// to `to` in `app` waited for their replies: with [`calls_counter`], the
+/// link's mean remote cost (what adaptive placement weighs).
+pub fn waited_counter(app: &str, from: &str, to: &str) -> Counter {
+    registry().counter(
+        "membrane_link_remote_wait_microseconds_total",
+        "Time calls over a remote link waited for their replies, in microseconds.",
+        &[("app", app), ("from", from), ("to", to)],
+    )
+}
+
 /// The span of one call over a link (`link`), from component `from` to
 /// `interface#function` of `to`, `mode` `local` or `remote`; opened only
 /// when spans are exported (else a disabled span, which costs nothing), with

@@ -67,17 +67,19 @@ struct RemoteFunc {
     params: Vec<Type>,
     results: Vec<Type>,
     calls: Counter,
+    /// Microseconds spent waiting for replies.
+    waited: Counter,
 }
 
 /// Defines every function of `interface` (typed `import`) in `linker` as a
 /// NATS request to component `target` on whichever host runs it, counted in
-/// `calls`.
+/// `calls`, its time spent waiting in `waited`.
 pub fn define_remote(
     linker: &mut Linker<Host>,
     engine: &Engine,
     interface: &str,
     import: &ComponentInstance,
-    (target, calls): (Arc<str>, Counter),
+    (target, calls, waited): (Arc<str>, Counter, Counter),
     lattice: &Lattice,
     timeout: Option<Duration>,
 ) -> Result<()> {
@@ -97,6 +99,7 @@ pub fn define_remote(
             params: func.params().map(|(_, t)| t).collect(),
             results: func.results().collect(),
             calls: calls.clone(),
+            waited: waited.clone(),
         });
         instance.func_new_async(name, move |store, _ty, params, results| {
             let remote = remote.clone();
@@ -114,7 +117,9 @@ pub fn define_remote(
             // The span travels in the request's `traceparent`.
             let cx = data.cx.under(&span);
             Box::new(async move {
+                let started = Instant::now();
                 let result = remote.call(&cx, params, results).instrument(span.clone()).await;
+                remote.waited.add(started.elapsed().as_micros() as u64);
                 if let Err(fault) = &result {
                     trace::set_failed(&span, fault);
                 }

@@ -100,6 +100,12 @@ impl HostEngine {
     pub fn instance_permit(&self) -> Option<OwnedSemaphorePermit> {
         self.budget.clone().try_acquire_owned().ok()
     }
+
+    /// Whether at least a quarter of the host-wide instance budget is free
+    /// now: room to start one more component here.
+    pub fn has_room(&self) -> bool {
+        self.budget.available_permits() * 4 >= self.options.max_instances as usize
+    }
 }
 
 impl Drop for HostEngine {

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod adaptive;
 mod admin;
 mod bad_input;
 mod churn;
