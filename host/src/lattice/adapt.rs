@@ -14,6 +14,9 @@
 //! and then `c`, instead of the host of `b` pulling `c` only to let it go
 //! again when `b` leaves.
 //!
+//! A hot rate must also be steady: one that halves from one second to the
+//! next (the callers went elsewhere) starts the hold again.
+//!
 //! Every host decides for itself from its own counters; nothing is
 //! coordinated and nothing is stored. The decisions are pure functions of
 //! two samples of the link counters ([`Sample`]), which keeps them testable;
@@ -92,6 +95,8 @@ pub struct Adapter {
     last: Option<Sample>,
     /// When (app, component) began to be hot (not here) or cold (an extra).
     since: HashMap<(String, String), Instant>,
+    /// The last rate of each hot link, to tell a steady load from a falling one.
+    rates: HashMap<(String, String), f64>,
 }
 
 impl Adapter {
@@ -184,7 +189,17 @@ impl Adapter {
                 });
                 let hold = if movable { hold * CHAIN_WAIT } else { hold };
                 watched.insert(key.clone());
+                // A rate that halved in a second is load going away (its
+                // callers moved), not a steady load: the hold starts again.
+                let previous = self.rates.insert(key.clone(), rate);
+                if previous.is_some_and(|p| rate < p / 2.0) {
+                    self.since.insert(key.clone(), now.at);
+                }
                 let since = *self.since.entry(key.clone()).or_insert(now.at);
+                tracing::debug!(
+                    "app `{app}`: calls to `{name}` over the lattice are hot ({rate:.0}/s) since {:.1} s",
+                    now.at.saturating_duration_since(since).as_secs_f64()
+                );
                 if now.at.saturating_duration_since(since) >= hold {
                     self.since.remove(&key);
                     let each_ms = waited as f64 / calls.max(1) as f64 / 1e3;
@@ -203,6 +218,7 @@ impl Adapter {
         }
         // A condition that broke starts its hold again next time.
         self.since.retain(|key, _| watched.contains(key));
+        self.rates.retain(|key, _| self.since.contains_key(key));
         decisions
     }
 }
@@ -315,6 +331,19 @@ mod tests {
             assert!(decided.is_empty(), "second {second}: {decided:?}");
         }
         assert_eq!(run(&mut adapter, &manifest, &none, sample(t0, 7, 3500, 0)).len(), 1);
+    }
+
+    #[test]
+    fn a_rate_that_halves_restarts_the_hold_even_above_the_threshold() {
+        let manifest = Manifest::parse(APP, "test").expect("manifest");
+        let (mut adapter, t0, none) = (Adapter::default(), Instant::now(), BTreeSet::new());
+        run(&mut adapter, &manifest, &none, sample(t0, 0, 0, 0));
+        // 1 500/s, 1 500/s, then the callers leave: 120/s is still hot, but
+        // falling, so the 2 s are not yet held.
+        run(&mut adapter, &manifest, &none, sample(t0, 1, 1500, 0));
+        run(&mut adapter, &manifest, &none, sample(t0, 2, 3000, 0));
+        assert!(run(&mut adapter, &manifest, &none, sample(t0, 3, 3120, 0)).is_empty());
+        assert!(run(&mut adapter, &manifest, &none, sample(t0, 4, 3150, 0)).is_empty(), "30/s: cold");
     }
 
     #[test]

@@ -31,9 +31,10 @@ fn manifest() -> String {
 }
 
 fn node(manifest: &str, server: &NatsServer, label: &str) -> Host {
-    Host::start_with(
+    Host::start_logged(
         manifest,
         &["--nats", &server.url(), "--lattice", "test", "--label", label],
+        "membrane::lattice::adapt=debug,membrane=info,warn",
     )
 }
 
