@@ -375,7 +375,7 @@ fn report(runs: &[Vec<Run>], length: Duration, quick: bool) -> String {
 /// Requests per second and p50 over time, the three layouts of the last
 /// round on one time axis.
 fn chart(runs: &[Vec<Run>], length: Duration) -> String {
-    let (w, h, left, top, plot_h) = (760.0, 420.0, 60.0, 30.0, 150.0);
+    let (w, h, left, top, plot_h) = (760.0, 460.0, 60.0, 30.0, 150.0);
     let plot_w = w - left - 20.0;
     let colors = ["#2b7a0b", "#b8431e", "#1f5fbf"];
     let last: Vec<&Run> = runs.iter().filter_map(|r| r.last()).collect();

@@ -12,6 +12,7 @@
 use super::adapt::{self, Adapter, AppView, Decision, Sample};
 use super::desired::{AppRevision, Desired};
 use super::events::{Event, EventKind, Events, event_subject};
+use super::handover::Handovers;
 use super::inventory::{AppsView, HostInventory, heartbeat_subject};
 use super::placement::{self, Member, Members};
 use super::policy::Policy;
@@ -73,6 +74,9 @@ pub struct Agent {
     board: Arc<StatusBoard>,
     /// Adaptive placement's view of this host's links.
     adapter: Adapter,
+    /// Who runs what, and the components kept here until their new hosts
+    /// run them (make-before-break).
+    handovers: Handovers,
 }
 
 impl Agent {
@@ -91,6 +95,7 @@ impl Agent {
             policy: Policy::default(),
             board: Arc::default(),
             adapter: Adapter::default(),
+            handovers: Handovers::default(),
         }
     }
 
@@ -170,6 +175,9 @@ impl Agent {
     pub async fn discover(&mut self, settle: Duration) -> anyhow::Result<()> {
         let Some(client) = &self.host.nats else { return Ok(()) };
         for host in super::inventory::gather(client, &self.lattice, settle).await? {
+            for component in &host.components {
+                self.handovers.started(&component.app, &component.name, &host.host);
+            }
             self.members.saw(member_of(&host));
         }
         self.members.learned();
@@ -252,7 +260,7 @@ impl Agent {
                     if !self.connected() {
                         // A peer is not gone because this host is deaf.
                         self.members.vouch_all();
-                    } else if self.members.expire() {
+                    } else if self.members.expire() || self.handovers.overdue() {
                         self.reconcile_all().await;
                     }
                 }
@@ -275,7 +283,11 @@ impl Agent {
     /// NATS.
     async fn follow_peers(&self) -> Option<SelectAll<async_nats::Subscriber>> {
         let client = self.host.nats.as_ref()?;
-        let subjects = [heartbeat_subject(&self.lattice), event_subject(&self.lattice, "host.*")];
+        let subjects = [
+            heartbeat_subject(&self.lattice),
+            event_subject(&self.lattice, "host.*"),
+            event_subject(&self.lattice, "component.*"),
+        ];
         let mut subscribers = Vec::new();
         for subject in subjects {
             match client.subscribe(subject).await {
@@ -374,11 +386,22 @@ impl Agent {
                 host: event.host,
                 labels: event.labels,
             }),
-            EventKind::HostStopped => self.members.left(&event.host),
-            EventKind::ComponentStarted
-            | EventKind::ComponentUpdated
-            | EventKind::ComponentStopped
-            | EventKind::ComponentRejected
+            EventKind::HostStopped => {
+                self.handovers.gone(&event.host);
+                self.members.left(&event.host)
+            }
+            // A component now running elsewhere may complete a hand-over.
+            EventKind::ComponentStarted | EventKind::ComponentUpdated => match (&event.app, &event.component) {
+                (Some(app), Some(component)) => self.handovers.started(app, component, &event.host),
+                _ => false,
+            },
+            EventKind::ComponentStopped => {
+                if let (Some(app), Some(component)) = (&event.app, &event.component) {
+                    self.handovers.stopped(app, component, &event.host);
+                }
+                false
+            }
+            EventKind::ComponentRejected
             | EventKind::ComponentFailed
             | EventKind::AppRejected
             | EventKind::PlacementAdapted
@@ -413,6 +436,16 @@ impl Agent {
             return Ok(());
         };
         let placed = placement::placed_here(&state.manifest, &self.me, &members);
+        // What placement moved elsewhere serves here until it runs there.
+        let running: BTreeSet<String> = state
+            .runner
+            .as_ref()
+            .map(|r| r.here().difference(&state.extras).cloned().collect())
+            .unwrap_or_default();
+        let kept = self
+            .handovers
+            .keep(&state.manifest, &self.me, &members, &running, &placed);
+        let placed: BTreeSet<String> = placed.union(&kept).cloned().collect();
         state.extras = adapt::still_wanted(&state.manifest, &self.me, &placed, &state.extras);
         let extras = state.extras.clone();
         let here: BTreeSet<String> = placed.union(&extras).cloned().collect();

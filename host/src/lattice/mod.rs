@@ -10,6 +10,7 @@ pub mod artifacts;
 pub mod connection;
 pub mod desired;
 pub mod events;
+pub mod handover;
 pub mod inventory;
 pub mod keyvalue;
 pub mod placement;

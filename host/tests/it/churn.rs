@@ -22,9 +22,14 @@ const WORKERS: usize = 4;
 const DEADLINE: Duration = Duration::from_secs(2);
 
 fn app(a: usize) -> String {
+    app_with(a, 2)
+}
+
+/// App `a` with `replicas` of each component.
+fn app_with(a: usize, replicas: usize) -> String {
     let mut text = format!("[app]\nname = \"churn{a}\"\n");
     for c in 0..COMPONENTS {
-        text += &format!("[components.c{c}]\nsource = \"{{wasm:versioned_v1}}\"\ninstances = 2\n");
+        text += &format!("[components.c{c}]\nsource = \"{{wasm:versioned_v1}}\"\ninstances = {replicas}\n");
     }
     for c in 0..COMPONENTS {
         text += &format!(
@@ -36,17 +41,16 @@ fn app(a: usize) -> String {
 }
 
 fn join(server: &NatsServer, slot: usize) -> Host {
+    join_with(server, slot, &[])
+}
+
+/// [`join`] with extra arguments.
+fn join_with(server: &NatsServer, slot: usize, extra: &[&str]) -> Host {
     let label = format!("slot={slot}");
-    Host::join(&[
-        "--nats",
-        &server.url(),
-        "--lattice",
-        "churn",
-        "--heartbeat-ms",
-        "500",
-        "--label",
-        &label,
-    ])
+    let url = server.url();
+    let mut args = vec!["--nats", &url, "--lattice", "churn", "--heartbeat-ms", "500", "--label", &label];
+    args.extend_from_slice(extra);
+    Host::join(&args)
 }
 
 fn ctl(server: &NatsServer, args: &[&str]) -> String {
@@ -110,6 +114,11 @@ fn expected(manifests: &[Manifest], members: &[Member]) -> Placement {
 /// Waits until the lattice runs every component, 2 replicas each, where
 /// rendezvous hashing over `live` hosts says; that placement.
 fn settled(server: &NatsServer, manifests: &[Manifest], live: usize) -> Placement {
+    settled_with(server, manifests, live, 2)
+}
+
+/// [`settled`] with `replicas` of each component.
+fn settled_with(server: &NatsServer, manifests: &[Manifest], live: usize, replicas: usize) -> Placement {
     let deadline = Instant::now() + Duration::from_secs(45);
     loop {
         let (placement, members) = inventory(server);
@@ -117,7 +126,7 @@ fn settled(server: &NatsServer, manifests: &[Manifest], live: usize) -> Placemen
         if members.len() == live
             && placement == want
             && want.len() == APPS * COMPONENTS
-            && want.values().all(|hosts| hosts.len() == 2)
+            && want.values().all(|hosts| hosts.len() == replicas)
         {
             return placement;
         }
@@ -293,4 +302,41 @@ fn replicas_follow_joins_leaves_and_kills_under_load() {
         );
     }
     drop(load);
+}
+
+#[test]
+fn a_lone_replica_moves_to_a_joining_host_without_a_gap() {
+    // One replica of each component: a move has no second replica to fall
+    // back on, so a joining host's replicas must be running before the old
+    // host lets go of them (make-before-break).
+    let server = NatsServer::start();
+    let mut hosts = vec![join(&server, 0)];
+    let dir = tempfile::tempdir().unwrap();
+    let mut manifests = Vec::new();
+    for a in 0..APPS {
+        let text = app_with(a, 1);
+        let path = dir.path().join(format!("churn{a}.toml"));
+        std::fs::write(&path, &text).unwrap();
+        ctl(&server, &["apply", &path.display().to_string()]);
+        manifests.push(Manifest::parse(&text, "churn.toml").unwrap());
+    }
+    let mut now = settled_with(&server, &manifests, 1, 1);
+    let load = Load::start(server.url());
+    load.answers(200);
+    let mut moved = 0;
+    for slot in 1..4 {
+        // A joining host that compiles afresh takes a while to start its
+        // replicas: long after it announced itself.
+        hosts.push(join_with(&server, slot, &["--no-cache"]));
+        let after = settled_with(&server, &manifests, hosts.len(), 1);
+        moved += after.iter().filter(|(k, v)| now.get(*k) != Some(*v)).count();
+        now = after;
+        load.answers(200);
+    }
+    assert!(moved > 0, "no replica moved to a joining host");
+    assert_eq!(load.failures(), vec![], "no call fails while lone replicas move");
+    eprintln!("churn: {moved} lone replica(s) moved to joining hosts, 0 calls failed");
+    // The old hosts said why they kept serving.
+    let kept = hosts.iter().filter(|h| h.log().contains("serving it here until it runs there")).count();
+    assert!(kept > 0, "no host handed a replica over");
 }
