@@ -124,7 +124,15 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     // Fill the compile cache, so every host loads compiled code.
     let cache = dir.path().join("cache");
-    drop(start_hosts(&binary, &root, dir.path(), &cache, &LAYOUTS[0], &server.url, "warm"));
+    drop(start_hosts(
+        &binary,
+        &root,
+        dir.path(),
+        &cache,
+        &LAYOUTS[0],
+        &server.url,
+        "warm",
+    ));
 
     // runs[layout][round]
     let mut runs: Vec<Vec<Run>> = LAYOUTS.iter().map(|_| Vec::new()).collect();
@@ -174,10 +182,7 @@ fn start_hosts(
 ) -> (Vec<Membrane>, String) {
     let mut text = std::fs::read_to_string(root.join("examples/insurance").join(layout.file)).expect("example");
     for name in ["gateway", "rater", "pricing"] {
-        text = text.replace(
-            &format!("../../target/wasm32-wasip2/release/{name}.wasm"),
-            &wasm(name),
-        );
+        text = text.replace(&format!("../../target/wasm32-wasip2/release/{name}.wasm"), &wasm(name));
     }
     let manifest = dir.join(format!("{lattice}.toml"));
     std::fs::write(&manifest, text.replace("127.0.0.1:8080", "127.0.0.1:0")).expect("write manifest");
@@ -348,7 +353,10 @@ fn report(runs: &[Vec<Run>], length: Duration, quick: bool) -> String {
     let after = range(after);
     let settled: Vec<String> = adaptive
         .iter()
-        .map(|r| r.settled_at().map_or("no move".to_string(), |d| format!("{:.1} s", d.as_secs_f64())))
+        .map(|r| {
+            r.settled_at()
+                .map_or("no move".to_string(), |d| format!("{:.1} s", d.as_secs_f64()))
+        })
         .collect();
     let failed: usize = adaptive.iter().map(Run::failed).sum();
     let met = after.0 >= 0.9 && failed == 0;
@@ -416,7 +424,11 @@ fn chart(runs: &[Vec<Run>], length: Duration) -> String {
                 .iter()
                 .enumerate()
                 .map(|(i, b)| {
-                    let v = if panel == 0 { b.rps() } else { b.p50().as_secs_f64() * 1e3 };
+                    let v = if panel == 0 {
+                        b.rps()
+                    } else {
+                        b.p50().as_secs_f64() * 1e3
+                    };
                     format!("{:.1},{:.1}", x(i), y0 + plot_h - plot_h * v / max)
                 })
                 .collect();

@@ -168,7 +168,15 @@ impl App<'_> {
             } else if let Some(lattice) = self.lattice {
                 let timeout = link.timeout_ms.map(Duration::from_millis);
                 let waited = links::waited_counter(&self.manifest.app.name, name, &link.to);
-                define_remote(linker, engine, &link.import, ty, (target, calls, waited), lattice, timeout)
+                define_remote(
+                    linker,
+                    engine,
+                    &link.import,
+                    ty,
+                    (target, calls, waited),
+                    lattice,
+                    timeout,
+                )
             } else {
                 problems.push(format!(
                     "links[{i}]: `{}` does not run on this host (placement {:?}) and there is no lattice: pass --nats URL",

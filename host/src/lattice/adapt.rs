@@ -103,7 +103,13 @@ impl Adapter {
     /// Weighs `sample` against the previous one for every app in `apps` that
     /// is `[adaptive]`, on host `me` (`room`: whether it may start one more
     /// component); the moves whose condition has held long enough.
-    pub fn tick(&mut self, sample: Sample, me: &Member, room: bool, apps: &BTreeMap<String, AppView<'_>>) -> Vec<Decision> {
+    pub fn tick(
+        &mut self,
+        sample: Sample,
+        me: &Member,
+        room: bool,
+        apps: &BTreeMap<String, AppView<'_>>,
+    ) -> Vec<Decision> {
         let Some(last) = self.last.replace(sample) else {
             return Vec::new();
         };
@@ -229,7 +235,12 @@ fn seconds_text(d: Duration) -> String {
 
 /// The extras still worth keeping on host `me`: not placed here anyway, still
 /// allowed by `may_run`, and still called by a component that runs here.
-pub fn still_wanted(manifest: &Manifest, me: &Member, placed: &BTreeSet<String>, extras: &BTreeSet<String>) -> BTreeSet<String> {
+pub fn still_wanted(
+    manifest: &Manifest,
+    me: &Member,
+    placed: &BTreeSet<String>,
+    extras: &BTreeSet<String>,
+) -> BTreeSet<String> {
     if manifest.adaptive.is_none() {
         return BTreeSet::new();
     }
@@ -309,19 +320,28 @@ mod tests {
         let manifest = Manifest::parse(APP, "test").expect("manifest");
         let (mut adapter, t0, none) = (Adapter::default(), Instant::now(), BTreeSet::new());
         assert!(run(&mut adapter, &manifest, &none, sample(t0, 0, 0, 0)).is_empty());
-        assert!(run(&mut adapter, &manifest, &none, sample(t0, 1, 500, 0)).is_empty(), "hot, not held yet");
+        assert!(
+            run(&mut adapter, &manifest, &none, sample(t0, 1, 500, 0)).is_empty(),
+            "hot, not held yet"
+        );
         assert!(run(&mut adapter, &manifest, &none, sample(t0, 2, 1000, 0)).is_empty());
         let decided = run(&mut adapter, &manifest, &none, sample(t0, 3, 1500, 0));
         let [Decision::Adapt { component, reason, .. }] = decided.as_slice() else {
             panic!("one adapt decision: {decided:?}");
         };
         assert_eq!(component, "back");
-        assert!(reason.contains("front called it 500/s") && reason.contains("0.50 ms"), "{reason}");
+        assert!(
+            reason.contains("front called it 500/s") && reason.contains("0.50 ms"),
+            "{reason}"
+        );
     }
 
     #[test]
     fn a_caller_that_may_move_itself_gets_three_hold_times_to_go_first() {
-        let chain = APP.replace("placement = { node = \"a\" }\n", "placement = { node = \"a\" }\nmay_run = {}\n");
+        let chain = APP.replace(
+            "placement = { node = \"a\" }\n",
+            "placement = { node = \"a\" }\nmay_run = {}\n",
+        );
         let manifest = Manifest::parse(&chain, "test").expect("manifest");
         let (mut adapter, t0, none) = (Adapter::default(), Instant::now(), BTreeSet::new());
         run(&mut adapter, &manifest, &none, sample(t0, 0, 0, 0));
@@ -343,7 +363,10 @@ mod tests {
         run(&mut adapter, &manifest, &none, sample(t0, 1, 1500, 0));
         run(&mut adapter, &manifest, &none, sample(t0, 2, 3000, 0));
         assert!(run(&mut adapter, &manifest, &none, sample(t0, 3, 3120, 0)).is_empty());
-        assert!(run(&mut adapter, &manifest, &none, sample(t0, 4, 3150, 0)).is_empty(), "30/s: cold");
+        assert!(
+            run(&mut adapter, &manifest, &none, sample(t0, 4, 3150, 0)).is_empty(),
+            "30/s: cold"
+        );
     }
 
     #[test]
@@ -423,21 +446,34 @@ mod tests {
         let extras: BTreeSet<String> = ["back".to_string()].into();
         let front: BTreeSet<String> = ["front".to_string()].into();
         assert_eq!(still_wanted(&manifest, &me(), &front, &extras), extras);
-        assert!(still_wanted(&manifest, &me(), &BTreeSet::new(), &extras).is_empty(), "no caller here");
+        assert!(
+            still_wanted(&manifest, &me(), &BTreeSet::new(), &extras).is_empty(),
+            "no caller here"
+        );
         let both: BTreeSet<String> = ["front".to_string(), "back".to_string()].into();
-        assert!(still_wanted(&manifest, &me(), &both, &extras).is_empty(), "placed here anyway");
+        assert!(
+            still_wanted(&manifest, &me(), &both, &extras).is_empty(),
+            "placed here anyway"
+        );
     }
 
     #[test]
     fn may_run_must_be_wider_and_thresholds_must_leave_a_gap() {
         let narrower = APP.replace("may_run = {}", "may_run = { node = \"c\" }");
-        let e = Manifest::parse(&narrower, "test").expect_err("narrower may_run").to_string();
+        let e = Manifest::parse(&narrower, "test")
+            .expect_err("narrower may_run")
+            .to_string();
         assert!(e.contains("components.back.may_run: `node = \"c\"` is narrower"), "{e}");
         let flat = APP.replace("cold = 10", "cold = 100");
         let e = Manifest::parse(&flat, "test").expect_err("cold = hot").to_string();
-        assert!(e.contains("adaptive.cold: 100 must be at least 0 and below adaptive.hot (100)"), "{e}");
+        assert!(
+            e.contains("adaptive.cold: 100 must be at least 0 and below adaptive.hot (100)"),
+            "{e}"
+        );
         let stateful = APP.replace("may_run = {}", "may_run = {}\nkeyvalue = { buckets = [\"carts\"] }");
-        let e = Manifest::parse(&stateful, "test").expect_err("embedded bucket").to_string();
+        let e = Manifest::parse(&stateful, "test")
+            .expect_err("embedded bucket")
+            .to_string();
         assert!(e.contains("components.back.may_run: bucket `carts` is embedded"), "{e}");
     }
 }

@@ -75,8 +75,7 @@ impl Handovers {
             .iter()
             .filter(|c| !placed.contains(*c) && manifest.components.contains_key(*c))
             .collect();
-        self.pending
-            .retain(|(a, c), _| a != app || leaving.contains(c));
+        self.pending.retain(|(a, c), _| a != app || leaving.contains(c));
         if leaving.is_empty() {
             return BTreeSet::new();
         }
@@ -158,7 +157,10 @@ mod tests {
         let kept = handovers.keep(&manifest, &old, &members, &running, &placed);
         assert_eq!(kept, running, "kept until the newcomer runs it");
         assert!(!handovers.overdue());
-        assert!(handovers.started("a", "solo", &newcomer.host), "its start completes the hand-over");
+        assert!(
+            handovers.started("a", "solo", &newcomer.host),
+            "its start completes the hand-over"
+        );
         assert!(handovers.keep(&manifest, &old, &members, &running, &placed).is_empty());
     }
 

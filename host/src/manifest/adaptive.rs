@@ -52,7 +52,10 @@ impl AdaptiveSpec {
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if !(self.hot.is_finite() && self.hot > 0.0) {
-            problems.push(format!("adaptive.hot: {} must be a positive number of calls per second", self.hot));
+            problems.push(format!(
+                "adaptive.hot: {} must be a positive number of calls per second",
+                self.hot
+            ));
         }
         if !(self.cold.is_finite() && self.cold >= 0.0 && self.cold < self.hot) {
             problems.push(format!(
@@ -70,7 +73,11 @@ impl AdaptiveSpec {
 /// What is wrong with component `name`'s `may_run` given its `placement`:
 /// it must be wider, so every key it names must be in `placement` with the
 /// same value (`{}` is every host).
-pub fn may_run_problems(name: &str, may_run: &BTreeMap<String, String>, placement: &BTreeMap<String, String>) -> Vec<String> {
+pub fn may_run_problems(
+    name: &str,
+    may_run: &BTreeMap<String, String>,
+    placement: &BTreeMap<String, String>,
+) -> Vec<String> {
     may_run
         .iter()
         .filter(|(k, v)| placement.get(*k) != Some(*v))

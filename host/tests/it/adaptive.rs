@@ -78,7 +78,10 @@ impl Watch {
     fn wait(&mut self, kind: &str, what: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
                 Ok(line) => {
                     self.seen.push(line.clone());
                     if line.starts_with(kind) && line.contains(what) {
@@ -142,7 +145,11 @@ impl Load {
         let target = self.ok.load(Ordering::Relaxed) + more;
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.ok.load(Ordering::Relaxed) < target {
-            assert!(Instant::now() < deadline, "the load stalled: {:?}", self.failures.lock().unwrap());
+            assert!(
+                Instant::now() < deadline,
+                "the load stalled: {:?}",
+                self.failures.lock().unwrap()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -223,7 +230,10 @@ fn hot_links_pull_their_callees_next_to_the_caller_and_let_go_when_cold() {
     let load = Load::start(addr, 2, Duration::ZERO);
     let rater = watch.wait("placement.adapted", "insurance/rater");
     assert!(rater.contains("gateway called it"), "{rater}");
-    assert!(rater.contains("/s over the lattice at") && rater.contains("ms each"), "{rater}");
+    assert!(
+        rater.contains("/s over the lattice at") && rater.contains("ms each"),
+        "{rater}"
+    );
     let pricing = watch.wait("placement.adapted", "insurance/pricing");
     assert!(pricing.contains("rater called it"), "{pricing}");
     // Both moved to a, the caller's host: the rater now logs there.
@@ -237,14 +247,22 @@ fn hot_links_pull_their_callees_next_to_the_caller_and_let_go_when_cold() {
     let (answered, failures) = load.stop();
     let moves: Vec<&String> = watch.drain().iter().filter(|l| l.starts_with("placement.")).collect();
     assert_eq!(moves.len(), 2, "exactly two moves under a steady load: {moves:#?}");
-    assert!(failures.is_empty(), "{} of {answered} quotes failed while placement changed: {failures:#?}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {answered} quotes failed while placement changed: {failures:#?}",
+        failures.len()
+    );
     eprintln!("{answered} quotes, 0 failed, while the rater and pricing moved to a");
 
     // A trickle (under `cold`) keeps calling while the extra replicas go.
     let trickle = Load::start(addr, 1, Duration::from_millis(500));
     let reverted = watch.wait("placement.reverted", "insurance/");
     assert!(reverted.contains("fell to"), "{reverted}");
-    let first = if reverted.contains("insurance/rater") { "rater" } else { "pricing" };
+    let first = if reverted.contains("insurance/rater") {
+        "rater"
+    } else {
+        "pricing"
+    };
     if first == "pricing" {
         // pricing went first; the rater still runs on a for a while.
         watch.wait("placement.reverted", "insurance/rater");
@@ -254,7 +272,11 @@ fn hot_links_pull_their_callees_next_to_the_caller_and_let_go_when_cold() {
     let rated_on_b = b.log().matches("rated at 936.92 EUR").count();
     trickle.answers(3);
     let (answered, failures) = trickle.stop();
-    assert!(failures.is_empty(), "{} of {answered} quotes failed while the extras stopped: {failures:#?}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {answered} quotes failed while the extras stopped: {failures:#?}",
+        failures.len()
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while b.log().matches("rated at 936.92 EUR").count() <= rated_on_b {
         assert!(Instant::now() < deadline, "quotes no longer reach b:\n{}", b.log());

@@ -48,7 +48,16 @@ fn join(server: &NatsServer, slot: usize) -> Host {
 fn join_with(server: &NatsServer, slot: usize, extra: &[&str]) -> Host {
     let label = format!("slot={slot}");
     let url = server.url();
-    let mut args = vec!["--nats", &url, "--lattice", "churn", "--heartbeat-ms", "500", "--label", &label];
+    let mut args = vec![
+        "--nats",
+        &url,
+        "--lattice",
+        "churn",
+        "--heartbeat-ms",
+        "500",
+        "--label",
+        &label,
+    ];
     args.extend_from_slice(extra);
     Host::join(&args)
 }
@@ -343,6 +352,9 @@ fn a_lone_replica_moves_to_a_joining_host_without_a_gap() {
     );
     eprintln!("churn: {moved} lone replica(s) moved to joining hosts, 0 calls failed");
     // The old hosts said why they kept serving.
-    let kept = hosts.iter().filter(|h| h.log().contains("serving it here until it runs there")).count();
+    let kept = hosts
+        .iter()
+        .filter(|h| h.log().contains("serving it here until it runs there"))
+        .count();
     assert!(kept > 0, "no host handed a replica over");
 }
