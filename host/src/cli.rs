@@ -579,6 +579,7 @@ async fn serve_host(
         Some(client) => start_services(client, &args.lattice, &me, (view, agent.peers()), heartbeat, &token).await?,
         None => JoinSet::new(),
     };
+    agent.silence_on_leave(token.clone());
     agent.announce().await;
     log_ready(&agent, &me.host, &args.lattice, app_name.as_deref(), started);
     let mut ended = Ended::Shutdown;

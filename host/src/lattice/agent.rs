@@ -30,6 +30,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Sleep;
+use tokio_util::sync::CancellationToken;
+
+/// The longest a leaving host waits for others to take its components over.
+const LEAVE_WAIT: Duration = Duration::from_secs(10);
 
 /// How often adaptive placement weighs the link counters.
 const ADAPT_EVERY: Duration = Duration::from_secs(1);
@@ -77,6 +81,9 @@ pub struct Agent {
     /// Who runs what, and the components kept here until their new hosts
     /// run them (make-before-break).
     handovers: Handovers,
+    /// The host's heartbeat and inventory services, silenced before it
+    /// announces that it leaves.
+    services: Option<CancellationToken>,
 }
 
 impl Agent {
@@ -96,12 +103,19 @@ impl Agent {
             board: Arc::default(),
             adapter: Adapter::default(),
             handovers: Handovers::default(),
+            services: None,
         }
     }
 
     /// How many other live hosts this host knows of, as membership changes.
     pub fn peers(&self) -> Arc<std::sync::atomic::AtomicUsize> {
         self.members.known()
+    }
+
+    /// Cancels `services` (heartbeats, inventory) first when the host
+    /// leaves: a heartbeat after `host.stopped` would make it a member again.
+    pub fn silence_on_leave(&mut self, services: CancellationToken) {
+        self.services = Some(services);
     }
 
     /// Reports this host's status on `board` (the admin endpoint reads it).
@@ -302,14 +316,61 @@ impl Agent {
     /// `host.stopped`.
     async fn stop_all(&mut self) {
         tracing::info!("shutting down: finishing in-flight requests");
+        if let Some(services) = &self.services {
+            services.cancel();
+        }
+        self.hand_over_on_leave().await;
         for (_, state) in std::mem::take(&mut self.apps) {
             if let Some(runner) = state.runner {
                 runner.stop().await;
             }
         }
-        self.emit(Event::new(EventKind::HostStopped, &self.me.host)).await;
         if let Some(client) = &self.host.nats {
             flush_briefly(client).await;
+        }
+    }
+
+    /// Announces `host.stopped`, then keeps serving until every component
+    /// that only this host runs is announced by a host that takes it over
+    /// (at most [`LEAVE_WAIT`]): a graceful leave is make-before-break too.
+    async fn hand_over_on_leave(&mut self) {
+        let Some(client) = self.host.nats.clone() else { return };
+        let subject = event_subject(&self.lattice, "component.*");
+        let followed = client.subscribe(subject).await;
+        let members: Vec<Member> = self.members.list();
+        let mut pending: BTreeSet<(String, String)> = BTreeSet::new();
+        for state in self.apps.values() {
+            let Some(runner) = &state.runner else { continue };
+            let running: BTreeSet<String> = runner.here().difference(&state.extras).cloned().collect();
+            pending.extend(self.handovers.unserved(&state.manifest, &members, &running));
+        }
+        self.emit(Event::new(EventKind::HostStopped, &self.me.host)).await;
+        flush_briefly(&client).await;
+        let Ok(mut events) = followed else { return };
+        if pending.is_empty() || !self.connected() {
+            return;
+        }
+        tracing::info!("handing {} component(s) over before stopping", pending.len());
+        let deadline = tokio::time::Instant::now() + LEAVE_WAIT;
+        while !pending.is_empty() {
+            let Ok(Some(message)) = tokio::time::timeout_at(deadline, events.next()).await else {
+                break;
+            };
+            let Ok(event) = serde_json::from_slice::<Event>(&message.payload) else { continue };
+            if event.host != self.me.host
+                && matches!(event.kind, EventKind::ComponentStarted | EventKind::ComponentUpdated)
+                && let (Some(app), Some(component)) = (event.app, event.component)
+            {
+                pending.remove(&(app, component));
+            }
+        }
+        if !pending.is_empty() {
+            let names: Vec<String> = pending.iter().map(|(a, c)| format!("{a}/{c}")).collect();
+            tracing::warn!(
+                "stopping after {} s with {} not yet running elsewhere",
+                LEAVE_WAIT.as_secs(),
+                names.join(", ")
+            );
         }
     }
 

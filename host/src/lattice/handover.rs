@@ -8,8 +8,11 @@
 //! component (and its media) until one of the hosts that placement now
 //! gives it to announces it runs it (`component.started` or `.updated`), or
 //! until [`HANDOVER_MAX`] has passed, and only then stops (and drains) its
-//! own. Who runs what is learned from the lattice's inventory at start-up
-//! and from component events afterwards.
+//! own. A host that leaves gracefully does the same the other way round: it
+//! stops its heartbeats, announces `host.stopped`, and keeps serving until
+//! the hosts that take its components over announce them ([`Handovers::unserved`]).
+//! Who runs what is learned from the lattice's inventory at start-up and
+//! from component events afterwards.
 
 use super::placement::{Member, placed_here};
 use crate::manifest::Manifest;
@@ -56,6 +59,32 @@ impl Handovers {
     pub fn overdue(&self) -> bool {
         let now = Instant::now();
         self.pending.values().any(|until| *until <= now)
+    }
+
+    /// Of the components of `manifest` running on this host (`running`),
+    /// those that no other live host (`members`, this host left out) runs
+    /// yet although placement gives them one once this host is gone: what
+    /// a leaving host waits for before it stops.
+    pub fn unserved(&self, manifest: &Manifest, members: &[Member], running: &BTreeSet<String>) -> Vec<(String, String)> {
+        let app = &manifest.app.name;
+        let owners: Vec<(&Member, BTreeSet<String>)> =
+            members.iter().map(|m| (m, placed_here(manifest, m, members))).collect();
+        running
+            .iter()
+            .filter(|component| {
+                let takers: Vec<&str> = owners
+                    .iter()
+                    .filter(|(_, here)| here.contains(*component))
+                    .map(|(m, _)| m.host.as_str())
+                    .collect();
+                let served = self
+                    .running
+                    .get(&(app.clone(), component.to_string()))
+                    .is_some_and(|hosts| takers.iter().any(|t| hosts.contains(*t)));
+                !takers.is_empty() && !served
+            })
+            .map(|component| (app.clone(), component.clone()))
+            .collect()
     }
 
     /// Of the components of `manifest` running on host `me` (`running`),

@@ -314,7 +314,7 @@ fn replicas_follow_joins_leaves_and_kills_under_load() {
 }
 
 #[test]
-fn a_lone_replica_moves_to_a_joining_host_without_a_gap() {
+fn a_lone_replica_moves_without_a_gap_when_hosts_join_or_leave() {
     // One replica of each component: a move has no second replica to fall
     // back on, so a joining host's replicas must be running before the old
     // host lets go of them (make-before-break).
@@ -343,6 +343,13 @@ fn a_lone_replica_moves_to_a_joining_host_without_a_gap() {
         load.answers(200);
     }
     assert!(moved > 0, "no replica moved to a joining host");
+    // A graceful leave: the leaving host announces it, and serves until the
+    // hosts that take its replicas run them.
+    let leaving = busy(&hosts, &now);
+    let status = hosts.remove(leaving).interrupt();
+    assert!(status.success(), "a drained host exits cleanly: {status}");
+    settled_with(&server, &manifests, hosts.len(), 1);
+    load.answers(200);
     let failures = load.failures();
     assert!(
         failures.is_empty(),
@@ -350,7 +357,7 @@ fn a_lone_replica_moves_to_a_joining_host_without_a_gap() {
         failures.len(),
         &failures[..failures.len().min(5)]
     );
-    eprintln!("churn: {moved} lone replica(s) moved to joining hosts, 0 calls failed");
+    eprintln!("churn: {moved} lone replica(s) moved to joining hosts and one host left, 0 calls failed");
     // The old hosts said why they kept serving.
     let kept = hosts
         .iter()
