@@ -356,7 +356,9 @@ impl Agent {
             let Ok(Some(message)) = tokio::time::timeout_at(deadline, events.next()).await else {
                 break;
             };
-            let Ok(event) = serde_json::from_slice::<Event>(&message.payload) else { continue };
+            let Ok(event) = serde_json::from_slice::<Event>(&message.payload) else {
+                continue;
+            };
             if event.host != self.me.host
                 && matches!(event.kind, EventKind::ComponentStarted | EventKind::ComponentUpdated)
                 && let (Some(app), Some(component)) = (event.app, event.component)

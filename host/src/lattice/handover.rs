@@ -65,7 +65,12 @@ impl Handovers {
     /// those that no other live host (`members`, this host left out) runs
     /// yet although placement gives them one once this host is gone: what
     /// a leaving host waits for before it stops.
-    pub fn unserved(&self, manifest: &Manifest, members: &[Member], running: &BTreeSet<String>) -> Vec<(String, String)> {
+    pub fn unserved(
+        &self,
+        manifest: &Manifest,
+        members: &[Member],
+        running: &BTreeSet<String>,
+    ) -> Vec<(String, String)> {
         let app = &manifest.app.name;
         let owners: Vec<(&Member, BTreeSet<String>)> =
             members.iter().map(|m| (m, placed_here(manifest, m, members))).collect();
