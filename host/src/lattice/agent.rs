@@ -59,6 +59,9 @@ struct AppState {
     /// Extra replicas run here for this host's own callers (adaptive
     /// placement), beside what placement puts here.
     extras: BTreeSet<String>,
+    /// What this host serves for the whole lattice (placed here, or kept
+    /// for a hand-over), as of the last successful reconcile: not extras.
+    served: BTreeSet<String>,
 }
 
 /// This host's agent.
@@ -340,9 +343,9 @@ impl Agent {
         let members: Vec<Member> = self.members.list();
         let mut pending: BTreeSet<(String, String)> = BTreeSet::new();
         for state in self.apps.values() {
-            let Some(runner) = &state.runner else { continue };
-            let running: BTreeSet<String> = runner.here().difference(&state.extras).cloned().collect();
-            pending.extend(self.handovers.unserved(&state.manifest, &members, &running));
+            if state.runner.is_some() {
+                pending.extend(self.handovers.unserved(&state.manifest, &members, &state.served));
+            }
         }
         self.emit(Event::new(EventKind::HostStopped, &self.me.host)).await;
         flush_briefly(&client).await;
@@ -500,14 +503,11 @@ impl Agent {
         };
         let placed = placement::placed_here(&state.manifest, &self.me, &members);
         // What placement moved elsewhere serves here until it runs there.
-        let running: BTreeSet<String> = state
-            .runner
-            .as_ref()
-            .map(|r| r.here().difference(&state.extras).cloned().collect())
-            .unwrap_or_default();
+        // (An extra that adaptation lets go of is not handed over: it served
+        // only this host.)
         let kept = self
             .handovers
-            .keep(&state.manifest, &self.me, &members, &running, &placed);
+            .keep(&state.manifest, &self.me, &members, &state.served, &placed);
         let placed: BTreeSet<String> = placed.union(&kept).cloned().collect();
         state.extras = adapt::still_wanted(&state.manifest, &self.me, &placed, &state.extras);
         let extras = state.extras.clone();
@@ -543,6 +543,7 @@ impl Agent {
         match outcome {
             Ok(done) => {
                 state.applied = Some((state.text.clone(), here.clone()));
+                state.served = placed;
                 state.applied_manifest = Some(manifest.clone());
                 self.view
                     .write()
@@ -644,6 +645,7 @@ impl Agent {
         }
         if let Some(state) = self.apps.get_mut(app) {
             state.applied = Some((state.text.clone(), BTreeSet::new()));
+            state.served.clear();
         }
     }
 
@@ -778,6 +780,7 @@ impl AppState {
             applied_manifest: None,
             problem: None,
             extras: BTreeSet::new(),
+            served: BTreeSet::new(),
         }
     }
 }
