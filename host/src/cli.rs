@@ -28,7 +28,7 @@ use crate::lattice::keyvalue::LatticeBuckets;
 use crate::lattice::placement::{self, Member};
 use crate::lattice::policy::Policy;
 use crate::lattice::status::StatusBoard;
-use crate::lattice::trust::Trust;
+use crate::lattice::trust::{Sequences, Trust};
 use crate::links::remote::Lattice;
 use crate::manifest::{KvBackend, Manifest, NatsSpec};
 use crate::runtime::engine::{DEFAULT_MAX_INSTANCES, EngineOptions, HostEngine};
@@ -246,6 +246,12 @@ pub struct UpArgs {
     /// an address, or `off`. Default: a free loopback port, logged at start.
     #[arg(long, default_value = "127.0.0.1:0", env = "MEMBRANE_ADMIN", value_parser = parse_admin)]
     pub admin: AdminAddress,
+
+    /// A DNS name the admin endpoint may be reached by (repeat for more).
+    /// Requests naming any other host than an IP address or `localhost` are
+    /// refused, so a web page cannot read the endpoint by DNS rebinding.
+    #[arg(long = "admin-host", value_name = "NAME")]
+    pub admin_hosts: Vec<String>,
 
     /// The lattice to join: hosts with the same NATS and lattice name run
     /// apps together.
@@ -497,7 +503,7 @@ pub async fn up_as(args: UpArgs, id: String, shutdown: impl std::future::Future<
     warn_secrets_on_command_line();
     tokio::pin!(shutdown);
     // The admin endpoint serves for the whole process, across fresh starts.
-    let admin = Admin::new(Arc::new(StatusBoard::default()), AppsView::default());
+    let admin = Admin::new(Arc::new(StatusBoard::default()), AppsView::default()).answering_to(&args.admin_hosts);
     let admin_stop = CancellationToken::new();
     let _stop_admin = admin_stop.clone().drop_guard();
     if let Some(address) = args.admin.0 {
@@ -507,8 +513,11 @@ pub async fn up_as(args: UpArgs, id: String, shutdown: impl std::future::Future<
         }
         tracing::info!("admin http://{local}/ (status page, /metrics, /healthz, /readyz)");
     }
+    // What the host has run survives a fresh start: an older entry stored
+    // again in the meantime is still a replay.
+    let sequences = Sequences::default();
     loop {
-        match serve_host(&args, &id, &admin, shutdown.as_mut()).await? {
+        match serve_host(&args, &id, (&admin, &sequences), shutdown.as_mut()).await? {
             Ended::Shutdown => return Ok(()),
             Ended::NatsLost => {
                 tracing::error!("nats: the connection is dead (its task ended); starting this host afresh");
@@ -529,7 +538,7 @@ enum Ended {
 async fn serve_host(
     args: &UpArgs,
     id: &str,
-    admin: &Admin,
+    (admin, sequences): (&Admin, &Sequences),
     shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
 ) -> anyhow::Result<Ended> {
     let started = Instant::now();
@@ -564,6 +573,7 @@ async fn serve_host(
     }
     let mut agent = Agent::new(me.clone(), &args.lattice, host, view.clone(), heartbeat)
         .guarded(trust, policy)
+        .remembering(sequences.clone())
         .reporting(admin.board.clone());
     let app_name = manifest.as_ref().map(|(_, m)| m.app.name.clone());
     start_agent(&mut agent, manifest).await?;

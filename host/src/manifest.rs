@@ -10,6 +10,7 @@
 pub mod adaptive;
 pub mod outbound;
 pub mod route;
+pub mod subject;
 
 pub use adaptive::AdaptiveSpec;
 pub use outbound::AllowedHosts;
@@ -19,6 +20,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use subject::{is_plain_subject, is_subject, reserved};
 
 /// Default per-call deadline of a component, in milliseconds.
 pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
@@ -544,14 +546,9 @@ impl QueueBinding {
     /// subject (no wildcard, not a `$` system subject) equal to or under
     /// `reply_prefix`.
     pub fn reply_allowed(&self, subject: &str) -> bool {
-        let Some(prefix) = &self.reply_prefix else {
-            return false;
-        };
-        is_plain_subject(subject)
-            && (subject == prefix
-                || subject
-                    .strip_prefix(prefix.as_str())
-                    .is_some_and(|rest| rest.starts_with('.')))
+        self.reply_prefix
+            .as_deref()
+            .is_some_and(|prefix| subject::ReplyRule::only(prefix).check(subject, false).is_ok())
     }
 }
 
@@ -995,37 +992,31 @@ impl BindingSpec {
             | BindingSpec::HttpRpc(HttpRpcBinding {
                 header_timeout_ms: 0, ..
             }) => problems.push(format!("bindings[{i}].header_timeout_ms: must be at least 1")),
-            BindingSpec::Nats(nats) if !is_subject(&nats.subject) => {
-                problems.push(format!(
-                    "bindings[{i}].subject: {:?} is not a valid NATS subject",
-                    nats.subject
-                ));
-            }
+            BindingSpec::Nats(nats) => subject_problems(&format!("bindings[{i}].subject"), &nats.subject, problems),
             BindingSpec::Queue(queue) => {
-                if !is_subject(&queue.subject) {
-                    problems.push(format!(
-                        "bindings[{i}].subject: {:?} is not a valid NATS subject",
-                        queue.subject
-                    ));
-                }
+                subject_problems(&format!("bindings[{i}].subject"), &queue.subject, problems);
                 if !is_name(&queue.stream) {
                     problems.push(format!(
                         "bindings[{i}].stream: {:?} must be letters, digits, `-` or `_`",
                         queue.stream
                     ));
                 }
-                if !is_plain_subject(&queue.dead_letter_subject()) {
+                let dead = queue.dead_letter_subject();
+                if !is_plain_subject(&dead) {
                     problems.push(format!(
-                        "bindings[{i}].dead_letter: {:?} must be a plain subject (no `*`, `>` or leading `$`); set `dead_letter`",
-                        queue.dead_letter_subject()
+                        "bindings[{i}].dead_letter: {dead:?} must be a plain subject (no `*` or `>`); set `dead_letter`",
                     ));
+                } else if let Some(why) = reserved(&dead) {
+                    problems.push(format!("bindings[{i}].dead_letter: {why}"));
                 }
-                if let Some(prefix) = &queue.reply_prefix
-                    && !is_plain_subject(prefix)
-                {
-                    problems.push(format!(
-                        "bindings[{i}].reply_prefix: {prefix:?} must be a plain subject (no `*`, `>` or leading `$`)"
-                    ));
+                if let Some(prefix) = &queue.reply_prefix {
+                    if !is_plain_subject(prefix) {
+                        problems.push(format!(
+                            "bindings[{i}].reply_prefix: {prefix:?} must be a plain subject (no `*` or `>`)"
+                        ));
+                    } else if let Some(why) = reserved(prefix) {
+                        problems.push(format!("bindings[{i}].reply_prefix: {why}"));
+                    }
                 }
                 if queue.concurrency == 0 || queue.max_deliver == 0 {
                     problems.push(format!("bindings[{i}]: concurrency and max_deliver must be at least 1"));
@@ -1033,6 +1024,15 @@ impl BindingSpec {
             }
             _ => {}
         }
+    }
+}
+
+/// What is wrong with `subject`, a subject a binding serves, named `field`.
+fn subject_problems(field: &str, subject: &str, problems: &mut Vec<String>) {
+    if !is_subject(subject) {
+        problems.push(format!("{field}: {subject:?} is not a valid NATS subject"));
+    } else if let Some(why) = reserved(subject) {
+        problems.push(format!("{field}: {why}"));
     }
 }
 
@@ -1077,18 +1077,6 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
-}
-
-/// A NATS subject to publish or serve on: dot-separated non-empty tokens,
-/// no whitespace; `*` and `>` wildcards allowed.
-fn is_subject(s: &str) -> bool {
-    !s.is_empty() && s.split('.').all(|t| !t.is_empty() && !t.contains(char::is_whitespace))
-}
-
-/// A subject a host may publish to for someone else: valid, no wildcard, and
-/// not one of NATS's `$` system subjects (`$JS.API...`).
-fn is_plain_subject(s: &str) -> bool {
-    is_subject(s) && !s.starts_with('$') && s.split('.').all(|t| t != "*" && t != ">")
 }
 
 /// A key-value bucket's name: a name of at most 64 characters.

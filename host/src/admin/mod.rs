@@ -41,6 +41,9 @@ pub struct Admin {
     pub apps: AppsView,
     /// Call counts sampled every second, oldest first, for live rates.
     samples: Arc<Mutex<VecDeque<(Instant, Totals)>>>,
+    /// Host names a request may name besides IP addresses and `localhost`
+    /// (`--admin-host`).
+    names: Arc<Vec<String>>,
 }
 
 /// Calls by `[app, component]`.
@@ -56,7 +59,15 @@ impl Admin {
             board,
             apps,
             samples: Arc::default(),
+            names: Arc::default(),
         }
+    }
+
+    /// Also answers requests whose `Host` is one of `names` (a DNS name the
+    /// endpoint is reached by, behind a proxy or in a cluster).
+    pub fn answering_to(mut self, names: &[String]) -> Admin {
+        self.names = Arc::new(names.iter().map(|n| n.to_ascii_lowercase()).collect());
+        self
     }
 
     /// Binds `address` and serves until `shutdown`; answers the address bound.
@@ -98,6 +109,20 @@ impl Admin {
     }
 
     fn respond<B>(&self, request: &Request<B>) -> Response<Full<Bytes>> {
+        let host = request.uri().authority().map(|a| a.as_str().to_string()).or_else(|| {
+            request
+                .headers()
+                .get(hyper::header::HOST)
+                .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+        });
+        if let Some(host) = host
+            && !host_allowed(&host, &self.names)
+        {
+            return text(
+                StatusCode::MISDIRECTED_REQUEST,
+                "this admin endpoint answers only to IP addresses, localhost and the names given with --admin-host\n",
+            );
+        }
         if request.method() != Method::GET && request.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
         }
@@ -325,4 +350,61 @@ fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> Respons
 
 fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     reply(status, "text/plain; charset=utf-8", Bytes::from(body.to_string()))
+}
+
+/// Whether a request naming `host` (a `Host` header or an HTTP/2
+/// authority, with or without a port) may be answered: an IP address,
+/// `localhost`, or one of `names`. Any other name is what a DNS-rebinding
+/// page sends, so a browser tab on another site cannot read this endpoint.
+pub fn host_allowed(host: &str, names: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        // `[::1]:9090`: an IPv6 literal.
+        Some(rest) => {
+            return rest.split_once(']').is_some_and(|(ip, port)| {
+                ip.parse::<std::net::Ipv6Addr>().is_ok() && (port.is_empty() || port_ok(port))
+            });
+        }
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if port_ok(port) => name,
+            Some(_) => return false,
+            None => host,
+        },
+    };
+    let name = name.to_ascii_lowercase();
+    name.parse::<std::net::Ipv4Addr>().is_ok() || name == "localhost" || names.contains(&name)
+}
+
+/// `:PORT`'s digits.
+fn port_ok(port: &str) -> bool {
+    let port = port.strip_prefix(':').unwrap_or(port);
+    !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_addresses_localhost_and_named_hosts_are_answered() {
+        let names = vec!["admin.internal".to_string()];
+        let table = [
+            ("127.0.0.1:9090", true),
+            ("127.0.0.1", true),
+            ("10.1.2.3:80", true),
+            ("[::1]:9090", true),
+            ("[::1]", true),
+            ("localhost:9090", true),
+            ("LOCALHOST", true),
+            ("admin.internal:9090", true),
+            ("evil.example:9090", false),
+            ("127.0.0.1.evil.example", false),
+            ("localhost.evil.example", false),
+            ("[::1]x", false),
+            ("127.0.0.1:90x", false),
+            ("", false),
+        ];
+        for (host, allowed) in table {
+            assert_eq!(host_allowed(host, &names), allowed, "{host}");
+        }
+    }
 }

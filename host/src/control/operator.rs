@@ -285,6 +285,9 @@ impl Operator {
     }
 }
 
+/// How long an update that no host was known to run listens for answers.
+const LISTEN_ANYWAY: Duration = Duration::from_secs(2);
+
 /// Collects from `events` the answers to `revision` of `component` (of
 /// `app`) until every `expected` host answered or `timeout` passed: the
 /// answers, by host, and the hosts that stayed silent. A host that rejects
@@ -296,9 +299,17 @@ async fn await_outcomes(
     revision: u64,
     timeout: Duration,
 ) -> (Vec<HostOutcome>, Vec<String>) {
-    let deadline = tokio::time::Instant::now() + timeout;
+    // No host ran it by the inventory: still hear, for a moment, any host
+    // that answers (an inventory answer can lie about who runs what).
+    let listen_anyway = expected.is_empty();
+    let deadline = tokio::time::Instant::now()
+        + if listen_anyway {
+            timeout.min(LISTEN_ANYWAY)
+        } else {
+            timeout
+        };
     let mut hosts = Vec::new();
-    while !expected.is_empty() {
+    while listen_anyway || !expected.is_empty() {
         let Ok(Some(message)) = tokio::time::timeout_at(deadline, events.next()).await else {
             break;
         };

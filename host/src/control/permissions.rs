@@ -63,11 +63,12 @@ pub fn inbox_prefix(lattice: &str, role: Role) -> String {
 pub struct Permissions {
     /// Subjects it may publish to.
     pub publish: BTreeSet<String>,
-    /// Subjects it may subscribe to.
+    /// Subjects it may subscribe to. No role may answer "whatever reply
+    /// subject a request names" (NATS's response permission): a client with
+    /// it may publish to the reply subject of any message it receives,
+    /// including one it sent itself with a `$KV` or `$JS.API` reply subject.
+    /// Replies go only to the inboxes listed in `publish`.
     pub subscribe: BTreeSet<String>,
-    /// Whether it may answer requests made to it (a reply to the request's
-    /// reply subject, whatever that is).
-    pub allow_responses: bool,
 }
 
 impl Permissions {
@@ -93,6 +94,8 @@ fn read_stream(stream: &str) -> Vec<String> {
         format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
         format!("$JS.API.CONSUMER.DELETE.{stream}.>"),
         format!("$JS.API.CONSUMER.INFO.{stream}.>"),
+        // Ordered pull consumers (`ctl apps` reading the event log).
+        format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.>"),
         format!("$JS.FC.{stream}.>"),
     ]
 }
@@ -111,20 +114,21 @@ pub fn permissions(lattice: &str, role: Role, apps: &[Manifest]) -> Permissions 
             let rpc = format!("membrane.{lattice}.rpc.>");
             // Routes to components on other hosts (transports/forward.rs).
             let http = format!("membrane.{lattice}.http.>");
-            // Chunked link calls send their later chunks to the answering
-            // host's inbox.
-            p.publish([
-                events.clone(),
-                rpc.clone(),
-                http.clone(),
-                inventory.clone(),
+            // Replies, and chunks of link calls: to other hosts' inboxes,
+            // to the operator's (inventory answers) and to callers' (`nats`
+            // bindings). The host's own code refuses any other reply subject
+            // (manifest::subject), so neither can a request steer a reply.
+            let replies = [
                 inbox.clone(),
-            ]);
+                format!("{}.>", inbox_prefix(lattice, Role::Operator)),
+                format!("{}.>", inbox_prefix(lattice, Role::Caller)),
+            ];
+            p.publish([events.clone(), rpc.clone(), http.clone(), inventory.clone()]);
+            p.publish(replies);
             p.publish(["$JS.API.INFO".to_string()]);
             p.publish(read_stream(&kv_stream));
             p.publish(read_stream(&object_stream));
             p.subscribe([events, rpc, http, inventory, inbox]);
-            p.allow_responses = true;
             for app in apps {
                 host_bindings(&mut p, app);
                 host_buckets(&mut p, lattice, app);
@@ -136,6 +140,8 @@ pub fn permissions(lattice: &str, role: Role, apps: &[Manifest]) -> Permissions 
                 p.publish(read_stream(stream));
                 p.publish([format!("$JS.API.STREAM.CREATE.{stream}")]);
             }
+            // An older event log gains the newer event kinds' subjects.
+            p.publish([format!("$JS.API.STREAM.UPDATE.{event_log}")]);
             // An object store put purges the chunks of the object it replaces.
             p.publish([format!("$JS.API.STREAM.PURGE.{object_stream}")]);
             p.publish([format!("$KV.{kv}.>"), format!("$O.{objects}.>")]);
@@ -253,10 +259,6 @@ pub fn render(lattice: &str, apps: &[Manifest]) -> String {
         let _ = writeln!(out, "      permissions: {{");
         let _ = writeln!(out, "        publish: {{ allow: {} }}", list(&p.publish));
         let _ = writeln!(out, "        subscribe: {{ allow: {} }}", list(&p.subscribe));
-        if p.allow_responses {
-            // Chunked replies answer one request with one message each.
-            let _ = writeln!(out, "        allow_responses: true");
-        }
         let _ = writeln!(out, "      }}\n    }}");
     }
     let _ = writeln!(out, "  ]\n}}");
@@ -292,13 +294,15 @@ mod tests {
                 .iter()
                 .any(|s| s.starts_with("_INBOX") || s.contains(".ctl.>"))
         );
-        // Nothing of another lattice.
+        // Nothing of another lattice; replies only to the inboxes.
         assert!(
             host.publish
                 .iter()
                 .chain(&host.subscribe)
-                .all(|s| s.contains("prod") || s == "$JS.API.INFO")
+                .all(|s| s.contains("prod") || s == "$JS.API.INFO" || s == "_INBOX.>")
         );
+        assert!(host.publish.contains("_MEMBRANE.prod.ctl.>") && host.publish.contains("_INBOX.>"));
+        assert!(!render("prod", &[]).contains("allow_responses"));
         let operator = permissions("prod", Role::Operator, &[]);
         assert!(operator.publish.contains("$KV.membrane-prod-apps.>"));
         let caller = permissions("prod", Role::Caller, &[]);

@@ -17,7 +17,7 @@ use super::inventory::{AppsView, HostInventory, heartbeat_subject};
 use super::placement::{self, Member, Members};
 use super::policy::Policy;
 use super::status::{AppStatus, HostStatus, PeerStatus, StatusBoard};
-use super::trust::Trust;
+use super::trust::{self, Sequences, Trust};
 use crate::app::{AppRunner, HostContext, Reconciled, short};
 use crate::manifest::Manifest;
 use crate::runtime::Change;
@@ -75,6 +75,9 @@ pub struct Agent {
     members: Members,
     /// Whose desired state this host runs.
     trust: Trust,
+    /// The highest entry number run per app, kept across fresh starts of
+    /// the host in this process.
+    sequences: Sequences,
     /// What apps from the lattice may be granted here.
     policy: Policy,
     /// Where this host's status is reported.
@@ -102,6 +105,7 @@ impl Agent {
             view,
             members: Members::new(heartbeat * 3),
             trust: Trust::default(),
+            sequences: Sequences::default(),
             policy: Policy::default(),
             board: Arc::default(),
             adapter: Adapter::default(),
@@ -185,6 +189,13 @@ impl Agent {
     pub fn guarded(mut self, trust: Trust, policy: Policy) -> Agent {
         self.trust = trust;
         self.policy = policy;
+        self
+    }
+
+    /// The same agent, refusing entries older than those in `sequences`
+    /// (and recording what it runs there).
+    pub fn remembering(mut self, sequences: Sequences) -> Agent {
+        self.sequences = sequences;
         self
     }
 
@@ -385,14 +396,25 @@ impl Agent {
             app,
             revision,
             manifest,
+            seq,
             seal,
         } = revision;
-        if let Err(why) = self.trust.admit(&seal) {
+        let highest = self
+            .sequences
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&app)
+            .copied();
+        if let Err(why) = self.trust.admit(&seal).and_then(|()| trust::in_order(seq, highest)) {
             let what = if manifest.is_some() { "revision" } else { "deletion" };
             tracing::error!("app `{app}`: {what} {revision} ignored: {why}");
             self.reject_app(&app, revision, format!("{what} ignored: {why}")).await;
             return;
         }
+        self.sequences
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(app.clone(), seq);
         let Some(text) = manifest else {
             tracing::info!("app `{app}` deleted (revision {revision})");
             if let Some(state) = self.apps.remove(&app) {

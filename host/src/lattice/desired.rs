@@ -38,6 +38,8 @@ pub struct AppRevision {
     pub revision: u64,
     /// The manifest text, or `None` when the app was deleted.
     pub manifest: Option<String>,
+    /// The entry's signed sequence number (see [`trust::in_order`]).
+    pub seq: u64,
     /// Who vouches for this revision.
     pub seal: Seal,
 }
@@ -45,15 +47,16 @@ pub struct AppRevision {
 impl AppRevision {
     /// Revision `revision` of `app` from its stored entry.
     fn open(lattice: &str, app: String, revision: u64, operation: Operation, value: &[u8]) -> AppRevision {
-        let (manifest, seal) = match operation {
+        let (manifest, seq, seal) = match operation {
             Operation::Put => trust::open(lattice, &app, value),
             // A bare KV delete or purge carries no signature.
-            Operation::Delete | Operation::Purge => (None, Seal::Unsigned),
+            Operation::Delete | Operation::Purge => (None, 0, Seal::Unsigned),
         };
         AppRevision {
             app,
             revision,
             manifest,
+            seq,
             seal,
         }
     }
@@ -96,9 +99,21 @@ impl Desired {
         self
     }
 
-    /// The stored value of `manifest` (or of the deletion) of `app`.
-    fn sealed(&self, app: &str, manifest: Option<&str>) -> anyhow::Result<bytes::Bytes> {
-        Ok(trust::seal(&self.lattice, app, manifest, self.key.as_deref())?.into())
+    /// The stored value of `manifest` (or of the deletion) of `app`, as the
+    /// entry after the one stored now in `store`.
+    async fn sealed(&self, store: &Store, app: &str, manifest: Option<&str>) -> anyhow::Result<bytes::Bytes> {
+        let previous = match store.entry(app_key(app)).await? {
+            Some(entry) if entry.operation == Operation::Put => trust::open(&self.lattice, app, &entry.value).1,
+            _ => 0,
+        };
+        Ok(trust::seal(
+            &self.lattice,
+            app,
+            trust::next_seq(previous),
+            manifest,
+            self.key.as_deref(),
+        )?
+        .into())
     }
 
     /// The bucket, created on first use ([`open_kv`]).
@@ -130,8 +145,8 @@ impl Desired {
 
     /// Stores `manifest` as the desired state of `app`; its new revision.
     pub async fn put(&self, app: &str, manifest: &str) -> anyhow::Result<u64> {
-        let value = self.sealed(app, Some(manifest))?;
         let store = self.store().await?;
+        let value = self.sealed(&store, app, Some(manifest)).await?;
         Ok(store.put(app_key(app), value).await?)
     }
 
@@ -143,8 +158,8 @@ impl Desired {
 
     /// Writes `manifest` (or the deletion) of `app` over revision `expected`.
     async fn write(&self, app: &str, manifest: Option<&str>, expected: u64) -> anyhow::Result<u64> {
-        let value = self.sealed(app, manifest)?;
         let store = self.store().await?;
+        let value = self.sealed(&store, app, manifest).await?;
         match store.update(app_key(app), value, expected).await {
             Ok(revision) => Ok(revision),
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
@@ -205,11 +220,16 @@ impl Desired {
 
     /// Every change from now on, after the current state of every app: the
     /// stream a host reconciles from. Fails while the bucket does not exist.
+    ///
+    /// The library's watcher is driven in a task of its own: once its
+    /// connection has died it may panic when polled again ("`async fn`
+    /// resumed after completion"), and that must end the watch, not the
+    /// host. The stream ends when the task does, for whatever reason.
     pub async fn watch(&self) -> anyhow::Result<impl futures::Stream<Item = AppRevision> + Send + use<>> {
         let store = self.existing().await?;
         let watch = store.watch_with_history("app.>").await?;
         let lattice = self.lattice.clone();
-        Ok(watch.filter_map(move |entry| {
+        Ok(contained(watch.filter_map(move |entry| {
             let lattice = lattice.clone();
             async move {
                 let entry = match entry {
@@ -228,7 +248,40 @@ impl Desired {
                     &entry.value,
                 ))
             }
-        }))
+        })))
+    }
+}
+
+/// `stream`, driven by a task of its own: a panic in it ends the stream
+/// instead of the task that reads it. Dropping the stream ends the task.
+pub fn contained<S>(stream: S) -> impl futures::Stream<Item = S::Item> + Send + use<S>
+where
+    S: futures::Stream + Send + 'static,
+    S::Item: Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let task = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            if tx.send(item).await.is_err() {
+                break;
+            }
+        }
+    });
+    let guard = AbortOnDrop(task.abort_handle());
+    futures::stream::unfold((rx, guard), |(mut rx, guard)| async move {
+        let item = rx.recv().await?;
+        Some((item, (rx, guard)))
+    })
+    .fuse()
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

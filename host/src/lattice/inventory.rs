@@ -8,6 +8,7 @@
 //! `membrane ctl inventory` publishes one request and gathers every host's
 //! answer. The subjects and payloads are in `docs/control.md`.
 
+use crate::manifest::subject::{ReplyRule, allow_reply};
 use crate::runtime::Runtime;
 use crate::transports::Service;
 use futures::StreamExt as _;
@@ -168,6 +169,7 @@ impl Service for InventoryService {
                     request = self.subscriber.next() => match request {
                         Some(request) => {
                             if let Some(reply) = request.reply
+                                && allow_reply(&ReplyRule::lattice(&self.lattice), &reply, "inventory")
                                 && let Err(e) = self.client.publish(reply, self.document()).await
                             {
                                 tracing::warn!("inventory: cannot reply: {e}");
@@ -189,15 +191,53 @@ impl Service for InventoryService {
     }
 }
 
+/// The shortest gathering that stops on the answerers' claims.
+pub const GATHER_FLOOR: Duration = Duration::from_millis(25);
+
+/// Whether a gathering may stop (see [`enough`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enough {
+    /// It has every answer the claims promise, and the floor has passed.
+    Yes,
+    /// Not before this much longer, whatever the claims say.
+    Floor(Duration),
+    /// When no answer comes for a `settle`.
+    AfterQuiet,
+}
+
+/// Whether a gathering that has `answers` answers, the largest claim
+/// `known` of the lattice's size, `elapsed` since it asked and its first
+/// answer after `first` may stop.
+///
+/// A claim is one answerer's word: a host-role client that answers first
+/// claiming a lattice of one would otherwise end the gathering before any
+/// real host spoke (and `ctl update` would then wait for nobody). So an
+/// early stop waits at least four times as long as the first answer took,
+/// and at least [`GATHER_FLOOR`], during which every real host's own,
+/// larger, claim arrives; a lie can then only make the gathering wait
+/// longer, never shorter.
+pub fn enough(answers: usize, known: usize, elapsed: Duration, first: Option<Duration>, settle: Duration) -> Enough {
+    if known == 0 || answers < known {
+        return Enough::AfterQuiet;
+    }
+    let floor = first.map_or(settle, |f| (f * 4).max(GATHER_FLOOR).min(settle));
+    if elapsed >= floor {
+        Enough::Yes
+    } else {
+        Enough::Floor(floor - elapsed)
+    }
+}
+
 /// Most answers [`gather`] takes: a lattice's hosts, with room to spare.
 const MAX_ANSWERS: usize = 10_000;
 
 /// Asks every host of `lattice` for its inventory. Hosts answer at once;
 /// since nobody knows in advance how many there are, the gathering stops as
 /// soon as it has as many answers as the largest `lattice_hosts` any answer
-/// reports (the hosts' own membership), or else `settle` after the last
-/// answer (or after `settle` if none comes). It never takes more than ten
-/// `settle`s in all or [`MAX_ANSWERS`] answers, whatever responders do.
+/// reports (the hosts' own membership), but never before [`enough`]'s
+/// floor; or else `settle` after the last answer (or after `settle` if none
+/// comes). It never takes more than ten `settle`s in all or
+/// [`MAX_ANSWERS`] answers, whatever responders do.
 pub async fn gather(
     client: &async_nats::Client,
     lattice: &str,
@@ -211,14 +251,25 @@ pub async fn gather(
     tokio::time::timeout(settle * 10, client.flush())
         .await
         .map_err(|_| anyhow::anyhow!("nats: the inventory request was not sent in {:?}", settle * 10))??;
-    let end = tokio::time::Instant::now() + settle * 10;
+    let asked = tokio::time::Instant::now();
+    let end = asked + settle * 10;
     let mut hosts: BTreeMap<String, HostInventory> = BTreeMap::new();
-    let (mut seen, mut known) = (0, 0);
-    while seen < MAX_ANSWERS
-        && (known == 0 || hosts.len() < known)
-        && let Ok(Some(message)) =
-            tokio::time::timeout_at(end.min(tokio::time::Instant::now() + settle), answers.next()).await
-    {
+    let (mut seen, mut known, mut first) = (0, 0, None);
+    while seen < MAX_ANSWERS {
+        let now = tokio::time::Instant::now();
+        let wait = match enough(hosts.len(), known, now - asked, first, settle) {
+            Enough::Yes => break,
+            Enough::AfterQuiet => settle,
+            Enough::Floor(floor) => floor,
+        };
+        let message = match tokio::time::timeout_at(end.min(now + wait), answers.next()).await {
+            Ok(Some(message)) => message,
+            Ok(None) => break,
+            // The floor passed: check again.
+            Err(_) if matches!(enough(hosts.len(), known, asked.elapsed(), first, settle), Enough::Yes) => break,
+            Err(_) if tokio::time::Instant::now() < end && known > 0 && hosts.len() >= known => continue,
+            Err(_) => break,
+        };
         seen += 1;
         if message.status.is_some() {
             // NATS's "no responders" notice: no host is up, so none will answer.
@@ -228,6 +279,7 @@ pub async fn gather(
             Ok(inventory) => {
                 let claimed = inventory.lattice_hosts.unwrap_or(0) as usize;
                 known = known.max(claimed.min(MAX_ANSWERS));
+                first.get_or_insert(asked.elapsed());
                 hosts.insert(inventory.host.clone(), inventory);
             }
             Err(e) => tracing::warn!("ignoring a malformed inventory answer: {e}"),
@@ -236,4 +288,35 @@ pub async fn gather(
     let mut hosts: Vec<HostInventory> = hosts.into_values().collect();
     hosts.sort_by(|a, b| a.labels.cmp(&b.labels).then(a.host.cmp(&b.host)));
     Ok(hosts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gathering_stops_early_only_after_its_floor() {
+        let ms = Duration::from_millis;
+        let settle = ms(500);
+        let table = [
+            // answers, largest claim, elapsed, first answer after: verdict
+            (0, 0, ms(0), None, Enough::AfterQuiet),
+            (1, 3, ms(5), Some(ms(1)), Enough::AfterQuiet),
+            // A liar answers first, claiming a lattice of one: wait.
+            (1, 1, ms(1), Some(ms(1)), Enough::Floor(ms(24))),
+            (1, 1, ms(25), Some(ms(1)), Enough::Yes),
+            (3, 3, ms(20), Some(ms(2)), Enough::Floor(ms(5))),
+            (3, 3, ms(40), Some(ms(10)), Enough::Yes),
+            // A slow first answer: the floor is at most one settle.
+            (2, 2, ms(100), Some(ms(400)), Enough::Floor(ms(400))),
+            (2, 2, ms(500), Some(ms(400)), Enough::Yes),
+        ];
+        for (answers, known, elapsed, first, verdict) in table {
+            assert_eq!(
+                enough(answers, known, elapsed, first, settle),
+                verdict,
+                "{answers} {known} {elapsed:?}"
+            );
+        }
+    }
 }

@@ -11,7 +11,7 @@
 //! names the grant.
 
 use crate::manifest::outbound::AllowedHosts;
-use crate::manifest::{ComponentSpec, KvBackend, Manifest};
+use crate::manifest::{BindingSpec, ComponentSpec, KvBackend, Manifest};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -112,6 +112,7 @@ impl Policy {
             .iter()
             .filter(|(name, _)| here.contains(*name))
             .flat_map(|(name, spec)| self.problems(manifest, name, spec))
+            .chain(self.file_problems(manifest, here))
             .collect();
         if problems.is_empty() { Ok(()) } else { Err(problems) }
     }
@@ -161,6 +162,40 @@ impl Policy {
             }
         }
         problems
+    }
+
+    /// The files outside the components that `manifest` names for `here`
+    /// and that are not under an allowed directory: the TLS certificate and
+    /// key of an http binding served here, and `[nats]` credentials and
+    /// certificates. Decided from the path alone, before anything is read,
+    /// so a refusal tells nothing about what exists on this host.
+    fn file_problems(&self, manifest: &Manifest, here: &BTreeSet<String>) -> Vec<String> {
+        let mut files: Vec<(String, &Path)> = Vec::new();
+        for (i, binding) in manifest.bindings.iter().enumerate() {
+            if let BindingSpec::Http(http) = binding
+                && here.contains(&http.component)
+                && let Some(tls) = &http.tls
+            {
+                files.push((format!("bindings[{i}].tls.cert"), &tls.cert));
+                files.push((format!("bindings[{i}].tls.key"), &tls.key));
+            }
+        }
+        let nats = &manifest.nats;
+        for (field, path) in [
+            ("nats.creds", &nats.creds),
+            ("nats.tls_ca", &nats.tls_ca),
+            ("nats.tls_cert", &nats.tls_cert),
+            ("nats.tls_key", &nats.tls_key),
+        ] {
+            if let Some(path) = path {
+                files.push((field.to_string(), path));
+            }
+        }
+        files
+            .into_iter()
+            .filter(|(_, path)| !self.allows_dir(path))
+            .map(|(field, path)| format!("{field}: {} is not under any --allow-dir of this host", path.display()))
+            .collect()
     }
 
     /// Whether `path` (absolute; symbolic links resolved) lies under an
@@ -259,6 +294,39 @@ mod tests {
         let both = nats.allowing_keyvalue(&["embedded".into()]).unwrap();
         assert_eq!(both.admit(&app, &here()), Ok(()));
         assert!(Policy::default().allowing_keyvalue(&["redis".into()]).is_err());
+    }
+
+    #[test]
+    fn tls_files_are_read_only_from_allowed_directories() {
+        let allowed = tempfile::tempdir().unwrap();
+        let secret = tempfile::tempdir().unwrap();
+        let (cert, key) = (secret.path().join("cert.pem"), secret.path().join("key.pem"));
+        std::fs::write(&key, "a private key").unwrap();
+        let binding = |cert: &Path, key: &Path| {
+            manifest(&format!(
+                "[[bindings]]\nmedium = \"http\"\ncomponent = \"c\"\naddress = \"127.0.0.1:0\"\n\
+                 tls = {{ cert = {:?}, key = {:?} }}\n",
+                cert, key
+            ))
+        };
+        let policy = Policy::new(&[allowed.path().to_path_buf()], &[], &[], &[]).unwrap();
+        let problems = policy.admit(&binding(&cert, &key), &here()).unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[1].starts_with("bindings[0].tls.key: "), "{problems:?}");
+        // The same words whether the file exists or not.
+        let missing = secret.path().join("nothing.pem");
+        let other = policy.admit(&binding(&cert, &missing), &here()).unwrap_err();
+        assert_eq!(
+            other[1].replace("nothing.pem", "key.pem"),
+            problems[1],
+            "a refusal must not tell whether a path exists"
+        );
+        let inside = (allowed.path().join("cert.pem"), allowed.path().join("key.pem"));
+        std::fs::write(&inside.0, "c").unwrap();
+        std::fs::write(&inside.1, "k").unwrap();
+        assert_eq!(policy.admit(&binding(&inside.0, &inside.1), &here()), Ok(()));
+        // Served elsewhere: not this host's files.
+        assert_eq!(policy.admit(&binding(&cert, &key), &BTreeSet::new()), Ok(()));
     }
 
     #[test]

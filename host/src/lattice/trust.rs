@@ -3,8 +3,11 @@
 //! An operator holds an nkeys ed25519 operator key (`membrane ctl keygen`).
 //! Every desired-state entry `ctl` writes is a [`Sealed`] document: the app's
 //! manifest (or its deletion) with the operator's public key and a signature
-//! over the lattice, the app and the manifest, so an entry cannot be moved to
-//! another lattice or app. A host started with `--trust <public key>` runs
+//! over the lattice, the app, a per-app sequence number and the manifest, so
+//! an entry cannot be moved to another lattice or app, nor stored again
+//! later: a host refuses an entry whose sequence is below one it has run
+//! (a rollback is a new entry, with a higher sequence, that names the old
+//! manifest). A host started with `--trust <public key>` runs
 //! only entries signed by one of its trusted keys ([`Trust::admit`]); without
 //! `--trust` it runs anything a writer of the KV bucket stores, and says so.
 
@@ -13,8 +16,9 @@ use nkeys::KeyPair;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// The version of the sealed document.
-const VERSION: u8 = 1;
+/// The version of the sealed document: 2 signs a sequence number; 1 (no
+/// sequence, read as 0) is still read.
+const VERSION: u8 = 2;
 
 /// One desired-state entry as stored in KV (JSON).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -24,6 +28,9 @@ pub struct Sealed {
     pub v: u8,
     /// The app.
     pub app: String,
+    /// This entry's place among the app's entries: above every earlier one.
+    #[serde(default)]
+    pub seq: u64,
     /// The manifest (TOML); `None`: the app is deleted.
     pub manifest: Option<String>,
     /// The signer's public key (an operator key, `O...`).
@@ -45,10 +52,13 @@ pub enum Seal {
     Broken(String),
 }
 
-/// The bytes a signature covers: a domain tag, the lattice, the app and the
-/// manifest (or the deletion mark).
-fn signed_bytes(lattice: &str, app: &str, manifest: Option<&str>) -> Vec<u8> {
-    let mut bytes = format!("membrane.desired.v{VERSION}\0{lattice}\0{app}\0").into_bytes();
+/// The bytes a signature covers: a domain tag, the lattice, the app, the
+/// sequence (from version 2) and the manifest (or the deletion mark).
+fn signed_bytes(version: u8, lattice: &str, app: &str, seq: u64, manifest: Option<&str>) -> Vec<u8> {
+    let mut bytes = format!("membrane.desired.v{version}\0{lattice}\0{app}\0").into_bytes();
+    if version >= 2 {
+        bytes.extend_from_slice(format!("{seq}\0").as_bytes());
+    }
     match manifest {
         Some(text) => {
             bytes.push(b'M');
@@ -59,13 +69,19 @@ fn signed_bytes(lattice: &str, app: &str, manifest: Option<&str>) -> Vec<u8> {
     bytes
 }
 
-/// Seals `manifest` (or the deletion of `app`) for `lattice`, signed with
-/// `key` when there is one.
-pub fn seal(lattice: &str, app: &str, manifest: Option<&str>, key: Option<&KeyPair>) -> anyhow::Result<Vec<u8>> {
+/// Seals `manifest` (or the deletion of `app`) for `lattice` as the app's
+/// entry number `seq`, signed with `key` when there is one.
+pub fn seal(
+    lattice: &str,
+    app: &str,
+    seq: u64,
+    manifest: Option<&str>,
+    key: Option<&KeyPair>,
+) -> anyhow::Result<Vec<u8>> {
     let (signer, signature) = match key {
         Some(key) => {
             let signature = key
-                .sign(&signed_bytes(lattice, app, manifest))
+                .sign(&signed_bytes(VERSION, lattice, app, seq, manifest))
                 .map_err(|e| anyhow::anyhow!("cannot sign: {e}"))?;
             (Some(key.public_key()), Some(hex::encode(signature)))
         }
@@ -74,6 +90,7 @@ pub fn seal(lattice: &str, app: &str, manifest: Option<&str>, key: Option<&KeyPa
     let sealed = Sealed {
         v: VERSION,
         app: app.to_string(),
+        seq,
         manifest: manifest.map(str::to_string),
         signer,
         signature,
@@ -81,20 +98,23 @@ pub fn seal(lattice: &str, app: &str, manifest: Option<&str>, key: Option<&KeyPa
     Ok(serde_json::to_vec(&sealed)?)
 }
 
-/// Opens the stored entry `value` of `app` in `lattice`: its manifest
-/// (`None`: deleted) and its seal. A value that does not decode is
-/// [`Seal::Broken`] with no manifest.
-pub fn open(lattice: &str, app: &str, value: &[u8]) -> (Option<String>, Seal) {
+/// An opened entry: its manifest (`None`: deleted), sequence and seal.
+pub type Opened = (Option<String>, u64, Seal);
+
+/// Opens the stored entry `value` of `app` in `lattice`. A value that does
+/// not decode is [`Seal::Broken`] with no manifest.
+pub fn open(lattice: &str, app: &str, value: &[u8]) -> Opened {
     let sealed: Sealed = match serde_json::from_slice(value) {
         Ok(sealed) => sealed,
-        Err(e) => return (None, Seal::Broken(format!("not a sealed desired-state entry: {e}"))),
+        Err(e) => return (None, 0, Seal::Broken(format!("not a sealed desired-state entry: {e}"))),
     };
-    if sealed.v != VERSION {
-        return (None, Seal::Broken(format!("unknown entry version {}", sealed.v)));
+    if !(1..=VERSION).contains(&sealed.v) || (sealed.v == 1 && sealed.seq != 0) {
+        return (None, 0, Seal::Broken(format!("unknown entry version {}", sealed.v)));
     }
     if sealed.app != app {
         return (
             None,
+            0,
             Seal::Broken(format!("the entry is for app `{}`, stored under `{app}`", sealed.app)),
         );
     }
@@ -103,7 +123,32 @@ pub fn open(lattice: &str, app: &str, value: &[u8]) -> (Option<String>, Seal) {
         (Some(signer), Some(signature)) => verify(lattice, &sealed, signer, signature),
         _ => Seal::Broken("a signer without a signature, or a signature without a signer".into()),
     };
-    (sealed.manifest, seal)
+    (sealed.manifest, sealed.seq, seal)
+}
+
+/// The highest entry number a host has run, by app.
+pub type Sequences = std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>;
+
+/// Whether an entry numbered `seq` may follow the highest number this host
+/// has run for the app, `highest`; why not, if not. The same entry again
+/// (a watch that starts over) is no replay.
+pub fn in_order(seq: u64, highest: Option<u64>) -> Result<(), String> {
+    match highest {
+        Some(highest) if seq < highest => Err(format!(
+            "entry {seq} is older than entry {highest}, which this host has run (a replay?)"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The sequence of the entry that follows one numbered `previous`: above
+/// it, and at least the wall clock in milliseconds, so that a new app (or
+/// one whose history was purged) starts above anything stored before.
+pub fn next_seq(previous: u64) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    previous.saturating_add(1).max(now)
 }
 
 /// Checks `sealed`'s signature by `signer`.
@@ -114,7 +159,7 @@ fn verify(lattice: &str, sealed: &Sealed, signer: &str, signature: &str) -> Seal
     let Ok(signature) = hex::decode(signature) else {
         return Seal::Broken("the signature is not hex".into());
     };
-    let bytes = signed_bytes(lattice, &sealed.app, sealed.manifest.as_deref());
+    let bytes = signed_bytes(sealed.v, lattice, &sealed.app, sealed.seq, sealed.manifest.as_deref());
     match key.verify(&bytes, &signature) {
         Ok(()) => Seal::Signed(signer.to_string()),
         Err(_) => Seal::Broken(format!("the signature does not match (signer {})", short_key(signer))),
@@ -202,21 +247,46 @@ mod tests {
     #[test]
     fn a_seal_holds_only_for_its_lattice_app_and_manifest() {
         let key = KeyPair::new_operator();
-        let value = seal("prod", "shop", Some("[app]\nname = \"shop\"\n"), Some(&key)).unwrap();
-        let (manifest, seal_) = open("prod", "shop", &value);
+        let value = seal("prod", "shop", 7, Some("[app]\nname = \"shop\"\n"), Some(&key)).unwrap();
+        let (manifest, seq, seal_) = open("prod", "shop", &value);
+        assert_eq!(seq, 7);
         assert_eq!(seal_, Seal::Signed(key.public_key()));
         assert!(manifest.is_some());
         // Moved to another lattice, or another app's key: broken.
-        assert!(matches!(open("staging", "shop", &value).1, Seal::Broken(_)));
-        assert!(matches!(open("prod", "other", &value).1, Seal::Broken(_)));
+        assert!(matches!(open("staging", "shop", &value).2, Seal::Broken(_)));
+        assert!(matches!(open("prod", "other", &value).2, Seal::Broken(_)));
         // An edited manifest: broken.
         let mut sealed: Sealed = serde_json::from_slice(&value).unwrap();
         sealed.manifest = Some("[app]\nname = \"shop\"\n[components.x]\nsource = \"/bin\"\n".into());
         let edited = serde_json::to_vec(&sealed).unwrap();
-        assert!(matches!(open("prod", "shop", &edited).1, Seal::Broken(_)));
+        assert!(matches!(open("prod", "shop", &edited).2, Seal::Broken(_)));
+        // A renumbered entry (an old one dressed as new): broken.
+        let mut sealed: Sealed = serde_json::from_slice(&value).unwrap();
+        sealed.seq = 8;
+        let renumbered = serde_json::to_vec(&sealed).unwrap();
+        assert!(matches!(open("prod", "shop", &renumbered).2, Seal::Broken(_)));
         // A deletion signed by the key is its own statement.
-        let deletion = seal("prod", "shop", None, Some(&key)).unwrap();
-        assert_eq!(open("prod", "shop", &deletion), (None, Seal::Signed(key.public_key())));
+        let deletion = seal("prod", "shop", 9, None, Some(&key)).unwrap();
+        assert_eq!(
+            open("prod", "shop", &deletion),
+            (None, 9, Seal::Signed(key.public_key()))
+        );
+    }
+
+    #[test]
+    fn an_older_entry_is_refused_once_a_newer_one_ran() {
+        let table = [
+            (5, None, true),
+            (5, Some(5), true),
+            (6, Some(5), true),
+            (4, Some(5), false),
+            (0, Some(1), false),
+        ];
+        for (seq, highest, ok) in table {
+            assert_eq!(in_order(seq, highest).is_ok(), ok, "{seq} after {highest:?}");
+        }
+        assert!(next_seq(3) > 1_700_000_000_000);
+        assert_eq!(next_seq(u64::MAX - 1), u64::MAX);
     }
 
     #[test]

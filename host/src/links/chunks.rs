@@ -21,6 +21,7 @@
 //! [`REASSEMBLY_BUDGET_KIB`]: past it a chunked request is refused at once.
 //! The protocol is specified in `docs/wire.md`.
 
+use crate::manifest::subject::{ReplyRule, allow_reply};
 use async_nats::client::RequestErrorKind;
 use async_nats::{HeaderMap, Subject};
 use bytes::{Bytes, BytesMut};
@@ -89,7 +90,7 @@ pub async fn request(
     .await?;
     if total > limit {
         let inbox = match header(&reply, CONTINUE_HEADER) {
-            Some(inbox) => inbox,
+            Some(inbox) => checked_inbox(inbox)?,
             // An error reply (at capacity, say) ends the call at once.
             None if reply.headers.is_some() => return Ok(reply),
             None => {
@@ -111,6 +112,7 @@ pub async fn request(
     let total = parse_total(&total).map_err(Failure::Other)?;
     let inbox =
         header(&reply, CONTINUE_HEADER).ok_or_else(|| Failure::Other("chunked reply: no continue inbox".into()))?;
+    let inbox = checked_inbox(inbox)?;
     // Grown as chunks arrive: the declared total is the peer's word.
     let mut whole = BytesMut::with_capacity(reply.payload.len());
     whole.extend_from_slice(&reply.payload);
@@ -129,6 +131,14 @@ pub async fn request(
         headers: reply.headers,
         payload: whole.freeze(),
     })
+}
+
+/// `inbox`, a continue inbox a peer named, if this host may send to it.
+fn checked_inbox(inbox: String) -> Result<String, Failure> {
+    ReplyRule::internal()
+        .check(&inbox, true)
+        .map(|()| inbox)
+        .map_err(|why| Failure::Other(format!("chunked call: {why}")))
 }
 
 async fn send(
@@ -222,6 +232,9 @@ pub async fn receive(
             }
         };
         let Some(next) = part.reply.clone() else { continue };
+        if !allow_reply(&ReplyRule::internal(), &next, "chunked request") {
+            continue;
+        }
         answer_to = next;
         if part.payload.is_empty() || whole.len() + part.payload.len() > total {
             return Err(fail(
@@ -271,6 +284,9 @@ pub async fn respond(
             break;
         };
         let Some(to) = pull.reply else { continue };
+        if !allow_reply(&ReplyRule::internal(), &to, "chunked reply") {
+            continue;
+        }
         let end = (offset + limit).min(payload.len());
         client.publish(to, payload.slice(offset..end)).await?;
         offset = end;

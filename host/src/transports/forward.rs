@@ -26,6 +26,7 @@ use crate::links::chunks::chunk_limit;
 use crate::links::remote::{
     DEADLINE_HEADER, ERROR_KIND_HEADER, Lattice, TRACEPARENT_HEADER, deadline_from_header, remote_fault, unix_millis,
 };
+use crate::manifest::subject::{ReplyRule, allow_reply};
 use crate::metrics::Calls;
 use crate::runtime::Runtime;
 use crate::runtime::context::CallContext;
@@ -136,6 +137,9 @@ impl Forwarder {
         let decode = |message: String| fault(FaultKind::Decode { message });
         let (status, fields) = decode_response(&reply.payload).map_err(decode)?;
         let body = match reply_headers.and_then(|h| h.get(BODY_HEADER)) {
+            Some(inbox) if !allow_reply(&ReplyRule::internal(), inbox.as_str(), "forwarded response") => {
+                return Err(decode(format!("the response body is offered at {:?}", inbox.as_str())));
+            }
             Some(inbox) => pull_body(client.clone(), inbox.to_string(), remaining),
             None => Empty::new().map_err(|never| match never {}).boxed_unsync(),
         };
@@ -152,6 +156,7 @@ pub struct ForwardServer {
     app: Arc<str>,
     subscribers: Vec<(Arc<str>, async_nats::Subscriber)>,
     runtime: Arc<Runtime>,
+    replies: Arc<ReplyRule>,
 }
 
 impl ForwardServer {
@@ -174,6 +179,7 @@ impl ForwardServer {
             app: Arc::from(app),
             subscribers,
             runtime,
+            replies: Arc::new(ReplyRule::lattice(&lattice.name)),
         })
     }
 }
@@ -187,6 +193,7 @@ impl Service for ForwardServer {
     fn serve(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
             let (client, runtime, app) = (&self.client, &self.runtime, &self.app);
+            let replies = &self.replies;
             let serving = self.subscribers.into_iter().map(|(component, subscriber)| {
                 let limit = subscription_limit(runtime, &component);
                 let calls = Calls::new(app, &component, "http-forward");
@@ -195,13 +202,13 @@ impl Service for ForwardServer {
                     let component = component.clone();
                     move |message| {
                         let (client, runtime, app) = (client.clone(), runtime.clone(), app.clone());
-                        let (component, calls) = (component.clone(), calls.clone());
-                        async move { answer(&client, &runtime, (&app, &component, &calls), message).await }
+                        let (component, calls, replies) = (component.clone(), calls.clone(), replies.clone());
+                        async move { answer(&client, &runtime, (&app, &component, &calls), &replies, message).await }
                     }
                 };
                 let shed = move |message| {
                     let component = component.clone();
-                    async move { shed_at_capacity(client, message, &component, limit).await }
+                    async move { shed_at_capacity(client, message, &component, limit, replies).await }
                 };
                 serve_subscription(subscriber, shutdown.clone(), label, limit, handle, shed)
             });
@@ -218,9 +225,20 @@ async fn answer(
     client: &async_nats::Client,
     runtime: &Runtime,
     (app, component, calls): (&str, &Arc<str>, &Calls),
+    replies: &ReplyRule,
     message: async_nats::Message,
 ) {
     let Some(reply) = message.reply.clone() else { return };
+    let what = format!("lattice http {component}");
+    if !allow_reply(replies, &reply, &what) {
+        return;
+    }
+    // The request body is pulled from where the header says: the same rule.
+    if let Some(inbox) = message.headers.as_ref().and_then(|h| h.get(BODY_HEADER))
+        && !allow_reply(replies, inbox.as_str(), &what)
+    {
+        return;
+    }
     let started = Instant::now();
     let headers = message.headers.as_ref();
     let timeout = runtime.get(component).map_or(Duration::from_secs(30), |c| c.timeout);
@@ -304,6 +322,9 @@ where
             break;
         };
         let Some(to) = pull.reply else { continue };
+        if !allow_reply(&ReplyRule::internal(), &to, "forwarded body") {
+            continue;
+        }
         let piece = if pending.is_empty() {
             next_piece(&mut body, idle).await
         } else {

@@ -12,6 +12,7 @@
 
 use crate::codec::types as typecheck;
 use crate::links::remote::{COMPONENT_HEADER, ERROR_KIND_HEADER, Lattice};
+use crate::manifest::subject::{ReplyRule, allow_reply};
 use crate::manifest::{BindingSpec, Manifest};
 use crate::runtime::Runtime;
 use crate::runtime::component::Loaded;
@@ -225,8 +226,12 @@ pub async fn shed_at_capacity(
     message: async_nats::Message,
     component: &Arc<str>,
     limit: usize,
+    replies: &ReplyRule,
 ) {
     let Some(reply) = message.reply else { return };
+    if !allow_reply(replies, &reply, &format!("shedding {}", message.subject)) {
+        return;
+    }
     let max_instances = u32::try_from(limit).unwrap_or(u32::MAX);
     let fault = Fault::new(component.clone(), FaultKind::Capacity { max_instances });
     if let Err(e) = publish_error(client, reply, fault_reply(&fault)).await {

@@ -13,6 +13,7 @@ use super::medium::{
     shed_at_capacity, subscription_limit,
 };
 use super::serve::{flush_briefly, serve_subscription};
+use crate::manifest::subject::{ReplyRule, allow_reply};
 use crate::manifest::{BindingSpec, NatsBinding};
 use crate::metrics::Calls;
 use crate::runtime::Runtime;
@@ -37,6 +38,8 @@ pub struct NatsMedium {
     app: Arc<str>,
     runtime: Arc<Runtime>,
     calls: Calls,
+    /// Where a reply may go: `_INBOX.` and the lattice's inboxes.
+    replies: Arc<ReplyRule>,
 }
 
 /// The span and call context of a message arriving over `medium` (`nats` or
@@ -103,6 +106,7 @@ impl Medium for NatsMedium {
             app: Arc::from(cx.app),
             runtime: cx.runtime.clone(),
             calls: Calls::new(cx.app, &spec.component, "nats"),
+            replies: Arc::new(cx.lattice.map(|l| ReplyRule::lattice(&l.name)).unwrap_or_default()),
         })
     }
 }
@@ -118,15 +122,15 @@ impl Service for NatsMedium {
     fn serve(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
             let (client, target, runtime) = (self.client.clone(), self.target.clone(), self.runtime.clone());
-            let (app, calls) = (self.app.clone(), self.calls.clone());
+            let (app, calls, replies) = (self.app.clone(), self.calls.clone(), self.replies.clone());
             let label = format!("nats {}", self.subject);
             let limit = subscription_limit(&runtime, &target.component);
             let handle = |message| {
                 let (client, target, runtime) = (client.clone(), target.clone(), runtime.clone());
-                let (app, calls) = (app.clone(), calls.clone());
-                async move { answer(&client, &runtime, (&app, &calls), &target, message).await }
+                let (app, calls, replies) = (app.clone(), calls.clone(), replies.clone());
+                async move { answer(&client, &runtime, (&app, &calls, &replies), &target, message).await }
             };
-            let shed = |message| shed_at_capacity(&client, message, &target.component, limit);
+            let shed = |message| shed_at_capacity(&client, message, &target.component, limit, &replies);
             serve_subscription(self.subscriber, shutdown, label, limit, handle, shed).await;
             flush_briefly(&self.client).await;
             Ok(())
@@ -137,10 +141,16 @@ impl Service for NatsMedium {
 async fn answer(
     client: &async_nats::Client,
     runtime: &Runtime,
-    (app, calls): (&str, &Calls),
+    (app, calls, replies): (&str, &Calls, &ReplyRule),
     target: &FunctionRef,
     message: async_nats::Message,
 ) {
+    // A reply that may not be sent is not worth the call.
+    if let Some(reply) = &message.reply
+        && !allow_reply(replies, reply, &format!("nats {}", message.subject))
+    {
+        return;
+    }
     let (span, cx) = message_context("nats", app, target, &message);
     let started = std::time::Instant::now();
     let result = runtime

@@ -15,6 +15,7 @@ use super::serve::{flush_briefly, serve_subscription};
 use crate::codec::wire;
 use crate::links::chunks;
 use crate::links::remote::{Lattice, TRACEPARENT_HEADER, deadline_from_header, subject};
+use crate::manifest::subject::{ReplyRule, allow_reply};
 use crate::metrics::Calls;
 use crate::runtime::Runtime;
 use crate::runtime::component::Callee;
@@ -44,6 +45,7 @@ pub struct LinkServer {
     subscribers: Vec<(String, async_nats::Subscriber)>,
     routes: Arc<HashMap<String, Route>>,
     runtime: Arc<Runtime>,
+    replies: Arc<ReplyRule>,
 }
 
 impl LinkServer {
@@ -79,6 +81,7 @@ impl LinkServer {
             subscribers,
             routes: Arc::new(routes),
             runtime,
+            replies: Arc::new(ReplyRule::lattice(&lattice.name)),
         })
     }
 }
@@ -98,6 +101,7 @@ impl Service for LinkServer {
     fn serve(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
             let (client, routes, runtime, app) = (&self.client, &self.routes, &self.runtime, &self.app);
+            let replies = &self.replies;
             let serving = self.subscribers.into_iter().map(|(subject, subscriber)| {
                 let component = routes
                     .get(&subject)
@@ -105,11 +109,12 @@ impl Service for LinkServer {
                 let limit = subscription_limit(runtime, &component);
                 let handle = move |message| {
                     let (client, routes, runtime, app) = (client.clone(), routes.clone(), runtime.clone(), app.clone());
-                    async move { answer(&client, &routes, &runtime, &app, message).await }
+                    let replies = replies.clone();
+                    async move { answer(&client, &routes, &runtime, (&app, &replies), message).await }
                 };
                 let shed = move |message| {
                     let component = component.clone();
-                    async move { shed_at_capacity(client, message, &component, limit).await }
+                    async move { shed_at_capacity(client, message, &component, limit, replies).await }
                 };
                 serve_subscription(
                     subscriber,
@@ -131,10 +136,13 @@ async fn answer(
     client: &async_nats::Client,
     routes: &HashMap<String, Route>,
     runtime: &Runtime,
-    app: &str,
+    (app, replies): (&str, &ReplyRule),
     message: async_nats::Message,
 ) {
     let Some(reply) = message.reply.clone() else { return };
+    if !allow_reply(replies, &reply, &format!("lattice rpc {}", message.subject)) {
+        return;
+    }
     let Some(Route { target, calls }) = routes.get(message.subject.as_str()) else {
         return;
     };

@@ -7,6 +7,7 @@ mod support;
 
 mod adaptive;
 mod admin;
+mod attack;
 mod bad_input;
 mod churn;
 mod config;

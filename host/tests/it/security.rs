@@ -11,14 +11,14 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-const PASSWORDS: [(&str, &str); 3] = [
+pub(crate) const PASSWORDS: [(&str, &str); 3] = [
     ("MEMBRANE_HOST_PASSWORD", "host-pw-5c1e"),
     ("MEMBRANE_OPERATOR_PASSWORD", "operator-pw-77a0"),
     ("MEMBRANE_CALLER_PASSWORD", "caller-pw-90bd"),
 ];
 
 /// `membrane ctl --lattice test ARGS` with `env`.
-fn ctl(server: Option<&NatsServer>, args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) fn ctl(server: Option<&NatsServer>, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_membrane"));
     command.args(["ctl", "--lattice", "test"]);
     if let Some(server) = server {
@@ -38,29 +38,29 @@ fn ctl(server: Option<&NatsServer>, args: &[&str], env: &[(&str, &str)]) -> Outp
     output
 }
 
-fn ok(output: Output) -> String {
+pub(crate) fn ok(output: Output) -> String {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn stderr(output: &Output) -> String {
+pub(crate) fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// A new operator key in `dir`: its seed file and public key.
-fn keygen(dir: &Path, name: &str) -> (String, String) {
+pub(crate) fn keygen(dir: &Path, name: &str) -> (String, String) {
     let seed = dir.join(name).display().to_string();
     let public = ok(ctl(None, &["keygen", &seed], &[])).trim().to_string();
     assert!(public.starts_with('O'), "{public}");
     (seed, public)
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Writes `text` to `dir/name`; its path.
-fn write(dir: &Path, name: &str, text: &str) -> String {
+pub(crate) fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path.display().to_string()
@@ -68,7 +68,7 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 
 /// The distributed example with `rater` also bound to NATS
 /// `insurance.rate` and to a queue.
-fn distributed_app(port: u16) -> String {
+pub(crate) fn distributed_app(port: u16) -> String {
     support::distributed_manifest(port)
         + r#"
 [[bindings]]
@@ -87,7 +87,7 @@ reply_prefix = "rates.reply"
 "#
 }
 
-fn rate_args() -> Vec<u8> {
+pub(crate) fn rate_args() -> Vec<u8> {
     serde_json::json!({ "policy": {
         "id": 1001, "holder": "Ada Lovelace", "region": "N",
         "subject": { "vehicle": { "kind": "car", "year": 2019, "value-cents": 2_500_000 } },
@@ -100,7 +100,7 @@ fn rate_args() -> Vec<u8> {
 }
 
 /// Polls `POST /quote` at `addr` until it answers 200; its body.
-fn quote(addr: SocketAddr) -> String {
+pub(crate) fn quote(addr: SocketAddr) -> String {
     let policy = support::example_policy();
     for _ in 0..500 {
         if std::net::TcpStream::connect(addr).is_ok() {
@@ -115,13 +115,13 @@ fn quote(addr: SocketAddr) -> String {
 }
 
 /// A NATS client of `role` that reports what the server refuses.
-struct Client {
-    nats: async_nats::Client,
+pub(crate) struct Client {
+    pub(crate) nats: async_nats::Client,
     refusals: tokio::sync::mpsc::UnboundedReceiver<String>,
 }
 
 impl Client {
-    async fn connect(server: &NatsServer, role: &str, inbox: &str) -> Client {
+    pub(crate) async fn connect(server: &NatsServer, role: &str, inbox: &str) -> Client {
         let (tx, refusals) = tokio::sync::mpsc::unbounded_channel();
         let password = PASSWORDS
             .iter()
@@ -145,7 +145,7 @@ impl Client {
     }
 
     /// Waits for the server to refuse something on `subject`.
-    async fn refused(&mut self, what: &str, subject: &str) {
+    pub(crate) async fn refused(&mut self, what: &str, subject: &str) {
         let _ = self.nats.flush().await;
         let wanted = format!("permissions violation for {what} to \"{subject}\"");
         let found = tokio::time::timeout(Duration::from_secs(5), async {

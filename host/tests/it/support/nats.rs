@@ -134,6 +134,15 @@ pub struct RawNats {
 impl RawNats {
     /// Connects to `server` and completes the handshake (headers on).
     pub fn connect(server: &NatsServer) -> RawNats {
+        RawNats::connect_with(server, "")
+    }
+
+    /// [`RawNats::connect`] as `user` with `password`.
+    pub fn connect_as(server: &NatsServer, user: &str, password: &str) -> RawNats {
+        RawNats::connect_with(server, &format!(",\"user\":{user:?},\"pass\":{password:?}"))
+    }
+
+    fn connect_with(server: &NatsServer, credentials: &str) -> RawNats {
         use std::io::Write as _;
         let stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connect to nats-server");
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -142,7 +151,12 @@ impl RawNats {
             stream,
         };
         raw.stream
-            .write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true,\"protocol\":1}\r\n")
+            .write_all(
+                format!(
+                    "CONNECT {{\"verbose\":false,\"pedantic\":false,\"headers\":true,\"protocol\":1{credentials}}}\r\n"
+                )
+                .as_bytes(),
+            )
             .unwrap();
         raw.ping();
         raw
