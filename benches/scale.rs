@@ -189,7 +189,7 @@ impl Counts {
 fn kind(subject: &str, lattice: &str) -> &'static str {
     let ours = format!("membrane.{lattice}.");
     match subject.strip_prefix(&ours) {
-        Some("evt.v1.heartbeat") => "heartbeat",
+        Some(rest) if rest.starts_with("evt.v1.heartbeat.") => "heartbeat",
         Some(rest) if rest.starts_with("evt.") => "event",
         Some(rest) if rest.starts_with("ctl.") => "inventory request",
         Some(_) => "other lattice",
@@ -256,7 +256,7 @@ async fn size(env: &Env, server: &NatsServer, n: usize, manifests: &[PathBuf], i
     let counts = counter(&env.url, &lattice).await;
     let client = async_nats::connect(&env.url).await.expect("nats");
     let mut started = client
-        .subscribe(format!("membrane.{lattice}.evt.v1.component.started"))
+        .subscribe(format!("membrane.{lattice}.evt.v1.component.started.*"))
         .await
         .expect("subscribe");
     client.flush().await.expect("flush");

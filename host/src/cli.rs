@@ -263,6 +263,13 @@ pub struct UpArgs {
     #[arg(long = "label", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
 
+    /// This host's id in the lattice (letters, digits, `-`, `_`): fix it to
+    /// give the host its own NATS user (`ctl permissions --host ID`), which
+    /// may publish heartbeats and events only under this id. Default: a new
+    /// random `host-xxxxxxxx` each start.
+    #[arg(long = "host-id", env = "MEMBRANE_HOST_ID", value_parser = parse_host_id)]
+    pub host_id: Option<String>,
+
     /// Heartbeat period in milliseconds; a host silent for three is gone.
     #[arg(long, default_value_t = HEARTBEAT.as_millis() as u64, env = "MEMBRANE_HEARTBEAT_MS")]
     pub heartbeat_ms: u64,
@@ -495,7 +502,17 @@ async fn shutdown_signal() {
 /// flight finish) and starts afresh from its arguments: a new connection,
 /// every app, medium and service bound again.
 pub async fn up(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
-    up_as(args, new_host_id(), shutdown).await
+    let id = args.host_id.clone().unwrap_or_else(new_host_id);
+    up_as(args, id, shutdown).await
+}
+
+/// Parses `--host-id`.
+fn parse_host_id(s: &str) -> Result<String, String> {
+    if crate::lattice::events::is_host_id(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?}: a host id is 1 to 64 letters, digits, `-` or `_`"))
+    }
 }
 
 /// [`up`] as host `id`.

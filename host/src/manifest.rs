@@ -515,6 +515,19 @@ pub struct QueueBinding {
     /// The subjects a producer may name in `Membrane-Reply-To`: this subject
     /// and those under it. Without it, no reply is sent anywhere.
     pub reply_prefix: Option<String>,
+    /// The most bytes the queue's stream keeps (default 256 MiB); a full
+    /// queue refuses new messages (JetStream's `discard = new`), so a
+    /// caller cannot fill the server's storage, and nothing accepted is
+    /// dropped. Its dead-letter stream keeps as much, dropping the oldest.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+}
+
+/// The default [`QueueBinding::max_bytes`].
+pub const DEFAULT_QUEUE_MAX_BYTES: u64 = 256 << 20;
+
+fn default_max_bytes() -> u64 {
+    DEFAULT_QUEUE_MAX_BYTES
 }
 
 fn default_concurrency() -> u32 {
@@ -1017,6 +1030,9 @@ impl BindingSpec {
                     } else if let Some(why) = reserved(prefix) {
                         problems.push(format!("bindings[{i}].reply_prefix: {why}"));
                     }
+                }
+                if queue.max_bytes == 0 || i64::try_from(queue.max_bytes).is_err() {
+                    problems.push(format!("bindings[{i}].max_bytes: must be between 1 and {}", i64::MAX));
                 }
                 if queue.concurrency == 0 || queue.max_deliver == 0 {
                     problems.push(format!("bindings[{i}]: concurrency and max_deliver must be at least 1"));

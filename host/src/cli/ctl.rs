@@ -132,6 +132,12 @@ enum CtlCommand {
     Permissions {
         /// The apps' manifests.
         manifests: Vec<PathBuf>,
+        /// Also a NATS user of its own for the host started with
+        /// `--host-id ID`, which may publish heartbeats and events only
+        /// under that id (repeat for each host). Its password is read from
+        /// `MEMBRANE_HOST_<ID>_PASSWORD`.
+        #[arg(long = "host", value_name = "ID")]
+        hosts: Vec<String>,
     },
 }
 
@@ -160,12 +166,22 @@ pub async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
                 || println!("{public}"),
             );
         }
-        CtlCommand::Permissions { manifests } => {
+        CtlCommand::Permissions { manifests, hosts } => {
             let apps = manifests
                 .iter()
                 .map(|path| Manifest::load(path))
                 .collect::<Result<Vec<_>, _>>()?;
-            let config = permissions::render(&args.lattice, &apps);
+            for host in hosts {
+                anyhow::ensure!(
+                    crate::lattice::events::is_host_id(host),
+                    "--host {host:?}: a host id is 1 to 64 letters, digits, `-` or `_`"
+                );
+                anyhow::ensure!(
+                    !permissions::Role::ALL.iter().any(|r| r.as_str() == host),
+                    "--host {host:?}: the name of a role; pick another id"
+                );
+            }
+            let config = permissions::render(&args.lattice, &apps, hosts);
             #[derive(Serialize)]
             struct Config<'a> {
                 lattice: &'a str,

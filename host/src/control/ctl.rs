@@ -13,8 +13,8 @@ use super::{
 };
 use crate::lattice::artifacts::Artifacts;
 use crate::lattice::desired::Desired;
-use crate::lattice::events::{Event, event_subject};
-use crate::lattice::inventory::{HostInventory, gather};
+use crate::lattice::events::{Event, event_subject, vouched};
+use crate::lattice::inventory::{HostInventory, gather, heartbeat_subject};
 use crate::manifest::{Manifest, is_digest};
 use anyhow::{Context as _, bail};
 use futures::StreamExt as _;
@@ -199,9 +199,17 @@ impl Ctl {
         let mut events = self.client.subscribe(event_subject(&self.lattice, ">")).await?;
         self.client.flush().await?;
         eprintln!("watching lattice `{}` (Ctrl-C to stop)", self.lattice);
+        let heartbeat = heartbeat_subject(&self.lattice, "");
         while let Some(message) = events.next().await {
+            let is_heartbeat = message.subject.starts_with(&heartbeat);
+            // A document naming another host than its subject's is a forgery.
+            let claimed = serde_json::from_slice::<serde_json::Value>(&message.payload)
+                .ok()
+                .and_then(|v| v["host"].as_str().map(String::from));
+            if !claimed.is_some_and(|host| vouched(&message.subject, &host)) {
+                continue;
+            }
             if json {
-                let is_heartbeat = message.subject.ends_with(".heartbeat");
                 if (!is_heartbeat || heartbeats)
                     && serde_json::from_slice::<serde_json::Value>(&message.payload).is_ok()
                 {
@@ -209,7 +217,7 @@ impl Ctl {
                 }
                 continue;
             }
-            if message.subject.ends_with(".heartbeat") {
+            if is_heartbeat {
                 if heartbeats && let Ok(host) = serde_json::from_slice::<HostInventory>(&message.payload) {
                     println!(
                         "heartbeat           {} ({} component(s))",

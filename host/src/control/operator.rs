@@ -18,7 +18,7 @@ use super::{
 };
 use crate::lattice::artifacts::Artifacts;
 use crate::lattice::desired::{AppRevision, Desired};
-use crate::lattice::events::{Event, EventKind, ensure_log, event_subject};
+use crate::lattice::events::{Event, EventKind, ensure_log, event_subject, vouched};
 use crate::lattice::inventory::gather;
 use crate::manifest::{Manifest, is_digest};
 use futures::StreamExt as _;
@@ -225,7 +225,7 @@ impl Operator {
         let expected = self.hosts_running(&app, &request.component).await?;
         let mut events = self
             .client
-            .subscribe(event_subject(&self.lattice, "component.*"))
+            .subscribe(event_subject(&self.lattice, ">"))
             .await
             .map_err(|e| ControlError::new(format!("cannot watch events: {e}")))?;
         let revision = self.desired.replace(&app, &new_text, current.revision).await?;
@@ -318,6 +318,9 @@ async fn await_outcomes(
         let Ok(event) = serde_json::from_slice::<Event>(&message.payload) else {
             continue;
         };
+        if !vouched(&message.subject, &event.host) {
+            continue;
+        }
         let about = match event.component.as_deref() {
             Some(name) => name == component,
             None => event.kind == EventKind::AppRejected,

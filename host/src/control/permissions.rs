@@ -102,6 +102,16 @@ fn read_stream(stream: &str) -> Vec<String> {
 
 /// The permissions of `role` in `lattice`, with the subjects of `apps`.
 pub fn permissions(lattice: &str, role: Role, apps: &[Manifest]) -> Permissions {
+    permissions_of(lattice, role, None, apps)
+}
+
+/// The permissions of host `id`'s own user: the host role, except that it
+/// may publish heartbeats and events only under its own id.
+pub fn host_permissions(lattice: &str, id: &str, apps: &[Manifest]) -> Permissions {
+    permissions_of(lattice, Role::Host, Some(id), apps)
+}
+
+fn permissions_of(lattice: &str, role: Role, host: Option<&str>, apps: &[Manifest]) -> Permissions {
     let mut p = Permissions::default();
     let (kv, objects) = (apps_bucket(lattice), artifacts_bucket(lattice));
     let (kv_stream, object_stream) = (format!("KV_{kv}"), format!("OBJ_{objects}"));
@@ -123,7 +133,16 @@ pub fn permissions(lattice: &str, role: Role, apps: &[Manifest]) -> Permissions 
                 format!("{}.>", inbox_prefix(lattice, Role::Operator)),
                 format!("{}.>", inbox_prefix(lattice, Role::Caller)),
             ];
-            p.publish([events.clone(), rpc.clone(), http.clone(), inventory.clone()]);
+            match host {
+                // `<kind>.<id>` and `<kind>.<what>.<id>`: heartbeats, then
+                // host, component, app and placement events.
+                Some(id) => p.publish([
+                    format!("membrane.{lattice}.evt.v1.*.{id}"),
+                    format!("membrane.{lattice}.evt.v1.*.*.{id}"),
+                ]),
+                None => p.publish([events.clone()]),
+            }
+            p.publish([rpc.clone(), http.clone(), inventory.clone()]);
             p.publish(replies);
             p.publish(["$JS.API.INFO".to_string()]);
             p.publish(read_stream(&kv_stream));
@@ -223,10 +242,16 @@ pub fn password_variable(role: Role) -> String {
     format!("MEMBRANE_{}_PASSWORD", role.as_str().to_uppercase())
 }
 
+/// The environment variable holding host `id`'s own password.
+pub fn host_password_variable(id: &str) -> String {
+    format!("MEMBRANE_HOST_{}_PASSWORD", id.to_uppercase().replace('-', "_"))
+}
+
 /// The nats-server `authorization` block of `lattice`: one user per role,
-/// `<lattice>-<role>`, whose password nats-server reads from its
-/// environment ([`password_variable`]).
-pub fn render(lattice: &str, apps: &[Manifest]) -> String {
+/// `<lattice>-<role>`, and one per host of `hosts`, `<lattice>-<id>`, whose
+/// passwords nats-server reads from its environment ([`password_variable`],
+/// [`host_password_variable`]).
+pub fn render(lattice: &str, apps: &[Manifest], hosts: &[String]) -> String {
     let mut out = String::new();
     let names: Vec<&str> = apps.iter().map(|a| a.app.name.as_str()).collect();
     let _ = writeln!(
@@ -241,21 +266,34 @@ pub fn render(lattice: &str, apps: &[Manifest]) -> String {
     } else {
         let _ = writeln!(out, "# Bindings of: {}.", names.join(", "));
     }
-    let variables: Vec<String> = Role::ALL
+    let mut users: Vec<(String, String, Permissions)> = Role::ALL
         .iter()
-        .map(|r| format!("${}", password_variable(*r)))
+        .map(|r| {
+            (
+                format!("{lattice}-{}", r.as_str()),
+                password_variable(*r),
+                permissions(lattice, *r, apps),
+            )
+        })
         .collect();
+    for id in hosts {
+        users.push((
+            format!("{lattice}-{id}"),
+            host_password_variable(id),
+            host_permissions(lattice, id, apps),
+        ));
+    }
+    let variables: Vec<String> = users.iter().map(|(_, v, _)| format!("${v}")).collect();
     let _ = writeln!(
         out,
         "# nats-server reads the passwords from its environment: {}.",
         variables.join(", ")
     );
     let _ = writeln!(out, "authorization {{\n  users = [");
-    for role in Role::ALL {
-        let p = permissions(lattice, role, apps);
+    for (user, variable, p) in users {
         let _ = writeln!(out, "    {{");
-        let _ = writeln!(out, "      user: \"{lattice}-{}\"", role.as_str());
-        let _ = writeln!(out, "      password: ${}", password_variable(role));
+        let _ = writeln!(out, "      user: \"{user}\"");
+        let _ = writeln!(out, "      password: ${variable}");
         let _ = writeln!(out, "      permissions: {{");
         let _ = writeln!(out, "        publish: {{ allow: {} }}", list(&p.publish));
         let _ = writeln!(out, "        subscribe: {{ allow: {} }}", list(&p.subscribe));
@@ -302,7 +340,12 @@ mod tests {
                 .all(|s| s.contains("prod") || s == "$JS.API.INFO" || s == "_INBOX.>")
         );
         assert!(host.publish.contains("_MEMBRANE.prod.ctl.>") && host.publish.contains("_INBOX.>"));
-        assert!(!render("prod", &[]).contains("allow_responses"));
+        assert!(!render("prod", &[], &[]).contains("allow_responses"));
+        // A host's own user publishes events only under its id.
+        let own = host_permissions("prod", "h1", &[]);
+        assert!(own.publish.contains("membrane.prod.evt.v1.*.h1"));
+        assert!(!own.publish.iter().any(|s| s == "membrane.prod.evt.>"));
+        assert!(render("prod", &[], &["h1".into()]).contains("$MEMBRANE_HOST_H1_PASSWORD"));
         let operator = permissions("prod", Role::Operator, &[]);
         assert!(operator.publish.contains("$KV.membrane-prod-apps.>"));
         let caller = permissions("prod", Role::Caller, &[]);
@@ -314,7 +357,7 @@ mod tests {
         let host = permissions("prod", Role::Host, &[shop]);
         assert!(host.publish.contains("$KV.membrane-prod-kv.shop.>"));
         assert!(!host.publish.contains("$KV.membrane-prod-kv.>"));
-        assert!(render("prod", &[]).contains("[\"_MEMBRANE.nothing\"]"));
+        assert!(render("prod", &[], &[]).contains("[\"_MEMBRANE.nothing\"]"));
     }
 
     #[test]

@@ -11,7 +11,7 @@
 
 use super::adapt::{self, Adapter, AppView, Decision, Sample};
 use super::desired::{AppRevision, Desired};
-use super::events::{Event, EventKind, Events, event_subject};
+use super::events::{Event, EventKind, Events, event_subject, vouched};
 use super::handover::Handovers;
 use super::inventory::{AppsView, HostInventory, heartbeat_subject};
 use super::placement::{self, Member, Members};
@@ -312,9 +312,9 @@ impl Agent {
     async fn follow_peers(&self) -> Option<SelectAll<async_nats::Subscriber>> {
         let client = self.host.nats.as_ref()?;
         let subjects = [
-            heartbeat_subject(&self.lattice),
-            event_subject(&self.lattice, "host.*"),
-            event_subject(&self.lattice, "component.*"),
+            heartbeat_subject(&self.lattice, "*"),
+            event_subject(&self.lattice, "host.*.*"),
+            event_subject(&self.lattice, "component.*.*"),
         ];
         let mut subscribers = Vec::new();
         for subject in subjects {
@@ -349,7 +349,7 @@ impl Agent {
     /// (at most [`LEAVE_WAIT`]): a graceful leave is make-before-break too.
     async fn hand_over_on_leave(&mut self) {
         let Some(client) = self.host.nats.clone() else { return };
-        let subject = event_subject(&self.lattice, "component.*");
+        let subject = event_subject(&self.lattice, "component.*.*");
         let followed = client.subscribe(subject).await;
         let members: Vec<Member> = self.members.list();
         let mut pending: BTreeSet<(String, String)> = BTreeSet::new();
@@ -374,6 +374,7 @@ impl Agent {
                 continue;
             };
             if event.host != self.me.host
+                && vouched(&message.subject, &event.host)
                 && matches!(event.kind, EventKind::ComponentStarted | EventKind::ComponentUpdated)
                 && let (Some(app), Some(component)) = (event.app, event.component)
             {
@@ -456,17 +457,21 @@ impl Agent {
     }
 
     /// Records a heartbeat or host event; whether membership changed.
+    /// A claim about a host counts only from that host's own subject
+    /// ([`vouched`]).
     fn on_peer(&mut self, message: &async_nats::Message) -> bool {
-        if message.subject.ends_with(".heartbeat") {
+        if message.subject.starts_with(&heartbeat_subject(&self.lattice, "")) {
             return match serde_json::from_slice::<HostInventory>(&message.payload) {
-                Ok(host) if host.host != self.me.host => self.members.saw(member_of(&host)),
+                Ok(host) if host.host != self.me.host && vouched(&message.subject, &host.host) => {
+                    self.members.saw(member_of(&host))
+                }
                 _ => false,
             };
         }
         let Ok(event) = serde_json::from_slice::<Event>(&message.payload) else {
             return false;
         };
-        if event.host == self.me.host {
+        if event.host == self.me.host || !vouched(&message.subject, &event.host) {
             return false;
         }
         match event.kind {

@@ -21,7 +21,27 @@ const WATCH_PERIOD: Duration = Duration::from_millis(500);
 /// Resolves when `client`'s connection is gone for good: its connection task
 /// has ended, so a flush cannot even be handed to it. An outage the client
 /// is riding out (disconnected, reconnecting) is not that.
+///
+/// The end is seen at once on a subscription of the host's own (a fresh
+/// inbox, where nothing is ever sent): the connection task owns every
+/// subscription's sender, so when it dies the subscription ends. A flush
+/// every [`WATCH_PERIOD`] is the backstop.
 pub async fn lost(client: &async_nats::Client) {
+    let canary = client.subscribe(client.new_inbox()).await;
+    let ended = async {
+        match canary {
+            Ok(mut canary) => while futures::StreamExt::next(&mut canary).await.is_some() {},
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = ended => {}
+        () = flush_fails(client) => {}
+    }
+}
+
+/// Resolves when a flush cannot even be handed to the connection task.
+async fn flush_fails(client: &async_nats::Client) {
     loop {
         tokio::time::sleep(WATCH_PERIOD).await;
         // While disconnected, a flush would only queue up behind the outage.

@@ -1,6 +1,12 @@
 //! Lifecycle events: the typed kinds ([`EventKind`]), the JSON document a host
-//! publishes on `membrane.<lattice>.evt.v1.<kind>` ([`Event`], see
-//! [`event_subject`]) and the publisher ([`Events`]).
+//! publishes on `membrane.<lattice>.evt.v1.<kind>.<host>` ([`Event`], see
+//! [`host_event_subject`]) and the publisher ([`Events`]).
+//!
+//! The last token of the subject is the publishing host's id, and a reader
+//! takes an event (or a heartbeat) only when the document names the same
+//! host ([`vouched`]): with per-host NATS users (`ctl permissions --host`),
+//! the server lets a host publish only under its own id, so a compromised
+//! host can lie only about itself.
 //!
 //! The host agent ([`super::agent`]) emits them and follows its peers' host
 //! events; the control plane waits for component events to answer an update.
@@ -15,10 +21,28 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The subject of event `kind` in `lattice`: [`EventKind::as_str`], or a
-/// wildcard such as `component.*`.
+/// The subject (or subject pattern) of event `kind` in `lattice`: `kind` is
+/// [`EventKind::as_str`] followed by the host token, or a wildcard such as
+/// `component.*.*` or `>`.
 pub fn event_subject(lattice: &str, kind: &str) -> String {
     format!("membrane.{lattice}.evt.v1.{kind}")
+}
+
+/// The subject host `host` publishes event `kind` on.
+pub fn host_event_subject(lattice: &str, kind: &str, host: &str) -> String {
+    format!("membrane.{lattice}.evt.v1.{kind}.{host}")
+}
+
+/// Whether a document that names host `claimed` came from that host's own
+/// subject (its last token).
+pub fn vouched(subject: &str, claimed: &str) -> bool {
+    subject.rsplit('.').next() == Some(claimed)
+}
+
+/// A host id is one subject token of letters, digits, `-` and `_` (at most
+/// 64), so that it can end a subject and name a NATS user.
+pub fn is_host_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// What happened. Its JSON string is also the last tokens of the subject; a
@@ -165,7 +189,10 @@ impl Events {
         let payload = serde_json::to_vec(event).unwrap_or_default();
         if let Err(e) = self
             .client
-            .publish(event_subject(&self.lattice, event.kind.as_str()), payload.into())
+            .publish(
+                host_event_subject(&self.lattice, event.kind.as_str(), &event.host),
+                payload.into(),
+            )
             .await
         {
             tracing::debug!("event {} not sent: {e}", event.kind);
@@ -232,7 +259,9 @@ pub async fn recent(client: &async_nats::Client, lattice: &str, n: u64) -> anyho
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
     while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, messages.next()).await {
         let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(last);
-        if let Ok(event) = serde_json::from_slice::<Event>(&message.payload) {
+        if let Ok(event) = serde_json::from_slice::<Event>(&message.payload)
+            && vouched(&message.subject, &event.host)
+        {
             events.push(event);
         }
         if sequence >= last {

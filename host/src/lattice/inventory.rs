@@ -29,9 +29,9 @@ pub fn inventory_subject(lattice: &str) -> String {
     format!("membrane.{lattice}.ctl.v1.inventory")
 }
 
-/// The heartbeat subject of `lattice`.
-pub fn heartbeat_subject(lattice: &str) -> String {
-    format!("membrane.{lattice}.evt.v1.heartbeat")
+/// The heartbeat subject of `host` in `lattice` (`*`: every host's).
+pub fn heartbeat_subject(lattice: &str, host: &str) -> String {
+    format!("membrane.{lattice}.evt.v1.heartbeat.{host}")
 }
 
 /// One host's answer.
@@ -163,7 +163,7 @@ impl Service for InventoryService {
     fn serve(mut self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
             let mut ticker = tokio::time::interval(self.heartbeat);
-            let heartbeat = heartbeat_subject(&self.lattice);
+            let heartbeat = heartbeat_subject(&self.lattice, &self.host);
             loop {
                 tokio::select! {
                     request = self.subscriber.next() => match request {

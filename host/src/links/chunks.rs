@@ -109,27 +109,20 @@ pub async fn request(
     let Some(total) = header(&reply, CHUNKED_HEADER) else {
         return Ok(reply);
     };
-    let total = parse_total(&total).map_err(Failure::Other)?;
+    let mut whole =
+        Reassembly::start(&total, &reply.payload).map_err(|e| Failure::Other(format!("chunked reply: {e}")))?;
     let inbox =
         header(&reply, CONTINUE_HEADER).ok_or_else(|| Failure::Other("chunked reply: no continue inbox".into()))?;
     let inbox = checked_inbox(inbox)?;
-    // Grown as chunks arrive: the declared total is the peer's word.
-    let mut whole = BytesMut::with_capacity(reply.payload.len());
-    whole.extend_from_slice(&reply.payload);
-    while whole.len() < total {
+    while !whole.is_complete() {
         let part = send(client, inbox.clone(), None, Bytes::new(), deadline).await?;
-        if part.payload.is_empty() || whole.len() + part.payload.len() > total {
-            return Err(Failure::Other(format!(
-                "chunked reply: a chunk of {} bytes after {} of {total}",
-                part.payload.len(),
-                whole.len()
-            )));
-        }
-        whole.extend_from_slice(&part.payload);
+        whole
+            .push(&part.payload)
+            .map_err(|e| Failure::Other(format!("chunked reply: {e}")))?;
     }
     Ok(Reply {
         headers: reply.headers,
-        payload: whole.freeze(),
+        payload: whole.finish(),
     })
 }
 
@@ -173,7 +166,61 @@ fn header(reply: &Reply, name: &str) -> Option<String> {
     Some(reply.headers.as_ref()?.get(name)?.as_str().to_string())
 }
 
-fn parse_total(text: &str) -> Result<usize, String> {
+/// A value arriving in chunks, checked against the size its sender
+/// announced: it grows as parts arrive (the announced size is the peer's
+/// word, never allocated up front), and refuses an empty part or one past
+/// the size.
+#[derive(Debug)]
+pub struct Reassembly {
+    total: usize,
+    whole: BytesMut,
+}
+
+impl Reassembly {
+    /// A value announced as `total_header` bytes (the `Membrane-Chunked`
+    /// header), whose first part is `first`.
+    pub fn start(total_header: &str, first: &[u8]) -> Result<Reassembly, String> {
+        let total = parse_total(total_header)?;
+        if first.len() > total {
+            return Err(format!("a first chunk of {} bytes of {total}", first.len()));
+        }
+        let mut whole = BytesMut::with_capacity(first.len());
+        whole.extend_from_slice(first);
+        Ok(Reassembly { total, whole })
+    }
+
+    /// Adds the next part.
+    pub fn push(&mut self, part: &[u8]) -> Result<(), String> {
+        if part.is_empty() || self.whole.len() + part.len() > self.total {
+            return Err(format!(
+                "a chunk of {} bytes after {} of {}",
+                part.len(),
+                self.whole.len(),
+                self.total
+            ));
+        }
+        self.whole.extend_from_slice(part);
+        Ok(())
+    }
+
+    /// Whether every announced byte has arrived.
+    pub fn is_complete(&self) -> bool {
+        self.whole.len() >= self.total
+    }
+
+    /// The bytes received so far.
+    pub fn received(&self) -> usize {
+        self.whole.len()
+    }
+
+    /// The whole value.
+    pub fn finish(self) -> Bytes {
+        self.whole.freeze()
+    }
+}
+
+/// The size a `Membrane-Chunked` header announces, within the limit.
+pub fn parse_total(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(total) if total <= MAX_VALUE_BYTES => Ok(total),
         Ok(total) => Err(format!(
@@ -194,7 +241,8 @@ pub async fn receive(
     let Some(total) = message.headers.as_ref().and_then(|h| h.get(CHUNKED_HEADER)) else {
         return Ok((message.payload.clone(), reply));
     };
-    let total = parse_total(total.as_str()).map_err(|e| (reply.clone(), e))?;
+    let mut whole = Reassembly::start(total.as_str(), &message.payload).map_err(|e| (reply.clone(), e))?;
+    let total = whole.total;
     let kib = u32::try_from(total.div_ceil(1024)).unwrap_or(u32::MAX);
     let Ok(_budget) = REASSEMBLY.try_acquire_many(kib) else {
         return Err((
@@ -217,17 +265,14 @@ pub async fn receive(
         .publish_with_headers(reply.clone(), headers, Bytes::new())
         .await
         .map_err(|e| fail(&reply, format!("cannot ask for chunks: {e}")))?;
-    // Grown as chunks arrive: the declared total is the peer's word.
-    let mut whole = BytesMut::with_capacity(message.payload.len());
-    whole.extend_from_slice(&message.payload);
     let mut answer_to = reply;
-    while whole.len() < total {
+    while !whole.is_complete() {
         let part = match tokio::time::timeout_at(deadline.into(), parts.next()).await {
             Ok(Some(part)) => part,
             _ => {
                 return Err(fail(
                     &answer_to,
-                    format!("chunked request: {} of {total} bytes by the deadline", whole.len()),
+                    format!("chunked request: {} of {total} bytes by the deadline", whole.received()),
                 ));
             }
         };
@@ -236,23 +281,15 @@ pub async fn receive(
             continue;
         }
         answer_to = next;
-        if part.payload.is_empty() || whole.len() + part.payload.len() > total {
-            return Err(fail(
-                &answer_to,
-                format!(
-                    "chunked request: a chunk of {} bytes after {} of {total}",
-                    part.payload.len(),
-                    whole.len()
-                ),
-            ));
+        if let Err(e) = whole.push(&part.payload) {
+            return Err(fail(&answer_to, format!("chunked request: {e}")));
         }
-        whole.extend_from_slice(&part.payload);
-        if whole.len() < total {
+        if !whole.is_complete() {
             let _ = client.publish(answer_to.clone(), Bytes::new()).await;
         }
     }
     let _ = parts.unsubscribe().await;
-    Ok((whole.freeze(), answer_to))
+    Ok((whole.finish(), answer_to))
 }
 
 /// Sends a successful answer `payload` to `reply`, in chunks when it is large

@@ -34,10 +34,26 @@ use wasmtime::{Engine, Result};
 
 /// The stream a queue binding reads, as both the binding and a queue link
 /// create it when missing.
+/// Bounded by `max_bytes`: a full queue refuses new messages rather than
+/// drop accepted ones.
 pub fn stream_config(spec: &QueueBinding) -> stream::Config {
     stream::Config {
         name: spec.stream.clone(),
         subjects: vec![spec.subject.clone()],
+        max_bytes: i64::try_from(spec.max_bytes).unwrap_or(i64::MAX),
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    }
+}
+
+/// The dead-letter stream of `spec`: as large as the queue, dropping the
+/// oldest letters when full.
+pub fn dead_letter_config(spec: &QueueBinding) -> stream::Config {
+    stream::Config {
+        name: format!("{}_DEAD", spec.stream),
+        subjects: vec![spec.dead_letter_subject()],
+        max_bytes: i64::try_from(spec.max_bytes).unwrap_or(i64::MAX),
+        discard: stream::DiscardPolicy::Old,
         ..Default::default()
     }
 }

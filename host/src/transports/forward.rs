@@ -474,7 +474,8 @@ fn take<'a>(input: &mut &'a [u8]) -> Result<&'a [u8], String> {
     Ok(bytes)
 }
 
-fn decode_fields(input: &mut impl AsRef<[u8]>) -> Result<hyper::HeaderMap, String> {
+/// Header fields (or trailers) as a forwarded head or body end carries them.
+pub fn decode_fields(input: &mut impl AsRef<[u8]>) -> Result<hyper::HeaderMap, String> {
     let mut bytes = input.as_ref();
     fields_from(&mut bytes)
 }
@@ -510,7 +511,7 @@ fn version(input: &mut &[u8]) -> Result<(), String> {
 
 /// A forwarded request's head (the body is the caller's to attach), and
 /// whether it came over TLS.
-fn decode_request(payload: &[u8]) -> Result<(hyper::Request<()>, bool), String> {
+pub fn decode_request(payload: &[u8]) -> Result<(hyper::Request<()>, bool), String> {
     let mut input = payload;
     version(&mut input)?;
     if input.is_empty() {
@@ -536,7 +537,8 @@ fn decode_request(payload: &[u8]) -> Result<(hyper::Request<()>, bool), String> 
     Ok((request, tls))
 }
 
-fn decode_response(payload: &[u8]) -> Result<(u16, hyper::HeaderMap), String> {
+/// A forwarded response's head: its status and header fields.
+pub fn decode_response(payload: &[u8]) -> Result<(u16, hyper::HeaderMap), String> {
     let mut input = payload;
     version(&mut input)?;
     if input.remaining() < 2 {

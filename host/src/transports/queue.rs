@@ -139,13 +139,9 @@ impl Medium for QueueMedium {
             .get_or_create_stream(stream_config(spec))
             .await
             .with_context(|| context(&format!("cannot create stream {}", spec.stream)))?;
-        js.get_or_create_stream(stream::Config {
-            name: format!("{}_DEAD", spec.stream),
-            subjects: vec![spec.dead_letter_subject()],
-            ..Default::default()
-        })
-        .await
-        .with_context(|| context(&format!("cannot create dead-letter stream {}_DEAD", spec.stream)))?;
+        js.get_or_create_stream(crate::links::queue::dead_letter_config(spec))
+            .await
+            .with_context(|| context(&format!("cannot create dead-letter stream {}_DEAD", spec.stream)))?;
         let name = spec.consumer_name(app);
         // Prefetched messages may wait for one call before theirs starts, so
         // the default ack wait covers two deadlines.

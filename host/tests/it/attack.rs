@@ -179,9 +179,9 @@ fn forbidden_targets() -> Vec<String> {
         format!("$JS.API.STREAM.DELETE.{objects}"),
         format!("$JS.API.STREAM.PURGE.{log}"),
         format!("$KV.{}.app.insurance", membrane::lattice::desired::bucket_name(LATTICE)),
-        "membrane.test.evt.v1.heartbeat".into(),
-        "membrane.test.evt.v1.host.started".into(),
-        "membrane.test.evt.v1.component.started".into(),
+        "membrane.test.evt.v1.heartbeat.host-00000001".into(),
+        "membrane.test.evt.v1.host.started.host-00000001".into(),
+        "membrane.test.evt.v1.component.started.host-00000001".into(),
         "membrane.test.ctl.v1.inventory".into(),
         "membrane.other.evt.v1.heartbeat".into(),
         "$SYS.REQ.SERVER.PING".into(),
@@ -543,4 +543,141 @@ fn the_operator_role_reads_the_event_log() {
     let (lattice, _host) = Secured::start(app);
     let apps = lattice.operator(&["apps"]);
     assert!(apps.contains("last: component.started"), "{apps}");
+}
+
+/// Item 3: with a NATS user per host (`ctl permissions --host ID`, `up
+/// --host-id ID`), a host can speak only for itself. Its user cannot
+/// publish a heartbeat under another id (the server refuses), and a
+/// heartbeat on its own subject that names another host is ignored by every
+/// peer: a forged member that would win the `instances = 1` ranking never
+/// takes the only replica away from the host that runs it.
+#[test]
+fn a_host_can_speak_only_for_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"
+[app]
+name = "one"
+
+[components.versioned]
+source = "{wasm:versioned_v1}"
+instances = 1
+
+[[bindings]]
+medium = "http"
+address = "127.0.0.1:0"
+component = "versioned"
+"#;
+    let app = write(dir.path(), "app.toml", &support::with_paths(text));
+    let config = ok(ctl(None, &["permissions", &app, "--host", "h1", "--host", "h2"], &[]));
+    assert!(
+        config.contains("\"test-h1\"") && config.contains("membrane.test.evt.v1.*.h1"),
+        "{config}"
+    );
+    let conf = write(dir.path(), "nats.conf", &config);
+    let mut env: Vec<(&str, &str)> = PASSWORDS.to_vec();
+    env.extend([
+        ("MEMBRANE_HOST_H1_PASSWORD", "h1-pw"),
+        ("MEMBRANE_HOST_H2_PASSWORD", "h2-pw"),
+    ]);
+    let server = NatsServer::start_with_env(&["-c", &conf], &env);
+    let (seed, public) = keygen(dir.path(), "operator.nk");
+    let url = server.url();
+    let start = |id: &str, password: &str| {
+        let user = format!("test-{id}");
+        Host::join_logged(
+            &[
+                "--nats",
+                &url,
+                "--lattice",
+                LATTICE,
+                "--heartbeat-ms",
+                "200",
+                "--trust",
+                &public,
+                "--nats-user",
+                &user,
+                "--host-id",
+                id,
+            ],
+            &[("MEMBRANE_NATS_PASSWORD", password)],
+            "membrane=info,warn",
+        )
+    };
+    let hosts = [start("h1", "h1-pw"), start("h2", "h2-pw")];
+    ok(ctl(
+        Some(&server),
+        &["--nats-user", "test-operator", "--key", &seed, "apply", &app],
+        &[("MEMBRANE_NATS_PASSWORD", PASSWORDS[1].1)],
+    ));
+
+    // Who runs it, and a made-up id that would outrank both.
+    let manifest = membrane::manifest::Manifest::parse(&std::fs::read_to_string(&app).unwrap(), "app.toml").unwrap();
+    let member = |id: &str| membrane::lattice::placement::Member {
+        host: id.to_string(),
+        labels: Default::default(),
+    };
+    let real = [member("h1"), member("h2")];
+    let runner = if membrane::lattice::placement::placed_here(&manifest, &real[0], &real).is_empty() {
+        1
+    } else {
+        0
+    };
+    hosts[runner].wait_for_log("serving http://");
+    let fake = (0..)
+        .map(|i| format!("host-{i:08}"))
+        .find(|id| {
+            let all = [member("h1"), member("h2"), member(id)];
+            !membrane::lattice::placement::placed_here(&manifest, &member(id), &all).is_empty()
+        })
+        .unwrap();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (tx, mut refusals) = tokio::sync::mpsc::unbounded_channel();
+        let h1 = async_nats::ConnectOptions::with_user_and_password("test-h1".into(), "h1-pw".into())
+            .custom_inbox_prefix("_MEMBRANE.test.host")
+            .event_callback(move |event| {
+                let tx = tx.clone();
+                async move {
+                    if let async_nats::Event::ServerError(e) = event {
+                        let _ = tx.send(e.to_string());
+                    }
+                }
+            })
+            .connect(server.url())
+            .await
+            .unwrap();
+        let beat = serde_json::json!({
+            "host": fake, "labels": {}, "uptime_s": 1, "components": [], "component_count": 0, "lattice_hosts": 3
+        })
+        .to_string();
+        // Under the forged id's own subject: the server refuses.
+        let theirs = format!("membrane.test.evt.v1.heartbeat.{fake}");
+        h1.publish(theirs.clone(), beat.clone().into()).await.unwrap();
+        h1.flush().await.unwrap();
+        let refused = tokio::time::timeout(Duration::from_secs(5), refusals.recv()).await;
+        assert!(
+            refused
+                .ok()
+                .flatten()
+                .is_some_and(|e| e.to_lowercase().contains(&theirs.to_lowercase())),
+            "the server did not refuse {theirs}"
+        );
+        // Under its own subject, naming the forged id: for 3 s, every
+        // heartbeat period, the peers must ignore it.
+        for _ in 0..30 {
+            h1.publish("membrane.test.evt.v1.heartbeat.h1", beat.clone().into())
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        h1.flush().await.unwrap();
+    });
+    assert!(
+        !hosts[runner].log().contains("stopped versioned"),
+        "a forged heartbeat moved the only replica:\n{}",
+        hosts[runner].log()
+    );
+    let addr = hosts[runner].wait_for_http("versioned");
+    assert_eq!(support::http(addr, "GET", "/", b"").status, 200);
 }

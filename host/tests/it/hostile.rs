@@ -60,8 +60,8 @@ fn a_lone_cr_header_on_any_subject_a_host_hears_costs_it_under_2_s() {
         (&pricing, [false, false, true]),
         (&rater, [false, true, false]),
         ("membrane.test.ctl.v1.inventory", [true, true, true]),
-        ("membrane.test.evt.v1.heartbeat", [true, true, true]),
-        ("membrane.test.evt.v1.host.started", [true, true, true]),
+        ("membrane.test.evt.v1.heartbeat.host-00000000", [true, true, true]),
+        ("membrane.test.evt.v1.host.started.host-00000000", [true, true, true]),
     ];
     for (subject, hears) in cases {
         let sent = Instant::now();
