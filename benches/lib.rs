@@ -306,7 +306,7 @@ pub async fn lattice_host(
     let manifest = membrane::manifest::Manifest::parse(manifest, "bench.toml").expect("manifest");
     let client = async_nats::connect(url).await.expect("nats");
     let lattice = membrane::links::remote::Lattice {
-        client: client.clone(),
+        bus: membrane::bus::Bus::new(client.clone()),
         name: "bench".into(),
     };
     let alone = manifest.components.keys().all(|c| here.contains(&c.as_str()));

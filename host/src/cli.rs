@@ -18,11 +18,11 @@ pub use ctl::{CtlArgs, ctl};
 
 use crate::admin::Admin;
 use crate::app::HostContext;
+use crate::bus::Bus;
 use crate::control::permissions::{Role, inbox_prefix};
 use crate::lattice::agent::Agent;
 use crate::lattice::artifacts::Artifacts;
 use crate::lattice::connection;
-use crate::lattice::desired::Desired;
 use crate::lattice::inventory::{AppsView, HEARTBEAT, InventoryService};
 use crate::lattice::keyvalue::LatticeBuckets;
 use crate::lattice::placement::{self, Member};
@@ -530,38 +530,23 @@ pub async fn up_as(args: UpArgs, id: String, shutdown: impl std::future::Future<
         }
         tracing::info!("admin http://{local}/ (status page, /metrics, /healthz, /readyz)");
     }
-    // What the host has run survives a fresh start: an older entry stored
-    // again in the meantime is still a replay.
+    // What the host has run survives for the life of the process.
     let sequences = Sequences::default();
-    loop {
-        match serve_host(&args, &id, (&admin, &sequences), shutdown.as_mut()).await? {
-            Ended::Shutdown => return Ok(()),
-            Ended::NatsLost => {
-                tracing::error!("nats: the connection is dead (its task ended); starting this host afresh");
-            }
-        }
-    }
+    serve_host(&args, &id, (&admin, &sequences), shutdown.as_mut()).await
 }
 
-/// Why [`serve_host`] returned.
-enum Ended {
-    /// `shutdown` resolved.
-    Shutdown,
-    /// The NATS connection died for good.
-    NatsLost,
-}
-
-/// One life of the host: from loading to a shutdown or a lost connection.
+/// The host's life: from loading to a shutdown.
 async fn serve_host(
     args: &UpArgs,
     id: &str,
     (admin, sequences): (&Admin, &Sequences),
     shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
-) -> anyhow::Result<Ended> {
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let labels: BTreeMap<String, String> = args.labels.iter().cloned().collect();
     let manifest = read_manifest(args.manifest.as_deref())?;
-    let nats = join_nats(args, manifest.as_ref().map(|(_, m)| m), &labels).await?;
+    let joined = join_nats(args, manifest.as_ref().map(|(_, m)| m), &labels).await?;
+    let nats = joined.as_ref().map(|(bus, _)| bus.clone());
     let host = host_context(args, manifest.as_ref().map(|(_, m)| m), nats.as_ref())?;
     let me = Member {
         host: id.to_string(),
@@ -594,41 +579,28 @@ async fn serve_host(
         .reporting(admin.board.clone());
     let app_name = manifest.as_ref().map(|(_, m)| m.app.name.clone());
     start_agent(&mut agent, manifest).await?;
-    // A host without a manifest follows the desired state from the start.
-    let desired = match (&nats, follows_lattice) {
-        (Some(client), true) => Some(Desired::new(client.clone(), &args.lattice)),
-        _ => None,
-    };
 
-    // Host-level services: inventory and heartbeats.
+    // Host-level services: inventory and heartbeats; and the watch that
+    // replaces a dead connection.
     let token = CancellationToken::new();
     let mut services = match &nats {
-        Some(client) => start_services(client, &args.lattice, &me, (view, agent.peers()), heartbeat, &token).await?,
+        Some(bus) => start_services(bus, &args.lattice, &me, (view, agent.peers()), heartbeat, &token).await?,
         None => JoinSet::new(),
     };
+    if let Some((bus, reconnect)) = joined {
+        services.spawn(connection::keep_connected(bus, reconnect, token.clone()));
+    }
     agent.silence_on_leave(token.clone());
     agent.announce().await;
     log_ready(&agent, &me.host, &args.lattice, app_name.as_deref(), started);
-    let mut ended = Ended::Shutdown;
-    let stop = async {
-        let lost = async {
-            match &nats {
-                Some(client) => connection::lost(client).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = shutdown => {}
-            _ = lost => ended = Ended::NatsLost,
-        }
-    };
-    agent.run(desired, heartbeat, stop).await;
+    // A host without a manifest follows the desired state from the start.
+    agent.run(follows_lattice, heartbeat, shutdown).await;
     token.cancel();
     while let Some(done) = services.join_next().await {
         done??;
     }
     tracing::info!("stopped");
-    Ok(ended)
+    Ok(())
 }
 
 /// The manifest at `path` and its text, if there is one.
@@ -640,11 +612,12 @@ fn read_manifest(path: Option<&Path>) -> anyhow::Result<Option<(String, Manifest
 
 /// Connects to NATS if this host needs it: for NATS media, for links that
 /// cross hosts, and to join a lattice (an explicit `--nats` always joins).
+/// The bus, and how to connect again.
 async fn join_nats(
     args: &UpArgs,
     manifest: Option<&Manifest>,
     labels: &BTreeMap<String, String>,
-) -> anyhow::Result<Option<async_nats::Client>> {
+) -> anyhow::Result<Option<(Bus, connection::Reconnect)>> {
     let nats_spec = args.nats.over(manifest.map_or(&NatsSpec::default(), |m| &m.nats))?;
     let needed = match manifest {
         Some(manifest) => needs_nats(manifest, labels)? || args.nats.nats.is_some(),
@@ -663,9 +636,14 @@ async fn join_nats(
         Some(m) => format!("membrane {}", m.app.name),
         None => format!("membrane host ({})", args.lattice),
     };
-    let inbox = inbox_prefix(&args.lattice, Role::Host);
-    let client = connection::connect(&nats_spec, args.nats.nats.as_deref(), &name, &inbox).await?;
-    Ok(Some(client))
+    let reconnect = connection::Reconnect {
+        spec: nats_spec,
+        urls: args.nats.nats.clone(),
+        name,
+        inbox: inbox_prefix(&args.lattice, Role::Host),
+    };
+    let client = reconnect.connect().await?;
+    Ok(Some((Bus::new(client), reconnect)))
 }
 
 /// Whether the components of `manifest` placed on a host labelled `labels`
@@ -698,11 +676,7 @@ fn needs_nats(manifest: &Manifest, labels: &BTreeMap<String, String>) -> anyhow:
 
 /// What every app on this host shares: its one engine (sized by the flags,
 /// or by `manifest`), the code cache, and the lattice.
-fn host_context(
-    args: &UpArgs,
-    manifest: Option<&Manifest>,
-    nats: Option<&async_nats::Client>,
-) -> anyhow::Result<HostContext> {
+fn host_context(args: &UpArgs, manifest: Option<&Manifest>, nats: Option<&Bus>) -> anyhow::Result<HostContext> {
     let largest_memory = manifest.and_then(|m| m.components.values().map(|c| c.limits.memory_mib).max());
     let engine = HostEngine::new(EngineOptions {
         max_memory_mib: args.max_memory_mib.or(largest_memory).unwrap_or(256),
@@ -720,16 +694,16 @@ fn host_context(
         engine,
         load: LoadOptions {
             cache_dir,
-            artifacts: nats.map(|client| std::sync::Arc::new(Artifacts::new(client.clone(), &args.lattice)) as _),
+            artifacts: nats.map(|bus| std::sync::Arc::new(Artifacts::new(bus.clone(), &args.lattice)) as _),
             secrets: std::sync::Arc::new(Secrets::load(args.secrets.as_deref())?),
             keyvalue: Stores {
                 data_dir: args.data_dir.clone().or_else(default_data_dir),
-                remote: nats.map(|client| Arc::new(LatticeBuckets::new(client.clone(), &args.lattice)) as _),
+                remote: nats.map(|bus| Arc::new(LatticeBuckets::new(bus.clone(), &args.lattice)) as _),
             },
         },
         nats: nats.cloned(),
-        lattice: nats.map(|client| Lattice {
-            client: client.clone(),
+        lattice: nats.map(|bus| Lattice {
+            bus: bus.clone(),
             name: args.lattice.clone(),
         }),
     })
@@ -756,7 +730,7 @@ async fn start_agent(agent: &mut Agent, manifest: Option<(String, Manifest)>) ->
 /// Binds and spawns the host's services (inventory and heartbeats) until
 /// `token` is cancelled.
 async fn start_services(
-    client: &async_nats::Client,
+    bus: &Bus,
     lattice: &str,
     me: &Member,
     (view, peers): (AppsView, Arc<AtomicUsize>),
@@ -764,7 +738,7 @@ async fn start_services(
     token: &CancellationToken,
 ) -> anyhow::Result<JoinSet<anyhow::Result<()>>> {
     let inventory = InventoryService::bind(
-        client.clone(),
+        bus.clone(),
         lattice,
         me.host.clone(),
         me.labels.clone(),
@@ -813,7 +787,9 @@ pub async fn dev(args: DevArgs, shutdown: impl std::future::Future<Output = ()>)
     let nats = if crate::dev::wants_nats(&manifest) && (args.nats.nats.is_some() || !spec.urls.is_empty()) {
         let inbox = inbox_prefix(&up_args.lattice, Role::Host);
         let name = format!("membrane dev {}", manifest.app.name);
-        Some(connection::connect(&spec, args.nats.nats.as_deref(), &name, &inbox).await?)
+        Some(Bus::new(
+            connection::connect(&spec, args.nats.nats.as_deref(), &name, &inbox).await?,
+        ))
     } else {
         None
     };

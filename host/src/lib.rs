@@ -7,7 +7,7 @@
 //! Layers, each importing only the ones below it:
 //!
 //! ```text
-//! cli → admin → control → lattice → app → transports → links → runtime → codec, manifest, metrics
+//! cli → admin → control → lattice → app → transports → links → runtime → codec, manifest, metrics, bus
 //! cli → dev → app              (dev: beside control and lattice, never using them)
 //! ```
 //!
@@ -24,7 +24,8 @@
 //! - [`links`]: imports served by other components, in process or remote.
 //! - [`runtime`]: the host's engine, capabilities, instances, the dispatcher.
 //! - [`codec`] and [`manifest`]: values on the wire, the manifest;
-//!   [`metrics`]: the counters every layer records.
+//!   [`metrics`]: the counters every layer records; [`bus`]: the host's
+//!   NATS connection, replaceable when it dies.
 //!
 //! A call flows one way: a medium ([`transports`]) → the dispatcher
 //! ([`runtime::dispatch`]) → a component instance → its links ([`links`]) →
@@ -33,6 +34,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod bus;
 pub mod cli;
 pub mod codec;
 pub mod control;

@@ -11,6 +11,7 @@
 
 pub mod stage;
 
+use crate::bus::Bus;
 use crate::links::remote::Lattice;
 use crate::manifest::Manifest;
 use crate::runtime::engine::{EngineOptions, HostEngine};
@@ -29,6 +30,9 @@ struct Running {
     describe: String,
     token: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
+    /// Whether it subscribes on NATS (so must be bound again on a new
+    /// connection).
+    nats: bool,
 }
 
 impl Running {
@@ -49,6 +53,16 @@ enum Plan {
     Rpc(Vec<(String, String)>),
     /// The components whose http routes other hosts' listeners forward here.
     HttpForward(Vec<String>),
+}
+
+impl Plan {
+    /// Whether it subscribes on NATS.
+    fn needs_nats(&self, manifest: &Manifest) -> bool {
+        match self {
+            Plan::Binding(planned) => planned.needs_nats(manifest),
+            Plan::Rpc(_) | Plan::HttpForward(_) => true,
+        }
+    }
 }
 
 /// The outcome of one reconcile.
@@ -72,7 +86,7 @@ pub struct HostContext {
     /// The code cache and artifact store.
     pub load: LoadOptions,
     /// The host's NATS connection, if it has one.
-    pub nats: Option<async_nats::Client>,
+    pub nats: Option<Bus>,
     /// The lattice, for links to components placed elsewhere.
     pub lattice: Option<Lattice>,
 }
@@ -114,10 +128,13 @@ pub async fn load(
 pub struct AppRunner {
     name: String,
     runtime: Arc<Runtime>,
-    nats: Option<async_nats::Client>,
+    nats: Option<Bus>,
     lattice: Option<Lattice>,
     media: BTreeMap<String, Running>,
     here: BTreeSet<String>,
+    /// The manifest and extras of the last reconcile, to bind again on a
+    /// new NATS connection.
+    last: Option<(Manifest, BTreeSet<String>)>,
 }
 
 impl AppRunner {
@@ -130,6 +147,7 @@ impl AppRunner {
             lattice: host.lattice.clone(),
             media: BTreeMap::new(),
             here: BTreeSet::new(),
+            last: None,
         }
     }
 
@@ -184,18 +202,28 @@ impl AppRunner {
         futures::future::join_all(stopping).await;
         let changes = self.runtime.commit(staged);
         self.here = here;
+        self.last = Some((manifest.clone(), extras.clone()));
         let mut failures = Vec::new();
         for (key, plan) in wanted {
             if self.media.contains_key(&key) {
                 continue;
             }
+            let nats = plan.needs_nats(manifest);
             match self.bind(manifest, &plan).await {
                 Ok(medium) => {
                     let describe = medium.describe();
                     tracing::info!("serving {describe}");
                     let token = CancellationToken::new();
                     let task = tokio::spawn(medium.serve(token.clone()));
-                    self.media.insert(key, Running { describe, token, task });
+                    self.media.insert(
+                        key,
+                        Running {
+                            describe,
+                            token,
+                            task,
+                            nats,
+                        },
+                    );
                 }
                 Err(e) => failures.push(format!("{e:#}")),
             }
@@ -246,14 +274,35 @@ impl AppRunner {
         wanted
     }
 
+    /// Moves the app onto the bus's new NATS connection: the media that
+    /// subscribe on NATS stop (their subscriptions died with the old
+    /// connection) and the app is reconciled again, which binds them anew
+    /// and opens its key-value buckets on the new client. HTTP listeners,
+    /// instances and calls in flight on other media are not touched.
+    pub async fn reconnect(&mut self) -> anyhow::Result<Reconciled> {
+        let Some((manifest, extras)) = self.last.clone() else {
+            return Ok(Reconciled::default());
+        };
+        let dead: Vec<String> = self
+            .media
+            .iter()
+            .filter(|(_, running)| running.nats)
+            .map(|(key, _)| key.clone())
+            .collect();
+        let stopping = dead.iter().filter_map(|key| self.media.remove(key)).map(Running::stop);
+        futures::future::join_all(stopping).await;
+        self.reconcile_with_extras(&manifest, self.here.clone(), &extras).await
+    }
+
     async fn bind(&self, manifest: &Manifest, plan: &Plan) -> anyhow::Result<Box<dyn Service>> {
         match (plan, &self.lattice) {
             (Plan::Binding(planned), _) => {
+                let client = self.nats.as_ref().map(Bus::client);
                 let cx = BindContext {
                     app: &self.name,
                     manifest,
                     runtime: &self.runtime,
-                    nats: self.nats.as_ref(),
+                    nats: client.as_ref(),
                     lattice: self.lattice.as_ref(),
                 };
                 transports::bind(planned, manifest, &cx).await

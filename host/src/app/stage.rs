@@ -159,7 +159,7 @@ impl App<'_> {
                     &link.import,
                     ty,
                     (target, calls),
-                    &lattice.client,
+                    &lattice.bus,
                     &bindings,
                 )
             } else if local {
@@ -174,7 +174,7 @@ impl App<'_> {
                     &link.import,
                     ty,
                     (target, calls, waited),
-                    lattice,
+                    (lattice, &self.manifest.app.name),
                     timeout,
                 )
             } else {

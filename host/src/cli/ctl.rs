@@ -12,6 +12,7 @@ use crate::lattice::connection;
 use crate::lattice::inventory::HostInventory;
 use crate::lattice::trust;
 use crate::manifest::{Manifest, NatsSpec};
+use crate::runtime::capabilities::output::escape;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -375,16 +376,17 @@ fn print_inventory(lattice: &str, hosts: &[HostInventory]) {
         } else {
             labels.join(",")
         };
+        // A host's answer is its own word: text that could forge a line of
+        // this table (a newline, an escape sequence) is shown escaped.
+        let (name, labels) = (escape(host.host.as_bytes()), escape(labels.as_bytes()));
         if host.components.is_empty() {
-            println!("{:<14} {:<20} {:<24} {:<21} -", host.host, labels, "-", "-");
+            println!("{name:<14} {labels:<20} {:<24} {:<21} -", "-", "-");
         }
         for c in &host.components {
             println!(
-                "{:<14} {:<20} {:<24} {:<21} {}/{}",
-                host.host,
-                labels,
-                format!("{}/{}", c.app, c.name),
-                crate::app::short(&c.digest),
+                "{name:<14} {labels:<20} {:<24} {:<21} {}/{}",
+                escape(format!("{}/{}", c.app, c.name).as_bytes()),
+                escape(crate::app::short(&c.digest).as_bytes()),
                 c.instances,
                 c.max_instances
             );

@@ -55,7 +55,7 @@ impl Ctl {
         if let Ok(style) = indicatif::ProgressStyle::with_template("  {bar:40} {bytes}/{total_bytes} {bytes_per_sec}") {
             bar.set_style(style);
         }
-        let digest = Artifacts::new(self.client.clone(), &self.lattice)
+        let digest = Artifacts::new(crate::bus::Bus::new(self.client.clone()), &self.lattice)
             .push_reporting(&bytes, &|sent| bar.set_position(sent))
             .await;
         bar.finish_and_clear();
@@ -264,7 +264,8 @@ pub fn describe(event: &Event) -> String {
     if let Some(reason) = &event.reason {
         line += &format!(": {reason}");
     }
-    line
+    // Every field is some host's word: nothing in it may forge a line.
+    crate::runtime::capabilities::output::escape(line.as_bytes())
 }
 
 /// Prints an update's outcome as a table.
@@ -276,11 +277,11 @@ pub fn print_update(reply: &UpdateReply) {
     for host in &reply.hosts {
         println!(
             "{:<16} {:<10} {:>11.1} {:>9.1}  {}",
-            host.host,
+            crate::runtime::capabilities::output::escape(host.host.as_bytes()),
             host.outcome,
             host.compile_ms,
             host.swap_ms,
-            host.reason.as_deref().unwrap_or("-")
+            crate::runtime::capabilities::output::escape(host.reason.as_deref().unwrap_or("-").as_bytes())
         );
     }
     for host in &reply.silent {
@@ -324,5 +325,14 @@ mod tests {
         assert!(!applied.contains("build") && !applied.contains("make"), "{applied}");
         assert!(Manifest::parse(&applied, "applied").is_ok());
         assert!(!strip_builds(&mut table));
+    }
+
+    #[test]
+    fn an_event_cannot_forge_a_line_of_ctl_output() {
+        let mut event = Event::new(crate::lattice::events::EventKind::ComponentFailed, "host-1\u{1b}[2K");
+        event.reason = Some("boom\ncomponent.updated   host-2 shop/cart rev 9\r".into());
+        let line = describe(&event);
+        assert!(!line.contains(['\n', '\r', '\u{1b}']), "{line}");
+        assert!(line.contains("\\ncomponent.updated"), "{line}");
     }
 }

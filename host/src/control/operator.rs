@@ -45,7 +45,7 @@ impl Operator {
     pub fn new(client: async_nats::Client, lattice: &str, key: Option<Arc<nkeys::KeyPair>>) -> Operator {
         Operator {
             desired: Desired::new(client.clone(), lattice).signed_by(key),
-            artifacts: Artifacts::new(client.clone(), lattice),
+            artifacts: Artifacts::new(crate::bus::Bus::new(client.clone()), lattice),
             client,
             lattice: lattice.to_string(),
         }

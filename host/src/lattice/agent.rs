@@ -19,6 +19,7 @@ use super::policy::Policy;
 use super::status::{AppStatus, HostStatus, PeerStatus, StatusBoard};
 use super::trust::{self, Sequences, Trust};
 use crate::app::{AppRunner, HostContext, Reconciled, short};
+use crate::bus::Bus;
 use crate::manifest::Manifest;
 use crate::runtime::Change;
 use crate::transports::serve::flush_briefly;
@@ -97,7 +98,7 @@ impl Agent {
     /// lattice's heartbeat period: a peer silent for three is gone.
     pub fn new(me: Member, lattice: &str, host: HostContext, view: AppsView, heartbeat: Duration) -> Agent {
         Agent {
-            events: host.nats.clone().map(|c| Events::new(c, lattice)),
+            events: host.nats.clone().map(|bus| Events::new(bus, lattice)),
             me,
             host,
             lattice: lattice.to_string(),
@@ -201,8 +202,8 @@ impl Agent {
 
     /// Learns the lattice's current hosts by asking for their inventory.
     pub async fn discover(&mut self, settle: Duration) -> anyhow::Result<()> {
-        let Some(client) = &self.host.nats else { return Ok(()) };
-        for host in super::inventory::gather(client, &self.lattice, settle).await? {
+        let Some(bus) = &self.host.nats else { return Ok(()) };
+        for host in super::inventory::gather(&bus.client(), &self.lattice, settle).await? {
             for component in &host.components {
                 self.handovers.started(&component.app, &component.name, &host.host);
             }
@@ -245,7 +246,17 @@ impl Agent {
     /// Reconciles until `shutdown`, following membership and, when
     /// `desired` is given, the lattice's desired state. Then stops every app
     /// (calls in flight finish) and publishes `host.stopped`.
-    pub async fn run(mut self, desired: Option<Desired>, heartbeat: Duration, shutdown: impl Future<Output = ()>) {
+    pub async fn run(mut self, follow: bool, heartbeat: Duration, shutdown: impl Future<Output = ()>) {
+        let desired = |agent: &Agent| {
+            agent
+                .host
+                .nats
+                .as_ref()
+                .filter(|_| follow)
+                .map(|bus| Desired::new(bus.client(), &agent.lattice))
+        };
+        // A new connection (the old one died): bind again what subscribes.
+        let mut generation = self.host.nats.as_ref().map(Bus::generation);
         // The watch starts at once (the timer is due) and again whenever it ends.
         let mut watch: Option<DesiredStream> = None;
         let mut failures = 0u32;
@@ -272,9 +283,26 @@ impl Agent {
                         rewatch.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(1));
                     }
                 },
-                _ = &mut rewatch, if watch.is_none() && desired.is_some() => {
-                    let Some(desired) = &desired else { continue };
-                    watch = rewatch_desired(desired, rewatch.as_mut(), &mut failures).await;
+                _ = &mut rewatch, if watch.is_none() && follow && self.host.nats.is_some() => {
+                    let Some(desired) = desired(&self) else { continue };
+                    watch = rewatch_desired(&desired, rewatch.as_mut(), &mut failures).await;
+                }
+                changed = async {
+                    match generation.as_mut() {
+                        Some(generation) => generation.changed().await.is_ok(),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if !changed {
+                        generation = None;
+                        continue;
+                    }
+                    self.reconnected().await;
+                    peers = self.follow_peers().await;
+                    if follow {
+                        watch = None;
+                        rewatch.as_mut().reset(tokio::time::Instant::now());
+                    }
                 }
                 Some(message) = async { peers.as_mut()?.next().await } => {
                     if self.on_peer(&message) {
@@ -304,13 +332,13 @@ impl Agent {
         self.host
             .nats
             .as_ref()
-            .is_none_or(|c| c.connection_state() == async_nats::connection::State::Connected)
+            .is_none_or(|bus| bus.client().connection_state() == async_nats::connection::State::Connected)
     }
 
     /// Subscribes to the lattice's heartbeats and host events; `None` without
     /// NATS.
     async fn follow_peers(&self) -> Option<SelectAll<async_nats::Subscriber>> {
-        let client = self.host.nats.as_ref()?;
+        let client = self.host.nats.as_ref()?.client();
         let subjects = [
             heartbeat_subject(&self.lattice, "*"),
             event_subject(&self.lattice, "host.*.*"),
@@ -326,6 +354,28 @@ impl Agent {
         Some(futures::stream::select_all(subscribers))
     }
 
+    /// The bus has a new NATS connection (the old one died): every app binds
+    /// its NATS media, link servers and buckets again on it. Nothing else
+    /// stops: HTTP listeners, instances, calls in flight.
+    async fn reconnected(&mut self) {
+        let started = std::time::Instant::now();
+        for (name, state) in &mut self.apps {
+            let Some(runner) = state.runner.as_mut() else { continue };
+            match runner.reconnect().await {
+                Ok(done) => {
+                    for failure in done.failures {
+                        tracing::warn!("app `{name}` on the new connection: {failure}");
+                    }
+                }
+                Err(e) => tracing::error!("app `{name}`: cannot bind again on the new connection: {e:#}"),
+            }
+        }
+        tracing::info!(
+            "nats: every app serves on the new connection ({:.1} ms)",
+            started.elapsed().as_secs_f64() * 1e3
+        );
+    }
+
     /// Stops every app (calls in flight finish), then publishes
     /// `host.stopped`.
     async fn stop_all(&mut self) {
@@ -339,8 +389,8 @@ impl Agent {
                 runner.stop().await;
             }
         }
-        if let Some(client) = &self.host.nats {
-            flush_briefly(client).await;
+        if let Some(bus) = &self.host.nats {
+            flush_briefly(&bus.client()).await;
         }
     }
 
@@ -348,7 +398,9 @@ impl Agent {
     /// that only this host runs is announced by a host that takes it over
     /// (at most [`LEAVE_WAIT`]): a graceful leave is make-before-break too.
     async fn hand_over_on_leave(&mut self) {
-        let Some(client) = self.host.nats.clone() else { return };
+        let Some(client) = self.host.nats.as_ref().map(|bus| bus.client()) else {
+            return;
+        };
         let subject = event_subject(&self.lattice, "component.*.*");
         let followed = client.subscribe(subject).await;
         let members: Vec<Member> = self.members.list();

@@ -7,6 +7,7 @@
 //! host. The object store chunks large components itself, so components far
 //! beyond NATS's `max_payload` work.
 
+use crate::bus::Bus;
 use crate::runtime::cache;
 use anyhow::{Context as _, bail};
 use async_nats::jetstream;
@@ -20,7 +21,7 @@ const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// The artifact store of one lattice.
 #[derive(Clone)]
 pub struct Artifacts {
-    jetstream: jetstream::Context,
+    bus: Bus,
     bucket: String,
 }
 
@@ -30,20 +31,20 @@ pub fn bucket_name(lattice: &str) -> String {
 }
 
 impl Artifacts {
-    /// The artifact store of `lattice` on `client`'s JetStream. Nothing is
+    /// The artifact store of `lattice` on `bus`'s JetStream. Nothing is
     /// contacted until first use.
-    pub fn new(client: async_nats::Client, lattice: &str) -> Artifacts {
+    pub fn new(bus: Bus, lattice: &str) -> Artifacts {
         Artifacts {
-            jetstream: jetstream::new(client),
+            bus,
             bucket: bucket_name(lattice),
         }
     }
 
     async fn store(&self, create: bool) -> anyhow::Result<ObjectStore> {
-        match self.jetstream.get_object_store(&self.bucket).await {
+        let jetstream = jetstream::new(self.bus.client());
+        match jetstream.get_object_store(&self.bucket).await {
             Ok(store) => Ok(store),
-            Err(_) if create => self
-                .jetstream
+            Err(_) if create => jetstream
                 .create_object_store(object_store::Config {
                     bucket: self.bucket.clone(),
                     description: Some("Membrane component artifacts, by sha256".into()),

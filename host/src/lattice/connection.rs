@@ -6,14 +6,17 @@
 //! What the client cannot survive is the end of its own connection task (a
 //! panic in the library on a malformed message from a peer, for one): then
 //! nothing reconnects and every subscription is silently gone. [`lost`]
-//! notices that, so the host can start afresh (`cli::up`).
+//! notices that at once, and [`keep_connected`] connects afresh and puts the
+//! new client on the host's [`Bus`], whose users bind again on it.
 
+use crate::bus::Bus;
 use crate::manifest::NatsSpec;
 use anyhow::Context as _;
 use async_nats::client::FlushErrorKind;
 use async_nats::connection::State;
 use async_nats::{ConnectOptions, Event, ServerAddr};
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// How often [`lost`] checks the connection task.
 const WATCH_PERIOD: Duration = Duration::from_millis(500);
@@ -52,6 +55,72 @@ async fn flush_fails(client: &async_nats::Client) {
             && e.kind() == FlushErrorKind::SendError
         {
             return;
+        }
+    }
+}
+
+/// How to connect the host to NATS, again and again.
+pub struct Reconnect {
+    /// The manifest's (or flags') NATS settings.
+    pub spec: NatsSpec,
+    /// `--nats`, which replaces `spec.urls`.
+    pub urls: Option<String>,
+    /// The connection's name.
+    pub name: String,
+    /// Where replies arrive.
+    pub inbox: String,
+}
+
+impl Reconnect {
+    /// A new connection.
+    pub async fn connect(&self) -> anyhow::Result<async_nats::Client> {
+        connect(&self.spec, self.urls.as_deref(), &self.name, &self.inbox).await
+    }
+}
+
+/// Until `stop`: whenever the bus's connection is gone for good, connects
+/// afresh (retrying with backoff up to 5 s) and puts the new client on the
+/// bus. Apps, instances and HTTP listeners are not touched; what subscribes
+/// binds again when the bus's generation moves.
+pub async fn keep_connected(bus: Bus, reconnect: Reconnect, stop: CancellationToken) -> anyhow::Result<()> {
+    loop {
+        let client = bus.client();
+        tokio::select! {
+            () = lost(&client) => {}
+            () = stop.cancelled() => return Ok(()),
+        }
+        tracing::error!("nats: the connection is dead (its task ended); connecting afresh");
+        crate::metrics::registry()
+            .counter(
+                "membrane_nats_replaced_total",
+                "Dead NATS connections this host replaced.",
+                &[],
+            )
+            .inc();
+        let started = std::time::Instant::now();
+        let mut wait = Duration::from_millis(50);
+        loop {
+            match tokio::select! {
+                connected = reconnect.connect() => connected,
+                () = stop.cancelled() => return Ok(()),
+            } {
+                Ok(client) => {
+                    bus.replace(client);
+                    tracing::info!(
+                        "nats: connected afresh in {:.1} ms",
+                        started.elapsed().as_secs_f64() * 1e3
+                    );
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!("nats: cannot connect afresh (retrying in {wait:?}): {e:#}");
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = stop.cancelled() => return Ok(()),
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
         }
     }
 }

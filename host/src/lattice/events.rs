@@ -16,6 +16,7 @@
 //! the operator with the desired state): `ctl apps` shows an app's last
 //! events from it. Heartbeats are not kept.
 
+use crate::bus::Bus;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -171,15 +172,15 @@ impl Event {
 /// Publishes this host's events.
 #[derive(Clone)]
 pub struct Events {
-    client: async_nats::Client,
+    bus: Bus,
     lattice: String,
 }
 
 impl Events {
     /// Events of `lattice` on `client`.
-    pub fn new(client: async_nats::Client, lattice: &str) -> Events {
+    pub fn new(bus: Bus, lattice: &str) -> Events {
         Events {
-            client,
+            bus,
             lattice: lattice.to_string(),
         }
     }
@@ -188,7 +189,8 @@ impl Events {
     pub async fn emit(&self, event: &Event) {
         let payload = serde_json::to_vec(event).unwrap_or_default();
         if let Err(e) = self
-            .client
+            .bus
+            .client()
             .publish(
                 host_event_subject(&self.lattice, event.kind.as_str(), &event.host),
                 payload.into(),

@@ -8,6 +8,7 @@
 //! `membrane ctl inventory` publishes one request and gathers every host's
 //! answer. The subjects and payloads are in `docs/control.md`.
 
+use crate::bus::Bus;
 use crate::manifest::subject::{ReplyRule, allow_reply};
 use crate::runtime::Runtime;
 use crate::transports::Service;
@@ -77,7 +78,7 @@ pub type AppsView = Arc<RwLock<BTreeMap<String, Arc<Runtime>>>>;
 
 /// Answers inventory requests and publishes heartbeats for this host.
 pub struct InventoryService {
-    client: async_nats::Client,
+    bus: Bus,
     lattice: String,
     subscriber: async_nats::Subscriber,
     host: String,
@@ -92,7 +93,7 @@ pub struct InventoryService {
 impl InventoryService {
     /// Subscribes to the inventory subject of `lattice`.
     pub async fn bind(
-        client: async_nats::Client,
+        bus: Bus,
         lattice: &str,
         host: String,
         labels: BTreeMap<String, String>,
@@ -100,9 +101,9 @@ impl InventoryService {
         peers: Arc<AtomicUsize>,
         heartbeat: Duration,
     ) -> anyhow::Result<InventoryService> {
-        let subscriber = client.subscribe(inventory_subject(lattice)).await?;
+        let subscriber = bus.client().subscribe(inventory_subject(lattice)).await?;
         Ok(InventoryService {
-            client,
+            bus,
             lattice: lattice.to_string(),
             subscriber,
             host,
@@ -112,6 +113,14 @@ impl InventoryService {
             heartbeat,
             started: Instant::now(),
         })
+    }
+
+    /// Subscribes again, on the bus's new connection.
+    async fn resubscribe(&mut self) {
+        match self.bus.client().subscribe(inventory_subject(&self.lattice)).await {
+            Ok(subscriber) => self.subscriber = subscriber,
+            Err(e) => tracing::warn!("inventory: cannot subscribe on the new connection: {e}"),
+        }
     }
 
     fn inventory(&self) -> HostInventory {
@@ -164,21 +173,35 @@ impl Service for InventoryService {
         Box::pin(async move {
             let mut ticker = tokio::time::interval(self.heartbeat);
             let heartbeat = heartbeat_subject(&self.lattice, &self.host);
+            let mut generation = self.bus.generation();
             loop {
                 tokio::select! {
                     request = self.subscriber.next() => match request {
                         Some(request) => {
                             if let Some(reply) = request.reply
                                 && allow_reply(&ReplyRule::lattice(&self.lattice), &reply, "inventory")
-                                && let Err(e) = self.client.publish(reply, self.document()).await
+                                && let Err(e) = self.bus.client().publish(reply, self.document()).await
                             {
                                 tracing::warn!("inventory: cannot reply: {e}");
                             }
                         }
-                        None => break,
+                        // The connection died: subscribe again on the next one.
+                        None => {
+                            tokio::select! {
+                                changed = generation.changed() => if changed.is_err() { break },
+                                _ = shutdown.cancelled() => break,
+                            }
+                            self.resubscribe().await;
+                        }
                     },
+                    changed = generation.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        self.resubscribe().await;
+                    }
                     _ = ticker.tick() => {
-                        if let Err(e) = self.client.publish(heartbeat.clone(), self.heartbeat()).await {
+                        if let Err(e) = self.bus.client().publish(heartbeat.clone(), self.heartbeat()).await {
                             tracing::debug!("heartbeat not sent: {e}");
                         }
                     }

@@ -14,6 +14,7 @@
 //! A `cas` swap is the same guarded write, once.
 
 use super::desired::open_kv;
+use crate::bus::Bus;
 use crate::runtime::keyvalue::{Bucket, KvError, KvResult, Remote, Revision, add_counter, parse_counter};
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::{DeliverPolicy, ReplayPolicy, push};
@@ -40,30 +41,36 @@ pub fn bucket_name(lattice: &str) -> String {
 
 /// The lattice's buckets (see the module documentation).
 pub struct LatticeBuckets {
-    client: async_nats::Client,
-    jetstream: jetstream::Context,
+    bus: Bus,
     name: String,
-    store: tokio::sync::OnceCell<Store>,
+    /// The KV bucket as opened on the bus's client of that generation.
+    store: tokio::sync::Mutex<Option<(u64, Store)>>,
 }
 
 impl LatticeBuckets {
-    /// The buckets of `lattice`, reached through `client`.
-    pub fn new(client: async_nats::Client, lattice: &str) -> LatticeBuckets {
+    /// The buckets of `lattice`, reached through `bus`.
+    pub fn new(bus: Bus, lattice: &str) -> LatticeBuckets {
         LatticeBuckets {
-            jetstream: jetstream::new(client.clone()),
-            client,
+            bus,
             name: bucket_name(lattice),
-            store: tokio::sync::OnceCell::new(),
+            store: tokio::sync::Mutex::default(),
         }
     }
 
-    /// The KV bucket, created if missing (one revision per key).
+    /// The KV bucket, created if missing (one revision per key); opened
+    /// again on a new connection.
     async fn store(&self) -> anyhow::Result<Store> {
-        let store = self
-            .store
-            .get_or_try_init(|| open_kv(&self.jetstream, &self.name, "Membrane app key-value buckets", 1))
-            .await?;
-        Ok(store.clone())
+        let generation = self.bus.current_generation();
+        let mut cached = self.store.lock().await;
+        if let Some((opened, store)) = &*cached
+            && *opened == generation
+        {
+            return Ok(store.clone());
+        }
+        let jetstream = jetstream::new(self.bus.client());
+        let store = open_kv(&jetstream, &self.name, "Membrane app key-value buckets", 1).await?;
+        *cached = Some((generation, store.clone()));
+        Ok(store)
     }
 }
 
@@ -71,11 +78,12 @@ impl Remote for LatticeBuckets {
     fn open<'a>(&'a self, app: &'a str, bucket: &'a str) -> BoxFuture<'a, anyhow::Result<Arc<dyn Bucket>>> {
         Box::pin(async move {
             let store = self.store().await?;
-            let max_payload = self.client.server_info().max_payload;
+            let client = self.bus.client();
+            let max_payload = client.server_info().max_payload;
             Ok(Arc::new(NatsBucket {
                 store,
-                client: self.client.clone(),
-                jetstream: self.jetstream.clone(),
+                jetstream: jetstream::new(client.clone()),
+                client,
                 kv: self.name.clone(),
                 prefix: format!("{app}.{bucket}."),
                 max_value: max_payload.saturating_sub(HEADROOM),

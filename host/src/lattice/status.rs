@@ -6,6 +6,7 @@
 //! page) reads it. It lives for the whole process, across a fresh start
 //! after a lost NATS connection.
 
+use crate::bus::Bus;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::RwLock;
@@ -68,7 +69,7 @@ pub struct StatusBoard {
     /// The loop's tick period.
     period: RwLock<Duration>,
     /// The host's NATS connection, whose state is read live.
-    nats: RwLock<Option<async_nats::Client>>,
+    nats: RwLock<Option<Bus>>,
     started: Instant,
     started_unix_ms: u64,
 }
@@ -99,16 +100,16 @@ impl StatusBoard {
     pub fn status(&self) -> HostStatus {
         let mut status = self.status.read().unwrap_or_else(|e| e.into_inner()).clone();
         status.uptime_s = self.started.elapsed().as_secs();
-        if let Some(client) = &*self.nats.read().unwrap_or_else(|e| e.into_inner()) {
-            let connected = client.connection_state() == async_nats::connection::State::Connected;
+        if let Some(bus) = &*self.nats.read().unwrap_or_else(|e| e.into_inner()) {
+            let connected = bus.client().connection_state() == async_nats::connection::State::Connected;
             status.nats = if connected { "connected" } else { "disconnected" }.into();
         }
         status
     }
 
     /// Follows `client`'s state (or none, for a host without NATS).
-    pub fn watch_nats(&self, client: Option<async_nats::Client>) {
-        *self.nats.write().unwrap_or_else(|e| e.into_inner()) = client;
+    pub fn watch_nats(&self, bus: Option<Bus>) {
+        *self.nats.write().unwrap_or_else(|e| e.into_inner()) = bus;
     }
 
     /// When the process started, in Unix milliseconds.

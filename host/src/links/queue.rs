@@ -14,6 +14,7 @@
 //! made before the consumer's host starts is kept, not lost.
 
 use super::link_span;
+use crate::bus::Bus;
 use crate::codec::json;
 use crate::manifest::{LinkSpec, QueueBinding};
 use crate::metrics::Counter;
@@ -92,8 +93,7 @@ pub fn check(
 
 /// One function of a queue link.
 struct QueuedFunc {
-    client: async_nats::Client,
-    js: jetstream::Context,
+    bus: Bus,
     interface: String,
     function: String,
     target: Arc<str>,
@@ -115,10 +115,9 @@ pub fn define_queued(
     interface: &str,
     import: &ComponentInstance,
     (target, calls): (Arc<str>, Counter),
-    client: &async_nats::Client,
+    bus: &Bus,
     bindings: &BTreeMap<String, QueueBinding>,
 ) -> Result<()> {
-    let js = jetstream::new(client.clone());
     let mut root = linker.root();
     let mut instance = root.instance(interface)?;
     for (name, item) in import.exports(engine) {
@@ -129,8 +128,7 @@ pub fn define_queued(
             wasmtime::bail!("`{target}` has no queue binding for `{interface}#{name}`");
         };
         let queued = Arc::new(QueuedFunc {
-            client: client.clone(),
-            js: js.clone(),
+            bus: bus.clone(),
             interface: interface.to_string(),
             function: name.to_string(),
             target: target.clone(),
@@ -168,7 +166,8 @@ impl QueuedFunc {
         let fault = |kind| Fault::new(self.target.clone(), kind);
         let host = |message: String| fault(FaultKind::Host { message });
         // Fail at once rather than wait out the deadline for a reconnect.
-        if self.client.connection_state() != async_nats::connection::State::Connected {
+        let client = self.bus.client();
+        if client.connection_state() != async_nats::connection::State::Connected {
             return Err(fault(FaultKind::Unavailable));
         }
         let budget = cx.deadline.saturating_duration_since(Instant::now());
@@ -181,18 +180,17 @@ impl QueuedFunc {
         let payload = serde_json::to_vec(&payload).map_err(|e| host(e.to_string()))?;
         let mut headers = HeaderMap::new();
         headers.insert(trace::TRACEPARENT, cx.traceparent().as_str());
+        let js = jetstream::new(client);
         let stored = async {
             self.stream
                 .get_or_try_init(|| async {
-                    self.js
-                        .get_or_create_stream(stream_config(&self.binding))
+                    js.get_or_create_stream(stream_config(&self.binding))
                         .await
                         .map(|_| ())
                         .map_err(|e| host(format!("cannot create stream {}: {e}", self.binding.stream)))
                 })
                 .await?;
-            let ack = self
-                .js
+            let ack = js
                 .publish_with_headers(self.binding.subject.clone(), headers, payload.into())
                 .await
                 .map_err(|e| host(format!("cannot queue the call on {}: {e}", self.binding.subject)))?;

@@ -16,6 +16,7 @@
 //! with `.` in the interface escaped as `%2E` (and `%` as `%25`).
 
 use super::{chunks, link_span};
+use crate::bus::Bus;
 use crate::codec::wire;
 use crate::metrics::Counter;
 use crate::runtime::component::Host;
@@ -41,19 +42,28 @@ pub const ERROR_KIND_HEADER: &str = "Membrane-Error-Kind";
 /// child the serving side's span becomes.
 pub const TRACEPARENT_HEADER: &str = crate::runtime::trace::TRACEPARENT;
 
-/// The subject of one linked function.
-pub fn subject(lattice: &str, component: &str, interface: &str, function: &str) -> String {
+/// The subject of one linked function of `component` of `app`. The app is
+/// part of it: apps are tenants of one lattice, and two apps with a
+/// component of the same name must never answer each other's calls.
+pub fn subject(lattice: &str, app: &str, component: &str, interface: &str, function: &str) -> String {
     let interface = interface.replace('%', "%25").replace('.', "%2E");
-    format!("membrane.{lattice}.rpc.v1.{component}.{interface}.{function}")
+    format!("membrane.{lattice}.rpc.v1.{app}.{component}.{interface}.{function}")
 }
 
 /// Where a remote link sends its calls.
 #[derive(Clone)]
 pub struct Lattice {
     /// The host's NATS connection.
-    pub client: async_nats::Client,
+    pub bus: Bus,
     /// The lattice name, the subjects' namespace.
     pub name: String,
+}
+
+impl Lattice {
+    /// The NATS client to use now.
+    pub fn client(&self) -> async_nats::Client {
+        self.bus.client()
+    }
 }
 
 struct RemoteFunc {
@@ -80,7 +90,7 @@ pub fn define_remote(
     interface: &str,
     import: &ComponentInstance,
     (target, calls, waited): (Arc<str>, Counter, Counter),
-    lattice: &Lattice,
+    (lattice, app): (&Lattice, &str),
     timeout: Option<Duration>,
 ) -> Result<()> {
     let mut root = linker.root();
@@ -92,7 +102,7 @@ pub fn define_remote(
         let remote = Arc::new(RemoteFunc {
             lattice: lattice.clone(),
             timeout,
-            subject: subject(&lattice.name, &target, interface, name),
+            subject: subject(&lattice.name, app, &target, interface, name),
             interface: interface.to_string(),
             function: name.to_string(),
             target: target.clone(),
@@ -138,7 +148,8 @@ impl RemoteFunc {
         };
         let fault = |kind| Fault::new(self.target.clone(), kind);
         // Fail at once rather than wait out the deadline for a reconnect.
-        if self.lattice.client.connection_state() != async_nats::connection::State::Connected {
+        let client = self.lattice.client();
+        if client.connection_state() != async_nats::connection::State::Connected {
             return Err(fault(FaultKind::Unavailable));
         }
         let payload =
@@ -150,21 +161,15 @@ impl RemoteFunc {
         let mut headers = HeaderMap::new();
         headers.insert(DEADLINE_HEADER, unix_millis(deadline).to_string().as_str());
         headers.insert(TRACEPARENT_HEADER, cx.traceparent().as_str());
-        let reply = chunks::request(
-            &self.lattice.client,
-            self.subject.clone(),
-            headers,
-            payload.into(),
-            deadline,
-        )
-        .await
-        .map_err(|e| {
-            fault(match e {
-                chunks::Failure::NoResponders => FaultKind::NoResponders,
-                chunks::Failure::TimedOut => FaultKind::deadline(remaining),
-                chunks::Failure::Other(message) => FaultKind::Host { message },
-            })
-        })?;
+        let reply = chunks::request(&client, self.subject.clone(), headers, payload.into(), deadline)
+            .await
+            .map_err(|e| {
+                fault(match e {
+                    chunks::Failure::NoResponders => FaultKind::NoResponders,
+                    chunks::Failure::TimedOut => FaultKind::deadline(remaining),
+                    chunks::Failure::Other(message) => FaultKind::Host { message },
+                })
+            })?;
         if reply
             .headers
             .as_ref()

@@ -54,20 +54,24 @@ pub const MAX_PIECE: usize = 256 << 10;
 const VERSION: u8 = 1;
 
 /// The subject forwarded requests to `component` go to.
-pub fn subject(lattice: &str, component: &str) -> String {
-    format!("membrane.{lattice}.http.v1.{component}")
+pub fn subject(lattice: &str, app: &str, component: &str) -> String {
+    format!("membrane.{lattice}.http.v1.{app}.{component}")
 }
 
 /// Sends requests routed here to a host that runs their component.
 #[derive(Clone)]
 pub struct Forwarder {
     lattice: Lattice,
+    app: String,
 }
 
 impl Forwarder {
-    /// Forwarding over `lattice`.
-    pub fn new(lattice: Lattice) -> Forwarder {
-        Forwarder { lattice }
+    /// Forwarding over `lattice`, for `app`.
+    pub fn new(lattice: Lattice, app: &str) -> Forwarder {
+        Forwarder {
+            lattice,
+            app: app.to_string(),
+        }
     }
 
     /// Forwards `request` (which came over TLS if `tls`) to `component` on
@@ -80,7 +84,7 @@ impl Forwarder {
         cx: CallContext,
     ) -> Result<hyper::Response<HyperOutgoingBody>, Fault> {
         let fault = |kind| Fault::new(component.clone(), kind);
-        let client = &self.lattice.client;
+        let client = &self.lattice.client();
         if client.connection_state() != async_nats::connection::State::Connected {
             return Err(fault(FaultKind::Unavailable));
         }
@@ -112,7 +116,7 @@ impl Forwarder {
             .payload(head.into())
             .timeout(Some(remaining));
         let reply = client
-            .send_request(subject(&self.lattice.name, component), request)
+            .send_request(subject(&self.lattice.name, &self.app, component), request)
             .await
             .map_err(|e| {
                 // Nobody will pull the request body.
@@ -170,12 +174,12 @@ impl ForwardServer {
     ) -> anyhow::Result<ForwardServer> {
         let mut subscribers = Vec::new();
         for component in components {
-            let subject = subject(&lattice.name, component);
-            let subscriber = lattice.client.queue_subscribe(subject.clone(), subject).await?;
+            let subject = subject(&lattice.name, app, component);
+            let subscriber = lattice.client().queue_subscribe(subject.clone(), subject).await?;
             subscribers.push((Arc::from(component.as_str()), subscriber));
         }
         Ok(ForwardServer {
-            client: lattice.client.clone(),
+            client: lattice.client(),
             app: Arc::from(app),
             subscribers,
             runtime,

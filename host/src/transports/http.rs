@@ -184,7 +184,7 @@ impl Medium for HttpMedium {
                 routes,
                 app: Arc::from(cx.app),
                 runtime: cx.runtime.clone(),
-                forward: cx.lattice.map(|l| Forwarder::new(l.clone())),
+                forward: cx.lattice.map(|l| Forwarder::new(l.clone(), cx.app)),
             }),
         })
     }

@@ -67,6 +67,16 @@ pub struct Planned {
     bindings: Vec<usize>,
 }
 
+impl Planned {
+    /// Whether its medium needs the NATS connection.
+    pub fn needs_nats(&self, manifest: &Manifest) -> bool {
+        self.bindings
+            .iter()
+            .filter_map(|i| manifest.bindings.get(*i))
+            .any(needs_nats)
+    }
+}
+
 /// The media that serve the components in `here`: one per binding, except
 /// that bindings whose medium shares them are planned together. A shared
 /// medium that routes elsewhere (http) is planned with all its bindings

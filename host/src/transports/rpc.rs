@@ -62,11 +62,14 @@ impl LinkServer {
         for (component, interface) in exports {
             let Some(loaded) = runtime.get(component) else { continue };
             for function in loaded.function_names(interface) {
-                let subject = subject(&lattice.name, component, interface, &function);
+                let subject = subject(&lattice.name, app, component, interface, &function);
                 if routes.contains_key(&subject) {
                     continue;
                 }
-                let subscriber = lattice.client.queue_subscribe(subject.clone(), subject.clone()).await?;
+                let subscriber = lattice
+                    .client()
+                    .queue_subscribe(subject.clone(), subject.clone())
+                    .await?;
                 subscribers.push((subject.clone(), subscriber));
                 let route = Route {
                     target: FunctionRef::new(component, interface, &function),
@@ -76,7 +79,7 @@ impl LinkServer {
             }
         }
         Ok(LinkServer {
-            client: lattice.client.clone(),
+            client: lattice.client(),
             app: Arc::from(app),
             subscribers,
             routes: Arc::new(routes),

@@ -681,3 +681,53 @@ component = "versioned"
     let addr = hosts[runner].wait_for_http("versioned");
     assert_eq!(support::http(addr, "GET", "/", b"").status, 200);
 }
+
+/// Apps are tenants of one lattice: two apps with the same component names
+/// and interfaces, split across the same three hosts, each answer with their
+/// own configuration every time. (Link subjects used to leave the app out,
+/// so one app's rater could be answered by the other app's pricing.)
+#[test]
+fn two_apps_with_the_same_components_never_answer_each_other() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let hosts: Vec<Host> = ["node=a", "node=b", "node=c"]
+        .into_iter()
+        .map(|label| Host::join(&["--nats", &server.url(), "--lattice", LATTICE, "--label", label]))
+        .collect();
+    let mut addrs = Vec::new();
+    for (name, currency) in [("alpha", "EUR"), ("beta", "CHF")] {
+        let port = free_port();
+        let text = distributed_app(port)
+            .replace("name = \"insurance\"", &format!("name = \"{name}\""))
+            .replace("currency = \"EUR\"", &format!("currency = \"{currency}\""))
+            .replace("insurance.rate", &format!("{name}.rate"))
+            .replace("stream = \"RATES\"", &format!("stream = \"RATES_{name}\""))
+            .replace("rates.reply", &format!("{name}.reply"));
+        let path = write(dir.path(), &format!("{name}.toml"), &text);
+        ok(ctl(Some(&server), &["apply", &path], &[]));
+        addrs.push((format!("127.0.0.1:{port}").parse::<SocketAddr>().unwrap(), currency));
+    }
+    for (addr, currency) in &addrs {
+        quote(*addr);
+        for _ in 0..20 {
+            let body = quote(*addr);
+            assert!(body.contains(&format!("\"currency\":\"{currency}\"")), "{addr}: {body}");
+        }
+    }
+    // Over NATS too: each app's binding answers with its own pricing.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(server.url()).await.unwrap();
+        for (name, currency) in [("alpha", "EUR"), ("beta", "CHF")] {
+            for _ in 0..10 {
+                let reply = client
+                    .request(format!("{name}.rate"), rate_args().into())
+                    .await
+                    .unwrap();
+                let rated: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+                assert_eq!(rated["ok"]["currency"], currency, "{name}: {rated}");
+            }
+        }
+    });
+    drop(hosts);
+}

@@ -124,10 +124,16 @@ fn garbage_on_an_rpc_subject_gets_a_decode_error_and_harms_nothing() {
     let _c = node(&manifest, &server, "node=c");
     let _b = node(&manifest, &server, "node=b");
     let a = node(&manifest, &server, "node=a");
-    let subject = membrane::links::remote::subject("test", "pricing", "example:insurance/pricing@0.1.0", "table");
+    let subject = membrane::links::remote::subject(
+        "test",
+        "insurance",
+        "pricing",
+        "example:insurance/pricing@0.1.0",
+        "table",
+    );
     assert_eq!(
         subject,
-        "membrane.test.rpc.v1.pricing.example:insurance/pricing@0%2E1%2E0.table"
+        "membrane.test.rpc.v1.insurance.pricing.example:insurance/pricing@0%2E1%2E0.table"
     );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
