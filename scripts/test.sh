@@ -34,13 +34,15 @@ rustup component list --installed | grep -q '^clippy' || rustup component add cl
 cargo clippy --release --all-targets -- -D warnings
 cargo clippy --release --target wasm32-wasip2 $(for d in components/*/; do printf -- '-p %s ' "$(basename "$d")"; done) -- -D warnings
 
-echo "==> cargo test"
+# One build for the tests and the benches: the same command, package
+# selection and profile (`cargo bench -p membrane-benches` would resolve
+# other features of the shared dependencies and build the host again).
+echo "==> cargo test (building the tests and the benches)"
+cargo test --release --all-targets --no-run
 cargo test --release
 
-echo "==> benches compile"
-cargo bench --no-run -p membrane-benches
-
 # The layouts bench in its short mode, so the harness keeps working. It
-# asserts no timings; it writes its report under target/release/.
+# asserts no timings; it writes its report under target/release/. Run
+# through `cargo test` so that it is the binary built above.
 echo "==> layouts bench (--quick)"
-cargo bench -p membrane-benches --bench layouts -- --quick
+cargo test --release --bench layouts -- --quick

@@ -498,9 +498,9 @@ async fn shutdown_signal() {
 /// `membrane up`: load, validate, bind, serve until `shutdown` resolves.
 ///
 /// If the host's NATS connection dies for good while it serves (see
-/// [`connection::lost`]), the host logs an error, stops everything (calls in
-/// flight finish) and starts afresh from its arguments: a new connection,
-/// every app, medium and service bound again.
+/// [`connection::keep_connected`]), the host connects afresh and binds
+/// again only what subscribes on NATS; apps, instances and HTTP listeners
+/// carry on.
 pub async fn up(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     let id = args.host_id.clone().unwrap_or_else(new_host_id);
     up_as(args, id, shutdown).await
@@ -519,7 +519,7 @@ fn parse_host_id(s: &str) -> Result<String, String> {
 pub async fn up_as(args: UpArgs, id: String, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     warn_secrets_on_command_line();
     tokio::pin!(shutdown);
-    // The admin endpoint serves for the whole process, across fresh starts.
+    // The admin endpoint serves for the whole process.
     let admin = Admin::new(Arc::new(StatusBoard::default()), AppsView::default()).answering_to(&args.admin_hosts);
     let admin_stop = CancellationToken::new();
     let _stop_admin = admin_stop.clone().drop_guard();
