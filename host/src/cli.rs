@@ -372,7 +372,10 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let host = new_host_id();
+    let host = match &cli.command {
+        Command::Up(args) => args.host_id.clone().unwrap_or_else(new_host_id),
+        _ => new_host_id(),
+    };
     let export = match &cli.command {
         Command::Up(args) => match otlp::endpoint(args.otlp.as_deref()) {
             Some(url) => match otlp::start(&url, &identity(args, &host), runtime.handle().clone()) {
@@ -397,6 +400,7 @@ pub fn main() -> ExitCode {
         None => (None, None),
     };
     let logging = init_logging(default_filter, layer);
+    log_dependency_panics();
     let result = match cli.command {
         Command::Up(args) => runtime.block_on(up_as(*args, host, shutdown_signal())),
         Command::Ctl(args) => runtime.block_on(ctl(args)),
@@ -462,6 +466,33 @@ fn init_logging(default: &str, export: Option<(String, otlp::Layer)>) -> tracing
         }
     }
     guard
+}
+
+/// Logs a panic inside a dependency as one line through `tracing`, with no
+/// backtrace. A peer can make one happen (async-nats panics in its
+/// connection task on a lone carriage return in a header, nats.rs#1612),
+/// and the default hook's backtrace, with `RUST_BACKTRACE` set, takes tens
+/// of milliseconds to symbolise while the dying connection's socket stays
+/// open and the server keeps routing messages into it. A panic in this
+/// crate's own code keeps the default hook (and its backtrace).
+fn log_dependency_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let location = info.location().map(|l| l.to_string()).unwrap_or_default();
+        if !location.contains("/registry/src/") {
+            return default(info);
+        }
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(
+            "a task panicked in a dependency at {location}: {}",
+            crate::runtime::capabilities::output::escape(message.as_bytes())
+        );
+    }));
 }
 
 /// A new host id, one for the life of the process.

@@ -203,31 +203,7 @@ impl AppRunner {
         let changes = self.runtime.commit(staged);
         self.here = here;
         self.last = Some((manifest.clone(), extras.clone()));
-        let mut failures = Vec::new();
-        for (key, plan) in wanted {
-            if self.media.contains_key(&key) {
-                continue;
-            }
-            let nats = plan.needs_nats(manifest);
-            match self.bind(manifest, &plan).await {
-                Ok(medium) => {
-                    let describe = medium.describe();
-                    tracing::info!("serving {describe}");
-                    let token = CancellationToken::new();
-                    let task = tokio::spawn(medium.serve(token.clone()));
-                    self.media.insert(
-                        key,
-                        Running {
-                            describe,
-                            token,
-                            task,
-                            nats,
-                        },
-                    );
-                }
-                Err(e) => failures.push(format!("{e:#}")),
-            }
-        }
+        let failures = self.bind_missing(manifest, wanted).await;
         for change in &changes {
             match change {
                 Change::Started { name, digest } => tracing::info!("started {name} ({})", short(digest)),
@@ -274,11 +250,43 @@ impl AppRunner {
         wanted
     }
 
+    /// Binds the media of `wanted` that are not running; the failures.
+    async fn bind_missing(&mut self, manifest: &Manifest, wanted: BTreeMap<String, Plan>) -> Vec<String> {
+        let mut failures = Vec::new();
+        for (key, plan) in wanted {
+            if self.media.contains_key(&key) {
+                continue;
+            }
+            let nats = plan.needs_nats(manifest);
+            match self.bind(manifest, &plan).await {
+                Ok(medium) => {
+                    let describe = medium.describe();
+                    tracing::info!("serving {describe}");
+                    let token = CancellationToken::new();
+                    let task = tokio::spawn(medium.serve(token.clone()));
+                    self.media.insert(
+                        key,
+                        Running {
+                            describe,
+                            token,
+                            task,
+                            nats,
+                        },
+                    );
+                }
+                Err(e) => failures.push(format!("{e:#}")),
+            }
+        }
+        failures
+    }
+
     /// Moves the app onto the bus's new NATS connection: the media that
     /// subscribe on NATS stop (their subscriptions died with the old
-    /// connection) and the app is reconciled again, which binds them anew
-    /// and opens its key-value buckets on the new client. HTTP listeners,
-    /// instances and calls in flight on other media are not touched.
+    /// connection) and are bound again at once on the running generation
+    /// (whose links ask the bus for the client); then the app is reconciled
+    /// again, which opens its key-value buckets on the new client. HTTP
+    /// listeners, instances and calls in flight on other media are not
+    /// touched.
     pub async fn reconnect(&mut self) -> anyhow::Result<Reconciled> {
         let Some((manifest, extras)) = self.last.clone() else {
             return Ok(Reconciled::default());
@@ -291,7 +299,15 @@ impl AppRunner {
             .collect();
         let stopping = dead.iter().filter_map(|key| self.media.remove(key)).map(Running::stop);
         futures::future::join_all(stopping).await;
-        self.reconcile_with_extras(&manifest, self.here.clone(), &extras).await
+        let served: BTreeSet<String> = self.here.difference(&extras).cloned().collect();
+        let wanted = self.plan(&manifest, &served);
+        let mut failures = self.bind_missing(&manifest, wanted).await;
+        let mut reconciled = self
+            .reconcile_with_extras(&manifest, self.here.clone(), &extras)
+            .await?;
+        failures.append(&mut reconciled.failures);
+        reconciled.failures = failures;
+        Ok(reconciled)
     }
 
     async fn bind(&self, manifest: &Manifest, plan: &Plan) -> anyhow::Result<Box<dyn Service>> {

@@ -38,6 +38,17 @@ fn quote_again(addr: SocketAddr, since: Instant) -> Duration {
     panic!("no quote within 10 s");
 }
 
+/// The link subject of the example's `pricing#table`.
+fn pricing_subject() -> String {
+    membrane::links::remote::subject(
+        "test",
+        "insurance",
+        "pricing",
+        "example:insurance/pricing@0.1.0",
+        "table",
+    )
+}
+
 /// A header value with a lone carriage return: nats-server forwards it as it
 /// is, and async-nats 0.51 panics in its connection task on reading it
 /// (nats-io/nats.rs#1612). Each host must notice its dead connection, start
@@ -50,13 +61,7 @@ fn a_lone_cr_header_on_any_subject_a_host_hears_costs_it_under_2_s() {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     quote_again(addr, Instant::now());
 
-    let pricing = membrane::links::remote::subject(
-        "test",
-        "insurance",
-        "pricing",
-        "example:insurance/pricing@0.1.0",
-        "table",
-    );
+    let pricing = pricing_subject();
     let rater = membrane::links::remote::subject("test", "insurance", "rater", "example:insurance/rater@0.1.0", "rate");
     let mut raw = RawNats::connect(&server);
     let dead = "nats: the connection is dead";
@@ -284,13 +289,7 @@ fn malformed_link_messages_never_silence_or_swell_a_host() {
     let (c, b, a) = three_hosts(&server, port);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     quote_again(addr, Instant::now());
-    let pricing = membrane::links::remote::subject(
-        "test",
-        "insurance",
-        "pricing",
-        "example:insurance/pricing@0.1.0",
-        "table",
-    );
+    let pricing = pricing_subject();
     let header = |lines: &str| format!("NATS/1.0\r\n{lines}\r\n").into_bytes();
     let many: String = (0..3000).map(|i| format!("H{i}: v\r\n")).collect();
     let cases: Vec<(&str, Vec<u8>, Vec<u8>)> = vec![

@@ -122,13 +122,18 @@ pub(crate) struct Client {
 
 impl Client {
     pub(crate) async fn connect(server: &NatsServer, role: &str, inbox: &str) -> Client {
-        let (tx, refusals) = tokio::sync::mpsc::unbounded_channel();
         let password = PASSWORDS
             .iter()
             .find(|(var, _)| var.contains(&role.to_uppercase()))
             .unwrap()
             .1;
-        let nats = async_nats::ConnectOptions::with_user_and_password(format!("test-{role}"), password.into())
+        Client::connect_as(server, &format!("test-{role}"), password, inbox).await
+    }
+
+    /// A client of NATS user `user`.
+    pub(crate) async fn connect_as(server: &NatsServer, user: &str, password: &str, inbox: &str) -> Client {
+        let (tx, refusals) = tokio::sync::mpsc::unbounded_channel();
+        let nats = async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
             .custom_inbox_prefix(inbox)
             .event_callback(move |event| {
                 let tx = tx.clone();

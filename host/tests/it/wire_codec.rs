@@ -12,9 +12,9 @@
 //! - the JSON codec of function-level media takes arbitrary and corrupted
 //!   bodies without a panic.
 //!
-//! These are the codecs' fuzz targets; CI runs them for a bounded number of
-//! cases (`PROPTEST_CASES` raises it). cargo-fuzz needs a nightly toolchain,
-//! which these machines do not have.
+//! These are property tests, run by CI for a bounded number of cases
+//! (`PROPTEST_CASES` raises it). The coverage-guided fuzz targets of the same
+//! decoders are in `fuzz/` (`scripts/fuzz.sh`).
 
 use membrane::codec::{json, wire};
 use proptest::prelude::*;
