@@ -11,7 +11,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let mut headers = async_nats::HeaderMap::new();
     for line in text.split("\r\n") {
-        let Some((name, value)) = line.split_once(':') else { continue };
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
         let (Ok(name), Ok(value)) = (
             async_nats::header::HeaderName::from_str(name),
             async_nats::header::HeaderValue::from_str(value.trim()),
@@ -28,7 +30,11 @@ fuzz_target!(|data: &[u8]| {
         let _ = membrane::links::chunks::parse_total(value.as_str());
     }
     let subject = text.rsplit("\r\n").next().unwrap_or_default();
-    for rule in [ReplyRule::lattice("test"), ReplyRule::internal(), ReplyRule::only("rates.reply")] {
+    for rule in [
+        ReplyRule::lattice("test"),
+        ReplyRule::internal(),
+        ReplyRule::only("rates.reply"),
+    ] {
         if rule.check(subject, true).is_ok() {
             assert!(!subject.starts_with('$') && !subject.contains(char::is_whitespace));
             assert!(subject.split('.').all(|t| !t.is_empty() && t != "*" && t != ">"));

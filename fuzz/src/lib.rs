@@ -3,9 +3,9 @@
 //! every WIT type), as a host would take them from wasmtime.
 
 use std::sync::OnceLock;
-use wasmtime::component::types::{ComponentFunc, ComponentItem, Type};
-use wasmtime::component::Component;
 use wasmtime::Engine;
+use wasmtime::component::Component;
+use wasmtime::component::types::{ComponentFunc, ComponentItem, Type};
 
 /// Where `scripts/build-components.sh` puts the echo component.
 const ECHO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/wasm32-wasip2/release/echo.wasm");
@@ -20,14 +20,14 @@ pub fn roundtrip() -> &'static (ComponentFunc, Vec<Type>) {
         let types = component.component_type();
         let interface = types
             .exports(&engine)
-            .find_map(|(name, item)| match item {
+            .find_map(|(name, item)| match item.ty {
                 ComponentItem::ComponentInstance(i) if name.starts_with("example:testkit/values") => Some(i),
                 _ => None,
             })
             .expect("echo exports example:testkit/values");
         let func = interface
             .exports(&engine)
-            .find_map(|(name, item)| match item {
+            .find_map(|(name, item)| match item.ty {
                 ComponentItem::ComponentFunc(f) if name == "roundtrip" => Some(f),
                 _ => None,
             })

@@ -10,7 +10,7 @@
 //!   counts (what the status page draws);
 //! - `/`: the status page for a person ([`PAGE`]).
 //!
-//! It serves for the whole process, across a fresh start after a lost NATS
+//! It serves for the whole process, whatever happens to its NATS
 //! connection, and reads only: nothing here changes what the host runs.
 
 use crate::lattice::inventory::AppsView;
