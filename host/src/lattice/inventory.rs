@@ -179,7 +179,7 @@ impl Service for InventoryService {
                     request = self.subscriber.next() => match request {
                         Some(request) => {
                             if let Some(reply) = request.reply
-                                && allow_reply(&ReplyRule::lattice(&self.lattice), &reply, "inventory")
+                                && allow_reply(&ReplyRule::lattice(&self.lattice), &reply, &"inventory")
                                 && let Err(e) = self.bus.client().publish(reply, self.document()).await
                             {
                                 tracing::warn!("inventory: cannot reply: {e}");

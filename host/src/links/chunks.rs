@@ -277,7 +277,7 @@ pub async fn receive(
             }
         };
         let Some(next) = part.reply.clone() else { continue };
-        if !allow_reply(&ReplyRule::internal(), &next, "chunked request") {
+        if !allow_reply(&ReplyRule::internal(), &next, &"chunked request") {
             continue;
         }
         answer_to = next;
@@ -321,7 +321,7 @@ pub async fn respond(
             break;
         };
         let Some(to) = pull.reply else { continue };
-        if !allow_reply(&ReplyRule::internal(), &to, "chunked reply") {
+        if !allow_reply(&ReplyRule::internal(), &to, &"chunked reply") {
             continue;
         }
         let end = (offset + limit).min(payload.len());

@@ -140,7 +140,8 @@ fn clip(text: &str) -> String {
 /// Whether `reply`, a reply subject someone else chose, may be answered
 /// under `rule` (with `_INBOX.` allowed). A refusal is counted and logged,
 /// at most once a second, so a flood of bad requests cannot flood the log.
-pub fn allow_reply(rule: &ReplyRule, reply: &str, what: &str) -> bool {
+/// `what` names the service; it is formatted only for a refusal.
+pub fn allow_reply(rule: &ReplyRule, reply: &str, what: &dyn std::fmt::Display) -> bool {
     match rule.check(reply, true) {
         Ok(()) => true,
         Err(reason) => {
@@ -151,7 +152,7 @@ pub fn allow_reply(rule: &ReplyRule, reply: &str, what: &str) -> bool {
 }
 
 /// Counts a refused reply and logs it, at most once a second.
-pub fn refused(what: &str, reason: &str) {
+pub fn refused(what: &dyn std::fmt::Display, reason: &str) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static LAST_LOG_SECOND: AtomicU64 = AtomicU64::new(0);
     static SUPPRESSED: AtomicU64 = AtomicU64::new(0);

@@ -141,7 +141,7 @@ impl Forwarder {
         let decode = |message: String| fault(FaultKind::Decode { message });
         let (status, fields) = decode_response(&reply.payload).map_err(decode)?;
         let body = match reply_headers.and_then(|h| h.get(BODY_HEADER)) {
-            Some(inbox) if !allow_reply(&ReplyRule::internal(), inbox.as_str(), "forwarded response") => {
+            Some(inbox) if !allow_reply(&ReplyRule::internal(), inbox.as_str(), &"forwarded response") => {
                 return Err(decode(format!("the response body is offered at {:?}", inbox.as_str())));
             }
             Some(inbox) => pull_body(client.clone(), inbox.to_string(), remaining),
@@ -233,13 +233,12 @@ async fn answer(
     message: async_nats::Message,
 ) {
     let Some(reply) = message.reply.clone() else { return };
-    let what = format!("lattice http {component}");
-    if !allow_reply(replies, &reply, &what) {
+    if !allow_reply(replies, &reply, &format_args!("lattice http {component}")) {
         return;
     }
     // The request body is pulled from where the header says: the same rule.
     if let Some(inbox) = message.headers.as_ref().and_then(|h| h.get(BODY_HEADER))
-        && !allow_reply(replies, inbox.as_str(), &what)
+        && !allow_reply(replies, inbox.as_str(), &format_args!("lattice http {component}"))
     {
         return;
     }
@@ -326,7 +325,7 @@ where
             break;
         };
         let Some(to) = pull.reply else { continue };
-        if !allow_reply(&ReplyRule::internal(), &to, "forwarded body") {
+        if !allow_reply(&ReplyRule::internal(), &to, &"forwarded body") {
             continue;
         }
         let piece = if pending.is_empty() {

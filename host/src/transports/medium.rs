@@ -229,7 +229,7 @@ pub async fn shed_at_capacity(
     replies: &ReplyRule,
 ) {
     let Some(reply) = message.reply else { return };
-    if !allow_reply(replies, &reply, &format!("shedding {}", message.subject)) {
+    if !allow_reply(replies, &reply, &format_args!("shedding {}", message.subject)) {
         return;
     }
     let max_instances = u32::try_from(limit).unwrap_or(u32::MAX);

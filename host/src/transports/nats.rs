@@ -147,7 +147,7 @@ async fn answer(
 ) {
     // A reply that may not be sent is not worth the call.
     if let Some(reply) = &message.reply
-        && !allow_reply(replies, reply, &format!("nats {}", message.subject))
+        && !allow_reply(replies, reply, &format_args!("nats {}", message.subject))
     {
         return;
     }

@@ -143,7 +143,7 @@ async fn answer(
     message: async_nats::Message,
 ) {
     let Some(reply) = message.reply.clone() else { return };
-    if !allow_reply(replies, &reply, &format!("lattice rpc {}", message.subject)) {
+    if !allow_reply(replies, &reply, &format_args!("lattice rpc {}", message.subject)) {
         return;
     }
     let Some(Route { target, calls }) = routes.get(message.subject.as_str()) else {
