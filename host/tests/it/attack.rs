@@ -245,6 +245,90 @@ fn a_caller_cannot_make_a_host_reply_into_the_lattice() {
     assert_eq!(quote(lattice.addr()), quoted);
 }
 
+/// The insurance app as [`app`], with `echo` on the same port under
+/// `/echo/...`: one listener routes to two components, so the host also
+/// answers forwarded HTTP for both.
+fn routed_app(port: u16) -> String {
+    format!(
+        r#"{}
+[components.echo]
+source = "{{wasm:echo}}"
+
+[[bindings]]
+medium = "http"
+address = "127.0.0.1:{port}"
+component = "echo"
+route = "/echo/..."
+"#,
+        app(port)
+    )
+}
+
+/// The same deputies from the host role, the one that may publish link
+/// calls and forwarded HTTP: a compromised (or forged) host sends calls to
+/// every link subject and forwarded request to every component, naming as
+/// reply subject, or as the inbox of a request body, each forbidden target.
+/// The serving host publishes none of its answers (nor body pulls) there,
+/// and the lattice's streams are as they were.
+#[test]
+fn a_host_role_cannot_make_another_host_reply_into_the_lattice() {
+    let (lattice, host) = Secured::start(routed_app);
+    host.wait_for_log("serving lattice http routes for");
+    host.wait_for_log("serving lattice rpc for");
+    let before = lattice.snapshot();
+    let quoted = quote(lattice.addr());
+    let targets = forbidden_targets();
+    let app_name = "insurance";
+    let links = [
+        membrane::links::remote::subject(LATTICE, app_name, "rater", "example:insurance/rater@0.1.0", "rate"),
+        membrane::links::remote::subject(LATTICE, app_name, "pricing", "example:insurance/pricing@0.1.0", "table"),
+    ];
+    let forwards = ["gateway", "echo"].map(|c| membrane::transports::forward::subject(LATTICE, app_name, c));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sent = rt.block_on(async {
+        let attacker = Client::connect(&lattice.server, "host", "_MEMBRANE.test.host").await;
+        let mut sent = 0;
+        for target in &targets {
+            for subject in links.iter().chain(&forwards) {
+                attacker
+                    .nats
+                    .publish_with_reply(subject.clone(), target.clone(), b"\x01garbage".to_vec().into())
+                    .await
+                    .unwrap();
+                sent += 1;
+            }
+            // A well-formed reply subject, but a request body to be pulled
+            // from the forbidden target.
+            for subject in &forwards {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(membrane::transports::forward::BODY_HEADER, target.as_str());
+                attacker
+                    .nats
+                    .publish_with_reply_and_headers(
+                        subject.clone(),
+                        "_MEMBRANE.test.host.attacker".to_string(),
+                        headers,
+                        b"\x01garbage".to_vec().into(),
+                    )
+                    .await
+                    .unwrap();
+                sent += 1;
+            }
+        }
+        attacker.nats.flush().await.unwrap();
+        sent
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while refused_replies(&host) < sent && lattice.snapshot() == before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(lattice.snapshot(), before, "the lattice's streams changed");
+    wait_refused(&host, sent);
+    assert_eq!(quote(lattice.addr()), quoted);
+    let echoed = support::http(lattice.addr(), "POST", "/echo/x", b"still here");
+    assert_eq!((echoed.status, echoed.body.as_str()), (200, "still here"));
+}
+
 /// Finding 2: a host-role client sends itself a message whose reply
 /// subject is a desired-state key (or a stream's delete API) and answers
 /// it. Without NATS's response permission the server refuses both
@@ -723,5 +807,76 @@ fn two_apps_with_the_same_components_never_answer_each_other() {
             }
         }
     });
+    drop(hosts);
+}
+
+/// Apps are tenants of one key-value store too: three apps whose
+/// `kv-counter` components each count in a bucket they call `counts`, on
+/// the lattice's one NATS bucket, two on the same host and one on another,
+/// each count only their own increments.
+#[test]
+fn apps_granted_the_same_bucket_name_never_read_each_others_keys() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let hosts: Vec<Host> = ["node=a", "node=b"]
+        .into_iter()
+        .map(|label| {
+            Host::join(&[
+                "--nats",
+                &server.url(),
+                "--lattice",
+                LATTICE,
+                "--label",
+                label,
+                "--allow-keyvalue",
+                "nats",
+            ])
+        })
+        .collect();
+    let mut addrs = Vec::new();
+    for (name, node) in [("alpha", "a"), ("beta", "a"), ("gamma", "b")] {
+        let port = free_port();
+        let text = format!(
+            r#"
+[app]
+name = "{name}"
+
+[components.counter]
+source = "{{wasm:kv_counter}}"
+keyvalue = {{ buckets = ["counts"] }}
+placement = {{ node = "{node}" }}
+
+[keyvalue.counts]
+backend = "nats"
+
+[[bindings]]
+medium = "http"
+address = "127.0.0.1:{port}"
+component = "counter"
+"#
+        );
+        let path = write(dir.path(), &format!("{name}.toml"), &support::with_paths(&text));
+        ok(ctl(Some(&server), &["apply", &path], &[]));
+        addrs.push(format!("127.0.0.1:{port}").parse::<SocketAddr>().unwrap());
+    }
+    let count = |addr: SocketAddr| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if std::net::TcpStream::connect(addr).is_ok() {
+                let response = support::http(addr, "GET", "/counter/visits", b"");
+                assert_eq!(response.status, 200, "{addr}: {}", response.body);
+                return response.body;
+            }
+            assert!(Instant::now() < deadline, "{addr} never listened");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    for expected in ["1", "2", "3"] {
+        assert_eq!(count(addrs[0]), expected);
+    }
+    assert_eq!(count(addrs[1]), "1", "beta read alpha's key on the same host");
+    assert_eq!(count(addrs[2]), "1", "gamma read alpha's key from another host");
+    assert_eq!(count(addrs[1]), "2");
+    assert_eq!(count(addrs[0]), "4");
     drop(hosts);
 }
