@@ -5,6 +5,6 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = membrane::manifest::Manifest::parse(text, "fuzz.toml");
+        let _ = membrane::transports::parse(text, "fuzz.toml");
     }
 });

@@ -10,7 +10,10 @@
 //! listeners are not touched.
 //!
 //! This module knows nothing of how to connect; `lattice::connection` does.
+//! It also opens the JetStream KV buckets every layer uses ([`open_kv`]).
 
+use anyhow::Context as _;
+use async_nats::jetstream::{self, kv::Store, stream};
 use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
 
@@ -51,4 +54,39 @@ impl Bus {
     pub fn generation(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
     }
+}
+
+/// Opens KV bucket `bucket`, creating it if missing with `history`
+/// revisions per key, entries kept `max_age` (forever: `None`). The bucket's stream is created directly, with the
+/// settings the KV convention prescribes (`KV_<bucket>`, `$KV.<bucket>.>`,
+/// rollups, direct gets): async-nats's own `create_key_value` first queries
+/// the account, whose answer from a 2.9 server it cannot parse.
+pub async fn open_kv(
+    jetstream: &jetstream::Context,
+    bucket: &str,
+    description: &str,
+    (history, max_age): (i64, Option<std::time::Duration>),
+) -> anyhow::Result<Store> {
+    if let Ok(store) = jetstream.get_key_value(bucket).await {
+        return Ok(store);
+    }
+    jetstream
+        .get_or_create_stream(stream::Config {
+            name: format!("KV_{bucket}"),
+            description: Some(description.into()),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: history,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            max_age: max_age.unwrap_or_default(),
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("cannot create KV bucket `{bucket}` (is JetStream enabled?)"))?;
+    jetstream
+        .get_key_value(bucket)
+        .await
+        .with_context(|| format!("cannot open KV bucket `{bucket}`"))
 }

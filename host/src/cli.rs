@@ -637,7 +637,7 @@ async fn serve_host(
 /// The manifest at `path` and its text, if there is one.
 fn read_manifest(path: Option<&Path>) -> anyhow::Result<Option<(String, Manifest)>> {
     let Some(path) = path else { return Ok(None) };
-    let manifest = Manifest::load(path)?;
+    let manifest = crate::transports::load(path)?;
     Ok(Some((std::fs::read_to_string(path)?, manifest)))
 }
 
@@ -807,7 +807,7 @@ fn log_ready(agent: &Agent, host: &str, lattice: &str, app: Option<&str>, starte
 /// as its sources change, until `shutdown` resolves.
 pub async fn dev(args: DevArgs, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     warn_secrets_on_command_line();
-    let manifest = Manifest::load(&args.manifest)?;
+    let manifest = crate::transports::load(&args.manifest)?;
     let mut up_args = UpArgs::try_parse_from(["membrane-up"])?;
     up_args.manifest = Some(args.manifest.clone());
     up_args.cache_dir = args.cache_dir.clone();

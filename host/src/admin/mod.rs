@@ -15,7 +15,7 @@
 
 use crate::lattice::inventory::AppsView;
 use crate::lattice::status::StatusBoard;
-use crate::manifest::HttpLimits;
+use crate::transports::serve::HttpLimits;
 use crate::metrics::{Gauge, registry, resident_bytes};
 use crate::transports::serve::serve_http;
 use bytes::Bytes;

@@ -63,7 +63,7 @@ pub async fn stage(
                 .map_err(|problem| problems.push(problem))
                 .ok()?;
             if link.delivery == Delivery::Queue {
-                let bindings = manifest.queue_bindings(&link.to, &link.import);
+                let bindings = transports::queue::targets(manifest, &link.to, &link.import);
                 let found = links::queue::check(engine, i, link, &import, &bindings);
                 if !found.is_empty() {
                     problems.extend(found);
@@ -152,7 +152,7 @@ impl App<'_> {
                     ));
                     continue;
                 };
-                let bindings = self.manifest.queue_bindings(&link.to, &link.import);
+                let bindings = transports::queue::targets(&self.manifest, &link.to, &link.import);
                 define_queued(
                     linker,
                     engine,

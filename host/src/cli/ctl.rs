@@ -170,7 +170,7 @@ pub async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Permissions { manifests, hosts } => {
             let apps = manifests
                 .iter()
-                .map(|path| Manifest::load(path))
+                .map(|path| crate::transports::load(path))
                 .collect::<Result<Vec<_>, _>>()?;
             for host in hosts {
                 anyhow::ensure!(

@@ -67,7 +67,7 @@ impl Ctl {
     /// Pushes every local component of the manifest at `path`, then stores the
     /// app (with digests for sources) as desired state.
     pub async fn apply(&self, path: &Path) -> anyhow::Result<ApplyReply> {
-        let manifest = Manifest::load(path)?;
+        let manifest = crate::transports::load(path)?;
         let text = std::fs::read_to_string(path)?;
         let mut table: toml::Table = text.parse().with_context(|| format!("{}", path.display()))?;
         // Hosts use their own connection; credentials never go into the lattice.

@@ -53,7 +53,7 @@ impl Operator {
 
     /// Stores `request.manifest` as the desired state of its app.
     pub async fn apply(&self, request: ApplyRequest) -> Result<ApplyReply, ControlError> {
-        let manifest = Manifest::parse(&request.manifest, "manifest")
+        let manifest = crate::transports::parse(&request.manifest, "manifest")
             .map_err(|e| ControlError::field("manifest", e.to_string()))?;
         for (name, spec) in &manifest.components {
             let field = format!("manifest: components.{name}.source");
@@ -136,7 +136,7 @@ impl Operator {
                 format!("revision {} of `{app}` is its deletion", target.revision),
             ));
         };
-        let manifest = Manifest::parse(text, "revision").map_err(|e| ControlError::field("revision", e.to_string()))?;
+        let manifest = crate::transports::parse(text, "revision").map_err(|e| ControlError::field("revision", e.to_string()))?;
         for (name, spec) in &manifest.components {
             if let Some(digest) = spec.digest_source() {
                 self.require_artifact(
@@ -163,7 +163,7 @@ impl Operator {
         let mut known = Vec::new();
         for revision in self.desired.apps().await? {
             let Some(text) = &revision.manifest else { continue };
-            let Ok(manifest) = Manifest::parse(text, &revision.app) else {
+            let Ok(manifest) = crate::transports::parse(text, &revision.app) else {
                 continue;
             };
             known.extend(manifest.components.keys().map(|c| format!("{}/{c}", revision.app)));

@@ -18,7 +18,8 @@
 use crate::lattice::artifacts::bucket_name as artifacts_bucket;
 use crate::lattice::desired::bucket_name as apps_bucket;
 use crate::lattice::keyvalue::bucket_name as kv_bucket;
-use crate::manifest::{BindingSpec, Delivery, KvBackend, Manifest};
+use crate::manifest::{Delivery, KvBackend, Manifest};
+use crate::transports;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
@@ -149,7 +150,7 @@ fn permissions_of(lattice: &str, role: Role, host: Option<&str>, apps: &[Manifes
             p.publish(read_stream(&object_stream));
             p.subscribe([events, rpc, http, inventory, inbox]);
             for app in apps {
-                host_bindings(&mut p, app);
+                host_bindings(&mut p, lattice, app);
                 host_buckets(&mut p, lattice, app);
             }
         }
@@ -170,14 +171,9 @@ fn permissions_of(lattice: &str, role: Role, host: Option<&str>, apps: &[Manifes
             p.subscribe([inbox]);
             for app in apps {
                 for binding in &app.bindings {
-                    match binding {
-                        BindingSpec::Nats(b) => p.publish([b.subject.clone()]),
-                        BindingSpec::Queue(b) => {
-                            p.publish([b.subject.clone()]);
-                            p.subscribe(b.reply_prefix.iter().map(|r| format!("{r}.>")));
-                        }
-                        BindingSpec::Http(_) | BindingSpec::HttpRpc(_) => {}
-                    }
+                    let rights = transports::rights(binding, &app.app.name, lattice);
+                    p.publish(rights.caller_publish);
+                    p.subscribe(rights.caller_subscribe);
                 }
             }
         }
@@ -185,41 +181,20 @@ fn permissions_of(lattice: &str, role: Role, host: Option<&str>, apps: &[Manifes
     p
 }
 
-/// What a host needs to serve the NATS and queue bindings of `app`, and to
-/// publish the calls of its queue links.
-fn host_bindings(p: &mut Permissions, app: &Manifest) {
+/// What a host needs to serve the bindings of `app` (each medium says),
+/// and to publish the calls of its queue links.
+fn host_bindings(p: &mut Permissions, lattice: &str, app: &Manifest) {
     for link in app.links.iter().filter(|l| l.delivery == Delivery::Queue) {
         p.publish(
-            app.queue_bindings(&link.to, &link.import)
+            transports::queue::targets(app, &link.to, &link.import)
                 .into_values()
-                .map(|b| b.subject),
+                .map(|t| t.subject),
         );
     }
     for binding in &app.bindings {
-        match binding {
-            BindingSpec::Nats(b) => p.subscribe([b.subject.clone()]),
-            BindingSpec::Queue(b) => {
-                let (stream, dead) = (&b.stream, format!("{}_DEAD", b.stream));
-                for s in [stream, &dead] {
-                    p.publish([format!("$JS.API.STREAM.CREATE.{s}"), format!("$JS.API.STREAM.INFO.{s}")]);
-                }
-                p.publish([
-                    format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
-                    format!("$JS.API.CONSUMER.DURABLE.CREATE.{stream}.>"),
-                    format!("$JS.API.CONSUMER.INFO.{stream}.>"),
-                    format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.>"),
-                    format!("$JS.API.STREAM.MSG.GET.{stream}"),
-                    // The backstop moves a message past its deliveries to
-                    // the dead-letter stream.
-                    format!("$JS.API.STREAM.MSG.DELETE.{stream}"),
-                    format!("$JS.ACK.{stream}.>"),
-                    b.dead_letter_subject(),
-                ]);
-                p.publish(b.reply_prefix.iter().map(|r| format!("{r}.>")));
-                p.subscribe([format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.>")]);
-            }
-            BindingSpec::Http(_) | BindingSpec::HttpRpc(_) => {}
-        }
+        let rights = transports::rights(binding, &app.app.name, lattice);
+        p.publish(rights.host_publish);
+        p.subscribe(rights.host_subscribe);
     }
 }
 

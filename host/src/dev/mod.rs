@@ -312,7 +312,7 @@ pub fn without_unreachable_media(mut manifest: Manifest, nats: bool) -> Manifest
         if crate::transports::needs_nats(&binding) {
             tracing::warn!(
                 "bindings[{i}] ({} of `{}`) is not served: it needs NATS (membrane dev --nats URL, or [nats] urls)",
-                medium_name(&binding),
+                binding.medium,
                 binding.component()
             );
         } else {
@@ -321,17 +321,6 @@ pub fn without_unreachable_media(mut manifest: Manifest, nats: bool) -> Manifest
     }
     manifest.bindings = kept;
     manifest
-}
-
-/// The manifest's name of `binding`'s medium.
-fn medium_name(binding: &crate::manifest::BindingSpec) -> &'static str {
-    use crate::manifest::BindingSpec;
-    match binding {
-        BindingSpec::Http(_) => "http",
-        BindingSpec::HttpRpc(_) => "http-rpc",
-        BindingSpec::Nats(_) => "nats",
-        BindingSpec::Queue(_) => "queue",
-    }
 }
 
 /// `src/lib.rs`, or `src/lib.rs and 2 more`.

@@ -476,7 +476,7 @@ impl Agent {
             self.publish_status();
             return;
         };
-        let manifest = match Manifest::parse(&text, &format!("app `{app}` revision {revision}")) {
+        let manifest = match crate::transports::parse(&text, &format!("app `{app}` revision {revision}")) {
             Ok(manifest) => manifest,
             Err(e) => {
                 tracing::error!("{e}");

@@ -116,9 +116,9 @@ impl Desired {
         .into())
     }
 
-    /// The bucket, created on first use ([`open_kv`]).
+    /// The bucket, created on first use ([`crate::bus::open_kv`]).
     pub async fn store(&self) -> anyhow::Result<Store> {
-        open_kv(&self.jetstream, &self.bucket, "Membrane applied apps", HISTORY).await
+        crate::bus::open_kv(&self.jetstream, &self.bucket, "Membrane applied apps", (HISTORY, None)).await
     }
 
     /// Every app not deleted, at its newest revision.
@@ -285,36 +285,3 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Opens KV bucket `bucket`, creating it if missing with `history`
-/// revisions per key. The bucket's stream is created directly, with the
-/// settings the KV convention prescribes (`KV_<bucket>`, `$KV.<bucket>.>`,
-/// rollups, direct gets): async-nats's own `create_key_value` first queries
-/// the account, whose answer from a 2.9 server it cannot parse.
-pub(crate) async fn open_kv(
-    jetstream: &jetstream::Context,
-    bucket: &str,
-    description: &str,
-    history: i64,
-) -> anyhow::Result<Store> {
-    if let Ok(store) = jetstream.get_key_value(bucket).await {
-        return Ok(store);
-    }
-    jetstream
-        .get_or_create_stream(stream::Config {
-            name: format!("KV_{bucket}"),
-            description: Some(description.into()),
-            subjects: vec![format!("$KV.{bucket}.>")],
-            max_messages_per_subject: history,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            discard: stream::DiscardPolicy::New,
-            ..Default::default()
-        })
-        .await
-        .with_context(|| format!("cannot create KV bucket `{bucket}` (is JetStream enabled?)"))?;
-    jetstream
-        .get_key_value(bucket)
-        .await
-        .with_context(|| format!("cannot open KV bucket `{bucket}`"))
-}

@@ -13,7 +13,6 @@
 //! [`MAX_ATTEMPTS`] conflicts the guest gets `error::other("contention ...")`.
 //! A `cas` swap is the same guarded write, once.
 
-use super::desired::open_kv;
 use crate::bus::Bus;
 use crate::runtime::keyvalue::{Bucket, KvError, KvResult, Remote, Revision, add_counter, parse_counter};
 use async_nats::jetstream;
@@ -68,7 +67,7 @@ impl LatticeBuckets {
             return Ok(store.clone());
         }
         let jetstream = jetstream::new(self.bus.client());
-        let store = open_kv(&jetstream, &self.name, "Membrane app key-value buckets", 1).await?;
+        let store = crate::bus::open_kv(&jetstream, &self.name, "Membrane app key-value buckets", (1, None)).await?;
         *cached = Some((generation, store.clone()));
         Ok(store)
     }

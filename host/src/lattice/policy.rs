@@ -11,7 +11,8 @@
 //! names the grant.
 
 use crate::manifest::outbound::AllowedHosts;
-use crate::manifest::{BindingSpec, ComponentSpec, KvBackend, Manifest};
+use crate::manifest::{ComponentSpec, KvBackend, Manifest};
+use crate::transports;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -170,16 +171,17 @@ impl Policy {
     /// certificates. Decided from the path alone, before anything is read,
     /// so a refusal tells nothing about what exists on this host.
     fn file_problems(&self, manifest: &Manifest, here: &BTreeSet<String>) -> Vec<String> {
-        let mut files: Vec<(String, &Path)> = Vec::new();
+        let mut owned: Vec<(String, PathBuf)> = Vec::new();
         for (i, binding) in manifest.bindings.iter().enumerate() {
-            if let BindingSpec::Http(http) = binding
-                && here.contains(&http.component)
-                && let Some(tls) = &http.tls
-            {
-                files.push((format!("bindings[{i}].tls.cert"), &tls.cert));
-                files.push((format!("bindings[{i}].tls.key"), &tls.key));
+            if here.contains(binding.component()) {
+                owned.extend(
+                    transports::files(binding)
+                        .into_iter()
+                        .map(|(field, path)| (format!("bindings[{i}].{field}"), path)),
+                );
             }
         }
+        let mut files: Vec<(String, &Path)> = owned.iter().map(|(f, p)| (f.clone(), p.as_path())).collect();
         let nats = &manifest.nats;
         for (field, path) in [
             ("nats.creds", &nats.creds),

@@ -16,7 +16,7 @@
 use super::link_span;
 use crate::bus::Bus;
 use crate::codec::json;
-use crate::manifest::{LinkSpec, QueueBinding};
+use crate::manifest::LinkSpec;
 use crate::metrics::Counter;
 use crate::runtime::component::Host;
 use crate::runtime::context::CallContext;
@@ -33,27 +33,41 @@ use wasmtime::component::types::{ComponentInstance, ComponentItem};
 use wasmtime::component::{Linker, Val};
 use wasmtime::{Engine, Result};
 
+/// Where a queue link delivers the calls of one function: the stream of
+/// the target's `queue` binding for it (the binding's medium builds it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueTarget {
+    /// The JetStream stream.
+    pub stream: String,
+    /// The subject the stream captures, where calls are published.
+    pub subject: String,
+    /// Where the binding's dead letters go.
+    pub dead_letter: String,
+    /// The most bytes the stream keeps.
+    pub max_bytes: u64,
+}
+
 /// The stream a queue binding reads, as both the binding and a queue link
 /// create it when missing.
 /// Bounded by `max_bytes`: a full queue refuses new messages rather than
 /// drop accepted ones.
-pub fn stream_config(spec: &QueueBinding) -> stream::Config {
+pub fn stream_config(target: &QueueTarget) -> stream::Config {
     stream::Config {
-        name: spec.stream.clone(),
-        subjects: vec![spec.subject.clone()],
-        max_bytes: i64::try_from(spec.max_bytes).unwrap_or(i64::MAX),
+        name: target.stream.clone(),
+        subjects: vec![target.subject.clone()],
+        max_bytes: i64::try_from(target.max_bytes).unwrap_or(i64::MAX),
         discard: stream::DiscardPolicy::New,
         ..Default::default()
     }
 }
 
-/// The dead-letter stream of `spec`: as large as the queue, dropping the
+/// The dead-letter stream of `target`: as large as the queue, dropping the
 /// oldest letters when full.
-pub fn dead_letter_config(spec: &QueueBinding) -> stream::Config {
+pub fn dead_letter_config(target: &QueueTarget) -> stream::Config {
     stream::Config {
-        name: format!("{}_DEAD", spec.stream),
-        subjects: vec![spec.dead_letter_subject()],
-        max_bytes: i64::try_from(spec.max_bytes).unwrap_or(i64::MAX),
+        name: format!("{}_DEAD", target.stream),
+        subjects: vec![target.dead_letter.clone()],
+        max_bytes: i64::try_from(target.max_bytes).unwrap_or(i64::MAX),
         discard: stream::DiscardPolicy::Old,
         ..Default::default()
     }
@@ -68,7 +82,7 @@ pub fn check(
     index: usize,
     link: &LinkSpec,
     import: &ComponentInstance,
-    bindings: &BTreeMap<String, QueueBinding>,
+    bindings: &BTreeMap<String, QueueTarget>,
 ) -> Vec<String> {
     let mut problems = Vec::new();
     for (name, item) in import.exports(engine) {
@@ -98,7 +112,7 @@ struct QueuedFunc {
     function: String,
     target: Arc<str>,
     /// The target's binding for this function: its subject and stream.
-    binding: QueueBinding,
+    binding: QueueTarget,
     /// The parameters' names, in order.
     names: Vec<String>,
     /// Set once the stream is known to exist.
@@ -116,7 +130,7 @@ pub fn define_queued(
     import: &ComponentInstance,
     (target, calls): (Arc<str>, Counter),
     bus: &Bus,
-    bindings: &BTreeMap<String, QueueBinding>,
+    bindings: &BTreeMap<String, QueueTarget>,
 ) -> Result<()> {
     let mut root = linker.root();
     let mut instance = root.instance(interface)?;

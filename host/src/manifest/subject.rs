@@ -38,6 +38,25 @@ pub fn is_plain_subject(s: &str) -> bool {
     is_subject(s) && s.split('.').all(|t| t != "*" && t != ">")
 }
 
+/// What is wrong with `subject`, a subject a binding serves or publishes
+/// to, named `field` in the problem: not a valid subject, or reserved.
+pub fn problems(field: &str, subject: &str, problems: &mut Vec<String>) {
+    if !is_subject(subject) {
+        problems.push(format!("{field}: {subject:?} is not a valid NATS subject"));
+    } else if let Some(why) = reserved(subject) {
+        problems.push(format!("{field}: {why}"));
+    }
+}
+
+/// What is wrong with `subject`, which must also be plain (no wildcard).
+pub fn plain_problems(field: &str, subject: &str, problems: &mut Vec<String>) {
+    if !is_plain_subject(subject) {
+        problems.push(format!("{field}: {subject:?} must be a plain subject (no `*` or `>`)"));
+    } else if let Some(why) = reserved(subject) {
+        problems.push(format!("{field}: {why}"));
+    }
+}
+
 /// Why a manifest may not use `subject` (to bind, to publish a dead letter
 /// to, or as a reply prefix), or `None` when it may. A subject whose first
 /// token is a wildcard could match a reserved space, so it is refused too.

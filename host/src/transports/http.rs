@@ -17,10 +17,10 @@
 //! component; no matching route is a 404.
 
 use super::forward::Forwarder;
-use super::medium::{BindContext, Medium, Service, binding_span, fault_reply, inbound};
-use super::serve::{Connection, serve_http};
-use super::tls;
-use crate::manifest::{BindingSpec, HttpBinding, HttpLimits, RoutePattern};
+use super::medium::{BindContext, Medium, Service, binding_span, fault_reply, inbound, socket_addr};
+use super::serve::{self, Connection, HttpLimits, serve_http};
+use super::tls::{self, TlsFiles};
+use crate::manifest::{Manifest, RoutePattern};
 use crate::metrics::Calls;
 use crate::runtime::Runtime;
 use crate::runtime::component::Loaded;
@@ -32,12 +32,71 @@ use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Full};
 use hyper::StatusCode;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+
+/// `medium = "http"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpBinding {
+    /// Socket address to listen on; port 0 picks a free port (printed at
+    /// start). Several http bindings may share one: one listener, routed by
+    /// `route` and `host`.
+    #[serde(deserialize_with = "socket_addr")]
+    pub address: SocketAddr,
+    /// The component whose `wasi:http/incoming-handler` serves requests.
+    pub component: String,
+    /// The paths it serves, Spin-style: `/a/b` exactly, `/a/...` for `/a`
+    /// and everything under it. Default `/...` (every path).
+    pub route: Option<String>,
+    /// Serve only requests for this host name (the `Host` header or the
+    /// HTTP/2 authority, without the port; case-insensitive). Default: any.
+    pub host: Option<String>,
+    /// Serve HTTPS with this certificate and key. Bindings that share an
+    /// address must agree.
+    pub tls: Option<TlsFiles>,
+    /// Connections served at once; more wait in the kernel's backlog.
+    /// Bindings that share an address use the first one's limits.
+    #[serde(default = "serve::default_max_connections")]
+    pub max_connections: u32,
+    /// How long a client may take to send a request's headers (and an
+    /// http-rpc body), and an idle keep-alive connection may wait for its
+    /// next request, before it is closed.
+    #[serde(default = "serve::default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
+}
+
+impl HttpBinding {
+    /// Its connection limits.
+    pub fn limits(&self) -> HttpLimits {
+        HttpLimits {
+            max_connections: self.max_connections,
+            header_timeout_ms: self.header_timeout_ms,
+        }
+    }
+
+    /// Its route as written, `/...` when it sets none.
+    pub fn route_text(&self) -> &str {
+        self.route.as_deref().unwrap_or("/...")
+    }
+
+    /// Its parsed route; the error says what is wrong with it.
+    pub fn route_pattern(&self) -> Result<RoutePattern, String> {
+        RoutePattern::parse(self.route_text())
+    }
+
+    /// Its host name to match, lower-case.
+    pub fn host_name(&self) -> Option<String> {
+        self.host.as_ref().map(|h| h.to_ascii_lowercase())
+    }
+}
 use tracing::Instrument as _;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
@@ -105,16 +164,77 @@ impl HttpMedium {
 }
 
 impl Medium for HttpMedium {
+    const NAME: &'static str = "http";
     type Spec = HttpBinding;
 
     /// A listener serves routes to components placed elsewhere too.
     const ROUTES_ELSEWHERE: bool = true;
 
-    fn spec(binding: &BindingSpec) -> Option<&HttpBinding> {
-        match binding {
-            BindingSpec::Http(spec) => Some(spec),
-            _ => None,
+    fn resolve(spec: &mut HttpBinding, base: &Path) {
+        if let Some(tls) = &mut spec.tls {
+            for path in [&mut tls.cert, &mut tls.key] {
+                if path.is_relative() {
+                    *path = base.join(&*path);
+                }
+            }
         }
+    }
+
+    /// Each binding's limits, route and host, and those of one address
+    /// together: no route twice (for one host name), one TLS for all.
+    fn problems(bindings: &[(usize, &HttpBinding)], manifest: &Manifest) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut routes: BTreeMap<(SocketAddr, Option<String>, RoutePattern), usize> = BTreeMap::new();
+        let mut tls: BTreeMap<SocketAddr, (usize, Option<&TlsFiles>)> = BTreeMap::new();
+        for &(i, http) in bindings {
+            problems.extend(http.limits().problems(i));
+            let address = http.address;
+            match http.route_pattern() {
+                Err(why) => problems.push(format!("bindings[{i}].route: {why}")),
+                Ok(pattern) => {
+                    let key = (address, http.host_name(), pattern);
+                    if let Some(&first) = routes.get(&key) {
+                        problems.push(format!(
+                            "bindings[{i}].route: `{}`{} on {address} is already routed by bindings[{first}] (component `{}`)",
+                            http.route_text(),
+                            http.host.as_ref().map(|h| format!(" for host {h}")).unwrap_or_default(),
+                            manifest.bindings[first].component()
+                        ));
+                    } else {
+                        routes.insert(key, i);
+                    }
+                }
+            }
+            if let Some(host) = &http.host
+                && (host.is_empty() || host.contains(['/', ':', ' ']) || !host.is_ascii())
+            {
+                problems.push(format!(
+                    "bindings[{i}].host: {host:?} must be a host name without scheme, port or path"
+                ));
+            }
+            let (first, first_tls) = *tls.entry(address).or_insert((i, http.tls.as_ref()));
+            if first_tls != http.tls.as_ref() {
+                problems.push(format!(
+                    "bindings[{i}].tls: bindings sharing {address} must agree on `tls`, and bindings[{first}] {}",
+                    match first_tls {
+                        Some(t) => format!("serves it with {}", t.cert.display()),
+                        None => "serves it without TLS".to_string(),
+                    }
+                ));
+            }
+        }
+        problems
+    }
+
+    fn address(spec: &HttpBinding) -> Option<SocketAddr> {
+        Some(spec.address)
+    }
+
+    fn files(spec: &HttpBinding) -> Vec<(&'static str, PathBuf)> {
+        spec.tls
+            .iter()
+            .flat_map(|t| [("tls.cert", t.cert.clone()), ("tls.key", t.key.clone())])
+            .collect()
     }
 
     fn shares(spec: &HttpBinding) -> Option<String> {

@@ -8,10 +8,10 @@
 //! `binding` span is its child).
 
 use super::medium::{
-    BindContext, Medium, Service, binding_span, call_error_reply, check_function, function_ref, inbound,
+    BindContext, Medium, Service, binding_span, call_error_reply, check_function, function_ref, inbound, socket_addr,
 };
-use super::serve::serve_http;
-use crate::manifest::{BindingSpec, HttpLimits, HttpRpcBinding};
+use super::serve::{self, HttpLimits, serve_http};
+use crate::manifest::{Manifest, split_export};
 use crate::metrics::Calls;
 use crate::runtime::Runtime;
 use crate::runtime::component::Loaded;
@@ -22,7 +22,8 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Full, Limited};
-use std::collections::HashMap;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,48 @@ use tracing::Instrument as _;
 
 /// Largest request body accepted, in bytes.
 const MAX_BODY: usize = 4 << 20;
+
+/// `medium = "http-rpc"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpRpcBinding {
+    /// Socket address; several http-rpc bindings may share one.
+    #[serde(deserialize_with = "socket_addr")]
+    pub address: SocketAddr,
+    /// The component.
+    pub component: String,
+    /// The function: `pkg:ns/iface@version#function`.
+    pub export: String,
+    /// The route; default `/rpc/<component>/<function>`.
+    pub path: Option<String>,
+    /// Connections served at once; more wait in the kernel's backlog.
+    /// Bindings that share an address use the first one's limits.
+    #[serde(default = "serve::default_max_connections")]
+    pub max_connections: u32,
+    /// How long a client may take to send a request's headers (and an
+    /// http-rpc body), and an idle keep-alive connection may wait for its
+    /// next request, before it is closed.
+    #[serde(default = "serve::default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
+}
+
+impl HttpRpcBinding {
+    /// Its connection limits.
+    pub fn limits(&self) -> HttpLimits {
+        HttpLimits {
+            max_connections: self.max_connections,
+            header_timeout_ms: self.header_timeout_ms,
+        }
+    }
+
+    /// The route this binding answers on.
+    pub fn route(&self) -> String {
+        self.path.clone().unwrap_or_else(|| {
+            let function = split_export(&self.export).map_or("", |(_, f)| f);
+            format!("/rpc/{}/{function}", self.component)
+        })
+    }
+}
 
 /// An http-rpc server: every http-rpc binding on one address.
 pub struct HttpRpcMedium {
@@ -50,13 +93,31 @@ struct Route {
 }
 
 impl Medium for HttpRpcMedium {
+    const NAME: &'static str = "http-rpc";
     type Spec = HttpRpcBinding;
 
-    fn spec(binding: &BindingSpec) -> Option<&HttpRpcBinding> {
-        match binding {
-            BindingSpec::HttpRpc(spec) => Some(spec),
-            _ => None,
+    /// Each binding's limits and path, and no path twice on one address.
+    fn problems(bindings: &[(usize, &HttpRpcBinding)], _manifest: &Manifest) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut paths: BTreeMap<(SocketAddr, String), usize> = BTreeMap::new();
+        for &(i, rpc) in bindings {
+            problems.extend(rpc.limits().problems(i));
+            let route = rpc.route();
+            if !route.starts_with('/') {
+                problems.push(format!("bindings[{i}].path: must start with `/`"));
+            }
+            if let Some(first) = paths.insert((rpc.address, route.clone()), i) {
+                problems.push(format!(
+                    "bindings[{i}].path: {route} on {} is already routed by bindings[{first}]",
+                    rpc.address
+                ));
+            }
         }
+        problems
+    }
+
+    fn address(spec: &HttpRpcBinding) -> Option<SocketAddr> {
+        Some(spec.address)
     }
 
     fn shares(spec: &HttpRpcBinding) -> Option<String> {

@@ -2,9 +2,10 @@
 //!
 //! - A [`Service`] is bound, then serves until shutdown: control requests,
 //!   inventory, the serving side of remote links, and every medium.
-//! - A [`Medium`] is a service bound from a manifest binding: its spec (an
-//!   arm of [`BindingSpec`]), its checks against the component version that
-//!   will serve it, and how it binds. One file per medium implements it.
+//! - A [`Medium`] is a service bound from a manifest binding: its spec (the
+//!   binding's table), its checks of the manifest and against the component
+//!   version that will serve it, its NATS rights and host files, and how it
+//!   binds. One file per medium implements it.
 //!
 //! Also the one mapping from a failed call to what every medium answers:
 //! a status ([`status`]), a JSON body, and NATS error headers; and the span
@@ -13,7 +14,7 @@
 use crate::codec::types as typecheck;
 use crate::links::remote::{COMPONENT_HEADER, ERROR_KIND_HEADER, Lattice};
 use crate::manifest::subject::{ReplyRule, allow_reply};
-use crate::manifest::{BindingSpec, Manifest};
+use crate::manifest::Manifest;
 use crate::runtime::Runtime;
 use crate::runtime::component::Loaded;
 use crate::runtime::context::CallContext;
@@ -61,11 +62,31 @@ impl BindContext<'_> {
     }
 }
 
+/// The NATS subjects one binding needs, per role: what `ctl permissions`
+/// renders for it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Rights {
+    /// Subjects the hosts that serve it publish to.
+    pub host_publish: Vec<String>,
+    /// Subjects the hosts that serve it subscribe to.
+    pub host_subscribe: Vec<String>,
+    /// Subjects its callers publish to.
+    pub caller_publish: Vec<String>,
+    /// Subjects its callers subscribe to (where their results come back).
+    pub caller_subscribe: Vec<String>,
+}
+
 /// A medium: a service bound from one (or, when they share it, several)
-/// bindings of the manifest.
+/// bindings of the manifest. It owns its part of the manifest (`Spec`, the
+/// binding's table), its checks, what it needs of the host policy and of
+/// NATS, and how it binds. The registry (`transports/mod.rs`) lists it.
 pub trait Medium: Service + Sized + 'static {
-    /// Its manifest spec: the struct of its arm of [`BindingSpec`].
-    type Spec: std::fmt::Debug + Sync;
+    /// Its name: `medium = "..."` in a binding.
+    const NAME: &'static str;
+
+    /// Its spec: the binding's table (without `medium`), unknown fields
+    /// refused.
+    type Spec: serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync;
 
     /// Whether it needs the host's NATS connection.
     const NEEDS_NATS: bool = false;
@@ -76,8 +97,33 @@ pub trait Medium: Service + Sized + 'static {
     /// placed here.
     const ROUTES_ELSEWHERE: bool = false;
 
-    /// Its spec, when `binding` is of this medium.
-    fn spec(binding: &BindingSpec) -> Option<&Self::Spec>;
+    /// Resolves the spec's relative paths against the manifest's directory.
+    fn resolve(_spec: &mut Self::Spec, _base: &std::path::Path) {}
+
+    /// What is wrong with its bindings (position, spec), each alone and
+    /// together (two on one route, say), from the manifest only. Every
+    /// problem, each naming its field: `bindings[i].field: ...`.
+    fn problems(_bindings: &[(usize, &Self::Spec)], _manifest: &Manifest) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The socket address it listens on, if any: two media may not share
+    /// one.
+    fn address(_spec: &Self::Spec) -> Option<std::net::SocketAddr> {
+        None
+    }
+
+    /// The host's files it reads, each with its field (`tls.key`): a
+    /// lattice host's policy must allow each.
+    fn files(_spec: &Self::Spec) -> Vec<(&'static str, std::path::PathBuf)> {
+        Vec::new()
+    }
+
+    /// The NATS subjects each role needs for it in app `app` of
+    /// `lattice`.
+    fn rights(_spec: &Self::Spec, _app: &str, _lattice: &str) -> Rights {
+        Rights::default()
+    }
 
     /// Bindings whose specs give the same key are bound together, as one
     /// medium (http-rpc: one server per address). `None`: bound alone.
@@ -96,6 +142,15 @@ pub trait Medium: Service + Sized + 'static {
         bindings: &'a [(usize, &'a Self::Spec)],
         cx: &'a BindContext<'a>,
     ) -> impl Future<Output = anyhow::Result<Self>> + Send + 'a;
+}
+
+/// A socket address whose error names the field (for a spec's
+/// `#[serde(deserialize_with)]`).
+pub(crate) fn socket_addr<'de, D: serde::Deserializer<'de>>(de: D) -> Result<std::net::SocketAddr, D::Error> {
+    use serde::Deserialize as _;
+    let text = String::deserialize(de)?;
+    text.parse()
+        .map_err(|_| serde::de::Error::custom(format!("{text:?} is not an ip:port socket address")))
 }
 
 /// The span of one call arriving over `medium` (`http`, `http-rpc`, `nats`,

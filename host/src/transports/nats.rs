@@ -9,12 +9,12 @@
 //! header continues its trace (the call's `binding` span is its child).
 
 use super::medium::{
-    BindContext, Medium, Service, binding_span, call_error_reply, check_function, function_ref, inbound, publish_error,
+    BindContext, Medium, Rights, Service, binding_span, call_error_reply, check_function, function_ref, inbound, publish_error,
     shed_at_capacity, subscription_limit,
 };
 use super::serve::{flush_briefly, serve_subscription};
-use crate::manifest::subject::{ReplyRule, allow_reply};
-use crate::manifest::{BindingSpec, NatsBinding};
+use crate::manifest::Manifest;
+use crate::manifest::subject::{self, ReplyRule, allow_reply};
 use crate::metrics::Calls;
 use crate::runtime::Runtime;
 use crate::runtime::component::Loaded;
@@ -24,9 +24,24 @@ use crate::runtime::fault::CallError;
 use crate::runtime::trace::{self, TRACEPARENT};
 use anyhow::Context as _;
 use futures::future::BoxFuture;
+use serde::Deserialize;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
+
+/// `medium = "nats"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsBinding {
+    /// The subject to serve requests on.
+    pub subject: String,
+    /// Queue group shared by replicas; default `membrane.<app>.<component>`.
+    pub queue_group: Option<String>,
+    /// The component.
+    pub component: String,
+    /// The function: `pkg:ns/iface@version#function`.
+    pub export: String,
+}
 
 /// A subscribed `nats` binding.
 pub struct NatsMedium {
@@ -70,13 +85,25 @@ pub(crate) fn message_context(
 }
 
 impl Medium for NatsMedium {
+    const NAME: &'static str = "nats";
     type Spec = NatsBinding;
     const NEEDS_NATS: bool = true;
 
-    fn spec(binding: &BindingSpec) -> Option<&NatsBinding> {
-        match binding {
-            BindingSpec::Nats(spec) => Some(spec),
-            _ => None,
+    fn problems(bindings: &[(usize, &NatsBinding)], _manifest: &Manifest) -> Vec<String> {
+        let mut problems = Vec::new();
+        for &(i, nats) in bindings {
+            subject::problems(&format!("bindings[{i}].subject"), &nats.subject, &mut problems);
+        }
+        problems
+    }
+
+    /// Hosts subscribe to the subject; callers publish to it (and read
+    /// their replies in their own inboxes).
+    fn rights(spec: &NatsBinding, _app: &str, _lattice: &str) -> Rights {
+        Rights {
+            host_subscribe: vec![spec.subject.clone()],
+            caller_publish: vec![spec.subject.clone()],
+            ..Rights::default()
         }
     }
 

@@ -16,11 +16,14 @@
 //! - A `traceparent` header continues its trace (each delivery's `binding`
 //!   span is its child).
 
-use super::medium::{BindContext, DRAIN_TIMEOUT, Medium, Service, call_error_reply, check_function, function_ref};
+use super::medium::{
+    BindContext, DRAIN_TIMEOUT, Medium, Rights, Service, call_error_reply, check_function, function_ref,
+};
 use super::nats::message_context;
-use crate::links::queue::stream_config;
+use crate::links::queue::{QueueTarget, dead_letter_config, stream_config};
 use crate::links::remote::ERROR_KIND_HEADER;
-use crate::manifest::{BindingSpec, QueueBinding};
+use crate::manifest::subject::{self, ReplyRule};
+use crate::manifest::{Delivery, Manifest, split_export};
 use crate::metrics::{Calls, Counter, registry};
 use crate::runtime::Runtime;
 use crate::runtime::component::Loaded;
@@ -31,6 +34,8 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, stream};
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
+use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -42,6 +47,111 @@ use tracing::Instrument as _;
 pub const REPLY_HEADER: &str = "Membrane-Reply-To";
 /// Longest redelivery delay.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// `medium = "queue"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueBinding {
+    /// The JetStream stream; created if missing.
+    pub stream: String,
+    /// The subject the stream captures, where producers publish.
+    pub subject: String,
+    /// Durable consumer name; default `<app>-<component>`.
+    pub consumer: Option<String>,
+    /// The component.
+    pub component: String,
+    /// The function: `pkg:ns/iface@version#function`.
+    pub export: String,
+    /// Messages processed at once by this host.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    /// Attempts before a message is dead-lettered.
+    #[serde(default = "default_max_deliver")]
+    pub max_deliver: u32,
+    /// First redelivery delay; doubles per attempt up to 30 s.
+    #[serde(default = "default_backoff_ms")]
+    pub backoff_ms: u64,
+    /// How long the server waits for an ack before redelivering (e.g. when a
+    /// host died holding the message); default: the call deadline plus 5 s.
+    pub ack_wait_ms: Option<u64>,
+    /// Where dead letters go; default `<subject>.dead`. Captured by the stream
+    /// `<stream>_DEAD`, created if missing.
+    pub dead_letter: Option<String>,
+    /// The subjects a producer may name in `Membrane-Reply-To`: this subject
+    /// and those under it. Without it, no reply is sent anywhere.
+    pub reply_prefix: Option<String>,
+    /// The most bytes the queue's stream keeps (default 256 MiB); a full
+    /// queue refuses new messages (JetStream's `discard = new`), so a
+    /// caller cannot fill the server's storage, and nothing accepted is
+    /// dropped. Its dead-letter stream keeps as much, dropping the oldest.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+}
+
+/// The default [`QueueBinding::max_bytes`].
+pub const DEFAULT_QUEUE_MAX_BYTES: u64 = 256 << 20;
+
+fn default_max_bytes() -> u64 {
+    DEFAULT_QUEUE_MAX_BYTES
+}
+
+fn default_concurrency() -> u32 {
+    4
+}
+fn default_max_deliver() -> u32 {
+    5
+}
+fn default_backoff_ms() -> u64 {
+    250
+}
+
+impl QueueBinding {
+    /// The durable consumer's name.
+    pub fn consumer_name(&self, app: &str) -> String {
+        self.consumer
+            .clone()
+            .unwrap_or_else(|| format!("{app}-{}", self.component))
+    }
+
+    /// The dead-letter subject.
+    pub fn dead_letter_subject(&self) -> String {
+        self.dead_letter
+            .clone()
+            .unwrap_or_else(|| format!("{}.dead", self.subject))
+    }
+
+    /// Where a queue link delivers the calls this binding serves.
+    pub fn target(&self) -> QueueTarget {
+        QueueTarget {
+            stream: self.stream.clone(),
+            subject: self.subject.clone(),
+            dead_letter: self.dead_letter_subject(),
+            max_bytes: self.max_bytes,
+        }
+    }
+
+    /// Whether `subject` may receive a queued call's result: a plain
+    /// subject (no wildcard, not a `$` system subject) equal to or under
+    /// `reply_prefix`.
+    pub fn reply_allowed(&self, subject: &str) -> bool {
+        self.reply_prefix
+            .as_deref()
+            .is_some_and(|prefix| ReplyRule::only(prefix).check(subject, false).is_ok())
+    }
+}
+
+/// The `queue` bindings of component `to` for functions of `interface`,
+/// by function name: where a queue link delivers.
+pub fn targets(manifest: &Manifest, to: &str, interface: &str) -> BTreeMap<String, QueueTarget> {
+    crate::transports::specs::<QueueMedium>(manifest)
+        .into_iter()
+        .filter(|(_, q)| q.component == to)
+        .filter_map(|(_, q)| {
+            let (iface, function) = split_export(&q.export)?;
+            (iface == interface).then(|| (function.to_string(), q.target()))
+        })
+        .collect()
+}
 
 /// A message to dead-letter: from a delivery, or read from the stream.
 struct Letter<'a> {
@@ -98,13 +208,79 @@ impl QueueMetrics {
 }
 
 impl Medium for QueueMedium {
+    const NAME: &'static str = "queue";
     type Spec = QueueBinding;
     const NEEDS_NATS: bool = true;
 
-    fn spec(binding: &BindingSpec) -> Option<&QueueBinding> {
-        match binding {
-            BindingSpec::Queue(spec) => Some(spec),
-            _ => None,
+    /// Each binding's subjects, stream and bounds; and every queue link
+    /// has a queue binding to deliver to.
+    fn problems(bindings: &[(usize, &QueueBinding)], manifest: &Manifest) -> Vec<String> {
+        let mut problems = Vec::new();
+        for &(i, queue) in bindings {
+            subject::problems(&format!("bindings[{i}].subject"), &queue.subject, &mut problems);
+            if !is_stream_name(&queue.stream) {
+                problems.push(format!(
+                    "bindings[{i}].stream: {:?} must be letters, digits, `-` or `_`",
+                    queue.stream
+                ));
+            }
+            let dead = queue.dead_letter_subject();
+            if !subject::is_plain_subject(&dead) {
+                problems.push(format!(
+                    "bindings[{i}].dead_letter: {dead:?} must be a plain subject (no `*` or `>`); set `dead_letter`",
+                ));
+            } else if let Some(why) = subject::reserved(&dead) {
+                problems.push(format!("bindings[{i}].dead_letter: {why}"));
+            }
+            if let Some(prefix) = &queue.reply_prefix {
+                subject::plain_problems(&format!("bindings[{i}].reply_prefix"), prefix, &mut problems);
+            }
+            if queue.max_bytes == 0 || i64::try_from(queue.max_bytes).is_err() {
+                problems.push(format!("bindings[{i}].max_bytes: must be between 1 and {}", i64::MAX));
+            }
+            if queue.concurrency == 0 || queue.max_deliver == 0 {
+                problems.push(format!("bindings[{i}]: concurrency and max_deliver must be at least 1"));
+            }
+        }
+        for (i, link) in manifest.links.iter().enumerate() {
+            if link.delivery == Delivery::Queue && targets(manifest, &link.to, &link.import).is_empty() {
+                problems.push(format!(
+                    "links[{i}].delivery: \"queue\" needs a `queue` binding of `{}` for a function of `{}`",
+                    link.to, link.import
+                ));
+            }
+        }
+        problems
+    }
+
+    /// Hosts create the stream and its dead letters, consume, ack,
+    /// dead-letter and reply under `reply_prefix`; callers publish to the
+    /// subject and read their results under `reply_prefix`.
+    fn rights(spec: &QueueBinding, _app: &str, _lattice: &str) -> Rights {
+        let (stream, dead) = (&spec.stream, format!("{}_DEAD", spec.stream));
+        let replies: Vec<String> = spec.reply_prefix.iter().map(|r| format!("{r}.>")).collect();
+        let mut host_publish = Vec::new();
+        for s in [stream, &dead] {
+            host_publish.extend([format!("$JS.API.STREAM.CREATE.{s}"), format!("$JS.API.STREAM.INFO.{s}")]);
+        }
+        host_publish.extend([
+            format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
+            format!("$JS.API.CONSUMER.DURABLE.CREATE.{stream}.>"),
+            format!("$JS.API.CONSUMER.INFO.{stream}.>"),
+            format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.>"),
+            format!("$JS.API.STREAM.MSG.GET.{stream}"),
+            // The backstop moves a message past its deliveries to the
+            // dead-letter stream.
+            format!("$JS.API.STREAM.MSG.DELETE.{stream}"),
+            format!("$JS.ACK.{stream}.>"),
+            spec.dead_letter_subject(),
+        ]);
+        host_publish.extend(replies.iter().cloned());
+        Rights {
+            host_publish,
+            host_subscribe: vec![format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.>")],
+            caller_publish: vec![spec.subject.clone()],
+            caller_subscribe: replies,
         }
     }
 
@@ -136,10 +312,10 @@ impl Medium for QueueMedium {
         let client = cx.nats()?;
         let js = jetstream::new(client.clone());
         let stream = js
-            .get_or_create_stream(stream_config(spec))
+            .get_or_create_stream(stream_config(&spec.target()))
             .await
             .with_context(|| context(&format!("cannot create stream {}", spec.stream)))?;
-        js.get_or_create_stream(crate::links::queue::dead_letter_config(spec))
+        js.get_or_create_stream(dead_letter_config(&spec.target()))
             .await
             .with_context(|| context(&format!("cannot create dead-letter stream {}_DEAD", spec.stream)))?;
         let name = spec.consumer_name(app);
@@ -485,4 +661,9 @@ impl QueueMedium {
         self.metrics.dead_letters.inc();
         Ok(())
     }
+}
+
+/// A stream name: letters, digits, `-` or `_`.
+fn is_stream_name(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
 }

@@ -3,7 +3,6 @@
 //! subscription. Both drain on shutdown, so stopping drops no call.
 
 use super::medium::DRAIN_TIMEOUT;
-use crate::manifest::HttpLimits;
 use bytes::Bytes;
 use futures::StreamExt as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -18,6 +17,38 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+
+/// What an HTTP server allows its clients, the same for `http` and
+/// `http-rpc` bindings: slow or silent clients hold no connection for long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Connections served at once.
+    pub max_connections: u32,
+    /// For a request's headers (and an http-rpc body), and for an idle
+    /// keep-alive connection's next request.
+    pub header_timeout_ms: u64,
+}
+
+impl HttpLimits {
+    /// What is wrong with the limits of binding `i`.
+    pub fn problems(&self, i: usize) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.max_connections == 0 {
+            problems.push(format!("bindings[{i}].max_connections: must be at least 1"));
+        }
+        if self.header_timeout_ms == 0 {
+            problems.push(format!("bindings[{i}].header_timeout_ms: must be at least 1"));
+        }
+        problems
+    }
+}
+
+pub(crate) fn default_max_connections() -> u32 {
+    4096
+}
+pub(crate) fn default_header_timeout_ms() -> u64 {
+    10_000
+}
 
 /// How long a stopping service waits for NATS to take what it has buffered.
 const FLUSH_ON_EXIT: Duration = Duration::from_secs(2);

@@ -6,12 +6,23 @@
 //! manifest problem that names the field and the file, before anything
 //! listens; and again when the listener binds.
 
-use crate::manifest::TlsFiles;
-use std::path::Path;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::crypto::ring;
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// `tls = { cert = "...", key = "..." }` of an `http` binding: PEM files,
+/// relative to the manifest's directory.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
 
 /// The server configuration of `files`. The error starts with the field
 /// (`cert: ...` or `key: ...`) and names the file.

@@ -4,7 +4,6 @@
 //! `ManifestError`, never a panic. Bounded for CI; `PROPTEST_CASES` raises it.
 
 use crate::support::workspace;
-use membrane::manifest::Manifest;
 use proptest::prelude::*;
 
 /// The committed corpus: every manifest the repository ships.
@@ -41,20 +40,20 @@ proptest! {
         let at = cut % (bytes.len() + 1);
         bytes.splice(at..at, splice.bytes());
         let text = String::from_utf8_lossy(&bytes);
-        let _ = Manifest::parse(&text, "fuzz.toml");
+        let _ = membrane::transports::parse(&text, "fuzz.toml");
         let half: String = text.chars().take(text.chars().count() / 2).collect();
-        let _ = Manifest::parse(&half, "fuzz.toml");
+        let _ = membrane::transports::parse(&half, "fuzz.toml");
     }
 
     #[test]
     fn arbitrary_text_never_panics_the_parser(text in "\\PC{0,300}") {
-        let _ = Manifest::parse(&text, "fuzz.toml");
+        let _ = membrane::transports::parse(&text, "fuzz.toml");
     }
 }
 
 #[test]
 fn the_corpus_parses() {
     for text in corpus() {
-        Manifest::parse(&text, "corpus.toml").unwrap_or_else(|e| panic!("{e}"));
+        membrane::transports::parse(&text, "corpus.toml").unwrap_or_else(|e| panic!("{e}"));
     }
 }

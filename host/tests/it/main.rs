@@ -26,6 +26,7 @@ mod media;
 mod outbound;
 mod reuse;
 mod routes;
+mod schedule;
 mod security;
 mod trace;
 mod traces;
