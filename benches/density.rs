@@ -2,7 +2,7 @@
 //! of them keeps the latency of a call on a host with only one.
 //!
 //! ```sh
-//! cargo build --release -p membrane && scripts/build-components.sh
+//! cargo test --release --all-targets --no-run && scripts/build-components.sh
 //! cargo bench -p membrane-benches --bench density             # N = 1000, about 3 min (cold compile included)
 //! cargo bench -p membrane-benches --bench density -- --quick  # N = 50, seconds; asserts no timings
 //! cargo bench -p membrane-benches --bench density -- --components 200

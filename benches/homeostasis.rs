@@ -8,7 +8,7 @@
 //! throughput, and what happens to latency on the way.
 //!
 //! ```sh
-//! cargo build --release -p membrane && scripts/build-components.sh
+//! cargo test --release --all-targets --no-run && scripts/build-components.sh
 //! cargo bench -p membrane-benches --bench homeostasis             # ~5 min; BENCHMARKS.md + homeostasis.svg
 //! cargo bench -p membrane-benches --bench homeostasis -- --quick  # ~1 min; writes under target/
 //! ```

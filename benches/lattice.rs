@@ -85,9 +85,8 @@ async fn end_to_end(url: &str, calls: usize, shutdown: &CancellationToken) {
 /// Binds a second http listener for the gateway and returns its address.
 async fn http_addr(manifest: &str, runtime: &Arc<Runtime>) -> String {
     let manifest = Manifest::parse(manifest, "bench.toml").expect("manifest");
-    let membrane::manifest::BindingSpec::Http(spec) = &manifest.bindings[0] else {
-        panic!("the example's first binding is http")
-    };
+    let spec = transports::spec::<transports::http::HttpMedium>(&manifest.bindings[0])
+        .expect("the example's first binding is http");
     let cx = transports::BindContext {
         app: "bench",
         manifest: &manifest,
@@ -95,7 +94,7 @@ async fn http_addr(manifest: &str, runtime: &Arc<Runtime>) -> String {
         nats: None,
         lattice: None,
     };
-    let medium = <transports::http::HttpMedium as Medium>::bind(&[(0, spec)], &cx)
+    let medium = <transports::http::HttpMedium as Medium>::bind(&[(0, &spec)], &cx)
         .await
         .expect("bind");
     let addr = medium.local_addr().to_string();

@@ -4,7 +4,7 @@
 //! raw NATS request/reply echo, and direct native calls.
 //!
 //! ```sh
-//! cargo build --release -p membrane && scripts/build-components.sh
+//! cargo test --release --all-targets --no-run && scripts/build-components.sh
 //! cargo bench -p membrane-benches --bench layouts             # ~2 min; writes BENCHMARKS.md, benchmarks.svg
 //! cargo bench -p membrane-benches --bench layouts -- --quick  # ~30 s; writes under target/ (CI runs it as `cargo test --release --bench layouts -- --quick`)
 //! cargo bench -p membrane-benches --bench layouts -- --quick --only colocated-reuse  # one layout, to profile

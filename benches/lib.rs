@@ -33,7 +33,7 @@ pub fn membrane_binary() -> PathBuf {
         .join("release/membrane");
     assert!(
         binary.exists(),
-        "{} is missing: run `cargo build --release -p membrane` first",
+        "{} is missing: run `cargo test --release --all-targets --no-run` first",
         binary.display()
     );
     binary

@@ -3,7 +3,7 @@
 //! 5 components (100 components, 2 replicas each where there are 2 hosts).
 //!
 //! ```sh
-//! cargo build --release -p membrane && scripts/build-components.sh
+//! cargo test --release --all-targets --no-run && scripts/build-components.sh
 //! cargo bench -p membrane-benches --bench scale             # 1, 5, 10, 20 hosts; ~5 min; writes BENCHMARKS.md's scale section
 //! cargo bench -p membrane-benches --bench scale -- --quick  # 1 and 3 hosts, 4 apps; writes under target/
 //! cargo bench -p membrane-benches --bench scale -- --sizes 1,2,4

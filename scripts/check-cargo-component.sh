@@ -21,7 +21,7 @@ header=$(head -c 8 "$out" | od -An -tx1 | tr -d ' \n')
 [ "$header" = "0061736d0d000100" ] || { echo "error: $out is not a component (header $header)" >&2; exit 1; }
 
 echo "==> serving it with membrane"
-cargo build --release -p membrane
+cargo test --release --all-targets --no-run
 manifest=$(mktemp --suffix=.toml)
 trap 'rm -f "$manifest"' EXIT
 sed -e "s#../../target/wasm32-wasip2/release/pricing.wasm#$PWD/$out#" \

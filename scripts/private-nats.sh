@@ -3,7 +3,7 @@
 # port $port and waits until it accepts connections. Processes appended to
 # `pids` are stopped, and the store removed, when the calling script exits.
 scripts/build-components.sh
-cargo build --release -p membrane
+cargo test --release --all-targets --no-run
 nats_bin=$(command -v nats-server || echo /usr/sbin/nats-server)
 store=$(mktemp -d)
 pids=()

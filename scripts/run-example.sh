@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build-components.sh
-echo "==> building the membrane host"
-cargo build --release -p membrane
+# The same command, package selection and profile as scripts/test.sh, so
+# the example and the tests share one build of the host (`cargo build -p
+# membrane` would resolve other features and build it again).
+echo "==> building the membrane host (with its tests: scripts/test.sh reuses the build)"
+cargo test --release --all-targets --no-run
 exec target/release/membrane up examples/insurance/colocated.toml "$@"

@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 scripts/build-components.sh
 
 # Debian packages the tests use: nats-server (the NATS tests start their
-# own), prometheus (promtool checks /metrics), chromium (the status page is
+# own), mosquitto and its clients (the MQTT tests start their own broker),
+# prometheus (promtool checks /metrics), chromium (the status page is
 # tested in a real browser), curl (the HTTP/2, TLS and README tours use the
 # real client), openssl (a self-signed certificate for the TLS test).
 missing=()
@@ -19,6 +20,8 @@ command -v openssl >/dev/null || missing+=(openssl)
 command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v chromium >/dev/null || missing+=(chromium)
+[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || missing+=(mosquitto)
+command -v mosquitto_pub >/dev/null || missing+=(mosquitto-clients)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]}"
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo

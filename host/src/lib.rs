@@ -1,13 +1,14 @@
 //! Membrane: a medium-agnostic WebAssembly component runtime.
 //!
 //! Business logic is a Wasm component; a manifest binds its exports to media
-//! (HTTP, HTTP-RPC, NATS request/reply, JetStream queues) and links its
-//! imports to other components.
+//! (HTTP, HTTP-RPC, NATS request/reply, JetStream queues, schedules, MQTT) and
+//! links its imports to other components.
 //!
-//! Layers, each importing only the ones below it:
+//! Layers, each importing only the ones below it (`docs/architecture.md`;
+//! checked by `tests/it/layers.rs`):
 //!
 //! ```text
-//! cli → admin → control → lattice → app → transports → links → runtime → codec, manifest, metrics, bus
+//! cli → admin → control → lattice → app → transports → links → runtime → manifest → codec, metrics, bus
 //! cli → dev → app              (dev: beside control and lattice, never using them)
 //! ```
 //!

@@ -396,7 +396,10 @@ impl<'de> Deserialize<'de> for BindingSpec {
         let text = |key: &str| match table.get(key) {
             None => Ok(None),
             Some(toml::Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(D::Error::custom(format!("{key}: expected a string, found {}", other.type_str()))),
+            Some(other) => Err(D::Error::custom(format!(
+                "{key}: expected a string, found {}",
+                other.type_str()
+            ))),
         };
         let medium = text("medium")?.ok_or_else(|| D::Error::missing_field("medium"))?;
         let component = text("component")?.ok_or_else(|| D::Error::missing_field("component"))?;

@@ -15,8 +15,8 @@
 
 use crate::lattice::inventory::AppsView;
 use crate::lattice::status::StatusBoard;
-use crate::transports::serve::HttpLimits;
 use crate::metrics::{Gauge, registry, resident_bytes};
+use crate::transports::serve::HttpLimits;
 use crate::transports::serve::serve_http;
 use bytes::Bytes;
 use http_body_util::Full;

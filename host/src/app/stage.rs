@@ -152,7 +152,7 @@ impl App<'_> {
                     ));
                     continue;
                 };
-                let bindings = transports::queue::targets(&self.manifest, &link.to, &link.import);
+                let bindings = transports::queue::targets(self.manifest, &link.to, &link.import);
                 define_queued(
                     linker,
                     engine,

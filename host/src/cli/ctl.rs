@@ -11,7 +11,7 @@ use crate::control::permissions::{self, Role, inbox_prefix};
 use crate::lattice::connection;
 use crate::lattice::inventory::HostInventory;
 use crate::lattice::trust;
-use crate::manifest::{Manifest, NatsSpec};
+use crate::manifest::NatsSpec;
 use crate::runtime::capabilities::output::escape;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;

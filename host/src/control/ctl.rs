@@ -15,7 +15,7 @@ use crate::lattice::artifacts::Artifacts;
 use crate::lattice::desired::Desired;
 use crate::lattice::events::{Event, event_subject, vouched};
 use crate::lattice::inventory::{HostInventory, gather, heartbeat_subject};
-use crate::manifest::{Manifest, is_digest};
+use crate::manifest::is_digest;
 use anyhow::{Context as _, bail};
 use futures::StreamExt as _;
 use std::path::Path;
@@ -315,6 +315,7 @@ pub fn strip_builds(table: &mut toml::Table) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::Manifest;
 
     #[test]
     fn build_tables_are_not_applied() {

@@ -136,7 +136,8 @@ impl Operator {
                 format!("revision {} of `{app}` is its deletion", target.revision),
             ));
         };
-        let manifest = crate::transports::parse(text, "revision").map_err(|e| ControlError::field("revision", e.to_string()))?;
+        let manifest =
+            crate::transports::parse(text, "revision").map_err(|e| ControlError::field("revision", e.to_string()))?;
         for (name, spec) in &manifest.components {
             if let Some(digest) = spec.digest_source() {
                 self.require_artifact(

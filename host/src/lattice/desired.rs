@@ -10,10 +10,8 @@
 //! newest revision it trusts; there is no scheduler process.
 
 use super::trust::{self, Seal};
-use anyhow::Context as _;
 use async_nats::jetstream;
 use async_nats::jetstream::kv::{self, Operation, Store};
-use async_nats::jetstream::stream;
 
 /// Revisions kept per app.
 const HISTORY: i64 = 5;
@@ -284,4 +282,3 @@ impl Drop for AbortOnDrop {
         self.0.abort();
     }
 }
-

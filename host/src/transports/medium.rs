@@ -1,7 +1,7 @@
 //! The two shapes of everything that answers calls on this host.
 //!
-//! - A [`Service`] is bound, then serves until shutdown: control requests,
-//!   inventory, the serving side of remote links, and every medium.
+//! - A [`Service`] is bound, then serves until shutdown: the inventory, the
+//!   serving side of remote links and of forwarded routes, and every medium.
 //! - A [`Medium`] is a service bound from a manifest binding: its spec (the
 //!   binding's table), its checks of the manifest and against the component
 //!   version that will serve it, its NATS rights and host files, and how it
@@ -13,8 +13,8 @@
 
 use crate::codec::types as typecheck;
 use crate::links::remote::{COMPONENT_HEADER, ERROR_KIND_HEADER, Lattice};
-use crate::manifest::subject::{ReplyRule, allow_reply};
 use crate::manifest::Manifest;
+use crate::manifest::subject::{ReplyRule, allow_reply};
 use crate::runtime::Runtime;
 use crate::runtime::component::Loaded;
 use crate::runtime::context::CallContext;

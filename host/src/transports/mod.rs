@@ -13,6 +13,7 @@ pub mod forward;
 pub mod http;
 pub mod http_rpc;
 pub mod medium;
+pub mod mqtt;
 pub mod nats;
 pub mod queue;
 pub mod rpc;
@@ -38,6 +39,7 @@ pub const MEDIA: &[Entry] = &[
     entry::<nats::NatsMedium>(),
     entry::<queue::QueueMedium>(),
     entry::<schedule::ScheduleMedium>(),
+    entry::<mqtt::MqttMedium>(),
 ];
 
 /// One medium as the registry sees it: its name, and its operations on a
@@ -96,7 +98,12 @@ pub fn spec<M: Medium>(binding: &BindingSpec) -> Result<M::Spec, String> {
     let mut spec: M::Spec = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
         let path = e.path().to_string();
         let message = e.inner().message().to_string();
-        if path == "." || path.is_empty() { message } else { format!("{path}: {message}") }
+        // An unknown field's path is the field itself, which the message names.
+        if path == "." || path.is_empty() || message.starts_with("unknown field") {
+            message
+        } else {
+            format!("{path}: {message}")
+        }
     })?;
     if let Some(base) = &binding.base {
         M::resolve(&mut spec, base);
@@ -162,10 +169,11 @@ pub fn problems(manifest: &Manifest) -> Vec<String> {
             )),
         }
     }
+    // Every medium, with or without bindings: a queue link needs a queue
+    // binding even when there is none.
     for m in MEDIA {
-        if let Some(positions) = by_medium.get(m.name) {
-            problems.extend((m.problems)(manifest, positions));
-        }
+        let positions = by_medium.get(m.name).map_or(&[][..], Vec::as_slice);
+        problems.extend((m.problems)(manifest, positions));
     }
     // Bindings of one medium may share an address (one server, routed);
     // two media may not.
@@ -210,7 +218,9 @@ pub fn files(binding: &BindingSpec) -> Vec<(&'static str, PathBuf)> {
 /// The NATS subjects each role needs for `binding` of app `app` in
 /// `lattice`.
 pub fn rights(binding: &BindingSpec, app: &str, lattice: &str) -> Rights {
-    medium(binding).map(|m| (m.rights)(binding, app, lattice)).unwrap_or_default()
+    medium(binding)
+        .map(|m| (m.rights)(binding, app, lattice))
+        .unwrap_or_default()
 }
 
 /// One medium to bind, named by its whole configuration: a reconcile keeps a
@@ -404,7 +414,6 @@ component = "gateway"
         );
     }
 
-
     #[test]
     fn bad_address_names_the_binding() {
         let err = parse_err(&GOOD.replace("127.0.0.1:0", "localhost:eighty"));
@@ -414,14 +423,12 @@ component = "gateway"
         );
     }
 
-
     #[test]
     fn unknown_medium_is_named() {
         let err = parse_err(&GOOD.replace("medium = \"http\"", "medium = \"carrier-pigeon\""));
         assert!(err.contains("bindings[0]"), "{err}");
         assert!(err.contains("carrier-pigeon"), "{err}");
     }
-
 
     #[test]
     fn every_problem_of_a_binding_is_reported_together() {

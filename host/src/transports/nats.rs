@@ -9,8 +9,8 @@
 //! header continues its trace (the call's `binding` span is its child).
 
 use super::medium::{
-    BindContext, Medium, Rights, Service, binding_span, call_error_reply, check_function, function_ref, inbound, publish_error,
-    shed_at_capacity, subscription_limit,
+    BindContext, Medium, Rights, Service, binding_span, call_error_reply, check_function, function_ref, inbound,
+    publish_error, shed_at_capacity, subscription_limit,
 };
 use super::serve::{flush_briefly, serve_subscription};
 use crate::manifest::Manifest;

@@ -167,11 +167,22 @@ impl Medium for ScheduleMedium {
         let when = spec.when().map_err(|why| anyhow::anyhow!("bindings[{index}]: {why}"))?;
         let lease = match cx.lattice {
             Some(lattice) => Some(
-                Lease::open(&lattice.bus, &lattice.name, format!("{}.{}.{index}", cx.app, spec.component)).await?,
+                Lease::open(
+                    &lattice.bus,
+                    &lattice.name,
+                    format!("{}.{}.{index}", cx.app, spec.component),
+                )
+                .await?,
             ),
             None => None,
         };
-        let labels = |reason| [("app", cx.app), ("component", spec.component.as_str()), ("reason", reason)];
+        let labels = |reason| {
+            [
+                ("app", cx.app),
+                ("component", spec.component.as_str()),
+                ("reason", reason),
+            ]
+        };
         let skipped = |reason| {
             registry().counter(
                 "membrane_schedule_skipped_total",
@@ -257,7 +268,8 @@ impl ScheduleMedium {
         let cx = if span.is_disabled() { cx } else { cx.under(&span) };
         let started = std::time::Instant::now();
         let result = self.runtime.call_json(target, &self.args, cx).instrument(span).await;
-        self.calls.record(started, result.as_ref().err().map(CallError::kind_name));
+        self.calls
+            .record(started, result.as_ref().err().map(CallError::kind_name));
         if let Err(e) = result {
             tracing::warn!("{}: {e}", self.describe());
         }
@@ -329,7 +341,10 @@ mod tests {
             ("", Err("set `every_ms` or `cron`")),
             ("every_ms = 1000\ncron = \"* * * * * *\"", Err("not both")),
             ("every_ms = 10", Err("every_ms: must be at least 100")),
-            ("cron = \"every day\"", Err("cron: \"every day\" is not a cron expression")),
+            (
+                "cron = \"every day\"",
+                Err("cron: \"every day\" is not a cron expression"),
+            ),
         ];
         for (extra, expected) in table {
             let got = binding(extra).when();
@@ -344,7 +359,13 @@ mod tests {
     #[test]
     fn ticks_are_the_same_on_every_host() {
         let every = When::Every(1000);
-        let table = [(0, 1000), (1, 1000), (999, 1000), (1000, 2000), (1_700_000_000_500, 1_700_000_001_000)];
+        let table = [
+            (0, 1000),
+            (1, 1000),
+            (999, 1000),
+            (1000, 2000),
+            (1_700_000_000_500, 1_700_000_001_000),
+        ];
         for (now, next) in table {
             assert_eq!(every.next_after(now), Some(next), "{now}");
         }

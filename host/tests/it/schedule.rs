@@ -25,7 +25,11 @@ fn wait_metric(host: &Host, series: &str, at_least: f64) -> f64 {
         if value >= at_least {
             return value;
         }
-        assert!(Instant::now() < deadline, "{series} = {value} < {at_least}:\n{}", host.log());
+        assert!(
+            Instant::now() < deadline,
+            "{series} = {value} < {at_least}:\n{}",
+            host.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -59,7 +63,10 @@ fn an_export_runs_on_its_interval_with_the_manifests_arguments() {
     host.wait_for_log("serving schedule every 100 ms -> job#add");
     wait_metric(&host, CALLS, 5.0);
     let metrics = support::http(host.admin(), "GET", "/metrics", b"").body;
-    assert!(!metrics.contains(r#"membrane_call_faults_total{app="ticks""#), "{metrics}");
+    assert!(
+        !metrics.contains(r#"membrane_call_faults_total{app="ticks""#),
+        "{metrics}"
+    );
     assert_eq!(metric(&host, SKIPPED), 0.0);
 }
 
@@ -73,7 +80,10 @@ fn a_slow_run_makes_the_next_ticks_skip_instead_of_queueing() {
     let calls = metric(&host, CALLS);
     // Each run takes ~4.5 ticks: at most one run in flight at any time, so
     // the finished runs are far fewer than the skipped ticks.
-    assert!(calls >= 1.0 && calls * 2.0 < skipped, "calls {calls}, skipped {skipped}");
+    assert!(
+        calls >= 1.0 && calls * 2.0 < skipped,
+        "calls {calls}, skipped {skipped}"
+    );
 }
 
 #[test]
@@ -82,10 +92,14 @@ fn arguments_that_do_not_fit_the_function_are_refused_at_load() {
         "echo",
         "export = \"example:testkit/echo@0.1.0#add\"\nevery_ms = 100\nargs = { a = \"forty\", b = 2 }",
     );
-    let failed = Host::try_start(&text, &support::shared_cache()).err().expect("the host refuses");
+    let failed = Host::try_start(&text, &support::shared_cache())
+        .err()
+        .expect("the host refuses");
     assert!(failed.stderr.contains("bindings[0].args"), "{}", failed.stderr);
     let text = app("echo", "export = \"example:testkit/echo@0.1.0#add\"\nevery_ms = 5");
-    let failed = Host::try_start(&text, &support::shared_cache()).err().expect("the host refuses");
+    let failed = Host::try_start(&text, &support::shared_cache())
+        .err()
+        .expect("the host refuses");
     assert!(
         failed.stderr.contains("bindings[0]: every_ms: must be at least 100"),
         "{}",
@@ -107,7 +121,11 @@ fn on_a_lattice_each_tick_runs_once_across_the_replicas() {
     .replace("source =", "instances = 2\nsource =");
     let path = dir.path().join("ticks.toml");
     std::fs::write(&path, text).unwrap();
-    crate::security::ok(crate::security::ctl(Some(&server), &["apply", path.to_str().unwrap()], &[]));
+    crate::security::ok(crate::security::ctl(
+        Some(&server),
+        &["apply", path.to_str().unwrap()],
+        &[],
+    ));
     for host in &hosts {
         host.wait_for_log("serving schedule every 200 ms");
     }
