@@ -350,4 +350,46 @@ mod tests {
         // The redirector's clicks go to the queue binding's subject.
         assert!(host.publish.contains("links.clicks"), "{:?}", host.publish);
     }
+
+    #[test]
+    fn each_medium_says_what_its_bindings_need() {
+        let text = r#"
+[app]
+name = "jobs"
+
+[components.job]
+source = "job.wasm"
+
+[[bindings]]
+medium = "schedule"
+component = "job"
+export = "a:b/c@1.0.0#run"
+every_ms = 1000
+
+[[bindings]]
+medium = "nats"
+subject = "jobs.run"
+component = "job"
+export = "a:b/c@1.0.0#run"
+
+[[bindings]]
+medium = "mqtt"
+broker = "127.0.0.1:1883"
+topic = "jobs/run"
+component = "job"
+export = "a:b/c@1.0.0#run"
+"#;
+        let jobs = crate::transports::parse(text, "jobs.toml").expect("a valid manifest");
+        let host = permissions("prod", Role::Host, std::slice::from_ref(&jobs));
+        // The schedule's leases, under the app's name only.
+        assert!(
+            host.publish.contains("$KV.membrane-prod-schedule.jobs.>"),
+            "{:?}",
+            host.publish
+        );
+        assert!(!host.publish.contains("$KV.membrane-prod-schedule.>"));
+        assert!(host.subscribe.contains("jobs.run"));
+        let caller = permissions("prod", Role::Caller, &[jobs]);
+        assert_eq!(caller.publish, ["jobs.run".to_string()].into());
+    }
 }
