@@ -111,7 +111,7 @@ async fn run(rate: u32, seconds: u64) -> (usize, usize, u32) {
         assert!(warm.elapsed() < Duration::from_secs(10), "no quote");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let subject = membrane::links::remote::subject(
+    let subject = membrane::subjects::rpc(
         "poison",
         "insurance",
         "pricing",

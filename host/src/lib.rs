@@ -8,7 +8,7 @@
 //! checked by `tests/it/layers.rs`):
 //!
 //! ```text
-//! cli → admin → control → lattice → app → transports → links → runtime → manifest → codec, metrics, bus
+//! cli → admin → control → lattice → app → transports → links → runtime → manifest → codec, metrics, bus, subjects
 //! cli → dev → app              (dev: beside control and lattice, never using them)
 //! ```
 //!
@@ -26,7 +26,8 @@
 //! - [`runtime`]: the host's engine, capabilities, instances, the dispatcher.
 //! - [`codec`] and [`manifest`]: values on the wire, the manifest;
 //!   [`metrics`]: the counters every layer records; [`bus`]: the host's
-//!   NATS connection, replaceable when it dies.
+//!   NATS connection, replaceable when it dies; [`subjects`]: every NATS
+//!   subject of the lattice's protocol.
 //!
 //! A call flows one way: a medium ([`transports`]) → the dispatcher
 //! ([`runtime::dispatch`]) → a component instance → its links ([`links`]) →
@@ -45,4 +46,5 @@ pub mod links;
 pub mod manifest;
 pub mod metrics;
 pub mod runtime;
+pub mod subjects;
 pub mod transports;

@@ -13,8 +13,8 @@ use super::{
 };
 use crate::lattice::artifacts::Artifacts;
 use crate::lattice::desired::Desired;
-use crate::lattice::events::{Event, event_subject, vouched};
-use crate::lattice::inventory::{HostInventory, gather, heartbeat_subject};
+use crate::lattice::events::{Event, vouched};
+use crate::lattice::inventory::{HostInventory, gather};
 use crate::manifest::is_digest;
 use anyhow::{Context as _, bail};
 use futures::StreamExt as _;
@@ -196,10 +196,13 @@ impl Ctl {
     /// Prints every event of the lattice as it happens, until interrupted:
     /// a line each, or (`json`) each event's JSON document on a line.
     pub async fn watch(&self, heartbeats: bool, json: bool) -> anyhow::Result<()> {
-        let mut events = self.client.subscribe(event_subject(&self.lattice, ">")).await?;
+        let mut events = self
+            .client
+            .subscribe(crate::subjects::event(&self.lattice, ">"))
+            .await?;
         self.client.flush().await?;
         eprintln!("watching lattice `{}` (Ctrl-C to stop)", self.lattice);
-        let heartbeat = heartbeat_subject(&self.lattice, "");
+        let heartbeat = crate::subjects::heartbeat(&self.lattice, "");
         while let Some(message) = events.next().await {
             let is_heartbeat = message.subject.starts_with(&heartbeat);
             // A document naming another host than its subject's is a forgery.

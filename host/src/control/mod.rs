@@ -18,14 +18,9 @@ pub mod ctl;
 pub mod operator;
 pub mod permissions;
 
-pub use crate::lattice::events::{Event, EventKind, Events, event_subject};
+pub use crate::lattice::events::{Event, EventKind, Events};
 use serde::{Deserialize, Serialize};
 use std::fmt;
-
-/// The request subject of `operation` in `lattice`.
-pub fn ctl_subject(lattice: &str, operation: &str) -> String {
-    format!("membrane.{lattice}.ctl.v1.{operation}")
-}
 
 /// Apply: store an app as desired state.
 #[derive(Debug, Clone, Serialize, Deserialize)]

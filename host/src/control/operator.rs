@@ -18,7 +18,7 @@ use super::{
 };
 use crate::lattice::artifacts::Artifacts;
 use crate::lattice::desired::{AppRevision, Desired};
-use crate::lattice::events::{Event, EventKind, ensure_log, event_subject, vouched};
+use crate::lattice::events::{Event, EventKind, ensure_log, vouched};
 use crate::lattice::inventory::gather;
 use crate::manifest::{Manifest, is_digest};
 use futures::StreamExt as _;
@@ -226,7 +226,7 @@ impl Operator {
         let expected = self.hosts_running(&app, &request.component).await?;
         let mut events = self
             .client
-            .subscribe(event_subject(&self.lattice, ">"))
+            .subscribe(crate::subjects::event(&self.lattice, ">"))
             .await
             .map_err(|e| ControlError::new(format!("cannot watch events: {e}")))?;
         let revision = self.desired.replace(&app, &new_text, current.revision).await?;

@@ -19,6 +19,7 @@ use crate::lattice::artifacts::bucket_name as artifacts_bucket;
 use crate::lattice::desired::bucket_name as apps_bucket;
 use crate::lattice::keyvalue::bucket_name as kv_bucket;
 use crate::manifest::{Delivery, KvBackend, Manifest};
+use crate::subjects;
 use crate::transports;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -53,8 +54,8 @@ impl Role {
 /// Callers use the default `_INBOX`.
 pub fn inbox_prefix(lattice: &str, role: Role) -> String {
     match role {
-        Role::Host => format!("_MEMBRANE.{lattice}.host"),
-        Role::Operator => format!("_MEMBRANE.{lattice}.ctl"),
+        Role::Host => subjects::inbox(lattice, "host"),
+        Role::Operator => subjects::inbox(lattice, "ctl"),
         Role::Caller => "_INBOX".into(),
     }
 }
@@ -117,14 +118,14 @@ fn permissions_of(lattice: &str, role: Role, host: Option<&str>, apps: &[Manifes
     let (kv, objects) = (apps_bucket(lattice), artifacts_bucket(lattice));
     let (kv_stream, object_stream) = (format!("KV_{kv}"), format!("OBJ_{objects}"));
     let inbox = format!("{}.>", inbox_prefix(lattice, role));
-    let inventory = format!("membrane.{lattice}.ctl.v1.inventory");
-    let events = format!("membrane.{lattice}.evt.>");
+    let inventory = subjects::inventory(lattice);
+    let events = subjects::events_all(lattice);
     let event_log = crate::lattice::events::log_stream(lattice);
     match role {
         Role::Host => {
-            let rpc = format!("membrane.{lattice}.rpc.>");
+            let rpc = subjects::rpc_all(lattice);
             // Routes to components on other hosts (transports/forward.rs).
-            let http = format!("membrane.{lattice}.http.>");
+            let http = subjects::http_all(lattice);
             // Replies, and chunks of link calls: to other hosts' inboxes,
             // to the operator's (inventory answers) and to callers' (`nats`
             // bindings). The host's own code refuses any other reply subject
@@ -137,10 +138,7 @@ fn permissions_of(lattice: &str, role: Role, host: Option<&str>, apps: &[Manifes
             match host {
                 // `<kind>.<id>` and `<kind>.<what>.<id>`: heartbeats, then
                 // host, component, app and placement events.
-                Some(id) => p.publish([
-                    format!("membrane.{lattice}.evt.v1.*.{id}"),
-                    format!("membrane.{lattice}.evt.v1.*.*.{id}"),
-                ]),
+                Some(id) => p.publish(subjects::own_events(lattice, id)),
                 None => p.publish([events.clone()]),
             }
             p.publish([rpc.clone(), http.clone(), inventory.clone()]);

@@ -3,17 +3,19 @@
 //! The agent holds the desired manifest of every app it knows (from a local
 //! file, or from the lattice's desired state in KV) and the lattice's
 //! membership (from heartbeats and host events). Whenever either changes, it
-//! recomputes placement ([`placement::placed_here`]) and reconciles each app
-//! ([`AppRunner::reconcile`]), then publishes what happened as events. A
+//! asks [`decide`] (pure: placement, hand-overs, extras) what each app runs
+//! here, carries it out ([`AppRunner::reconcile`]), then publishes what
+//! happened as events. A
 //! version that fails validation is reported `component.rejected` and the
 //! old one keeps serving. There is no scheduler: every host runs this same
 //! loop over the same inputs.
 
-use super::adapt::{self, Adapter, AppView, Decision, Sample};
+use super::adapt::{Adapter, AppView, Decision, Sample};
+use super::decide::{Known, Step, decide};
 use super::desired::{AppRevision, Desired};
-use super::events::{Event, EventKind, Events, event_subject, vouched};
+use super::events::{Event, EventKind, Events, vouched};
 use super::handover::Handovers;
-use super::inventory::{AppsView, HostInventory, heartbeat_subject};
+use super::inventory::{AppsView, HostInventory};
 use super::placement::{self, Member, Members};
 use super::policy::Policy;
 use super::status::{AppStatus, HostStatus, PeerStatus, StatusBoard};
@@ -340,9 +342,9 @@ impl Agent {
     async fn follow_peers(&self) -> Option<SelectAll<async_nats::Subscriber>> {
         let client = self.host.nats.as_ref()?.client();
         let subjects = [
-            heartbeat_subject(&self.lattice, "*"),
-            event_subject(&self.lattice, "host.*.*"),
-            event_subject(&self.lattice, "component.*.*"),
+            crate::subjects::heartbeat(&self.lattice, "*"),
+            crate::subjects::event(&self.lattice, "host.*.*"),
+            crate::subjects::event(&self.lattice, "component.*.*"),
         ];
         let mut subscribers = Vec::new();
         for subject in subjects {
@@ -401,7 +403,7 @@ impl Agent {
         let Some(client) = self.host.nats.as_ref().map(|bus| bus.client()) else {
             return;
         };
-        let subject = event_subject(&self.lattice, "component.*.*");
+        let subject = crate::subjects::event(&self.lattice, "component.*.*");
         let followed = client.subscribe(subject).await;
         let members: Vec<Member> = self.members.list();
         let mut pending: BTreeSet<(String, String)> = BTreeSet::new();
@@ -512,7 +514,10 @@ impl Agent {
     /// A claim about a host counts only from that host's own subject
     /// ([`vouched`]).
     fn on_peer(&mut self, message: &async_nats::Message) -> bool {
-        if message.subject.starts_with(&heartbeat_subject(&self.lattice, "")) {
+        if message
+            .subject
+            .starts_with(&crate::subjects::heartbeat(&self.lattice, ""))
+        {
             return match serde_json::from_slice::<HostInventory>(&message.payload) {
                 Ok(host) if host.host != self.me.host && vouched(&message.subject, &host.host) => {
                     self.members.saw(member_of(&host))
@@ -580,24 +585,36 @@ impl Agent {
         let Some(state) = self.apps.get_mut(app) else {
             return Ok(());
         };
-        let placed = placement::placed_here(&state.manifest, &self.me, &members);
+        let known = Known {
+            manifest: &state.manifest,
+            text: &state.text,
+            me: &self.me,
+            members: &members,
+            served: &state.served,
+            extras: &state.extras,
+            applied: state.applied.as_ref().map(|(text, here)| (text.as_str(), here)),
+        };
+        let (handovers, me) = (&mut self.handovers, &self.me);
         // What placement moved elsewhere serves here until it runs there.
-        // (An extra that adaptation lets go of is not handed over: it served
-        // only this host.)
-        let kept = self
-            .handovers
-            .keep(&state.manifest, &self.me, &members, &state.served, &placed);
-        let placed: BTreeSet<String> = placed.union(&kept).cloned().collect();
-        state.extras = adapt::still_wanted(&state.manifest, &self.me, &placed, &state.extras);
+        let step = decide(&known, |running, placed| {
+            handovers.keep(known.manifest, me, &members, running, placed)
+        });
+        let (here, placed) = match step {
+            Step::Unchanged { extras } => {
+                state.extras = extras;
+                return Ok(());
+            }
+            Step::StepAside => {
+                state.extras.clear();
+                self.step_aside(app).await;
+                return Ok(());
+            }
+            Step::Run { here, served, extras } => {
+                state.extras = extras;
+                (here, served)
+            }
+        };
         let extras = state.extras.clone();
-        let here: BTreeSet<String> = placed.union(&extras).cloned().collect();
-        if state.applied.as_ref() == Some(&(state.text.clone(), here.clone())) {
-            return Ok(());
-        }
-        if here.is_empty() {
-            self.step_aside(app).await;
-            return Ok(());
-        }
         let (manifest, revision) = (state.manifest.clone(), state.revision);
         let previous = state.applied_manifest.clone();
         // An app from the lattice gets only what this host's policy allows.

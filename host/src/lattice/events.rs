@@ -1,6 +1,6 @@
 //! Lifecycle events: the typed kinds ([`EventKind`]), the JSON document a host
 //! publishes on `membrane.<lattice>.evt.v1.<kind>.<host>` ([`Event`], see
-//! [`host_event_subject`]) and the publisher ([`Events`]).
+//! [`crate::subjects::host_event`]) and the publisher ([`Events`]).
 //!
 //! The last token of the subject is the publishing host's id, and a reader
 //! takes an event (or a heartbeat) only when the document names the same
@@ -21,18 +21,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
-
-/// The subject (or subject pattern) of event `kind` in `lattice`: `kind` is
-/// [`EventKind::as_str`] followed by the host token, or a wildcard such as
-/// `component.*.*` or `>`.
-pub fn event_subject(lattice: &str, kind: &str) -> String {
-    format!("membrane.{lattice}.evt.v1.{kind}")
-}
-
-/// The subject host `host` publishes event `kind` on.
-pub fn host_event_subject(lattice: &str, kind: &str, host: &str) -> String {
-    format!("membrane.{lattice}.evt.v1.{kind}.{host}")
-}
 
 /// Whether a document that names host `claimed` came from that host's own
 /// subject (its last token).
@@ -109,7 +97,7 @@ impl fmt::Display for EventKind {
     }
 }
 
-/// A lifecycle event, published on [`event_subject`] of its `kind`.
+/// A lifecycle event, published on [`crate::subjects::event`] of its `kind`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     /// What happened.
@@ -192,7 +180,7 @@ impl Events {
             .bus
             .client()
             .publish(
-                host_event_subject(&self.lattice, event.kind.as_str(), &event.host),
+                crate::subjects::host_event(&self.lattice, event.kind.as_str(), &event.host),
                 payload.into(),
             )
             .await
@@ -219,7 +207,7 @@ pub async fn ensure_log(client: &async_nats::Client, lattice: &str) -> anyhow::R
         description: Some("Membrane lattice events".into()),
         subjects: ["host", "component", "app", "placement"]
             .iter()
-            .map(|kind| event_subject(lattice, &format!("{kind}.>")))
+            .map(|kind| crate::subjects::event(lattice, &format!("{kind}.>")))
             .collect(),
         max_messages: LOG_MESSAGES,
         max_age: std::time::Duration::from_secs(7 * 24 * 3600),

@@ -25,16 +25,6 @@ use tokio_util::sync::CancellationToken;
 /// How often a host publishes its heartbeat, by default.
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
 
-/// The inventory request subject of `lattice`.
-pub fn inventory_subject(lattice: &str) -> String {
-    format!("membrane.{lattice}.ctl.v1.inventory")
-}
-
-/// The heartbeat subject of `host` in `lattice` (`*`: every host's).
-pub fn heartbeat_subject(lattice: &str, host: &str) -> String {
-    format!("membrane.{lattice}.evt.v1.heartbeat.{host}")
-}
-
 /// One host's answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostInventory {
@@ -101,7 +91,7 @@ impl InventoryService {
         peers: Arc<AtomicUsize>,
         heartbeat: Duration,
     ) -> anyhow::Result<InventoryService> {
-        let subscriber = bus.client().subscribe(inventory_subject(lattice)).await?;
+        let subscriber = bus.client().subscribe(crate::subjects::inventory(lattice)).await?;
         Ok(InventoryService {
             bus,
             lattice: lattice.to_string(),
@@ -117,7 +107,12 @@ impl InventoryService {
 
     /// Subscribes again, on the bus's new connection.
     async fn resubscribe(&mut self) {
-        match self.bus.client().subscribe(inventory_subject(&self.lattice)).await {
+        match self
+            .bus
+            .client()
+            .subscribe(crate::subjects::inventory(&self.lattice))
+            .await
+        {
             Ok(subscriber) => self.subscriber = subscriber,
             Err(e) => tracing::warn!("inventory: cannot subscribe on the new connection: {e}"),
         }
@@ -172,7 +167,7 @@ impl Service for InventoryService {
     fn serve(mut self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
             let mut ticker = tokio::time::interval(self.heartbeat);
-            let heartbeat = heartbeat_subject(&self.lattice, &self.host);
+            let heartbeat = crate::subjects::heartbeat(&self.lattice, &self.host);
             let mut generation = self.bus.generation();
             loop {
                 tokio::select! {
@@ -269,7 +264,7 @@ pub async fn gather(
     let inbox = client.new_inbox();
     let mut answers = client.subscribe(inbox.clone()).await?;
     client
-        .publish_with_reply(inventory_subject(lattice), inbox, bytes::Bytes::new())
+        .publish_with_reply(crate::subjects::inventory(lattice), inbox, bytes::Bytes::new())
         .await?;
     tokio::time::timeout(settle * 10, client.flush())
         .await

@@ -8,6 +8,7 @@ pub mod adapt;
 pub mod agent;
 pub mod artifacts;
 pub mod connection;
+pub mod decide;
 pub mod desired;
 pub mod events;
 pub mod handover;

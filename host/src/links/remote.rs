@@ -42,14 +42,6 @@ pub const ERROR_KIND_HEADER: &str = "Membrane-Error-Kind";
 /// child the serving side's span becomes.
 pub const TRACEPARENT_HEADER: &str = crate::runtime::trace::TRACEPARENT;
 
-/// The subject of one linked function of `component` of `app`. The app is
-/// part of it: apps are tenants of one lattice, and two apps with a
-/// component of the same name must never answer each other's calls.
-pub fn subject(lattice: &str, app: &str, component: &str, interface: &str, function: &str) -> String {
-    let interface = interface.replace('%', "%25").replace('.', "%2E");
-    format!("membrane.{lattice}.rpc.v1.{app}.{component}.{interface}.{function}")
-}
-
 /// Where a remote link sends its calls.
 #[derive(Clone)]
 pub struct Lattice {
@@ -102,7 +94,7 @@ pub fn define_remote(
         let remote = Arc::new(RemoteFunc {
             lattice: lattice.clone(),
             timeout,
-            subject: subject(&lattice.name, app, &target, interface, name),
+            subject: crate::subjects::rpc(&lattice.name, app, &target, interface, name),
             interface: interface.to_string(),
             function: name.to_string(),
             target: target.clone(),

@@ -90,7 +90,7 @@ impl ReplyRule {
     /// Replies under `_INBOX.` and under the role inboxes of `lattice`.
     pub fn lattice(lattice: &str) -> ReplyRule {
         ReplyRule {
-            prefixes: vec![format!("_MEMBRANE.{lattice}")],
+            prefixes: vec![crate::subjects::lattice_inboxes(lattice)],
         }
     }
 

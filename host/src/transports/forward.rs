@@ -53,11 +53,6 @@ pub const MAX_PIECE: usize = 256 << 10;
 /// The version byte of every head.
 const VERSION: u8 = 1;
 
-/// The subject forwarded requests to `component` go to.
-pub fn subject(lattice: &str, app: &str, component: &str) -> String {
-    format!("membrane.{lattice}.http.v1.{app}.{component}")
-}
-
 /// Sends requests routed here to a host that runs their component.
 #[derive(Clone)]
 pub struct Forwarder {
@@ -116,7 +111,7 @@ impl Forwarder {
             .payload(head.into())
             .timeout(Some(remaining));
         let reply = client
-            .send_request(subject(&self.lattice.name, &self.app, component), request)
+            .send_request(crate::subjects::http(&self.lattice.name, &self.app, component), request)
             .await
             .map_err(|e| {
                 // Nobody will pull the request body.
@@ -174,7 +169,7 @@ impl ForwardServer {
     ) -> anyhow::Result<ForwardServer> {
         let mut subscribers = Vec::new();
         for component in components {
-            let subject = subject(&lattice.name, app, component);
+            let subject = crate::subjects::http(&lattice.name, app, component);
             let subscriber = lattice.client().queue_subscribe(subject.clone(), subject).await?;
             subscribers.push((Arc::from(component.as_str()), subscriber));
         }

@@ -2,7 +2,7 @@
 //! link calls to the components this host runs.
 //!
 //! For every component here that some link targets, it subscribes to one
-//! subject per linked function (`links::remote::subject`), in a queue group
+//! subject per linked function (`subjects::rpc`), in a queue group
 //! named after the subject, so replicas share the load. A request's payload
 //! is the wire encoding of the arguments (reassembled if chunked); the call
 //! continues the caller's trace, under a `binding` span (medium `rpc`) that
@@ -14,7 +14,7 @@ use super::medium::{Service, binding_span, fault_reply, publish_error, shed_at_c
 use super::serve::{flush_briefly, serve_subscription};
 use crate::codec::wire;
 use crate::links::chunks;
-use crate::links::remote::{Lattice, TRACEPARENT_HEADER, deadline_from_header, subject};
+use crate::links::remote::{Lattice, TRACEPARENT_HEADER, deadline_from_header};
 use crate::manifest::subject::{ReplyRule, allow_reply};
 use crate::metrics::Calls;
 use crate::runtime::Runtime;
@@ -62,7 +62,7 @@ impl LinkServer {
         for (component, interface) in exports {
             let Some(loaded) = runtime.get(component) else { continue };
             for function in loaded.function_names(interface) {
-                let subject = subject(&lattice.name, app, component, interface, &function);
+                let subject = crate::subjects::rpc(&lattice.name, app, component, interface, &function);
                 if routes.contains_key(&subject) {
                     continue;
                 }

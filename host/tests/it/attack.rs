@@ -280,10 +280,10 @@ fn a_host_role_cannot_make_another_host_reply_into_the_lattice() {
     let targets = forbidden_targets();
     let app_name = "insurance";
     let links = [
-        membrane::links::remote::subject(LATTICE, app_name, "rater", "example:insurance/rater@0.1.0", "rate"),
-        membrane::links::remote::subject(LATTICE, app_name, "pricing", "example:insurance/pricing@0.1.0", "table"),
+        membrane::subjects::rpc(LATTICE, app_name, "rater", "example:insurance/rater@0.1.0", "rate"),
+        membrane::subjects::rpc(LATTICE, app_name, "pricing", "example:insurance/pricing@0.1.0", "table"),
     ];
-    let forwards = ["gateway", "echo"].map(|c| membrane::transports::forward::subject(LATTICE, app_name, c));
+    let forwards = ["gateway", "echo"].map(|c| membrane::subjects::http(LATTICE, app_name, c));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let sent = rt.block_on(async {
         let attacker = Client::connect(&lattice.server, "host", "_MEMBRANE.test.host").await;

@@ -40,7 +40,7 @@ fn quote_again(addr: SocketAddr, since: Instant) -> Duration {
 
 /// The link subject of the example's `pricing#table`.
 fn pricing_subject() -> String {
-    membrane::links::remote::subject(
+    membrane::subjects::rpc(
         "test",
         "insurance",
         "pricing",
@@ -63,7 +63,7 @@ fn a_lone_cr_header_on_any_subject_a_host_hears_costs_it_under_2_s() {
     quote_again(addr, Instant::now());
 
     let pricing = pricing_subject();
-    let rater = membrane::links::remote::subject("test", "insurance", "rater", "example:insurance/rater@0.1.0", "rate");
+    let rater = membrane::subjects::rpc("test", "insurance", "rater", "example:insurance/rater@0.1.0", "rate");
     let mut raw = RawNats::connect(&server);
     let dead = "nats: the connection is dead";
     let mut deaths = [0, 0, 0];

@@ -124,7 +124,7 @@ fn garbage_on_an_rpc_subject_gets_a_decode_error_and_harms_nothing() {
     let _c = node(&manifest, &server, "node=c");
     let _b = node(&manifest, &server, "node=b");
     let a = node(&manifest, &server, "node=a");
-    let subject = membrane::links::remote::subject(
+    let subject = membrane::subjects::rpc(
         "test",
         "insurance",
         "pricing",

@@ -10,6 +10,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("codec", 0),
     ("metrics", 0),
     ("bus", 0),
+    ("subjects", 0),
     ("manifest", 1),
     ("runtime", 2),
     ("links", 3),
