@@ -15,7 +15,7 @@ use crate::bus::Bus;
 use crate::links::remote::Lattice;
 use crate::manifest::Manifest;
 use crate::runtime::engine::{EngineOptions, HostEngine};
-use crate::runtime::{Change, LoadOptions, Runtime};
+use crate::runtime::{Change, LoadError, LoadOptions, Runtime};
 use crate::transports::forward::ForwardServer;
 use crate::transports::rpc::LinkServer;
 use crate::transports::{self, BindContext, Planned, Service};
@@ -170,7 +170,7 @@ impl AppRunner {
     /// in `here`. A validation error changes nothing and is the `Err`; a
     /// medium that fails to bind is reported in [`Reconciled::failures`]
     /// after the rest is running.
-    pub async fn reconcile(&mut self, manifest: &Manifest, here: BTreeSet<String>) -> anyhow::Result<Reconciled> {
+    pub async fn reconcile(&mut self, manifest: &Manifest, here: BTreeSet<String>) -> Result<Reconciled, LoadError> {
         self.reconcile_with_extras(manifest, here, &BTreeSet::new()).await
     }
 
@@ -182,7 +182,7 @@ impl AppRunner {
         manifest: &Manifest,
         here: BTreeSet<String>,
         extras: &BTreeSet<String>,
-    ) -> anyhow::Result<Reconciled> {
+    ) -> Result<Reconciled, LoadError> {
         let staged = stage::stage(&self.runtime, manifest, &here, self.lattice.as_ref()).await?;
         let compile = staged.compile;
         let compiled_at = Instant::now();
@@ -287,7 +287,7 @@ impl AppRunner {
     /// again, which opens its key-value buckets on the new client. HTTP
     /// listeners, instances and calls in flight on other media are not
     /// touched.
-    pub async fn reconnect(&mut self) -> anyhow::Result<Reconciled> {
+    pub async fn reconnect(&mut self) -> Result<Reconciled, LoadError> {
         let Some((manifest, extras)) = self.last.clone() else {
             return Ok(Reconciled::default());
         };

@@ -282,10 +282,7 @@ async fn swap(runner: &mut AppRunner, manifest: &mut Manifest, here: &BTreeSet<S
         }
         Err(error) => {
             set_source(manifest, &name, previous);
-            let reason = match error.downcast_ref::<crate::runtime::LoadError>() {
-                Some(load) => load.problems.join("\n  - "),
-                None => format!("{error:#}"),
-            };
+            let reason = error.problems.join("\n  - ");
             tracing::error!(
                 "rebuilt {name} in {:.1} s, but the new version is refused; the previous version keeps serving:\n  - {reason}",
                 elapsed.as_secs_f64()

@@ -24,8 +24,8 @@
 //! same zero-failure swap as an update.
 
 use super::placement::Member;
+use crate::links::{LinkKey, LinkTotals};
 use crate::manifest::{Delivery, Manifest};
-use crate::metrics::registry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
@@ -70,20 +70,17 @@ pub enum Decision {
 pub struct Sample {
     /// When they were read.
     pub at: Instant,
-    /// Calls by (app, from, to, `local` or `remote`).
-    pub calls: BTreeMap<Vec<String>, u64>,
-    /// Microseconds remote calls waited, by (app, from, to).
-    pub waited: BTreeMap<Vec<String>, u64>,
+    /// Each link's totals, by (app, from, to).
+    pub links: BTreeMap<LinkKey, LinkTotals>,
 }
 
 impl Sample {
-    /// The counters as they are now.
+    /// The counters as they are now: the links layer's own handles, not
+    /// series looked up in the metrics registry by name.
     pub fn now() -> Sample {
-        let metrics = registry();
         Sample {
             at: Instant::now(),
-            calls: metrics.totals("membrane_link_calls_total", &["app", "from", "to", "where"]),
-            waited: metrics.totals("membrane_link_remote_wait_microseconds_total", &["app", "from", "to"]),
+            links: crate::links::link_totals(),
         }
     }
 }
@@ -120,13 +117,12 @@ impl Adapter {
         if seconds < 0.05 {
             return Vec::new();
         }
-        let delta = |pick: fn(&Sample) -> &BTreeMap<Vec<String>, u64>, key: &[&str]| -> u64 {
-            let key: Vec<String> = key.iter().map(|s| s.to_string()).collect();
-            let was = pick(&last).get(&key).copied().unwrap_or(0);
-            pick(now).get(&key).copied().unwrap_or(0).saturating_sub(was)
+        // What one of a link's totals grew by since the last sample.
+        let delta = |pick: fn(&LinkTotals) -> u64, app: &str, from: &str, to: &str| -> u64 {
+            let key: LinkKey = (app.to_string(), from.to_string(), to.to_string());
+            let was = last.links.get(&key).map_or(0, pick);
+            now.links.get(&key).map_or(0, pick).saturating_sub(was)
         };
-        let calls_of: fn(&Sample) -> &BTreeMap<Vec<String>, u64> = |s| &s.calls;
-        let waited_of: fn(&Sample) -> &BTreeMap<Vec<String>, u64> = |s| &s.waited;
         let mut decisions = Vec::new();
         let mut watched = BTreeSet::new();
         for (app, view) in apps {
@@ -148,10 +144,7 @@ impl Adapter {
                     .collect();
                 let key = (app.clone(), name.clone());
                 if view.extras.contains(name) {
-                    let calls: u64 = callers
-                        .iter()
-                        .map(|from| delta(calls_of, &[app, from, name, "local"]))
-                        .sum();
+                    let calls: u64 = callers.iter().map(|from| delta(|t| t.local, app, from, name)).sum();
                     let rate = calls as f64 / seconds;
                     if rate >= spec.cold {
                         continue;
@@ -176,11 +169,8 @@ impl Adapter {
                 if callers.is_empty() || !fits || !room {
                     continue;
                 }
-                let calls: u64 = callers
-                    .iter()
-                    .map(|from| delta(calls_of, &[app, from, name, "remote"]))
-                    .sum();
-                let waited: u64 = callers.iter().map(|from| delta(waited_of, &[app, from, name])).sum();
+                let calls: u64 = callers.iter().map(|from| delta(|t| t.remote, app, from, name)).sum();
+                let waited: u64 = callers.iter().map(|from| delta(|t| t.waited_us, app, from, name)).sum();
                 let rate = calls as f64 / seconds;
                 if rate < spec.hot {
                     continue;
@@ -293,11 +283,15 @@ mod tests {
     /// A sample at `t0 + secs` with `remote` and `local` calls so far from
     /// `front` to `back`, each remote one having waited 500 µs.
     fn sample(t0: Instant, secs: u64, remote: u64, local: u64) -> Sample {
-        let key = |place: &str| vec!["shop".into(), "front".into(), "back".into(), place.to_string()];
+        let key = ("shop".to_string(), "front".to_string(), "back".to_string());
+        let totals = LinkTotals {
+            local,
+            remote,
+            waited_us: remote * 500,
+        };
         Sample {
             at: t0 + Duration::from_secs(secs),
-            calls: [(key("remote"), remote), (key("local"), local)].into(),
-            waited: [(vec!["shop".into(), "front".into(), "back".into()], remote * 500)].into(),
+            links: [(key, totals)].into(),
         }
     }
 

@@ -23,7 +23,7 @@ use super::trust::{self, Sequences, Trust};
 use crate::app::{AppRunner, HostContext, Reconciled, short};
 use crate::bus::Bus;
 use crate::manifest::Manifest;
-use crate::runtime::Change;
+use crate::runtime::{Change, LoadError};
 use crate::transports::serve::flush_briefly;
 use futures::StreamExt as _;
 use futures::stream::SelectAll;
@@ -44,6 +44,31 @@ const ADAPT_EVERY: Duration = Duration::from_secs(1);
 /// The revisions of the lattice's desired state, from
 /// [`super::desired::Desired::watch`].
 pub type DesiredStream = std::pin::Pin<Box<dyn futures::Stream<Item = AppRevision> + Send>>;
+
+/// Why an app does not run here as it should.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// This host's policy refuses what an app from the lattice asks for.
+    #[error("refused by this host's policy: {}", .0.join("; "))]
+    Refused(Vec<String>),
+    /// The manifest or its components did not load; the old version serves.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// It runs, but some of its media could not bind.
+    #[error("{}", .0.join("\n"))]
+    Unbound(Vec<String>),
+}
+
+impl ReconcileError {
+    /// The reason an event gives: the problems on one line.
+    pub fn reason(&self) -> String {
+        match self {
+            ReconcileError::Refused(_) => self.to_string(),
+            ReconcileError::Load(load) => load.problems.join("; "),
+            ReconcileError::Unbound(failures) => failures.join("; "),
+        }
+    }
+}
 
 /// One app as this host knows it.
 struct AppState {
@@ -220,7 +245,7 @@ impl Agent {
     pub async fn start_static(&mut self, manifest: Manifest, text: String) -> anyhow::Result<()> {
         let app = manifest.app.name.clone();
         self.apps.insert(app.clone(), AppState::new(manifest, text, None));
-        self.reconcile(&app).await
+        Ok(self.reconcile(&app).await?)
     }
 
     /// Summary of what runs here, for the ready line.
@@ -571,7 +596,7 @@ impl Agent {
 
     /// Brings app `app` to its desired manifest and this host's placement,
     /// and reports the outcome on the status board.
-    async fn reconcile(&mut self, app: &str) -> anyhow::Result<()> {
+    async fn reconcile(&mut self, app: &str) -> Result<(), ReconcileError> {
         let outcome = self.reconcile_app(app).await;
         if let Some(state) = self.apps.get_mut(app) {
             state.problem = outcome.as_ref().err().map(|e| format!("{e:#}"));
@@ -580,7 +605,7 @@ impl Agent {
         outcome
     }
 
-    async fn reconcile_app(&mut self, app: &str) -> anyhow::Result<()> {
+    async fn reconcile_app(&mut self, app: &str) -> Result<(), ReconcileError> {
         let members = self.members.list();
         let Some(state) = self.apps.get_mut(app) else {
             return Ok(());
@@ -621,7 +646,7 @@ impl Agent {
         if revision.is_some()
             && let Err(problems) = self.policy.admit(&manifest, &here)
         {
-            let error = anyhow::anyhow!("refused by this host's policy: {}", problems.join("; "));
+            let error = ReconcileError::Refused(problems);
             self.report_refused(app, &here, &manifest, previous.as_ref(), revision, &error)
                 .await;
             return Err(error);
@@ -648,6 +673,7 @@ impl Agent {
                 self.report_reconciled(app, &here, &manifest, revision, done).await
             }
             Err(e) => {
+                let e = ReconcileError::Load(e);
                 self.report_refused(app, &here, &manifest, previous.as_ref(), revision, &e)
                     .await;
                 Err(e)
@@ -754,7 +780,7 @@ impl Agent {
         manifest: &Manifest,
         revision: Option<u64>,
         done: Reconciled,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), ReconcileError> {
         tracing::info!(
             "app `{app}`{}: {} of {} component(s) here",
             revision.map(|r| format!(" revision {r}")).unwrap_or_default(),
@@ -775,7 +801,7 @@ impl Agent {
             event.reason = Some(done.failures.join("; "));
             self.emit(event).await;
         }
-        anyhow::bail!("{}", done.failures.join("\n"))
+        Err(ReconcileError::Unbound(done.failures))
     }
 
     /// The event of one `change` to app `app`.
@@ -809,12 +835,9 @@ impl Agent {
         manifest: &Manifest,
         previous: Option<&Manifest>,
         revision: Option<u64>,
-        error: &anyhow::Error,
+        error: &ReconcileError,
     ) {
-        let reason = match error.downcast_ref::<crate::runtime::LoadError>() {
-            Some(load) => load.problems.join("; "),
-            None => format!("{error:#}"),
-        };
+        let reason = error.reason();
         let changed = changed_components(previous, manifest);
         let (kind, names) = if changed.is_empty() {
             (EventKind::ComponentFailed, here.iter().cloned().collect())

@@ -21,6 +21,7 @@ use crate::metrics::{Counter, registry};
 use crate::runtime::component::{Host, acquire};
 use crate::runtime::fault::Fault;
 use crate::runtime::trace;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use tracing::Instrument as _;
 use wasmtime::component::Linker;
@@ -100,26 +101,91 @@ pub fn is_type_only(engine: &Engine, item: &ComponentItem) -> bool {
     }
 }
 
+/// A link: (app, from, to).
+pub type LinkKey = (String, String, String);
+
+/// One link's counters: what the links layer records on every call, and
+/// what adaptive placement reads ([`link_totals`]), as typed handles rather
+/// than series looked up in the metrics registry by name.
+#[derive(Clone)]
+struct LinkCounters {
+    local: Counter,
+    remote: Counter,
+    waited: Counter,
+}
+
+/// One link's totals at one instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkTotals {
+    /// Calls made in process.
+    pub local: u64,
+    /// Calls made over the lattice.
+    pub remote: u64,
+    /// Microseconds the remote calls waited for their replies.
+    pub waited_us: u64,
+}
+
+/// Every link this host has counted.
+fn links() -> &'static std::sync::Mutex<BTreeMap<LinkKey, LinkCounters>> {
+    static LINKS: std::sync::LazyLock<std::sync::Mutex<BTreeMap<LinkKey, LinkCounters>>> =
+        std::sync::LazyLock::new(Default::default);
+    &LINKS
+}
+
+/// The counters of the link from `from` to `to` in `app`, registered as
+/// metrics the first time.
+fn link_counters(app: &str, from: &str, to: &str) -> LinkCounters {
+    let key = (app.to_string(), from.to_string(), to.to_string());
+    let mut all = links().lock().unwrap_or_else(|e| e.into_inner());
+    all.entry(key)
+        .or_insert_with(|| {
+            let calls = |place| {
+                registry().counter(
+                    "membrane_link_calls_total",
+                    "Calls from a component to a linked one, in process or over the lattice.",
+                    &[("app", app), ("from", from), ("to", to), ("where", place)],
+                )
+            };
+            LinkCounters {
+                local: calls("local"),
+                remote: calls("remote"),
+                waited: registry().counter(
+                    "membrane_link_remote_wait_microseconds_total",
+                    "Time calls over a remote link waited for their replies, in microseconds.",
+                    &[("app", app), ("from", from), ("to", to)],
+                ),
+            }
+        })
+        .clone()
+}
+
 /// The counter of calls over the link from `from` to `to` in `app`, made in
 /// process (`local`) or over the lattice.
 pub fn calls_counter(app: &str, from: &str, to: &str, local: bool) -> Counter {
-    let place = if local { "local" } else { "remote" };
-    registry().counter(
-        "membrane_link_calls_total",
-        "Calls from a component to a linked one, in process or over the lattice.",
-        &[("app", app), ("from", from), ("to", to), ("where", place)],
-    )
+    let counters = link_counters(app, from, to);
+    if local { counters.local } else { counters.remote }
 }
 
 /// The counter of microseconds that calls over the remote link from `from`
 /// to `to` in `app` waited for their replies: with [`calls_counter`], the
 /// link's mean remote cost (what adaptive placement weighs).
 pub fn waited_counter(app: &str, from: &str, to: &str) -> Counter {
-    registry().counter(
-        "membrane_link_remote_wait_microseconds_total",
-        "Time calls over a remote link waited for their replies, in microseconds.",
-        &[("app", app), ("from", from), ("to", to)],
-    )
+    link_counters(app, from, to).waited
+}
+
+/// Every link's totals now.
+pub fn link_totals() -> BTreeMap<LinkKey, LinkTotals> {
+    let all = links().lock().unwrap_or_else(|e| e.into_inner());
+    all.iter()
+        .map(|(key, c)| {
+            let totals = LinkTotals {
+                local: c.local.get(),
+                remote: c.remote.get(),
+                waited_us: c.waited.get(),
+            };
+            (key.clone(), totals)
+        })
+        .collect()
 }
 
 /// The span of one call over a link (`link`), from component `from` to
