@@ -30,7 +30,7 @@ use crate::lattice::policy::Policy;
 use crate::lattice::status::StatusBoard;
 use crate::lattice::trust::{Sequences, Trust};
 use crate::links::remote::Lattice;
-use crate::manifest::{KvBackend, Manifest, NatsSpec};
+use crate::manifest::{Manifest, NatsSpec};
 use crate::runtime::engine::{DEFAULT_MAX_INSTANCES, EngineOptions, HostEngine};
 use crate::runtime::keyvalue::{Stores, default_data_dir};
 use crate::runtime::secrets::Secrets;
@@ -38,7 +38,7 @@ use crate::runtime::{LoadOptions, cache};
 use crate::transports::Service;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -87,6 +87,11 @@ pub struct DevArgs {
     /// previous version keeps serving).
     #[arg(long, default_value_t = crate::dev::DEFAULT_BUILD_TIMEOUT.as_secs())]
     pub build_timeout: u64,
+
+    /// The lattice whose key-value buckets and artifacts the app uses,
+    /// with `--nats`.
+    #[arg(long, default_value = "default", env = "MEMBRANE_LATTICE")]
+    pub lattice: String,
 
     /// Directory for compiled code, keyed by digest. Without it `dev`
     /// writes no compiled code to disk: every save would add a version.
@@ -578,7 +583,7 @@ async fn serve_host(
     let manifest = read_manifest(args.manifest.as_deref())?;
     let joined = join_nats(args, manifest.as_ref().map(|(_, m)| m), &labels).await?;
     let nats = joined.as_ref().map(|(bus, _)| bus.clone());
-    let host = host_context(args, manifest.as_ref().map(|(_, m)| m), nats.as_ref())?;
+    let host = HostSettings::up(args).build(manifest.as_ref().map(|(_, m)| m), nats.as_ref())?;
     let me = Member {
         host: id.to_string(),
         labels,
@@ -681,63 +686,92 @@ async fn join_nats(
 /// have a NATS medium or a link to a component elsewhere; an error when
 /// none is placed there.
 fn needs_nats(manifest: &Manifest, labels: &BTreeMap<String, String>) -> anyhow::Result<bool> {
-    let here: Vec<&String> = manifest
+    let here: BTreeSet<String> = manifest
         .components
         .iter()
         .filter(|(_, spec)| placement::matches(spec, labels))
-        .map(|(name, _)| name)
+        .map(|(name, _)| name.clone())
         .collect();
     anyhow::ensure!(
         !here.is_empty(),
         "no component of `{}` is placed on a host labelled {labels:?}",
         manifest.app.name
     );
-    let runs = |c: &String| here.contains(&c);
-    let shared_bucket = here
-        .iter()
-        .flat_map(|c| &manifest.components[*c].keyvalue.buckets)
-        .any(|b| manifest.bucket_backend(b) == KvBackend::Nats);
-    Ok(shared_bucket
-        || manifest.links.iter().any(|l| runs(&l.from) != runs(&l.to))
-        || manifest
-            .bindings
-            .iter()
-            .any(|b| crate::transports::needs_nats(b) && here.iter().any(|c| *c == b.component())))
+    Ok(crate::app::needs_nats(manifest, &here))
 }
 
-/// What every app on this host shares: its one engine (sized by the flags,
-/// or by `manifest`), the code cache, and the lattice.
-fn host_context(args: &UpArgs, manifest: Option<&Manifest>, nats: Option<&Bus>) -> anyhow::Result<HostContext> {
-    let largest_memory = manifest.and_then(|m| m.components.values().map(|c| c.limits.memory_mib).max());
-    let engine = HostEngine::new(EngineOptions {
-        max_memory_mib: args.max_memory_mib.or(largest_memory).unwrap_or(256),
-        max_instances: args.max_instances,
-        pooling: !args.no_pooling,
-    })
-    .map_err(anyhow::Error::from)?;
-    tracing::debug!(pooling = engine.pooling, "engine ready");
-    let cache_dir = if args.no_cache {
-        None
-    } else {
-        args.cache_dir.clone().or_else(cache::default_cache_dir)
-    };
-    Ok(HostContext {
-        engine,
-        load: LoadOptions {
-            cache_dir,
-            artifacts: nats.map(|bus| std::sync::Arc::new(Artifacts::new(bus.clone(), &args.lattice)) as _),
-            secrets: std::sync::Arc::new(Secrets::load(args.secrets.as_deref())?),
-            keyvalue: Stores {
-                data_dir: args.data_dir.clone().or_else(default_data_dir),
-                remote: nats.map(|bus| Arc::new(LatticeBuckets::new(bus.clone(), &args.lattice)) as _),
+/// What a host is built from, whichever command starts it: `up` (from
+/// its flags) or `dev` (its defaults and the few flags it has).
+struct HostSettings<'a> {
+    lattice: &'a str,
+    max_memory_mib: Option<u64>,
+    max_instances: u32,
+    pooling: bool,
+    /// The compile cache's directory; `None`: no cache.
+    cache_dir: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    secrets: Option<&'a Path>,
+}
+
+impl<'a> HostSettings<'a> {
+    fn up(args: &'a UpArgs) -> HostSettings<'a> {
+        HostSettings {
+            lattice: &args.lattice,
+            max_memory_mib: args.max_memory_mib,
+            max_instances: args.max_instances,
+            pooling: !args.no_pooling,
+            cache_dir: if args.no_cache {
+                None
+            } else {
+                args.cache_dir.clone().or_else(cache::default_cache_dir)
             },
-        },
-        nats: nats.cloned(),
-        lattice: nats.map(|bus| Lattice {
-            bus: bus.clone(),
-            name: args.lattice.clone(),
-        }),
-    })
+            data_dir: args.data_dir.clone(),
+            secrets: args.secrets.as_deref(),
+        }
+    }
+
+    fn dev(args: &'a DevArgs) -> HostSettings<'a> {
+        HostSettings {
+            lattice: &args.lattice,
+            max_memory_mib: None,
+            max_instances: DEFAULT_MAX_INSTANCES,
+            pooling: true,
+            cache_dir: args.cache_dir.clone(),
+            data_dir: None,
+            secrets: args.secrets.as_deref(),
+        }
+    }
+
+    /// What every app on this host shares: its one engine (sized by the
+    /// settings, or by `manifest`), the code cache, and the lattice.
+    fn build(&self, manifest: Option<&Manifest>, nats: Option<&Bus>) -> anyhow::Result<HostContext> {
+        let largest_memory = manifest.and_then(|m| m.components.values().map(|c| c.limits.memory_mib).max());
+        let engine = HostEngine::new(EngineOptions {
+            max_memory_mib: self.max_memory_mib.or(largest_memory).unwrap_or(256),
+            max_instances: self.max_instances,
+            pooling: self.pooling,
+        })
+        .map_err(anyhow::Error::from)?;
+        tracing::debug!(pooling = engine.pooling, "engine ready");
+        let lattice = self.lattice;
+        Ok(HostContext {
+            engine,
+            load: LoadOptions {
+                cache_dir: self.cache_dir.clone(),
+                artifacts: nats.map(|bus| std::sync::Arc::new(Artifacts::new(bus.clone(), lattice)) as _),
+                secrets: std::sync::Arc::new(Secrets::load(self.secrets)?),
+                keyvalue: Stores {
+                    data_dir: self.data_dir.clone().or_else(default_data_dir),
+                    remote: nats.map(|bus| Arc::new(LatticeBuckets::new(bus.clone(), lattice)) as _),
+                },
+            },
+            nats: nats.cloned(),
+            lattice: nats.map(|bus| Lattice {
+                bus: bus.clone(),
+                name: lattice.to_string(),
+            }),
+        })
+    }
 }
 
 /// Learns the lattice's membership when placement needs it, then runs the
@@ -808,15 +842,9 @@ fn log_ready(agent: &Agent, host: &str, lattice: &str, app: Option<&str>, starte
 pub async fn dev(args: DevArgs, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     warn_secrets_on_command_line();
     let manifest = crate::transports::load(&args.manifest)?;
-    let mut up_args = UpArgs::try_parse_from(["membrane-up"])?;
-    up_args.manifest = Some(args.manifest.clone());
-    up_args.cache_dir = args.cache_dir.clone();
-    up_args.no_cache = args.cache_dir.is_none();
-    up_args.secrets = args.secrets.clone();
-    up_args.nats = args.nats.clone();
     let spec = args.nats.over(&manifest.nats)?;
     let nats = if crate::dev::wants_nats(&manifest) && (args.nats.nats.is_some() || !spec.urls.is_empty()) {
-        let inbox = inbox_prefix(&up_args.lattice, Role::Host);
+        let inbox = inbox_prefix(&args.lattice, Role::Host);
         let name = format!("membrane dev {}", manifest.app.name);
         Some(Bus::new(
             connection::connect(&spec, args.nats.nats.as_deref(), &name, &inbox).await?,
@@ -824,7 +852,7 @@ pub async fn dev(args: DevArgs, shutdown: impl std::future::Future<Output = ()>)
     } else {
         None
     };
-    let host = host_context(&up_args, Some(&manifest), nats.as_ref())?;
+    let host = HostSettings::dev(&args).build(Some(&manifest), nats.as_ref())?;
     let options = crate::dev::DevOptions {
         build_timeout: Duration::from_secs(args.build_timeout.max(1)),
     };

@@ -78,6 +78,27 @@ pub struct Reconciled {
     pub failures: Vec<String>,
 }
 
+/// Whether the components `here` of `manifest` need NATS: a binding of
+/// theirs whose medium does, a link between one of them and a component
+/// elsewhere, or a key-value bucket of theirs on the lattice. The one
+/// answer for `up` (the components placed on it) and `dev` (all of them).
+pub fn needs_nats(manifest: &Manifest, here: &BTreeSet<String>) -> bool {
+    let shared_bucket = here
+        .iter()
+        .filter_map(|c| manifest.components.get(c))
+        .flat_map(|c| &c.keyvalue.buckets)
+        .any(|b| manifest.bucket_backend(b) == crate::manifest::KvBackend::Nats);
+    shared_bucket
+        || manifest
+            .links
+            .iter()
+            .any(|l| here.contains(&l.from) != here.contains(&l.to))
+        || manifest
+            .bindings
+            .iter()
+            .any(|b| transports::needs_nats(b) && here.contains(b.component()))
+}
+
 /// What every app on this host shares.
 #[derive(Clone)]
 pub struct HostContext {
@@ -239,12 +260,16 @@ impl AppRunner {
                 exports.sort();
                 exports.dedup();
                 if !exports.is_empty() {
-                    wanted.insert(format!("rpc {exports:?}"), Plan::Rpc(exports));
+                    let key: Vec<String> = exports.iter().map(|(c, i)| format!("{c}/{i}")).collect();
+                    wanted.insert(format!("rpc {}", key.join(" ")), Plan::Rpc(exports));
                 }
             }
             let forwarded = transports::forwarded_to(manifest, here);
             if !forwarded.is_empty() {
-                wanted.insert(format!("http-forward {forwarded:?}"), Plan::HttpForward(forwarded));
+                wanted.insert(
+                    format!("http-forward {}", forwarded.join(" ")),
+                    Plan::HttpForward(forwarded),
+                );
             }
         }
         wanted

@@ -334,10 +334,6 @@ fn describe_paths(paths: &BTreeSet<PathBuf>) -> String {
 /// medium does, or a `nats` key-value bucket (links are all in process:
 /// every component runs here).
 pub fn wants_nats(manifest: &Manifest) -> bool {
-    let shared_bucket = manifest
-        .components
-        .values()
-        .flat_map(|c| &c.keyvalue.buckets)
-        .any(|b| manifest.bucket_backend(b) == crate::manifest::KvBackend::Nats);
-    shared_bucket || manifest.bindings.iter().any(crate::transports::needs_nats)
+    let all: BTreeSet<String> = manifest.components.keys().cloned().collect();
+    crate::app::needs_nats(manifest, &all)
 }

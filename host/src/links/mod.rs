@@ -106,12 +106,14 @@ pub type LinkKey = (String, String, String);
 
 /// One link's counters: what the links layer records on every call, and
 /// what adaptive placement reads ([`link_totals`]), as typed handles rather
-/// than series looked up in the metrics registry by name.
-#[derive(Clone)]
+/// than series looked up in the metrics registry by name. Each is
+/// registered as a metric when the link is first staged that way (a link
+/// only ever called in process has no remote series).
+#[derive(Clone, Default)]
 struct LinkCounters {
-    local: Counter,
-    remote: Counter,
-    waited: Counter,
+    local: Option<Counter>,
+    remote: Option<Counter>,
+    waited: Option<Counter>,
 }
 
 /// One link's totals at one instant.
@@ -132,45 +134,47 @@ fn links() -> &'static std::sync::Mutex<BTreeMap<LinkKey, LinkCounters>> {
     &LINKS
 }
 
-/// The counters of the link from `from` to `to` in `app`, registered as
-/// metrics the first time.
-fn link_counters(app: &str, from: &str, to: &str) -> LinkCounters {
+/// The counter `pick` of the link from `from` to `to` in `app`, made by
+/// `make` (which registers it) the first time.
+fn link_counter(
+    (app, from, to): (&str, &str, &str),
+    pick: fn(&mut LinkCounters) -> &mut Option<Counter>,
+    make: impl FnOnce() -> Counter,
+) -> Counter {
     let key = (app.to_string(), from.to_string(), to.to_string());
     let mut all = links().lock().unwrap_or_else(|e| e.into_inner());
-    all.entry(key)
-        .or_insert_with(|| {
-            let calls = |place| {
-                registry().counter(
-                    "membrane_link_calls_total",
-                    "Calls from a component to a linked one, in process or over the lattice.",
-                    &[("app", app), ("from", from), ("to", to), ("where", place)],
-                )
-            };
-            LinkCounters {
-                local: calls("local"),
-                remote: calls("remote"),
-                waited: registry().counter(
-                    "membrane_link_remote_wait_microseconds_total",
-                    "Time calls over a remote link waited for their replies, in microseconds.",
-                    &[("app", app), ("from", from), ("to", to)],
-                ),
-            }
-        })
-        .clone()
+    pick(all.entry(key).or_default()).get_or_insert_with(make).clone()
 }
 
 /// The counter of calls over the link from `from` to `to` in `app`, made in
 /// process (`local`) or over the lattice.
 pub fn calls_counter(app: &str, from: &str, to: &str, local: bool) -> Counter {
-    let counters = link_counters(app, from, to);
-    if local { counters.local } else { counters.remote }
+    let place = if local { "local" } else { "remote" };
+    let pick: fn(&mut LinkCounters) -> &mut Option<Counter> = if local { |c| &mut c.local } else { |c| &mut c.remote };
+    link_counter((app, from, to), pick, || {
+        registry().counter(
+            "membrane_link_calls_total",
+            "Calls from a component to a linked one, in process or over the lattice.",
+            &[("app", app), ("from", from), ("to", to), ("where", place)],
+        )
+    })
 }
 
 /// The counter of microseconds that calls over the remote link from `from`
 /// to `to` in `app` waited for their replies: with [`calls_counter`], the
 /// link's mean remote cost (what adaptive placement weighs).
 pub fn waited_counter(app: &str, from: &str, to: &str) -> Counter {
-    link_counters(app, from, to).waited
+    link_counter(
+        (app, from, to),
+        |c| &mut c.waited,
+        || {
+            registry().counter(
+                "membrane_link_remote_wait_microseconds_total",
+                "Time calls over a remote link waited for their replies, in microseconds.",
+                &[("app", app), ("from", from), ("to", to)],
+            )
+        },
+    )
 }
 
 /// Every link's totals now.
@@ -178,10 +182,11 @@ pub fn link_totals() -> BTreeMap<LinkKey, LinkTotals> {
     let all = links().lock().unwrap_or_else(|e| e.into_inner());
     all.iter()
         .map(|(key, c)| {
+            let get = |c: &Option<Counter>| c.as_ref().map_or(0, Counter::get);
             let totals = LinkTotals {
-                local: c.local.get(),
-                remote: c.remote.get(),
-                waited_us: c.waited.get(),
+                local: get(&c.local),
+                remote: get(&c.remote),
+                waited_us: get(&c.waited),
             };
             (key.clone(), totals)
         })

@@ -84,6 +84,18 @@ pub enum Change {
     },
 }
 
+impl Change {
+    /// The order changes are reported in: starts, then stops, then
+    /// updates; by component name within each.
+    fn order(&self) -> (u8, &str) {
+        match self {
+            Change::Started { name, .. } => (0, name),
+            Change::Stopped { name, .. } => (1, name),
+            Change::Updated { name, .. } => (2, name),
+        }
+    }
+}
+
 /// A validated generation, ready to [`Runtime::commit`].
 pub struct Staged {
     generation: Generation,
@@ -237,7 +249,7 @@ impl Runtime {
                 });
             }
         }
-        changes.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+        changes.sort_by(|a, b| a.order().cmp(&b.order()));
         Staged {
             generation: Generation {
                 engine: self.engine.clone(),

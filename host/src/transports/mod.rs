@@ -275,13 +275,25 @@ pub fn plan(manifest: &Manifest, here: &BTreeSet<String>) -> Vec<Planned> {
     planned
         .into_iter()
         .map(|bindings| {
-            let specs: Vec<&BindingSpec> = bindings.iter().map(|&i| &manifest.bindings[i]).collect();
+            let key: Vec<String> = bindings.iter().map(|&i| binding_key(&manifest.bindings[i])).collect();
             Planned {
-                key: format!("{specs:?}"),
+                key: key.join("\n"),
                 bindings,
             }
         })
         .collect()
+}
+
+/// A binding's whole configuration as text: its medium, its table and the
+/// directory its paths are relative to. Equal keys, equal media.
+fn binding_key(binding: &BindingSpec) -> String {
+    let table = toml::to_string(&binding.table).unwrap_or_default();
+    let base = binding
+        .base
+        .as_deref()
+        .map(|b| b.display().to_string())
+        .unwrap_or_default();
+    format!("{} [{}] {table}", binding.medium, base)
 }
 
 /// The components in `here` that other hosts' http listeners may forward
