@@ -40,6 +40,9 @@ pub struct Registry {
 
 struct Family {
     help: &'static str,
+    /// What each counter's count is worth in the exported unit (a count
+    /// of microseconds exported as seconds: 1e-6); `None`: the count.
+    scale: Option<f64>,
     series: BTreeMap<Labels, Series>,
 }
 
@@ -118,6 +121,24 @@ impl Histogram {
 
 impl Registry {
     /// The counter `name{labels}`, created at zero the first time.
+    /// A counter whose count is exported times `scale`: a count of
+    /// microseconds kept as an integer, exported in seconds (`1e-6`), as
+    /// Prometheus wants base units.
+    pub fn scaled_counter(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&'static str, &str)],
+        scale: f64,
+    ) -> Counter {
+        let counter = self.counter(name, help, labels);
+        let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(family) = families.get_mut(name) {
+            family.scale = Some(scale);
+        }
+        counter
+    }
+
     pub fn counter(&self, name: &'static str, help: &'static str, labels: &[(&'static str, &str)]) -> Counter {
         match self.series(name, help, labels, || Series::Counter(Counter::default())) {
             Series::Counter(c) => c,
@@ -150,6 +171,7 @@ impl Registry {
         let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
         let family = families.entry(name).or_insert_with(|| Family {
             help,
+            scale: None,
             series: BTreeMap::new(),
         });
         family.series.entry(labels).or_insert_with(new).clone()
@@ -189,9 +211,14 @@ impl Registry {
             let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} {kind}", family.help);
             for (labels, series) in &family.series {
                 match series {
-                    Series::Counter(c) => {
-                        let _ = writeln!(out, "{name}{} {}", label_set(labels, None), c.get());
-                    }
+                    Series::Counter(c) => match family.scale {
+                        Some(scale) => {
+                            let _ = writeln!(out, "{name}{} {}", label_set(labels, None), c.get() as f64 * scale);
+                        }
+                        None => {
+                            let _ = writeln!(out, "{name}{} {}", label_set(labels, None), c.get());
+                        }
+                    },
                     Series::Histogram(h) => render_histogram(&mut out, name, labels, h),
                 }
             }
@@ -348,5 +375,14 @@ mod tests {
         assert!(text.contains("t_seconds_bucket{le=\"+Inf\"} 3\n"), "{text}");
         assert!(text.contains("t_seconds_sum 5.55\nt_seconds_count 3\n"), "{text}");
         assert!(text.contains("# TYPE g gauge\ng{k=\"v\"} 2.5\n"), "{text}");
+    }
+
+    #[test]
+    fn a_scaled_counter_counts_integers_and_exports_base_units() {
+        let r = Registry::default();
+        let waited = r.scaled_counter("w_seconds_total", "W.", &[], 1e-6);
+        waited.add(1_500_000);
+        assert_eq!(waited.get(), 1_500_000);
+        assert!(r.render(&[]).contains("w_seconds_total 1.5\n"), "{}", r.render(&[]));
     }
 }

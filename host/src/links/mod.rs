@@ -168,10 +168,11 @@ pub fn waited_counter(app: &str, from: &str, to: &str) -> Counter {
         (app, from, to),
         |c| &mut c.waited,
         || {
-            registry().counter(
-                "membrane_link_remote_wait_microseconds_total",
-                "Time calls over a remote link waited for their replies, in microseconds.",
+            registry().scaled_counter(
+                "membrane_link_remote_wait_seconds_total",
+                "Time calls over a remote link waited for their replies.",
                 &[("app", app), ("from", from), ("to", to)],
+                1e-6,
             )
         },
     )

@@ -44,7 +44,7 @@ fn wait_for_status(admin: SocketAddr, path: &str, status: u16) -> String {
 }
 
 /// A Debian tool the test scripts install; a missing one fails the test.
-fn tool(names: &[&str]) -> PathBuf {
+pub(crate) fn tool(names: &[&str]) -> PathBuf {
     for name in names {
         for dir in ["/usr/bin", "/usr/local/bin", "/usr/sbin"] {
             let path = PathBuf::from(dir).join(name);

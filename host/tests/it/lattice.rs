@@ -49,6 +49,25 @@ fn both_layouts_answer_byte_identically() {
     assert!(b.log().contains("policy 1001 rated at 936.92 EUR"), "{}", b.log());
     assert!(!a.log().contains("rated at"), "rater must not run on a");
     assert!(c.log().contains("serving lattice rpc for pricing"), "{}", c.log());
+    // A host with remote links exports what Prometheus accepts too.
+    let metrics = http(b.admin(), "GET", "/metrics", b"").body;
+    assert!(
+        metrics.contains(r#"membrane_link_remote_wait_seconds_total{app="insurance",from="rater",to="pricing"}"#),
+        "{metrics}"
+    );
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &metrics).unwrap();
+    let check = std::process::Command::new(crate::admin::tool(&["promtool"]))
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(file.path()).unwrap())
+        .output()
+        .expect("promtool runs");
+    assert!(
+        check.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
 }
 
 #[test]
