@@ -44,7 +44,7 @@ fn wait_for_status(admin: SocketAddr, path: &str, status: u16) -> String {
 }
 
 /// A Debian tool the test scripts install; a missing one fails the test.
-pub(crate) fn tool(names: &[&str]) -> PathBuf {
+fn tool(names: &[&str]) -> PathBuf {
     for name in names {
         for dir in ["/usr/bin", "/usr/local/bin", "/usr/sbin"] {
             let path = PathBuf::from(dir).join(name);
@@ -107,8 +107,13 @@ fn metrics_count_calls_links_and_faults_and_pass_promtool() {
     );
 
     // The exposition is what Prometheus accepts.
+    promtool_accepts(&after);
+}
+
+/// Asserts that `promtool check metrics` accepts the exposition `metrics`.
+pub(crate) fn promtool_accepts(metrics: &str) {
     let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), &after).unwrap();
+    std::fs::write(file.path(), metrics).unwrap();
     let check = Command::new(tool(&["promtool"]))
         .args(["check", "metrics"])
         .stdin(std::fs::File::open(file.path()).unwrap())
