@@ -24,13 +24,17 @@ pub fn wasm(name: &str) -> String {
     path.display().to_string()
 }
 
-/// The built `membrane` binary (release); panics with the command to run
-/// when it is missing.
+/// The built `membrane` binary (release), or `$MEMBRANE_BIN` (another
+/// build, to compare two versions in one sitting); panics with the command
+/// to run when it is missing.
 pub fn membrane_binary() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let binary = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), PathBuf::from)
-        .join("release/membrane");
+    let binary = match std::env::var_os("MEMBRANE_BIN") {
+        Some(binary) => PathBuf::from(binary),
+        None => std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| root.join("target"), PathBuf::from)
+            .join("release/membrane"),
+    };
     assert!(
         binary.exists(),
         "{} is missing: run `cargo test --release --all-targets --no-run` first",

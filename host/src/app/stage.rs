@@ -13,8 +13,8 @@ use crate::links::queue::define_queued;
 use crate::links::remote::{Lattice, define_remote};
 use crate::links::{self, define_local, is_type_only};
 use crate::manifest::{Delivery, Manifest};
+use crate::runtime::capabilities::AppShare;
 use crate::runtime::component::{Host, Loaded};
-use crate::runtime::keyvalue::Opened;
 use crate::runtime::{LoadError, Runtime, Staged, Version};
 use crate::transports;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -33,7 +33,7 @@ struct App<'a> {
     /// The imported interface's type of each link that type-checks.
     link_types: Vec<Option<ComponentInstance>>,
     /// The app's key-value buckets.
-    buckets: Opened,
+    buckets: AppShare,
 }
 
 /// Compiles, checks and prepares the components of `manifest` that `here`
@@ -73,9 +73,9 @@ pub async fn stage(
             Some(import)
         })
         .collect();
-    let buckets = runtime.open_buckets(manifest, here).await.unwrap_or_else(|found| {
+    let buckets = runtime.open_app(manifest, here).await.unwrap_or_else(|found| {
         problems.extend(found);
-        Opened::default()
+        AppShare::default()
     });
     let app = App {
         runtime,

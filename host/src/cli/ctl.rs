@@ -3,7 +3,8 @@
 //! scripts. A component is named `app/component` wherever ctl prints one,
 //! and accepted that way wherever it takes one.
 
-use super::{NatsArgs, shutdown_signal, warn_secrets_on_command_line};
+use super::args::warn_secrets_on_command_line;
+use super::{NatsArgs, shutdown_signal};
 use crate::control::UpdateOutcome;
 use crate::control::apps::{AppSummary, HistoryEntry};
 use crate::control::ctl::{Ctl, print_update};
@@ -12,7 +13,7 @@ use crate::lattice::connection;
 use crate::lattice::inventory::HostInventory;
 use crate::lattice::trust;
 use crate::manifest::NatsSpec;
-use crate::runtime::capabilities::output::escape;
+use crate::runtime::output::escape;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use std::path::PathBuf;

@@ -9,8 +9,13 @@
 //! Specified in `docs/wire.md`.
 //!
 //! The decoder trusts nothing: every length is checked against the bytes
-//! left before anything is allocated, so arbitrary input costs at most its
-//! own size in memory and fails with a [`WireError`], never a panic.
+//! left before anything is allocated, and every allocation is charged to a
+//! budget of [`MEMORY_PER_BYTE`] bytes per message byte plus
+//! [`MEMORY_FLOOR`] before it is made. A component value costs more than
+//! its bytes (each `Val` is a few words, each set flag or enum case a
+//! `String` of its name), so without the budget 2 bytes of flags could
+//! become 400 bytes of values. Arbitrary input fails with a [`WireError`],
+//! never a panic, and never holds more than its budget.
 
 use wasmtime::component::Val;
 use wasmtime::component::types::Type;
@@ -31,7 +36,11 @@ pub struct WireError {
 /// Decodes one message holding values of `types`, in order. Trailing bytes
 /// are an error.
 pub fn decode(types: &[Type], bytes: &[u8]) -> Result<Vec<Val>, WireError> {
-    let mut reader = Reader { bytes, pos: 0 };
+    let mut reader = Reader {
+        bytes,
+        pos: 0,
+        budget: MEMORY_PER_BYTE.saturating_mul(bytes.len()).saturating_add(MEMORY_FLOOR),
+    };
     let version = reader.byte()?;
     if version != VERSION {
         return Err(reader.error(format!(
@@ -195,9 +204,19 @@ fn encode_with(ty: &Type, value: &Val, out: &mut Vec<u8>) -> Result<(), WireErro
     Ok(())
 }
 
+/// The most memory decoding may allocate per message byte: a `list<u8>`
+/// takes one `Val` (40 bytes) per byte, a `list<enum>` that plus the case
+/// name. A message needing more is refused, not decoded.
+pub const MEMORY_PER_BYTE: usize = 96;
+/// What any message may allocate beyond [`MEMORY_PER_BYTE`]: room for the
+/// field names of a small record, or a few set flags.
+pub const MEMORY_FLOOR: usize = 4096;
+
 struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
+    /// Bytes of memory this message may still allocate.
+    budget: usize,
 }
 
 /// Most elements one list may claim: a bound for zero-sized element types,
@@ -210,6 +229,35 @@ impl Reader<'_> {
             offset: self.pos,
             message,
         }
+    }
+
+    /// Charges `n` bytes of memory to this message, before they are allocated.
+    fn charge(&mut self, n: usize) -> Result<(), WireError> {
+        self.budget = self.budget.checked_sub(n).ok_or_else(|| {
+            self.error(format!(
+                "the values need more memory than a message of {} bytes may take \
+                 ({MEMORY_PER_BYTE} per byte plus {MEMORY_FLOOR})",
+                self.bytes.len()
+            ))
+        })?;
+        Ok(())
+    }
+
+    /// Charges `count` items of `T`.
+    fn charge_items<T>(&mut self, count: usize) -> Result<(), WireError> {
+        self.charge(count.saturating_mul(std::mem::size_of::<T>()))
+    }
+
+    /// An owned copy of a type's name, charged.
+    fn name(&mut self, name: &str) -> Result<String, WireError> {
+        self.charge(name.len())?;
+        Ok(name.to_string())
+    }
+
+    /// A boxed value, charged.
+    fn boxed(&mut self, ty: &Type) -> Result<Box<Val>, WireError> {
+        self.charge_items::<Val>(1)?;
+        Ok(Box::new(self.val(ty)?))
     }
 
     fn byte(&mut self) -> Result<u8, WireError> {
@@ -300,6 +348,7 @@ impl Reader<'_> {
             }
             Type::String => {
                 let n = self.count(1)?;
+                self.charge(n)?;
                 let start = self.pos;
                 let bytes = self.take(n)?;
                 let s = std::str::from_utf8(bytes).map_err(|e| WireError {
@@ -311,6 +360,7 @@ impl Reader<'_> {
             Type::List(l) => {
                 let elem = l.ty();
                 let n = self.count(min_size(&elem))?;
+                self.charge_items::<Val>(n)?;
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
                     items.push(self.val(&elem)?);
@@ -320,50 +370,73 @@ impl Reader<'_> {
             Type::Map(m) => {
                 let (kt, vt) = (m.key(), m.value());
                 let n = self.count(min_size(&kt) + min_size(&vt))?;
+                self.charge_items::<(Val, Val)>(n)?;
                 let mut pairs = Vec::with_capacity(n);
                 for _ in 0..n {
                     pairs.push((self.val(&kt)?, self.val(&vt)?));
                 }
                 Val::Map(pairs)
             }
-            Type::Record(r) => Val::Record(
-                r.fields()
-                    .map(|f| Ok((f.name.to_string(), self.val(&f.ty)?)))
-                    .collect::<Result<_, WireError>>()?,
-            ),
-            Type::Tuple(t) => Val::Tuple(t.types().map(|t| self.val(&t)).collect::<Result<_, _>>()?),
+            Type::Record(r) => {
+                self.charge_items::<(String, Val)>(r.fields().len())?;
+                let mut fields = Vec::with_capacity(r.fields().len());
+                for f in r.fields() {
+                    fields.push((self.name(f.name)?, self.val(&f.ty)?));
+                }
+                Val::Record(fields)
+            }
+            Type::Tuple(t) => {
+                self.charge_items::<Val>(t.types().len())?;
+                let mut items = Vec::with_capacity(t.types().len());
+                for t in t.types() {
+                    items.push(self.val(&t)?);
+                }
+                Val::Tuple(items)
+            }
             Type::Variant(v) => {
-                let cases: Vec<_> = v.cases().collect();
-                let i = self.index(cases.len(), "variant case")?;
-                let payload = match &cases[i].ty {
-                    Some(t) => Some(Box::new(self.val(t)?)),
+                let i = self.index(v.cases().len(), "variant case")?;
+                let case = v
+                    .cases()
+                    .nth(i)
+                    .ok_or_else(|| self.error(format!("no variant case {i}")))?;
+                let name = self.name(case.name)?;
+                let payload = match &case.ty {
+                    Some(t) => Some(self.boxed(t)?),
                     None => None,
                 };
-                Val::Variant(cases[i].name.to_string(), payload)
+                Val::Variant(name, payload)
             }
             Type::Enum(e) => {
-                let names: Vec<_> = e.names().collect();
-                let i = self.index(names.len(), "enum case")?;
-                Val::Enum(names[i].to_string())
+                let i = self.index(e.names().len(), "enum case")?;
+                let name = e
+                    .names()
+                    .nth(i)
+                    .ok_or_else(|| self.error(format!("no enum case {i}")))?;
+                Val::Enum(self.name(name)?)
             }
             Type::Flags(f) => {
-                let names: Vec<_> = f.names().collect();
-                let bits = self.take(names.len().div_ceil(8))?.to_vec();
-                let mut set = Vec::new();
-                for (i, name) in names.iter().enumerate() {
-                    if bits[i / 8] & (1 << (i % 8)) != 0 {
-                        set.push(name.to_string());
-                    }
-                }
-                let unused = names.len() % 8;
+                let count = f.names().len();
+                let start = self.pos;
+                self.take(count.div_ceil(8))?;
+                let all = self.bytes;
+                let bits = &all[start..self.pos];
+                let unused = count % 8;
                 if unused != 0 && bits.last().is_some_and(|b| b >> unused != 0) {
                     return Err(self.error("flags set beyond the last flag".into()));
                 }
-                Val::Flags(set)
+                let set = bits.iter().map(|b| b.count_ones() as usize).sum();
+                self.charge_items::<String>(set)?;
+                let mut names = Vec::with_capacity(set);
+                for (i, name) in f.names().enumerate() {
+                    if bits[i / 8] & (1 << (i % 8)) != 0 {
+                        names.push(self.name(name)?);
+                    }
+                }
+                Val::Flags(names)
             }
             Type::Option(o) => match self.byte()? {
                 0 => Val::Option(None),
-                1 => Val::Option(Some(Box::new(self.val(&o.ty())?))),
+                1 => Val::Option(Some(self.boxed(&o.ty())?)),
                 b => return Err(self.error(format!("option discriminant {b}"))),
             },
             Type::Result(r) => {
@@ -373,7 +446,7 @@ impl Reader<'_> {
                     b => return Err(self.error(format!("result discriminant {b}"))),
                 };
                 let payload = match ty {
-                    Some(t) => Some(Box::new(self.val(&t)?)),
+                    Some(t) => Some(self.boxed(&t)?),
                     None => None,
                 };
                 Val::Result(if ok { Ok(payload) } else { Err(payload) })

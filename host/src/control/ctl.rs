@@ -268,7 +268,7 @@ pub fn describe(event: &Event) -> String {
         line += &format!(": {reason}");
     }
     // Every field is some host's word: nothing in it may forge a line.
-    crate::runtime::capabilities::output::escape(line.as_bytes())
+    crate::runtime::output::escape(line.as_bytes())
 }
 
 /// Prints an update's outcome as a table.
@@ -280,11 +280,11 @@ pub fn print_update(reply: &UpdateReply) {
     for host in &reply.hosts {
         println!(
             "{:<16} {:<10} {:>11.1} {:>9.1}  {}",
-            crate::runtime::capabilities::output::escape(host.host.as_bytes()),
+            crate::runtime::output::escape(host.host.as_bytes()),
             host.outcome,
             host.compile_ms,
             host.swap_ms,
-            crate::runtime::capabilities::output::escape(host.reason.as_deref().unwrap_or("-").as_bytes())
+            crate::runtime::output::escape(host.reason.as_deref().unwrap_or("-").as_bytes())
         );
     }
     for host in &reply.silent {

@@ -282,3 +282,33 @@ impl Drop for AbortOnDrop {
         self.0.abort();
     }
 }
+
+/// The revisions of the lattice's desired state, from [`Desired::watch`].
+pub type DesiredStream = std::pin::Pin<Box<dyn futures::Stream<Item = AppRevision> + Send>>;
+
+/// Follows the desired state (again, after its watch ended); `None`, with
+/// `retry` reset to a second from now, when that fails. The first of a run
+/// of `failures` is a warning, the rest are quiet.
+pub async fn rewatch(
+    desired: &Desired,
+    retry: std::pin::Pin<&mut tokio::time::Sleep>,
+    failures: &mut u32,
+) -> Option<DesiredStream> {
+    match desired.watch().await {
+        Ok(stream) => {
+            tracing::info!("following the lattice's desired state");
+            *failures = 0;
+            Some(Box::pin(stream))
+        }
+        Err(e) => {
+            if *failures == 0 {
+                tracing::warn!("cannot follow the desired state yet (retrying every second): {e:#}");
+            } else {
+                tracing::debug!("cannot follow the desired state yet: {e:#}");
+            }
+            *failures += 1;
+            retry.reset(tokio::time::Instant::now() + std::time::Duration::from_secs(1));
+            None
+        }
+    }
+}

@@ -6,6 +6,7 @@
 
 pub mod adapt;
 pub mod agent;
+pub mod apps;
 pub mod artifacts;
 pub mod connection;
 pub mod decide;
@@ -14,7 +15,9 @@ pub mod events;
 pub mod handover;
 pub mod inventory;
 pub mod keyvalue;
+pub mod peers;
 pub mod placement;
 pub mod policy;
+pub mod report;
 pub mod status;
 pub mod trust;

@@ -9,9 +9,14 @@
 //! `--allow-outbound`, `--allow-network` and `--allow-keyvalue` widen that. An app
 //! that asks for more than the policy allows is refused, and the refusal
 //! names the grant.
+//!
+//! This file owns the flags and what no capability owns (artifact digests,
+//! the files that bindings and `[nats]` name); each capability answers for
+//! its own grants (`runtime::capabilities::admit`).
 
 use crate::manifest::outbound::AllowedHosts;
 use crate::manifest::{ComponentSpec, KvBackend, Manifest};
+use crate::runtime::capabilities::{self, HostPolicy};
 use crate::transports;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -19,19 +24,10 @@ use std::path::{Path, PathBuf};
 /// What this host allows apps from the lattice.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
-    /// Host directories (canonical) under which a component may be given a
-    /// directory.
-    dirs: Vec<PathBuf>,
-    /// Environment variable names a component may be given; a trailing `*`
-    /// allows a prefix.
-    env: Vec<String>,
-    /// Where components may connect: `--allow-outbound` entries, and
-    /// `--allow-network` ranges as `CIDR:*`.
-    outbound: AllowedHosts,
-    /// The flags as given, for the log.
+    /// What the capabilities check.
+    host: HostPolicy,
+    /// The outbound flags as given (`--allow-network` ranges as `CIDR:*`), for the log.
     outbound_text: Vec<String>,
-    /// The key-value backends whose buckets a component may open.
-    keyvalue: Vec<KvBackend>,
 }
 
 impl Policy {
@@ -67,39 +63,45 @@ impl Policy {
         let outbound = AllowedHosts::parse("--allow-outbound/--allow-network", &outbound_text)
             .map_err(|problems| anyhow::anyhow!("{}", problems.join("; ")))?;
         Ok(Policy {
-            dirs,
-            env: env.to_vec(),
-            outbound,
+            host: HostPolicy::new(dirs, env.to_vec(), outbound, Vec::new()),
             outbound_text,
-            keyvalue: Vec::new(),
         })
     }
 
     /// The same policy, also letting components open buckets on the
     /// `--allow-keyvalue` backends (`embedded`: this host's disk; `nats`:
     /// the lattice's JetStream).
-    pub fn allowing_keyvalue(mut self, backends: &[String]) -> anyhow::Result<Policy> {
+    pub fn allowing_keyvalue(self, backends: &[String]) -> anyhow::Result<Policy> {
+        let mut keyvalue = self.host.keyvalue().to_vec();
         for backend in backends {
-            self.keyvalue.push(match backend.as_str() {
+            keyvalue.push(match backend.as_str() {
                 "embedded" => KvBackend::Embedded,
                 "nats" => KvBackend::Nats,
                 _ => anyhow::bail!("--allow-keyvalue {backend:?}: `embedded` or `nats`"),
             });
         }
-        Ok(self)
+        Ok(Policy {
+            host: self.host.with_keyvalue(keyvalue),
+            ..self
+        })
     }
 
     /// What the policy allows, for the log line at start-up.
     pub fn describe(&self) -> String {
-        if self.dirs.is_empty() && self.env.is_empty() && self.outbound_text.is_empty() && self.keyvalue.is_empty() {
+        let host = &self.host;
+        if host.dirs().is_empty()
+            && host.env().is_empty()
+            && self.outbound_text.is_empty()
+            && host.keyvalue().is_empty()
+        {
             return "no directories, environment, outbound access or key-value buckets".into();
         }
-        let dirs: Vec<String> = self.dirs.iter().map(|d| d.display().to_string()).collect();
-        let keyvalue: Vec<&str> = self.keyvalue.iter().map(|b| b.name()).collect();
+        let dirs: Vec<String> = host.dirs().iter().map(|d| d.display().to_string()).collect();
+        let keyvalue: Vec<&str> = host.keyvalue().iter().map(|b| b.name()).collect();
         format!(
             "directories under [{}], environment [{}], outbound [{}], key-value buckets on [{}]",
             dirs.join(", "),
-            self.env.join(", "),
+            host.env().join(", "),
             self.outbound_text.join(", "),
             keyvalue.join(", ")
         )
@@ -118,7 +120,8 @@ impl Policy {
         if problems.is_empty() { Ok(()) } else { Err(problems) }
     }
 
-    /// What component `name` of `manifest` asks for beyond this policy.
+    /// What component `name` of `manifest` asks for beyond this policy: a
+    /// path where a digest belongs, and what each capability refuses.
     fn problems(&self, manifest: &Manifest, name: &str, spec: &ComponentSpec) -> Vec<String> {
         let mut problems = Vec::new();
         if spec.digest_source().is_none() {
@@ -127,41 +130,7 @@ impl Policy {
                 spec.source.display()
             ));
         }
-        for (guest, host) in &spec.wasi.dirs {
-            if !self.allows_dir(host) {
-                problems.push(format!(
-                    "components.{name}.wasi.dirs.{guest}: host directory {} is not under any --allow-dir of this host",
-                    host.display()
-                ));
-            }
-        }
-        match spec.outbound_hosts(name) {
-            Ok(wanted) => {
-                for entry in self.outbound.uncovered(&wanted) {
-                    problems.push(format!(
-                        "components.{name}.allowed_outbound_hosts: {entry} is not allowed by this host (--allow-outbound, --allow-network)"
-                    ));
-                }
-            }
-            Err(bad) => problems.extend(bad),
-        }
-        for (i, bucket) in spec.keyvalue.buckets.iter().enumerate() {
-            let backend = manifest.bucket_backend(bucket);
-            if !self.keyvalue.contains(&backend) {
-                problems.push(format!(
-                    "components.{name}.keyvalue.buckets[{i}]: bucket `{bucket}` ({}) is not allowed by this host (--allow-keyvalue {})",
-                    backend.name(),
-                    backend.name()
-                ));
-            }
-        }
-        for key in spec.wasi.env.keys() {
-            if !self.allows_env(key) {
-                problems.push(format!(
-                    "components.{name}.wasi.env.{key}: not allowed by this host (--allow-env {key})"
-                ));
-            }
-        }
+        problems.extend(capabilities::admit(&self.host, manifest, name, spec));
         problems
     }
 
@@ -195,26 +164,9 @@ impl Policy {
         }
         files
             .into_iter()
-            .filter(|(_, path)| !self.allows_dir(path))
+            .filter(|(_, path)| !self.host.allows_dir(path))
             .map(|(field, path)| format!("{field}: {} is not under any --allow-dir of this host", path.display()))
             .collect()
-    }
-
-    /// Whether `path` (absolute; symbolic links resolved) lies under an
-    /// allowed directory.
-    fn allows_dir(&self, path: &Path) -> bool {
-        path.is_absolute()
-            && path
-                .canonicalize()
-                .is_ok_and(|real| self.dirs.iter().any(|dir| real.starts_with(dir)))
-    }
-
-    /// Whether environment variable `key` may be given.
-    fn allows_env(&self, key: &str) -> bool {
-        self.env.iter().any(|allowed| match allowed.strip_suffix('*') {
-            Some(prefix) => key.starts_with(prefix),
-            None => allowed == key,
-        })
     }
 }
 
@@ -248,23 +200,6 @@ mod tests {
         assert_eq!(policy.admit(&app, &here()), Ok(()));
         // A component placed elsewhere is not this host's business.
         assert_eq!(Policy::default().admit(&app, &BTreeSet::new()), Ok(()));
-    }
-
-    #[test]
-    fn a_path_that_escapes_the_allowed_directory_is_refused() {
-        let root = tempfile::tempdir().unwrap();
-        let allowed = root.path().join("allowed");
-        std::fs::create_dir(&allowed).unwrap();
-        let policy = Policy::new(std::slice::from_ref(&allowed), &[], &[], &[]).unwrap();
-        assert!(policy.allows_dir(&allowed.join(".")));
-        assert!(!policy.allows_dir(&allowed.join("..")));
-        assert!(!policy.allows_dir(Path::new("relative")));
-        #[cfg(unix)]
-        {
-            let link = allowed.join("out");
-            std::os::unix::fs::symlink(root.path(), &link).unwrap();
-            assert!(!policy.allows_dir(&link), "a symbolic link out of it");
-        }
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod engine;
 pub mod fault;
 pub(crate) mod idle;
 pub mod keyvalue;
+pub mod output;
 pub mod secrets;
 pub mod state;
 pub mod trace;
@@ -182,25 +183,26 @@ impl Runtime {
         self.generation().components().cloned().collect()
     }
 
-    /// Opens the key-value buckets granted to the components of `manifest`
-    /// in `here`, reusing those a generation before opened.
-    pub async fn open_buckets(
+    /// The capabilities' app phase: opens what the components of `manifest`
+    /// in `here` share (the key-value buckets granted to them, reusing those
+    /// a generation before opened).
+    pub async fn open_app(
         &self,
         manifest: &Manifest,
         here: &std::collections::BTreeSet<String>,
-    ) -> Result<keyvalue::Opened, Vec<String>> {
+    ) -> Result<capabilities::AppShare, Vec<String>> {
         self.buckets.open(&self.options.keyvalue, manifest, here).await
     }
 
     /// A linker for component `name` with every capability its grants allow,
-    /// after checking those grants against its imports; `opened` holds the
-    /// app's key-value buckets. Links come on top.
+    /// after checking those grants against its imports; `app` is what the
+    /// app phase opened. Links come on top.
     pub fn linker(
         &self,
         name: &str,
         spec: &ComponentSpec,
         imports: &[String],
-        opened: &keyvalue::Opened,
+        app: &capabilities::AppShare,
     ) -> Result<(Linker<Host>, Granted), Vec<String>> {
         let mut problems = Vec::new();
         if spec.limits.memory_mib > self.engine.options.max_memory_mib {
@@ -210,7 +212,7 @@ impl Runtime {
             ));
         }
         let spec = secrets::resolve(name, spec, &self.options.secrets).map_err(|p| [problems.clone(), p].concat())?;
-        let granted = Granted::prepare(name, &spec, imports, opened).map_err(|p| [problems.clone(), p].concat())?;
+        let granted = Granted::prepare(name, &spec, imports, app).map_err(|p| [problems.clone(), p].concat())?;
         let mut linker = Linker::<Host>::new(self.engine());
         linker.allow_shadowing(true);
         if let Err(e) = granted.add_to_linker(&mut linker) {

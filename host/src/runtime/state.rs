@@ -17,9 +17,11 @@ use wasmtime::{ResourceLimiter, Result};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-/// What the capabilities give one instance: one field per capability that
-/// keeps per-instance state.
+/// What the capabilities give one instance: one field per capability of
+/// the list in `capabilities/mod.rs`, `()` where it keeps nothing.
 pub struct CapabilityStates {
+    /// Outbound networking: read through the prepared list, nothing per instance.
+    pub outbound: (),
     /// WASI cli, clocks, random, filesystem, sockets.
     pub wasi: WasiCtx,
     /// wasi:http (types, and outgoing requests to the allowed hosts).
@@ -28,6 +30,8 @@ pub struct CapabilityStates {
     pub config: ConfigValues,
     /// wasi:keyvalue: the buckets it may open.
     pub keyvalue: Arc<keyvalue::Grant>,
+    /// wasi:logging: nothing per instance.
+    pub logging: (),
 }
 
 /// A component's wasi:config values, key → value, shared by its instances.

@@ -12,7 +12,7 @@ use super::medium::{
     BindContext, Medium, Rights, Service, binding_span, call_error_reply, check_function, function_ref, inbound,
     publish_error, shed_at_capacity, subscription_limit,
 };
-use super::serve::{flush_briefly, serve_subscription};
+use super::serve::{flush_briefly, registered, serve_subscription};
 use crate::manifest::Manifest;
 use crate::manifest::subject::{self, ReplyRule, allow_reply};
 use crate::metrics::Calls;
@@ -124,6 +124,7 @@ impl Medium for NatsMedium {
             .queue_subscribe(spec.subject.clone(), group.clone())
             .await
             .with_context(|| format!("bindings[{index}]: cannot subscribe to {}", spec.subject))?;
+        registered(&client, &format!("bindings[{index}]: subscription to {}", spec.subject)).await;
         Ok(NatsMedium {
             client,
             subscriber,

@@ -11,7 +11,7 @@
 //! wire encoding of the results, or a typed fault (JSON body, error headers).
 
 use super::medium::{Service, binding_span, fault_reply, publish_error, shed_at_capacity, subscription_limit};
-use super::serve::{flush_briefly, serve_subscription};
+use super::serve::{flush_briefly, registered, serve_subscription};
 use crate::codec::wire;
 use crate::links::chunks;
 use crate::links::remote::{Lattice, TRACEPARENT_HEADER, deadline_from_header};
@@ -77,6 +77,11 @@ impl LinkServer {
                 };
                 routes.insert(subject, route);
             }
+        }
+        // The server has the subscriptions before this host says it serves:
+        // a caller on another connection that reads "ready" finds a responder.
+        if !subscribers.is_empty() {
+            registered(&lattice.client(), "link subscriptions").await;
         }
         Ok(LinkServer {
             client: lattice.client(),

@@ -61,6 +61,19 @@ pub async fn flush_briefly(client: &async_nats::Client) {
     }
 }
 
+/// Waits (at most [`FLUSH_ON_EXIT`]) until the server has processed what
+/// `client` sent, subscriptions included: a medium calls it after it
+/// subscribes, so that a caller on another connection who reads "ready"
+/// finds a responder. A server that does not answer in time is logged, not
+/// an error: the subscriptions are registered when it answers.
+pub async fn registered(client: &async_nats::Client, what: &str) {
+    match tokio::time::timeout(FLUSH_ON_EXIT, client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("nats: {what}: not confirmed by the server: {e}"),
+        Err(_) => tracing::warn!("nats: {what}: not confirmed by the server in {FLUSH_ON_EXIT:?}"),
+    }
+}
+
 /// How many more messages a draining subscription accepts, at least and at
 /// most (see [`serve_subscription`]): between these, a tenth of a second of
 /// its recent traffic.

@@ -6,9 +6,11 @@
 //! - random values of the type round-trip exactly;
 //! - arbitrary bytes, and corrupted encodings, fed to the decoder end in a
 //!   `WireError`, never a panic, and never allocate more than
-//!   `MAX_ALLOC_PER_BYTE` (128) bytes per input byte plus 4 KiB, counted by
+//!   `MAX_ALLOC_PER_BYTE` (128) bytes per input byte plus 8 KiB, counted by
 //!   this binary's allocator (the decoder checks every length against the
-//!   bytes left before it allocates);
+//!   bytes left, and charges every allocation to a budget of
+//!   `wire::MEMORY_PER_BYTE` per byte plus `wire::MEMORY_FLOOR`, before it
+//!   allocates);
 //! - the JSON codec of function-level media takes arbitrary and corrupted
 //!   bodies without a panic.
 //!
@@ -188,15 +190,13 @@ fn allocated_by<R>(f: impl FnOnce() -> R) -> (R, usize) {
     (result, ALLOCATED.with(Cell::get) - before)
 }
 
-/// The most a decode may allocate per input byte, plus [`ALLOC_SLACK`], for
-/// the types drawn here. A component value costs more than its bytes: each
-/// `Val` is a few words, and each enum case or set flag is a `String` of its
-/// name. Measured over 3000 cases (2026-11-25): a `list<enum>` of 125
-/// values, 13 304 bytes for 126 input bytes (106 per byte); a record of
-/// flags, 1254 bytes for 3.
+/// The most a decode may allocate per input byte, plus [`ALLOC_SLACK`]: above
+/// the decoder's own budget (`wire::MEMORY_PER_BYTE`, `wire::MEMORY_FLOOR`),
+/// which charges what the values hold, because this counts every allocation
+/// made on the way, the results vector included.
 const MAX_ALLOC_PER_BYTE: usize = 128;
 /// What a tiny value may cost beyond [`MAX_ALLOC_PER_BYTE`].
-const ALLOC_SLACK: usize = 4096;
+const ALLOC_SLACK: usize = 8192;
 
 fn wasmtime_type(engine: &Engine, t: &T) -> Type {
     wasmtime_func(engine, t).params().next().unwrap().1
@@ -410,6 +410,52 @@ fn a_huge_claimed_length_is_refused_without_allocating_it() {
     bytes.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
     let err = wire::decode(&[ty], &bytes).unwrap_err();
     assert!(err.message.contains("does not fit the 0 byte(s) left"), "{err}");
+}
+
+/// Found by `arbitrary_bytes_never_panic_the_decoder`: two bytes of a
+/// sixteen-flag set became sixteen `String`s (about 430 bytes of memory per
+/// input byte), so 128 bytes allocated 55 KiB before the budget existed.
+#[test]
+fn set_flags_cannot_amplify_a_message_into_memory() {
+    let engine = engine();
+    let t = T::List(Box::new(T::Tuple(vec![T::Flags(16)])));
+    let ty = wasmtime_type(&engine, &t);
+    let mut bytes = vec![wire::VERSION, 63];
+    bytes.extend_from_slice(&[0xff; 126]);
+    let (result, allocated) = allocated_by(|| wire::decode(std::slice::from_ref(&ty), &bytes));
+    let err = result.unwrap_err();
+    assert!(
+        err.message
+            .contains("need more memory than a message of 128 bytes may take"),
+        "{err}"
+    );
+    assert!(
+        allocated <= MAX_ALLOC_PER_BYTE * bytes.len() + ALLOC_SLACK,
+        "{allocated} bytes"
+    );
+}
+
+/// The budget leaves room for what real calls send: bytes, and a few sets
+/// of flags with every flag set.
+#[test]
+fn the_memory_budget_admits_byte_lists_and_small_flag_sets() {
+    let engine = engine();
+    let bytes_ty = wasmtime_type(&engine, &T::List(Box::new(T::U8)));
+    let data = Val::List((0..100_000u32).map(|i| Val::U8(i as u8)).collect());
+    let encoded = wire::encode(std::slice::from_ref(&bytes_ty), std::slice::from_ref(&data)).unwrap();
+    assert_eq!(
+        wire::decode(std::slice::from_ref(&bytes_ty), &encoded).unwrap(),
+        vec![data]
+    );
+
+    let flags_ty = wasmtime_type(&engine, &T::List(Box::new(T::Flags(16))));
+    let all: Vec<String> = (0..16).map(|i| format!("g{i}")).collect();
+    let sets = Val::List(vec![Val::Flags(all); 8]);
+    let encoded = wire::encode(std::slice::from_ref(&flags_ty), std::slice::from_ref(&sets)).unwrap();
+    assert_eq!(
+        wire::decode(std::slice::from_ref(&flags_ty), &encoded).unwrap(),
+        vec![sets]
+    );
 }
 
 #[test]

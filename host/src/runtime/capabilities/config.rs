@@ -7,8 +7,9 @@
 //! serves them all. The values are converted once per version of the
 //! component and shared by its instances.
 
-use super::capability::Capability;
-use crate::manifest::ComponentSpec;
+use super::capability::{Capability, Load};
+use super::policy::HostPolicy;
+use crate::manifest::{ComponentSpec, Manifest};
 use crate::runtime::state::{ConfigValues, HostState};
 use std::sync::Arc;
 use wasmtime::StoreContextMut;
@@ -52,8 +53,14 @@ impl Capability for Config {
     type Prepared = ConfigValues;
     type Instance = ConfigValues;
 
-    fn prepare(_name: &str, spec: &ComponentSpec, _imports: &[String]) -> Result<Self::Prepared, Vec<String>> {
-        let values = spec
+    /// Nothing: config values are the app's own data, no reach into the host.
+    fn admit(_: &HostPolicy, _: &Manifest, _: &str, _: &ComponentSpec) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn prepare(load: &Load) -> Result<Self::Prepared, Vec<String>> {
+        let values = load
+            .spec
             .config
             .iter()
             .map(|(k, v)| (k.clone(), v.as_config_string()))

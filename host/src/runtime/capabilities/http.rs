@@ -6,8 +6,10 @@
 //! port) in [`OutboundHooks::send_request`], before any connection; a refused
 //! one fails in the guest with `HTTP-request-denied` and a warning here.
 
-use super::capability::Capability;
-use crate::manifest::{AllowedHosts, ComponentSpec};
+use super::capability::Destinations;
+use super::capability::{Capability, Load};
+use super::policy::HostPolicy;
+use crate::manifest::{ComponentSpec, Manifest};
 use crate::runtime::state::{HostState, HttpState};
 use http_body_util::BodyExt;
 use std::future::Future;
@@ -20,21 +22,21 @@ use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpCtx, WasiHttpHooks};
 /// The wasi:http capability.
 pub struct Http;
 
-/// What one component version may reach over HTTP.
-pub struct Outbound {
-    component: Arc<str>,
-    allowed: AllowedHosts,
-}
-
 impl Capability for Http {
-    type Prepared = Arc<Outbound>;
+    type Prepared = Arc<Destinations>;
     type Instance = HttpState;
 
-    fn prepare(name: &str, spec: &ComponentSpec, imports: &[String]) -> Result<Arc<Outbound>, Vec<String>> {
-        let allowed = spec.outbound_hosts(name)?;
-        let problems: Vec<String> = imports
+    /// Nothing of its own: where requests may go is the outbound capability's.
+    fn admit(_: &HostPolicy, _: &Manifest, _: &str, _: &ComponentSpec) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn prepare(load: &Load) -> Result<Arc<Destinations>, Vec<String>> {
+        let name = load.name;
+        let problems: Vec<String> = load
+            .imports
             .iter()
-            .filter(|import| allowed.is_empty() && import.starts_with("wasi:http/outgoing-handler"))
+            .filter(|import| load.outbound.allowed.is_empty() && import.starts_with("wasi:http/outgoing-handler"))
             .map(|import| {
                 format!(
                     "components.{name}: imports `{import}`, but `components.{name}.allowed_outbound_hosts` is empty; list the hosts it may call, e.g. [\"https://api.example.com\"]"
@@ -42,17 +44,14 @@ impl Capability for Http {
             })
             .collect();
         if problems.is_empty() {
-            Ok(Arc::new(Outbound {
-                component: name.into(),
-                allowed,
-            }))
+            Ok(load.outbound.clone())
         } else {
             Err(problems)
         }
     }
 
     fn add_to_linker<C: Send + 'static>(
-        outbound: &Arc<Outbound>,
+        outbound: &Arc<Destinations>,
         linker: &mut Linker<HostState<C>>,
     ) -> wasmtime::Result<()> {
         if outbound.allowed.is_empty() {
@@ -65,7 +64,7 @@ impl Capability for Http {
         }
     }
 
-    fn instance(outbound: &Arc<Outbound>) -> wasmtime::Result<HttpState> {
+    fn instance(outbound: &Arc<Destinations>) -> wasmtime::Result<HttpState> {
         Ok(HttpState {
             ctx: WasiHttpCtx::new(),
             hooks: Box::new(OutboundHooks(outbound.clone())),
@@ -74,7 +73,7 @@ impl Capability for Http {
 }
 
 /// wasi:http hooks that send a request only if the allow-list lets it go.
-pub struct OutboundHooks(Arc<Outbound>);
+pub struct OutboundHooks(Arc<Destinations>);
 
 /// What `send_request` returns: the response and the connection's task.
 type SendFuture = Box<

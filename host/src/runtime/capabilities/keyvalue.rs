@@ -14,11 +14,12 @@
 //! host bug (a stale resource handle) traps. Every operation is counted in
 //! `membrane_keyvalue_ops_total`.
 
-use super::capability::Capability;
-use crate::manifest::ComponentSpec;
+use super::capability::{Capability, Load};
+use super::policy::HostPolicy;
+use crate::manifest::{ComponentSpec, Manifest};
 use crate::runtime::keyvalue::{self as kv, Bucket, Grant, KvError, Revision};
 use crate::runtime::state::HostState;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker, Resource};
 
@@ -45,9 +46,29 @@ impl Capability for KeyValue {
     type Prepared = Arc<Grant>;
     type Instance = Arc<Grant>;
 
-    fn prepare(name: &str, spec: &ComponentSpec, imports: &[String]) -> Result<Arc<Grant>, Vec<String>> {
-        let granted: BTreeSet<String> = spec.keyvalue.buckets.iter().cloned().collect();
-        let kv_imports: Vec<&String> = imports.iter().filter(|i| i.starts_with("wasi:keyvalue/")).collect();
+    fn admit(policy: &HostPolicy, app: &Manifest, name: &str, spec: &ComponentSpec) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (i, bucket) in spec.keyvalue.buckets.iter().enumerate() {
+            let backend = app.bucket_backend(bucket);
+            if !policy.allows_keyvalue(backend) {
+                problems.push(format!(
+                    "components.{name}.keyvalue.buckets[{i}]: bucket `{bucket}` ({}) is not allowed by this host (--allow-keyvalue {})",
+                    backend.name(),
+                    backend.name()
+                ));
+            }
+        }
+        problems
+    }
+
+    fn prepare(load: &Load) -> Result<Arc<Grant>, Vec<String>> {
+        let name = load.name;
+        let granted: BTreeSet<String> = load.spec.keyvalue.buckets.iter().cloned().collect();
+        let kv_imports: Vec<&String> = load
+            .imports
+            .iter()
+            .filter(|i| i.starts_with("wasi:keyvalue/"))
+            .collect();
         let mut problems: Vec<String> = kv_imports
             .iter()
             .filter(|import| !import.ends_with(&format!("@{VERSION}")))
@@ -66,11 +87,18 @@ impl Capability for KeyValue {
         if !problems.is_empty() {
             return Err(problems);
         }
+        let buckets = load
+            .app
+            .buckets
+            .iter()
+            .filter(|(bucket, _)| granted.contains(*bucket))
+            .map(|(bucket, opened)| (bucket.clone(), opened.clone()))
+            .collect();
         Ok(Arc::new(Grant {
-            app: "".into(),
+            app: load.app.app.as_str().into(),
             component: name.into(),
             granted,
-            buckets: BTreeMap::new(),
+            buckets,
         }))
     }
 

@@ -2,8 +2,9 @@
 //! tagged with the component, inside the span of the call (so they carry its
 //! trace id). Always linked; it keeps no per-instance state.
 
-use super::capability::Capability;
-use crate::manifest::ComponentSpec;
+use super::capability::{Capability, Load};
+use super::policy::HostPolicy;
+use crate::manifest::{ComponentSpec, Manifest};
 use crate::runtime::state::HostState;
 use wasmtime::component::{HasSelf, Linker};
 
@@ -22,7 +23,12 @@ impl Capability for Logging {
     type Prepared = ();
     type Instance = ();
 
-    fn prepare(_name: &str, _spec: &ComponentSpec, _imports: &[String]) -> Result<(), Vec<String>> {
+    /// Nothing: log lines are rate-limited and escaped for every app alike.
+    fn admit(_: &HostPolicy, _: &Manifest, _: &str, _: &ComponentSpec) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn prepare(_: &Load) -> Result<(), Vec<String>> {
         Ok(())
     }
 

@@ -1,93 +1,89 @@
 //! Capabilities: the host-provided interfaces a component may import. Each
-//! is one module with the same three phases ([`Capability`]); [`Granted`]
-//! runs every one of them for one component version.
+//! is one module with the same phases ([`Capability`]); the list below is
+//! the only place that names them all, and [`Granted`] runs every phase of
+//! every one of them for one component version.
 
 pub mod capability;
 pub mod config;
 pub mod http;
 pub mod keyvalue;
 pub mod logging;
-pub mod output;
+pub mod outbound;
+pub mod policy;
 pub mod wasi;
 
-pub use capability::Capability;
+pub use capability::{AppShare, Capability, Load};
+pub use policy::HostPolicy;
 
-use crate::manifest::ComponentSpec;
-use crate::runtime::keyvalue::Opened;
+use crate::manifest::{ComponentSpec, Manifest};
 use crate::runtime::state::{CapabilityStates, HostState};
 use wasmtime::component::Linker;
 
-/// Every capability's load-time share for one component version.
-pub struct Granted {
-    wasi: <wasi::Wasi as Capability>::Prepared,
-    http: <http::Http as Capability>::Prepared,
-    config: <config::Config as Capability>::Prepared,
-    logging: <logging::Logging as Capability>::Prepared,
-    keyvalue: <keyvalue::KeyValue as Capability>::Prepared,
-}
+/// Declares the capabilities after `outbound`, in the order they are
+/// prepared and linked. `outbound` is always first: the others read what it
+/// parsed ([`Load::outbound`]).
+macro_rules! capabilities {
+    ($($field:ident: $cap:ty),* $(,)?) => {
+        /// Every capability's load-time share for one component version.
+        pub struct Granted {
+            outbound: <outbound::Outbound as Capability>::Prepared,
+            $($field: <$cap as Capability>::Prepared,)*
+        }
 
-/// Runs one phase's `prepare`, gathering its problems.
-fn prepare<K: Capability>(
-    name: &str,
-    spec: &ComponentSpec,
-    imports: &[String],
-    problems: &mut Vec<String>,
-) -> Option<K::Prepared> {
-    K::prepare(name, spec, imports).map_err(|p| problems.extend(p)).ok()
-}
+        /// What component `name` of `app` asks for that `policy` does not
+        /// allow: every capability's answer.
+        pub fn admit(policy: &HostPolicy, app: &Manifest, name: &str, spec: &ComponentSpec) -> Vec<String> {
+            let mut problems = <outbound::Outbound as Capability>::admit(policy, app, name, spec);
+            $(problems.extend(<$cap as Capability>::admit(policy, app, name, spec));)*
+            problems
+        }
 
-impl Granted {
-    /// Checks component `name`'s grants against its `imports`: every
-    /// capability's problems together. `opened` holds the app's buckets,
-    /// which the key-value grant may reach.
-    pub fn prepare(
-        name: &str,
-        spec: &ComponentSpec,
-        imports: &[String],
-        opened: &Opened,
-    ) -> Result<Granted, Vec<String>> {
-        let mut problems = Vec::new();
-        let wasi = prepare::<wasi::Wasi>(name, spec, imports, &mut problems);
-        let http = prepare::<http::Http>(name, spec, imports, &mut problems);
-        let config = prepare::<config::Config>(name, spec, imports, &mut problems);
-        let logging = prepare::<logging::Logging>(name, spec, imports, &mut problems);
-        let keyvalue = prepare::<keyvalue::KeyValue>(name, spec, imports, &mut problems).map(|g| g.attach(opened));
-        match (wasi, http, config, logging, keyvalue) {
-            (Some(wasi), Some(http), Some(config), Some(logging), Some(keyvalue)) if problems.is_empty() => {
-                Ok(Granted {
-                    wasi,
-                    http,
-                    config,
-                    logging,
-                    keyvalue,
+        impl Granted {
+            /// Checks component `name`'s grants against its `imports`: every
+            /// capability's problems together. `app` holds what the app
+            /// phase opened (its key-value buckets).
+            pub fn prepare(
+                name: &str,
+                spec: &ComponentSpec,
+                imports: &[String],
+                app: &AppShare,
+            ) -> Result<Granted, Vec<String>> {
+                let mut problems = Vec::new();
+                let none = capability::Destinations::none(name);
+                let mut load = Load { app, name, spec, imports, outbound: &none };
+                let outbound = <outbound::Outbound as Capability>::prepare(&load)
+                    .map_err(|p| problems.extend(p))
+                    .unwrap_or_else(|()| none.clone());
+                load.outbound = &outbound;
+                $(let $field = <$cap as Capability>::prepare(&load).map_err(|p| problems.extend(p)).ok();)*
+                match ($($field,)*) {
+                    ($(Some($field),)*) if problems.is_empty() => Ok(Granted { outbound, $($field),* }),
+                    _ => Err(problems),
+                }
+            }
+
+            /// Adds every capability's host functions to `linker`.
+            pub fn add_to_linker<C: Send + 'static>(&self, linker: &mut Linker<HostState<C>>) -> wasmtime::Result<()> {
+                <outbound::Outbound as Capability>::add_to_linker(&self.outbound, linker)?;
+                $(<$cap as Capability>::add_to_linker(&self.$field, linker)?;)*
+                Ok(())
+            }
+
+            /// The capabilities' state for one new instance.
+            pub fn instance(&self) -> wasmtime::Result<CapabilityStates> {
+                Ok(CapabilityStates {
+                    outbound: <outbound::Outbound as Capability>::instance(&self.outbound)?,
+                    $($field: <$cap as Capability>::instance(&self.$field)?,)*
                 })
             }
-            _ => {
-                // Capabilities that read the same field report its problems once.
-                let mut seen = std::collections::HashSet::new();
-                problems.retain(|p| seen.insert(p.clone()));
-                Err(problems)
-            }
         }
-    }
+    };
+}
 
-    /// Adds every capability's host functions to `linker`.
-    pub fn add_to_linker<C: Send + 'static>(&self, linker: &mut Linker<HostState<C>>) -> wasmtime::Result<()> {
-        wasi::Wasi::add_to_linker(&self.wasi, linker)?;
-        http::Http::add_to_linker(&self.http, linker)?;
-        config::Config::add_to_linker(&self.config, linker)?;
-        keyvalue::KeyValue::add_to_linker(&self.keyvalue, linker)?;
-        logging::Logging::add_to_linker(&self.logging, linker)
-    }
-
-    /// The capabilities' state for one new instance.
-    pub fn instance(&self) -> wasmtime::Result<CapabilityStates> {
-        logging::Logging::instance(&self.logging)?;
-        Ok(CapabilityStates {
-            wasi: wasi::Wasi::instance(&self.wasi)?,
-            http: http::Http::instance(&self.http)?,
-            config: config::Config::instance(&self.config)?,
-            keyvalue: keyvalue::KeyValue::instance(&self.keyvalue)?,
-        })
-    }
+capabilities! {
+    wasi: wasi::Wasi,
+    http: http::Http,
+    config: config::Config,
+    keyvalue: keyvalue::KeyValue,
+    logging: logging::Logging,
 }

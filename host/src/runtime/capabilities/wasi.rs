@@ -1,5 +1,5 @@
 //! WASI basics (cli, clocks, random, filesystem, sockets): always linked, but
-//! deny by default. Stdout and stderr go to `tracing` (see [`super::output`]);
+//! deny by default. Stdout and stderr go to `tracing` (see [`crate::runtime::output`]);
 //! files and environment only as `[components.<name>.wasi]` grants them;
 //! sockets only to what `allowed_outbound_hosts` lists.
 //!
@@ -11,9 +11,11 @@
 //! and send do implicitly), and listening never: the list is for outbound
 //! traffic. A datagram from an address not on the list is dropped quietly.
 
-use super::capability::Capability;
-use super::output::{GuestOutput, OutputBudget, Stream};
-use crate::manifest::{AllowedHosts, ComponentSpec, WasiGrants};
+use super::capability::Destinations;
+use super::capability::{Capability, Load};
+use super::policy::HostPolicy;
+use crate::manifest::{AllowedHosts, ComponentSpec, Manifest, WasiGrants};
+use crate::runtime::output::{GuestOutput, OutputBudget, Stream};
 use crate::runtime::state::HostState;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,7 +30,7 @@ pub struct Wasi;
 pub struct Prepared {
     component: Arc<str>,
     grants: WasiGrants,
-    allowed: Arc<AllowedHosts>,
+    allowed: Arc<Destinations>,
     output: Arc<OutputBudget>,
 }
 
@@ -36,8 +38,31 @@ impl Capability for Wasi {
     type Prepared = Prepared;
     type Instance = WasiCtx;
 
-    fn prepare(name: &str, spec: &ComponentSpec, _imports: &[String]) -> Result<Prepared, Vec<String>> {
-        let mut problems: Vec<String> = spec
+    fn admit(policy: &HostPolicy, _app: &Manifest, name: &str, spec: &ComponentSpec) -> Vec<String> {
+        let dirs = spec
+            .wasi
+            .dirs
+            .iter()
+            .filter(|(_, host)| !policy.allows_dir(host))
+            .map(|(guest, host)| {
+                format!(
+                    "components.{name}.wasi.dirs.{guest}: host directory {} is not under any --allow-dir of this host",
+                    host.display()
+                )
+            });
+        let env = spec
+            .wasi
+            .env
+            .keys()
+            .filter(|key| !policy.allows_env(key))
+            .map(|key| format!("components.{name}.wasi.env.{key}: not allowed by this host (--allow-env {key})"));
+        dirs.chain(env).collect()
+    }
+
+    fn prepare(load: &Load) -> Result<Prepared, Vec<String>> {
+        let name = load.name;
+        let problems: Vec<String> = load
+            .spec
             .wasi
             .dirs
             .iter()
@@ -49,19 +74,16 @@ impl Capability for Wasi {
                 )
             })
             .collect();
-        let allowed = spec.outbound_hosts(name).map_err(|bad| problems.extend(bad));
-        match allowed {
-            Ok(allowed) if problems.is_empty() => {
-                let component: Arc<str> = name.into();
-                Ok(Prepared {
-                    output: OutputBudget::new(component.clone()),
-                    component,
-                    grants: spec.wasi.clone(),
-                    allowed: Arc::new(allowed),
-                })
-            }
-            _ => Err(problems),
+        if !problems.is_empty() {
+            return Err(problems);
         }
+        let component: Arc<str> = name.into();
+        Ok(Prepared {
+            output: OutputBudget::new(component.clone()),
+            component,
+            grants: load.spec.wasi.clone(),
+            allowed: load.outbound.clone(),
+        })
     }
 
     fn add_to_linker<C: Send + 'static>(_: &Prepared, linker: &mut Linker<HostState<C>>) -> wasmtime::Result<()> {
@@ -84,9 +106,14 @@ impl Capability for Wasi {
         builder
             .allow_tcp(true)
             .allow_udp(true)
-            .allow_ip_name_lookup(!allowed.is_empty())
+            .allow_ip_name_lookup(!allowed.allowed.is_empty())
             .socket_addr_check(move |addr, usage| {
-                Box::pin(std::future::ready(socket_allowed(&component, &allowed, addr, usage)))
+                Box::pin(std::future::ready(socket_allowed(
+                    &component,
+                    &allowed.allowed,
+                    addr,
+                    usage,
+                )))
             });
         Ok(builder.build())
     }

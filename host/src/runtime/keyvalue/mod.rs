@@ -164,21 +164,6 @@ pub struct Grant {
 }
 
 impl Grant {
-    /// The same grant with the app's open buckets attached (those it names).
-    pub fn attach(&self, opened: &Opened) -> Arc<Grant> {
-        Arc::new(Grant {
-            app: opened.app.as_str().into(),
-            component: self.component.clone(),
-            buckets: opened
-                .buckets
-                .iter()
-                .filter(|(name, _)| self.granted.contains(*name))
-                .map(|(name, bucket)| (name.clone(), bucket.clone()))
-                .collect(),
-            granted: self.granted.clone(),
-        })
-    }
-
     /// Counts operation `op` on `backend` (`membrane_keyvalue_ops_total`).
     pub fn count(&self, op: &'static str, backend: &'static str) {
         crate::metrics::registry()
