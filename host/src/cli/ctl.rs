@@ -16,7 +16,7 @@ use crate::manifest::NatsSpec;
 use crate::runtime::output::escape;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// How ctl prints its results.
@@ -149,74 +149,13 @@ pub async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
     let output = args.output;
     // The commands that need no lattice.
     match &args.command {
-        CtlCommand::Keygen { file } => {
-            let key = trust::new_key(file)?;
-            eprintln!("wrote the operator seed to {} (keep it secret)", file.display());
-            let public = key.public_key();
-            #[derive(Serialize)]
-            struct Keygen {
-                public_key: String,
-                seed_file: PathBuf,
-            }
-            let seed_file = file.clone();
-            return print(
-                output,
-                &Keygen {
-                    public_key: public.clone(),
-                    seed_file,
-                },
-                || println!("{public}"),
-            );
-        }
+        CtlCommand::Keygen { file } => return keygen(file, output),
         CtlCommand::Permissions { manifests, hosts } => {
-            let apps = manifests
-                .iter()
-                .map(|path| crate::transports::load(path))
-                .collect::<Result<Vec<_>, _>>()?;
-            for host in hosts {
-                anyhow::ensure!(
-                    crate::lattice::events::is_host_id(host),
-                    "--host {host:?}: a host id is 1 to 64 letters, digits, `-` or `_`"
-                );
-                anyhow::ensure!(
-                    !permissions::Role::ALL.iter().any(|r| r.as_str() == host),
-                    "--host {host:?}: the name of a role; pick another id"
-                );
-            }
-            let config = permissions::render(&args.lattice, &apps, hosts);
-            #[derive(Serialize)]
-            struct Config<'a> {
-                lattice: &'a str,
-                nats_server_config: &'a str,
-            }
-            let document = Config {
-                lattice: &args.lattice,
-                nats_server_config: &config,
-            };
-            return print(output, &document, || print!("{config}"));
+            return permissions_config(&args.lattice, manifests, hosts, output);
         }
         _ => {}
     }
-    let key = match &args.key {
-        Some(path) => Some(std::sync::Arc::new(trust::read_key(path)?)),
-        None => None,
-    };
-    let changes = matches!(
-        args.command,
-        CtlCommand::Apply { .. }
-            | CtlCommand::Delete { .. }
-            | CtlCommand::Update { .. }
-            | CtlCommand::Scale { .. }
-            | CtlCommand::Rollback { .. }
-    );
-    if changes && key.is_none() {
-        eprintln!("warning: no operator key (--key): this change is unsigned; hosts started with --trust ignore it");
-    }
-    let spec = args.nats.over(&NatsSpec::default())?;
-    let url = args.nats.nats.clone().unwrap_or_else(|| "nats://127.0.0.1:4222".into());
-    let inbox = inbox_prefix(&args.lattice, Role::Operator);
-    let client = connection::connect(&spec, Some(&url), "membrane ctl", &inbox).await?;
-    let ctl = Ctl::new(client.clone(), &args.lattice, key);
+    let (client, ctl) = connect(&args).await?;
     match args.command {
         CtlCommand::Keygen { .. } | CtlCommand::Permissions { .. } => {}
         CtlCommand::Inventory { settle_ms } => {
@@ -276,6 +215,79 @@ pub async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
     }
     let _ = client.flush().await;
     Ok(())
+}
+
+/// `ctl keygen`: writes a new operator seed to `file`, prints its public key.
+fn keygen(file: &Path, output: Output) -> anyhow::Result<()> {
+    let key = trust::new_key(file)?;
+    eprintln!("wrote the operator seed to {} (keep it secret)", file.display());
+    let public = key.public_key();
+    #[derive(Serialize)]
+    struct Keygen {
+        public_key: String,
+        seed_file: PathBuf,
+    }
+    let document = Keygen {
+        public_key: public.clone(),
+        seed_file: file.to_path_buf(),
+    };
+    print(output, &document, || println!("{public}"))
+}
+
+/// `ctl permissions`: the nats-server configuration of `lattice`'s roles,
+/// for the apps of `manifests` and the host ids `hosts`.
+fn permissions_config(lattice: &str, manifests: &[PathBuf], hosts: &[String], output: Output) -> anyhow::Result<()> {
+    let apps = manifests
+        .iter()
+        .map(|path| crate::transports::load(path))
+        .collect::<Result<Vec<_>, _>>()?;
+    for host in hosts {
+        anyhow::ensure!(
+            crate::lattice::events::is_host_id(host),
+            "--host {host:?}: a host id is 1 to 64 letters, digits, `-` or `_`"
+        );
+        anyhow::ensure!(
+            !permissions::Role::ALL.iter().any(|r| r.as_str() == host),
+            "--host {host:?}: the name of a role; pick another id"
+        );
+    }
+    let config = permissions::render(lattice, &apps, hosts);
+    #[derive(Serialize)]
+    struct Config<'a> {
+        lattice: &'a str,
+        nats_server_config: &'a str,
+    }
+    let document = Config {
+        lattice,
+        nats_server_config: &config,
+    };
+    print(output, &document, || print!("{config}"))
+}
+
+/// Connects to the lattice as its operator, with the signing key if one is
+/// given (a change without one is warned about: trusting hosts ignore it).
+async fn connect(args: &CtlArgs) -> anyhow::Result<(async_nats::Client, Ctl)> {
+    let key = match &args.key {
+        Some(path) => Some(std::sync::Arc::new(trust::read_key(path)?)),
+        None => None,
+    };
+    let changes = matches!(
+        &args.command,
+        CtlCommand::Apply { .. }
+            | CtlCommand::Delete { .. }
+            | CtlCommand::Update { .. }
+            | CtlCommand::Scale { .. }
+            | CtlCommand::Rollback { .. }
+    );
+    if changes && key.is_none() {
+        eprintln!("warning: no operator key (--key): this change is unsigned; hosts started with --trust ignore it");
+    }
+    let spec = args.nats.over(&NatsSpec::default())?;
+    let url = args.nats.nats.clone().unwrap_or_else(|| "nats://127.0.0.1:4222".into());
+    let inbox = inbox_prefix(&args.lattice, Role::Operator);
+    let client = connection::connect(&spec, Some(&url), "membrane ctl", &inbox).await?;
+    let ctl = Ctl::new(client.clone(), &args.lattice, key);
+    Ok((client, ctl))
 }
 
 /// Prints `document` as JSON, or runs `text`.

@@ -24,6 +24,7 @@ use wasmtime::component::types::{ComponentFunc, ComponentItem};
 use wasmtime::component::{Component, ComponentExportIndex, Func, Instance, InstancePre, Linker, Val};
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi_http::p2::bindings::{ProxyIndices, ProxyPre};
+use wasmtime_wasi_http::p3::bindings::ServiceIndices;
 
 /// What one call chain shares across its local links.
 pub struct Chain {
@@ -57,6 +58,9 @@ pub struct Loaded {
     pub(crate) proxy: Option<ProxyPre<Host>>,
     /// Where `proxy`'s exports sit in an instance, for reused instances.
     pub(crate) proxy_indices: Option<ProxyIndices>,
+    /// Present when it exports `wasi:http/handler@0.3.x` (WASI 0.3): where
+    /// the handler sits in an instance.
+    pub(crate) service: Option<ServiceIndices>,
     idle: IdlePool<Idle>,
     /// Exported functions by interface and name, with where each sits in an
     /// instance, for function-level media and link calls.
@@ -87,6 +91,7 @@ impl Loaded {
             .map_err(|e| format!("components.{name}: cannot be instantiated: {e}"))?;
         let proxy = ProxyPre::new(pre.clone()).ok();
         let proxy_indices = proxy.as_ref().and_then(|_| ProxyIndices::new(&pre).ok());
+        let service = ServiceIndices::new(&pre).ok();
         Ok(Loaded {
             name: Arc::from(name),
             digest,
@@ -95,6 +100,7 @@ impl Loaded {
             pre,
             proxy,
             proxy_indices,
+            service,
             idle: IdlePool::new(spec.reuse),
             timeout: Duration::from_millis(spec.limits.timeout_ms),
             memory_mib: spec.limits.memory_mib,
@@ -136,9 +142,15 @@ impl Loaded {
         self.max_instances
     }
 
-    /// Whether it exports `wasi:http/incoming-handler`.
+    /// Whether it exports an HTTP handler the `http` medium serves:
+    /// `wasi:http/incoming-handler@0.2.x` or `wasi:http/handler@0.3.x`.
     pub fn is_proxy(&self) -> bool {
-        self.proxy.is_some()
+        self.proxy.is_some() || self.service.is_some()
+    }
+
+    /// Whether its HTTP handler is WASI 0.3's `wasi:http/handler`.
+    pub fn is_p3_handler(&self) -> bool {
+        self.service.is_some()
     }
 
     /// The type of exported `interface#function`, if there is one.

@@ -8,8 +8,9 @@
 //! from [`acquire`] (fresh, or parked with `reuse`) and goes back when its
 //! [`Callee`] is dropped. [`Runtime::call`] runs a function with dynamic
 //! values, [`Runtime::call_json`] wraps it for the JSON media, and
-//! [`Runtime::handle_http`] runs `wasi:http/incoming-handler`. Transports
-//! never touch wasmtime.
+//! [`Runtime::handle_http`] runs `wasi:http/incoming-handler` (WASI 0.2) or
+//! `wasi:http/handler` (WASI 0.3), whichever the component exports.
+//! Transports never touch wasmtime.
 
 use super::Runtime;
 use super::component::{Callee, Generation, Loaded, acquire};
@@ -26,6 +27,8 @@ use wasmtime::component::Val;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::p3;
+use wasmtime_wasi_http::p3::bindings::http::types as p3_types;
 
 /// One exported function of one component: what function-level media and
 /// remote links call.
@@ -204,6 +207,11 @@ impl Runtime {
         let instance = tokio::time::timeout_at(deadline.into(), entry.instance().instrument(entry.span.clone()))
             .await
             .unwrap_or_else(|_| Err(loaded.fault_deadline()))?;
+        if loaded.is_p3_handler() {
+            let (sender, receiver) = tokio::sync::oneshot::channel();
+            let run = guest_run_p3(instance, (request, scheme), sender, entry.span);
+            return await_response(&loaded, deadline, run, receiver).await;
+        }
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let run = guest_run(instance, (request, scheme), sender, entry.span)?;
         await_response(&loaded, deadline, run, receiver).await
@@ -213,7 +221,10 @@ impl Runtime {
 /// The interface the `http` medium calls.
 const HTTP_HANDLER: &str = "wasi:http/incoming-handler";
 
-type Response = Result<hyper::Response<HyperOutgoingBody>, wasmtime_wasi_http::p2::bindings::http::types::ErrorCode>;
+/// What a guest answers: a response, or the error code it failed with
+/// (WASI 0.2's or 0.3's type).
+type Response<E = wasmtime_wasi_http::p2::bindings::http::types::ErrorCode> =
+    Result<hyper::Response<HyperOutgoingBody>, E>;
 
 /// The guest's run of one HTTP request, as a [`GuestRun`]. A request refused
 /// before the guest runs (e.g. no host) fails here, and the instance goes
@@ -262,17 +273,93 @@ where
     Ok(GuestRun::new(component, Box::pin(run.instrument(span))))
 }
 
+/// The guest's run of one HTTP request through WASI 0.3's
+/// `wasi:http/handler`, as a [`GuestRun`]: the handler's call is a task of
+/// the store's event loop, which keeps running (in this run) until the
+/// guest has written its whole body, as the 0.2 run does.
+fn guest_run_p3<B>(
+    mut instance: Callee,
+    (request, scheme): (hyper::Request<B>, Scheme),
+    sender: tokio::sync::oneshot::Sender<Response<p3_types::ErrorCode>>,
+    span: tracing::Span,
+) -> GuestRun
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
+    let loaded = instance.target().clone();
+    let component = loaded.name.clone();
+    let request = with_scheme_and_authority(request, scheme);
+    let run = async move {
+        let (store, handle) = instance.begin();
+        let Some(indices) = &loaded.service else {
+            wasmtime::bail!("does not export wasi:http/handler@0.3");
+        };
+        let service = indices.load(&mut *store, &handle)?;
+        store
+            .run_concurrent(async move |guest| -> wasmtime::Result<()> {
+                let (request, request_io) = guest.with(|mut store| {
+                    let hooks = store.data_mut().http().hooks;
+                    let (request, io) = p3::Request::from_http(hooks, request);
+                    // Boxed: the future is 'static, but its type names the hooks' borrow.
+                    let io: RequestIo = Box::pin(io);
+                    (request, io)
+                });
+                let answer = match service.handle(guest, request).await? {
+                    Ok(response) => Ok(guest.with(|mut store| response.into_http(&mut store, request_io))?),
+                    Err(code) => Err(code),
+                };
+                let _ = sender.send(answer);
+                // The body streams from tasks the guest left running.
+                std::future::poll_fn(|cx| guest.poll_no_interesting_tasks(cx)).await;
+                Ok(())
+            })
+            .await??;
+        instance.finished();
+        drop(instance);
+        Ok(())
+    };
+    GuestRun::new(component, Box::pin(run.instrument(span)))
+}
+
+/// What carries a WASI 0.3 request's body to the guest, and reports its errors.
+type RequestIo = Pin<Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>>;
+
+/// `request` with an absolute URI, as WASI 0.3 reads scheme and authority
+/// from it: the scheme it arrived by, and the authority of its URI (HTTP/2)
+/// or `Host` header (HTTP/1.1), when that is a valid one.
+fn with_scheme_and_authority<B>(request: hyper::Request<B>, scheme: Scheme) -> hyper::Request<B> {
+    let (mut parts, body) = request.into_parts();
+    let authority = parts.uri.authority().cloned().or_else(|| {
+        let host = parts.headers.get(hyper::header::HOST)?.to_str().ok()?;
+        host.parse::<hyper::http::uri::Authority>().ok()
+    });
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    if let Some(authority) = authority {
+        uri.scheme = Some(match scheme {
+            Scheme::Https => hyper::http::uri::Scheme::HTTPS,
+            _ => hyper::http::uri::Scheme::HTTP,
+        });
+        uri.authority = Some(authority);
+        if uri.path_and_query.is_none() {
+            uri.path_and_query = Some(hyper::http::uri::PathAndQuery::from_static("/"));
+        }
+    }
+    parts.uri = hyper::Uri::from_parts(uri).unwrap_or_default();
+    hyper::Request::from_parts(parts, body)
+}
+
 /// Waits for the guest to set its response (or fail, or reach `deadline`).
 ///
 /// The guest runs in this task until it has set the response and then until
 /// it next waits: a handler that writes its body and returns (the usual case)
 /// is finished by then. A guest that keeps streaming its body, or whose
 /// client went away, finishes in a task of its own (see [`GuestRun`]).
-async fn await_response(
+async fn await_response<E: std::fmt::Debug>(
     loaded: &Loaded,
     deadline: Instant,
     mut run: GuestRun,
-    mut receiver: tokio::sync::oneshot::Receiver<Response>,
+    mut receiver: tokio::sync::oneshot::Receiver<Response<E>>,
 ) -> Result<hyper::Response<HyperOutgoingBody>, Fault> {
     run.deadline = deadline;
     let first = tokio::time::timeout_at(deadline.into(), async {

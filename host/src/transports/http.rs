@@ -257,8 +257,15 @@ impl Medium for HttpMedium {
             .exports(new.component.engine())
             .map(|(n, _)| n.to_string())
             .collect();
+        let candidate = exports.iter().find(|e| e.starts_with("wasi:http/handler@0.3.0-"));
+        let hint = match candidate {
+            Some(rc) => format!(
+                "; `{rc}` is a WASI 0.3 release candidate, and this host serves 0.3.0 final: rebuild it with spin-sdk 7 or wasip3 0.7 or later"
+            ),
+            None => String::new(),
+        };
         problems.push(format!(
-            "bindings[{index}]: medium `http` needs component `{}` to export `wasi:http/incoming-handler@0.2.x`; it exports: {}",
+            "bindings[{index}]: medium `http` needs component `{}` to export `wasi:http/incoming-handler@0.2.x` or `wasi:http/handler@0.3.x`; it exports: {}{hint}",
             spec.component,
             exports.join(", ")
         ));

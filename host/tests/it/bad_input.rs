@@ -144,7 +144,7 @@ fn http_binding_to_a_component_without_a_handler_is_named() {
     let manifest = insurance_manifest().replace("component = \"gateway\"", "component = \"rater\"");
     let err = Host::fail(&manifest);
     assert!(
-        err.contains("bindings[0]: medium `http` needs component `rater` to export `wasi:http/incoming-handler@0.2.x`; it exports: example:insurance/rater@0.1.0"),
+        err.contains("bindings[0]: medium `http` needs component `rater` to export `wasi:http/incoming-handler@0.2.x` or `wasi:http/handler@0.3.x`; it exports: example:insurance/rater@0.1.0"),
         "{err}"
     );
 }

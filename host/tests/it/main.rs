@@ -32,4 +32,5 @@ mod schedule;
 mod security;
 mod trace;
 mod traces;
+mod wasi_p3;
 mod wire_codec;

@@ -1,8 +1,10 @@
-//! wasi:http: the types are always linked (the `http` medium needs them to
-//! hand a request to `incoming-handler`); `outgoing-handler` only when the
-//! component's `allowed_outbound_hosts` lists something, so a component that
-//! imports it with an empty list fails at load with a message naming the
-//! field. Every outgoing request is checked against the list (scheme, host,
+//! wasi:http 0.2 and 0.3. The types are always linked (the `http` medium
+//! needs them to hand a request to `incoming-handler` or `handler`); the
+//! 0.2 `outgoing-handler` only when the component's `allowed_outbound_hosts`
+//! lists something, so a 0.2 component that imports it with an empty list
+//! fails at load with a message naming the field. The 0.3 `client` is
+//! always linked (every 0.3 service imports it) and denies every request
+//! when the list is empty. Every outgoing request is checked against the list (scheme, host,
 //! port) in [`OutboundHooks::send_request`], before any connection; a refused
 //! one fails in the guest with `HTTP-request-denied` and a warning here.
 
@@ -54,6 +56,11 @@ impl Capability for Http {
         outbound: &Arc<Destinations>,
         linker: &mut Linker<HostState<C>>,
     ) -> wasmtime::Result<()> {
+        // WASI 0.3: the types and `client` always. Its service world imports
+        // `client` whether or not the component sends, so the list is held
+        // by the hooks below (every request to a host not listed is denied),
+        // not by leaving the import out.
+        wasmtime_wasi_http::p3::add_to_linker(linker)?;
         if outbound.allowed.is_empty() {
             let options = LinkOptions::default();
             types::add_to_linker::<_, wasmtime_wasi_http::WasiHttp>(linker, &options.into(), |s| {

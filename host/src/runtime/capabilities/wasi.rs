@@ -1,5 +1,5 @@
-//! WASI basics (cli, clocks, random, filesystem, sockets): always linked, but
-//! deny by default. Stdout and stderr go to `tracing` (see [`crate::runtime::output`]);
+//! WASI basics (cli, clocks, random, filesystem, sockets), in their 0.2 and
+//! 0.3 versions: always linked, but deny by default. Stdout and stderr go to `tracing` (see [`crate::runtime::output`]);
 //! files and environment only as `[components.<name>.wasi]` grants them;
 //! sockets only to what `allowed_outbound_hosts` lists.
 //!
@@ -86,8 +86,13 @@ impl Capability for Wasi {
         })
     }
 
+    /// WASI 0.2 and 0.3 both: a component built for wasm32-wasip2 that
+    /// exports a 0.3 handler still imports 0.2 interfaces through its std.
+    /// Both read the same context, so the grants and the socket check
+    /// mean the same for either.
     fn add_to_linker<C: Send + 'static>(_: &Prepared, linker: &mut Linker<HostState<C>>) -> wasmtime::Result<()> {
-        wasmtime_wasi::p2::add_to_linker_async(linker)
+        wasmtime_wasi::p2::add_to_linker_async(linker)?;
+        wasmtime_wasi::p3::add_to_linker(linker)
     }
 
     fn instance(prepared: &Prepared) -> wasmtime::Result<WasiCtx> {

@@ -1,0 +1,135 @@
+//! A WASI 0.3 HTTP handler (`wasi:http/handler@0.3.0`), written against the
+//! published `wasip3` bindings as their own examples are. It names no host.
+//!
+//! It answers by the last segment of the path, wherever it is mounted:
+//! - `GET .../download?mib=N`: N MiB of bytes, written 64 KiB at a time
+//!   while the client reads them (the body streams; nothing is buffered
+//!   whole);
+//! - `POST .../upload`: reads the body as it arrives and answers how many
+//!   bytes it counted;
+//! - `POST .../echo`: the body back;
+//! - anything else: a greeting naming the method and path.
+//!
+//! The guest's task runtime exists on wasm only, so the crate is empty when
+//! the workspace's tests build it for the host.
+#![cfg(target_family = "wasm")]
+
+use wasip3::http::types::{ErrorCode, Fields, Method, Request, Response};
+use wasip3::wit_bindgen::StreamResult;
+use wasip3::{wit_bindgen, wit_future, wit_stream};
+
+wasip3::http::service::export!(Hello);
+
+struct Hello;
+
+/// The bytes of one body chunk.
+const CHUNK: usize = 64 * 1024;
+
+impl wasip3::exports::http::handler::Guest for Hello {
+    async fn handle(request: Request) -> Result<Response, ErrorCode> {
+        let path = request.get_path_with_query().unwrap_or_default();
+        let method = request.get_method();
+        let route = path.split('?').next().unwrap_or_default();
+        match (&method, route.rsplit('/').next().unwrap_or_default()) {
+            (Method::Get, "download") => {
+                let mib: usize = query(&path, "mib").and_then(|v| v.parse().ok()).unwrap_or(1);
+                Ok(streamed(mib * 1024 * 1024))
+            }
+            (Method::Post, "upload") => {
+                let counted = read_body(request, |_| {}).await?;
+                Ok(text(format!("received {counted} bytes\n")))
+            }
+            (Method::Post, "echo") => {
+                let mut body = Vec::new();
+                read_body(request, |chunk| body.extend_from_slice(chunk)).await?;
+                Ok(bytes(body))
+            }
+            _ => Ok(text(format!("hello from wasi:http 0.3: {} {path}\n", name(&method)))),
+        }
+    }
+}
+
+/// A method's name as HTTP writes it.
+fn name(method: &Method) -> &str {
+    match method {
+        Method::Get => "GET",
+        Method::Head => "HEAD",
+        Method::Post => "POST",
+        Method::Put => "PUT",
+        Method::Delete => "DELETE",
+        Method::Connect => "CONNECT",
+        Method::Options => "OPTIONS",
+        Method::Trace => "TRACE",
+        Method::Patch => "PATCH",
+        Method::Other(other) => other,
+    }
+}
+
+/// The value of `key` in `path`'s query.
+fn query<'a>(path: &'a str, key: &str) -> Option<&'a str> {
+    let (_, query) = path.split_once('?')?;
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// Reads `request`'s body to its end, handing each chunk to `each`; how
+/// many bytes it had.
+async fn read_body(request: Request, mut each: impl FnMut(&[u8])) -> Result<usize, ErrorCode> {
+    let (_done_tx, done_rx) = wit_future::new(|| Ok(()));
+    let (mut body, trailers) = Request::consume_body(request, done_rx);
+    let mut total = 0;
+    let mut buf = Vec::with_capacity(CHUNK);
+    loop {
+        let (status, chunk) = body.read(buf).await;
+        each(&chunk);
+        total += chunk.len();
+        match status {
+            StreamResult::Complete(_) => {}
+            StreamResult::Dropped | StreamResult::Cancelled => break,
+        }
+        buf = chunk;
+        buf.clear();
+    }
+    trailers.await?;
+    Ok(total)
+}
+
+/// A response whose body is `n` bytes, written as the client reads them.
+fn streamed(n: usize) -> Response {
+    let (mut tx, rx) = wit_stream::new();
+    wasip3::spawn(async move {
+        let mut left = n;
+        while left > 0 {
+            let len = left.min(CHUNK);
+            let rest = tx.write_all(vec![b'x'; len]).await;
+            if !rest.is_empty() {
+                return; // the client went away
+            }
+            left -= len;
+        }
+    });
+    respond(Some(rx))
+}
+
+/// A response with `body` as text.
+fn text(body: String) -> Response {
+    bytes(body.into_bytes())
+}
+
+/// A response with `body`.
+fn bytes(body: Vec<u8>) -> Response {
+    let (mut tx, rx) = wit_stream::new();
+    wasip3::spawn(async move {
+        tx.write_all(body).await;
+    });
+    respond(Some(rx))
+}
+
+/// A 200 response with `body` and no trailers.
+fn respond(body: Option<wit_bindgen::StreamReader<u8>>) -> Response {
+    let (trailers_tx, trailers_rx) = wit_future::new(|| Ok(None));
+    drop(trailers_tx);
+    let (response, _sent) = Response::new(Fields::new(), body, trailers_rx);
+    response
+}
