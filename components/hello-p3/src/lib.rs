@@ -8,13 +8,16 @@
 //! - `POST .../upload`: reads the body as it arrives and answers how many
 //!   bytes it counted;
 //! - `POST .../echo`: the body back;
+//! - `GET .../fetch?authority=HOST:PORT`: sends `GET http://HOST:PORT/`
+//!   through `wasi:http/client` and answers `fetched STATUS`, or `refused
+//!   CODE` (502) when the request fails;
 //! - anything else: a greeting naming the method and path.
 //!
 //! The guest's task runtime exists on wasm only, so the crate is empty when
 //! the workspace's tests build it for the host.
 #![cfg(target_family = "wasm")]
 
-use wasip3::http::types::{ErrorCode, Fields, Method, Request, Response};
+use wasip3::http::types::{ErrorCode, Fields, Method, Request, Response, Scheme};
 use wasip3::wit_bindgen::StreamResult;
 use wasip3::{wit_bindgen, wit_future, wit_stream};
 
@@ -44,9 +47,38 @@ impl wasip3::exports::http::handler::Guest for Hello {
                 read_body(request, |chunk| body.extend_from_slice(chunk)).await?;
                 Ok(bytes(body))
             }
+            (Method::Get, "fetch") => {
+                let authority = query(&path, "authority").unwrap_or_default().to_string();
+                Ok(fetch(authority).await)
+            }
             _ => Ok(text(format!("hello from wasi:http 0.3: {} {path}\n", name(&method)))),
         }
     }
+}
+
+/// Sends `GET http://{authority}/` and says what came back.
+async fn fetch(authority: String) -> Response {
+    let (trailers_tx, trailers_rx) = wit_future::new(|| Ok(None));
+    drop(trailers_tx);
+    let (request, _sent) = Request::new(Fields::new(), None, trailers_rx, None);
+    let built = request
+        .set_scheme(Some(&Scheme::Http))
+        .and_then(|()| request.set_authority(Some(&authority)))
+        .and_then(|()| request.set_path_with_query(Some("/")));
+    if built.is_err() {
+        return with_status(400, format!("bad authority {authority:?}\n"));
+    }
+    match wasip3::http::client::send(request).await {
+        Ok(response) => text(format!("fetched {}\n", response.get_status_code())),
+        Err(code) => with_status(502, format!("refused {code:?}\n")),
+    }
+}
+
+/// A response with `status` and `body` as text.
+fn with_status(status: u16, body: String) -> Response {
+    let response = text(body);
+    let _ = response.set_status_code(status);
+    response
 }
 
 /// A method's name as HTTP writes it.

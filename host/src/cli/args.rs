@@ -50,7 +50,8 @@ pub struct NewArgs {
     /// `_`), also its WIT package's and its manifest's.
     pub name: String,
 
-    /// What it does: `http` (a wasi:http handler), `rpc` (an exported
+    /// What it does: `http` (a wasi:http 0.2 handler), `http-p3` (a WASI 0.3
+    /// handler, through the `wasip3` crate), `rpc` (an exported
     /// function over http-rpc), `queue` (a JetStream worker, also over http-rpc).
     #[arg(long, value_enum, default_value = "http")]
     pub template: crate::dev::scaffold::Template,

@@ -15,8 +15,12 @@ use std::path::{Path, PathBuf};
 /// What a new component does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Template {
-    /// `wasi:http/incoming-handler`, bound to an `http` address.
+    /// `wasi:http/incoming-handler` (WASI 0.2), bound to an `http` address.
     Http,
+    /// `wasi:http/handler` (WASI 0.3) through the `wasip3` crate, bound to
+    /// an `http` address.
+    #[value(name = "http-p3")]
+    HttpP3,
     /// An exported function, bound to an `http-rpc` route.
     Rpc,
     /// A queue worker: a `queue` binding (needs NATS) and the same export
@@ -29,6 +33,7 @@ impl Template {
     pub fn name(self) -> &'static str {
         match self {
             Template::Http => "http",
+            Template::HttpP3 => "http-p3",
             Template::Rpc => "rpc",
             Template::Queue => "queue",
         }
@@ -101,6 +106,12 @@ pub fn check_name(name: &str) -> Result<(), String> {
 /// its directory) and contents.
 pub fn files(name: &str, template: Template) -> Vec<(&'static str, String)> {
     let (world, lib, app, readme) = match template {
+        Template::HttpP3 => (
+            "",
+            include_str!("../../templates/http-p3/lib.rs"),
+            include_str!("../../templates/http-p3/app.toml"),
+            include_str!("../../templates/http-p3/README.md"),
+        ),
         Template::Http => (
             include_str!("../../templates/http/world.wit"),
             include_str!("../../templates/http/lib.rs"),
@@ -120,14 +131,17 @@ pub fn files(name: &str, template: Template) -> Vec<(&'static str, String)> {
             include_str!("../../templates/queue/README.md"),
         ),
     };
-    let extra_deps = match template {
-        // The wasi:http types and the incoming-handler export.
-        Template::Http => "wasip2 = \"1.0.4\"\n",
-        Template::Rpc | Template::Queue => "",
+    let deps = match template {
+        // Bindings for the WIT world in wit/; for http, the wasi:http types
+        // and the incoming-handler export.
+        Template::Http => "# Rust bindings for the WIT world in wit/.\nwit-bindgen = \"0.61\"\nwasip2 = \"1.0.4\"\n",
+        Template::Rpc | Template::Queue => "# Rust bindings for the WIT world in wit/.\nwit-bindgen = \"0.61\"\n",
+        // WASI 0.3's own world, and conversions to the `http` crate's types.
+        Template::HttpP3 => "wasip3 = { version = \"0.7\", features = [\"http-compat\"] }\nhttp = \"1\"\n",
     };
     let module = name.replace('-', "_");
     let fill = |text: &str| {
-        text.replace("{{extra_deps}}", extra_deps)
+        text.replace("{{deps}}", deps)
             .replace("{{name}}", name)
             .replace("{{wasm}}", &module)
             .replace("{{module}}", &module)
@@ -140,15 +154,17 @@ pub fn files(name: &str, template: Template) -> Vec<(&'static str, String)> {
         ("README.md", fill(readme)),
         ("app.toml", fill(app)),
         ("src/lib.rs", fill(lib)),
-        ("wit/world.wit", fill(world)),
     ];
+    if !world.is_empty() {
+        files.push(("wit/world.wit", fill(world)));
+    }
     match template {
         Template::Http => {
             files.push(("wit/deps/config/store.wit", WASI_CONFIG_STORE.to_string()));
             files.push(("wit/deps/config/world.wit", WASI_CONFIG_WORLD.to_string()));
         }
         Template::Queue => files.push(("wit/deps/logging/logging.wit", WASI_LOGGING.to_string())),
-        Template::Rpc => {}
+        Template::Rpc | Template::HttpP3 => {}
     }
     files
 }
@@ -184,7 +200,7 @@ pub fn create(name: &str, template: Template, parent: &Path) -> anyhow::Result<P
 /// What to type next, for the user: how to run and call the new component.
 pub fn next_steps(name: &str, template: Template, dir: &Path) -> String {
     let call = match template {
-        Template::Http => format!("curl http://{ADDRESS}/"),
+        Template::Http | Template::HttpP3 => format!("curl http://{ADDRESS}/"),
         Template::Rpc => format!("curl -d '{{\"name\": \"world\"}}' http://{ADDRESS}/rpc/{name}/hello"),
         Template::Queue => format!("curl -d '{{\"job\": \"resize photo 7\"}}' http://{ADDRESS}/rpc/{name}/handle"),
     };
@@ -231,7 +247,7 @@ mod tests {
 
     #[test]
     fn every_template_fills_every_placeholder_and_its_manifest_is_valid() {
-        for template in [Template::Http, Template::Rpc, Template::Queue] {
+        for template in [Template::Http, Template::HttpP3, Template::Rpc, Template::Queue] {
             let files = files("my-api", template);
             for (path, text) in &files {
                 assert!(!text.contains("{{"), "{path} of {template:?} has a placeholder left");
@@ -244,7 +260,9 @@ mod tests {
             assert!(get("Cargo.toml").contains("name = \"my-api\"\n"));
             assert!(get("Cargo.toml").contains("[workspace]"));
             assert!(get(".cargo/config.toml").contains("link-arg=-zstack-size=65536"));
-            assert!(get("wit/world.wit").starts_with("package local:my-api@0.1.0;"));
+            if template != Template::HttpP3 {
+                assert!(get("wit/world.wit").starts_with("package local:my-api@0.1.0;"));
+            }
         }
     }
 
@@ -255,9 +273,21 @@ mod tests {
             .lines()
             .find(|l| l.starts_with("wit-bindgen = "))
             .expect("the workspace names wit-bindgen");
+        for template in [Template::Http, Template::Rpc, Template::Queue] {
+            assert!(files("x", template)[0].1.contains(line), "{template:?} must use {line}");
+        }
+        // The WASI 0.3 template uses the wasip3 the repository's own 0.3 component builds with.
+        let p3 = include_str!("../../../components/hello-p3/Cargo.toml");
+        let wasip3 = p3
+            .lines()
+            .find(|l| l.starts_with("wasip3 = "))
+            .expect("hello-p3 names wasip3");
+        let version = wasip3.split('"').nth(1).expect("a version");
         assert!(
-            CARGO_TOML.contains(line),
-            "templates/common/Cargo.toml.in must use {line}"
+            files("x", Template::HttpP3)[0]
+                .1
+                .contains(&format!("wasip3 = {{ version = \"{version}\"")),
+            "http-p3 template must use wasip3 {version}"
         );
         let wasip2 = workspace.lines().find(|l| l.starts_with("wasip2 = ")).expect("wasip2");
         assert!(

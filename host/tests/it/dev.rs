@@ -315,6 +315,39 @@ fn an_http_component_is_built_served_and_hot_swapped_under_load() {
     assert!(status.success(), "Ctrl-C: {status}");
 }
 
+/// `new --template http-p3`: a WASI 0.3 component builds, serves and is
+/// swapped on an edit, like a 0.2 one.
+#[test]
+fn a_wasi_0_3_http_component_is_built_served_and_swapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let crate_dir = new_component(dir.path(), "dev_p3", "http-p3");
+    assert!(
+        !crate_dir.join("wit").exists(),
+        "WASI 0.3's world comes from the wasip3 crate"
+    );
+    let dev = Dev::start(&crate_dir, &[], FIRST_BUILD);
+    dev.wait_for("built dev_p3 in ", STEP);
+    let addr = dev.address("http://");
+    let answer = http(addr, "GET", "/p3", b"");
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (200, "Hello from dev_p3! You asked for /p3\n")
+    );
+
+    edit(
+        &crate_dir.join("src/lib.rs"),
+        "Hello from dev_p3!",
+        "Hello again from dev_p3!",
+    );
+    let rebuilt = dev.wait_for("rebuilt dev_p3 in ", STEP);
+    assert!(rebuilt.contains(", swapped in "), "{rebuilt}");
+    assert_eq!(
+        http(addr, "GET", "/p3", b"").body,
+        "Hello again from dev_p3! You asked for /p3\n"
+    );
+    assert!(dev.interrupt().success());
+}
+
 /// `new --template rpc` runs at once; a version whose function no longer
 /// fits its binding is refused with the reason, and the old one serves on.
 #[test]

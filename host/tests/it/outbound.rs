@@ -205,3 +205,41 @@ fn guest_output_is_tagged_escaped_and_rate_limited() {
     let ok = call(&host, "fetch", &format!(r#"{{"url": "http://{}/"}}"#, server.addr));
     assert_eq!(ok["ok"], "still here", "{ok}");
 }
+
+/// A WASI 0.3 component (`wasi:http/client`) under the same list: the
+/// listed server answers it, the other is never connected to, and with an
+/// empty list (its service world imports `client` all the same) every
+/// request is denied.
+#[test]
+fn a_wasi_0_3_component_reaches_only_the_listed_hosts() {
+    let (allowed, other) = (Server::start("allowed"), Server::start("other"));
+    let p3 = |list: &str| {
+        format!(
+            "[app]\nname = \"outbound-p3\"\n[components.p3]\nsource = \"{{wasm:hello_p3}}\"\n\
+             allowed_outbound_hosts = {list}\n[[bindings]]\nmedium = \"http\"\naddress = \"127.0.0.1:0\"\ncomponent = \"p3\"\n"
+        )
+    };
+    let host = Host::start(&p3(&format!("[\"http://{}\"]", allowed.addr)));
+    let addr = host.wait_for_http("p3");
+    let fetch = |target: SocketAddr| http(addr, "GET", &format!("/fetch?authority={target}"), b"");
+
+    let ok = fetch(allowed.addr);
+    assert_eq!((ok.status, ok.body.as_str()), (200, "fetched 200\n"));
+    let denied = fetch(other.addr);
+    assert_eq!(
+        (denied.status, denied.body.as_str()),
+        (502, "refused ErrorCode::HttpRequestDenied\n")
+    );
+    assert_eq!(other.connections(), 0, "a refused request must not connect");
+    host.wait_for_log("outbound HTTP refused");
+
+    let closed = Host::start(&p3("[]"));
+    let addr = closed.wait_for_http("p3");
+    let before = allowed.connections();
+    let denied = http(addr, "GET", &format!("/fetch?authority={}", allowed.addr), b"");
+    assert_eq!(
+        (denied.status, denied.body.as_str()),
+        (502, "refused ErrorCode::HttpRequestDenied\n")
+    );
+    assert_eq!(allowed.connections(), before);
+}

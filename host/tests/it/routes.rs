@@ -2,7 +2,8 @@
 //! port by route and host (Spin's rules and headers, a Spin component built
 //! with the published spin-sdk served unmodified), HTTP/2 with prior
 //! knowledge, HTTPS with a self-signed certificate (HTTP/1.1 and h2 by
-//! ALPN), and a route whose component runs on another host.
+//! ALPN), and a route whose component runs on another host (a WASI 0.2
+//! and a WASI 0.3 one).
 
 use crate::support::Host;
 use crate::support::nats::NatsServer;
@@ -274,11 +275,21 @@ placement = { node = "b" }
 source = "{wasm:spin_hello}"
 placement = { node = "b" }
 
+[components.p3]
+source = "{wasm:hello_p3}"
+placement = { node = "b" }
+
 [[bindings]]
 medium = "http"
 address = "127.0.0.1:0"
 component = "front"
 route = "/"
+
+[[bindings]]
+medium = "http"
+address = "127.0.0.1:0"
+component = "p3"
+route = "/p3/..."
 
 [[bindings]]
 medium = "http"
@@ -309,7 +320,7 @@ fn a_route_to_a_component_on_another_host_is_answered_byte_for_byte() {
     // The host of the routed components first, so that `a` finds it.
     let b_args = args("node=b");
     let b = Host::start_with(SPLIT, &b_args.iter().map(String::as_str).collect::<Vec<_>>());
-    b.wait_for_log("serving lattice http routes for echo, spin");
+    b.wait_for_log("serving lattice http routes for echo, p3, spin");
     let a_args = args("node=a");
     let a = Host::start_with(SPLIT, &a_args.iter().map(String::as_str).collect::<Vec<_>>());
     let addr = listening(&a, "http");
@@ -336,6 +347,15 @@ fn a_route_to_a_component_on_another_host_is_answered_byte_for_byte() {
     assert_eq!(echoed.status, 200, "{}", echoed.text());
     assert_eq!(echoed.body.len(), big.len());
     assert!(echoed.body == big, "the body came back changed");
+    // A WASI 0.3 component on the other host: its bodies cross both ways.
+    let download = curl(&[&url("/p3/download?mib=3")]);
+    assert_eq!((download.status, download.body.len()), (200, 3 << 20));
+    let p3_echo = curl(&["--data-binary", &data, &url("/p3/echo")]);
+    assert_eq!(p3_echo.status, 200, "{}", p3_echo.text());
+    assert!(
+        p3_echo.body == big,
+        "the body came back changed through the 0.3 component"
+    );
     // Over h2 too, and the Spin headers are the listener's.
     let spin = curl(&["--http2-prior-knowledge", &url("/spin/headers")]);
     assert_eq!(spin.version, "2");
