@@ -10,6 +10,7 @@
 pub mod adaptive;
 pub mod outbound;
 pub mod route;
+pub mod spin;
 pub mod subject;
 
 pub use adaptive::AdaptiveSpec;
@@ -700,13 +701,35 @@ impl Manifest {
 }
 
 fn parse_toml(text: &str, origin: &str) -> Result<Manifest, ManifestError> {
-    let located = |err: &toml::de::Error| match err.span() {
+    if spin::is_spin(text) {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ManifestError::Parse {
+            location: located(text, origin, &e),
+            message: format!("syntax error: {}", e.message()),
+        })?;
+        let listen = std::env::var(spin::LISTEN_VAR).unwrap_or_else(|_| spin::LISTEN.to_string());
+        let translated = spin::translate(&table, &listen).map_err(|problems| ManifestError::Invalid {
+            path: format!("{origin} (a Spin manifest)"),
+            problems,
+        })?;
+        return parse_membrane(&translated, &format!("{origin} (a Spin manifest, translated)"));
+    }
+    parse_membrane(text, origin)
+}
+
+/// Where `err` is in `text`: `origin:line:column`, or `origin`.
+fn located(text: &str, origin: &str, err: &toml::de::Error) -> String {
+    match err.span() {
         Some(span) => {
             let (line, column) = line_column(text, span.start);
             format!("{origin}:{line}:{column}")
         }
         None => origin.to_string(),
-    };
+    }
+}
+
+/// Parses a Membrane manifest's TOML; `origin` names it in errors.
+fn parse_membrane(text: &str, origin: &str) -> Result<Manifest, ManifestError> {
+    let located = |err: &toml::de::Error| located(text, origin, err);
     let de = toml::de::Deserializer::parse(text).map_err(|e| ManifestError::Parse {
         location: located(&e),
         message: format!("syntax error: {}", e.message()),

@@ -190,7 +190,7 @@ impl App<'_> {
         }
         for (import, item) in self.types[name].imports(engine) {
             let linked = self.manifest.links.iter().any(|l| l.from == name && l.import == import);
-            if linked || import.starts_with("wasi:") {
+            if linked || crate::runtime::capabilities::serves(import) {
                 continue;
             }
             if is_type_only(engine, &item.ty) {

@@ -7,7 +7,6 @@
 
 use crate::support::Host;
 use crate::support::nats::NatsServer;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 
@@ -58,19 +57,6 @@ fn curl(args: &[&str]) -> Reply {
     }
 }
 
-/// The address a host logged for its listener (`http` or `https`).
-fn listening(host: &Host, scheme: &str) -> SocketAddr {
-    let line = host.wait_for_log(&format!("serving {scheme}://"));
-    let rest = line
-        .split(&format!("serving {scheme}://"))
-        .nth(1)
-        .expect("serving line");
-    rest.split(' ')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .expect("listener address")
-}
-
 /// Four routes on one port: a Spin component under `/spin/...`, an exact
 /// route inside it, an echo, and a catch-all for one host name only.
 const ROUTED: &str = r#"
@@ -117,7 +103,7 @@ host = "other.example"
 #[test]
 fn one_port_serves_several_components_by_route_with_spin_headers_over_h1_and_h2c() {
     let host = Host::start(ROUTED);
-    let addr = listening(&host, "http");
+    let addr = host.listening("http");
     let url = |path: &str| format!("http://{addr}{path}");
 
     // The Spin component, unmodified: its router matches on spin-path-info.
@@ -218,7 +204,7 @@ tls = {{ cert = "{}", key = "{}" }}
         )
     };
     let host = Host::start(&manifest("cert.pem"));
-    let addr = listening(&host, "https");
+    let addr = host.listening("https");
     let url = format!("https://{addr}/headers");
     let cacert = dir.path().join("cert.pem").display().to_string();
 
@@ -323,7 +309,7 @@ fn a_route_to_a_component_on_another_host_is_answered_byte_for_byte() {
     b.wait_for_log("serving lattice http routes for echo, p3, spin");
     let a_args = args("node=a");
     let a = Host::start_with(SPLIT, &a_args.iter().map(String::as_str).collect::<Vec<_>>());
-    let addr = listening(&a, "http");
+    let addr = a.listening("http");
     let url = |path: &str| format!("http://{addr}{path}");
 
     let front = curl(&[&url("/")]);

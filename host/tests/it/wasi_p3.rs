@@ -7,18 +7,7 @@
 
 use crate::support::{Host, http};
 use std::io::Write as _;
-use std::net::SocketAddr;
 use std::process::Command;
-
-/// The address of the one listener the host logged.
-fn listening(host: &Host) -> SocketAddr {
-    let line = host.wait_for_log("serving http://");
-    let rest = line.split("serving http://").nth(1).expect("serving line");
-    rest.split(' ')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .expect("listener address")
-}
 
 const MIXED: &str = r#"
 [app]
@@ -55,7 +44,7 @@ route = "/spin/..."
 #[test]
 fn wasi_0_3_handlers_are_served_beside_0_2_on_one_port() {
     let host = Host::start(MIXED);
-    let addr = listening(&host);
+    let addr = host.listening("http");
 
     let hello = http(addr, "GET", "/p3/hello?x=1", b"");
     assert_eq!(hello.status, 200, "{}", hello.body);
@@ -86,7 +75,7 @@ fn wasi_0_3_handlers_are_served_beside_0_2_on_one_port() {
 fn fifty_mib_stream_both_ways_through_a_0_3_component_in_bounded_memory() {
     const MIB: usize = 50;
     let host = Host::start(MIXED);
-    let addr = listening(&host);
+    let addr = host.listening("http");
     // Warm: one instance compiled and run, so the baseline holds its code.
     assert_eq!(http(addr, "GET", "/p3/warm", b"").status, 200);
     let before = host.rss_kib();
@@ -143,4 +132,62 @@ fn fifty_mib_stream_both_ways_through_a_0_3_component_in_bounded_memory() {
         grown < (MIB as u64 * 1024) / 2,
         "the host grew by {grown} KiB for {MIB} MiB bodies"
     );
+}
+
+/// A Spin app as its `spin.toml` is written: `membrane up spin.toml` serves
+/// its HTTP triggers (on `$SPIN_HTTP_LISTEN_ADDR`, as `spin up` does), with
+/// the base path, and a component's variables through Spin's own interface.
+const SPIN_APP: &str = r#"
+spin_manifest_version = 2
+
+[application]
+name = "spin-app"
+
+[application.trigger.http]
+base = "/app"
+
+[variables]
+greeting = { default = "Hi" }
+
+[[trigger.http]]
+route = "/hello/..."
+component = "hello"
+
+[[trigger.http]]
+route = "/p3/..."
+component = "p3"
+
+[component.hello]
+source = "{wasm:spin7_hello}"
+variables = { greeting = "{{ greeting }}, Spin" }
+
+[component.p3]
+source = "{wasm:hello_p3}"
+"#;
+
+#[test]
+fn membrane_up_serves_a_spin_toml_as_written() {
+    let host = Host::start_env(SPIN_APP, &[], &[("SPIN_HTTP_LISTEN_ADDR", "127.0.0.1:0")]);
+    let addr = host.listening("http");
+    let hello = http(addr, "GET", "/app/hello/there", b"");
+    assert_eq!(
+        (hello.status, hello.body.as_str()),
+        (200, "Hello from Spin 7: GET /app/hello/there\n")
+    );
+    let p3 = http(addr, "GET", "/app/p3/x", b"");
+    assert_eq!(
+        (p3.status, p3.body.as_str()),
+        (200, "hello from wasi:http 0.3: GET /app/p3/x\n")
+    );
+    assert_eq!(http(addr, "GET", "/elsewhere", b"").status, 404);
+    // Its variables, through Spin's own interface (spin:variables@3.0.0).
+    let greeting = http(addr, "GET", "/app/hello/var/greeting", b"");
+    assert_eq!(greeting.body, "greeting = Hi, Spin\n");
+    let undefined = http(addr, "GET", "/app/hello/var/nope", b"").body;
+    assert!(undefined.starts_with("nope: Error::Undefined("), "{undefined}");
+
+    // What Membrane does not serve is named by its spin.toml field.
+    let files = SPIN_APP.replace("[component.p3]\n", "[component.p3]\nfiles = [\"static/**\"]\n");
+    let err = Host::fail(&files);
+    assert!(err.contains("component.p3.files: Spin mounts files read-only"), "{err}");
 }

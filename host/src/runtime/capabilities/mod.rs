@@ -19,6 +19,13 @@ use crate::manifest::{ComponentSpec, Manifest};
 use crate::runtime::state::{CapabilityStates, HostState};
 use wasmtime::component::Linker;
 
+/// Whether the host serves interface `import` itself (through a
+/// capability, granted or refused there) rather than through a link: every
+/// `wasi:` interface, and Spin's variables.
+pub fn serves(import: &str) -> bool {
+    import.starts_with("wasi:") || config::SPIN_VARIABLES.contains(&import)
+}
+
 /// Declares the capabilities after `outbound`, in the order they are
 /// prepared and linked. `outbound` is always first: the others read what it
 /// parsed ([`Load::outbound`]).

@@ -267,6 +267,20 @@ impl Host {
         }
     }
 
+    /// The address of the listener the host logged for `scheme` (`http` or
+    /// `https`): its first.
+    pub fn listening(&self, scheme: &str) -> SocketAddr {
+        let line = self.wait_for_log(&format!("serving {scheme}://"));
+        let rest = line
+            .split(&format!("serving {scheme}://"))
+            .nth(1)
+            .expect("serving line");
+        rest.split(' ')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .expect("listener address")
+    }
+
     /// The address of the host's admin endpoint, from its log.
     pub fn admin(&self) -> SocketAddr {
         let line = self.wait_for_log("admin http://");

@@ -1,0 +1,406 @@
+//! `spin.toml` (Spin's manifest, version 2) read as a Membrane manifest, so
+//! that `membrane up spin.toml` and `membrane dev spin.toml` run a Spin app
+//! as written. A pure translation, text to text: the result is parsed and
+//! checked like any manifest, so every rule (and every message) stays the
+//! manifest's own.
+//!
+//! What maps:
+//! - `[application] name` is the app's name;
+//! - each `[component.<id>]` is a component: a file `source`,
+//!   `allowed_outbound_hosts` (the same syntax), `key_value_stores` as
+//!   `keyvalue` buckets, `environment` as `wasi.env`, `variables` as its
+//!   `config` table (Spin serves them through `wasi:config` too), each
+//!   `{{ name }}` filled from `[variables]`: its `default`, or, without one,
+//!   the host's secret of that name (`MEMBRANE_SECRET_<NAME>`), and `build`;
+//! - each `[[trigger.http]]` is an `http` binding on the address `spin up`
+//!   would listen on: `$SPIN_HTTP_LISTEN_ADDR`, else [`LISTEN`]; its
+//!   `route` under `[application.trigger.http] base`; a private route binds
+//!   nothing.
+//!
+//! What is refused, each with the field named: manifest version 1, sources
+//! from a URL or a registry, `files` (Spin mounts them read-only; Membrane's
+//! `wasi.dirs` are writable, so it will not widen the grant silently),
+//! `dependencies`, SQLite databases, AI models, inline components, other
+//! triggers than `http`, and a WAGI executor.
+
+use toml::{Table, Value};
+
+/// Where a Spin app's HTTP triggers listen (as `spin up`'s default).
+pub const LISTEN: &str = "127.0.0.1:3000";
+
+/// The variable `spin up` reads its listen address from, as Membrane does
+/// for a Spin manifest.
+pub const LISTEN_VAR: &str = "SPIN_HTTP_LISTEN_ADDR";
+
+/// Whether `text` is a Spin manifest: it sets `spin_manifest_version`.
+pub fn is_spin(text: &str) -> bool {
+    text.lines()
+        .any(|line| line.trim_start().starts_with("spin_manifest_version"))
+}
+
+/// The Membrane manifest of Spin manifest `spin` (already parsed as TOML),
+/// its HTTP triggers on `listen`, or every problem, each naming its
+/// `spin.toml` field.
+pub fn translate(spin: &Table, listen: &str) -> Result<String, Vec<String>> {
+    let mut problems = Vec::new();
+    match spin.get("spin_manifest_version") {
+        Some(Value::Integer(2)) => {}
+        Some(other) => problems.push(format!(
+            "spin_manifest_version: {other} is not supported; Membrane reads version 2 (`spin doctor` upgrades a version 1 manifest)"
+        )),
+        None => problems.push("spin_manifest_version: missing".into()),
+    }
+    let application = table(spin, "application");
+    let name = application.and_then(|a| a.get("name")).and_then(Value::as_str);
+    let Some(name) = name else {
+        problems.push("application.name: missing".into());
+        return Err(problems);
+    };
+    let variables = table(spin, "variables").cloned().unwrap_or_default();
+    let mut components = Table::new();
+    for (id, spec) in table(spin, "component").cloned().unwrap_or_default() {
+        match spec.as_table() {
+            Some(spec) => match component(&id, spec, &variables) {
+                Ok(c) => {
+                    components.insert(id, Value::Table(c));
+                }
+                Err(p) => problems.extend(p),
+            },
+            None => problems.push(format!("component.{id}: not a table")),
+        }
+    }
+    let base = application
+        .and_then(|a| table(a, "trigger"))
+        .and_then(|t| table(t, "http"))
+        .and_then(|h| h.get("base"))
+        .and_then(Value::as_str)
+        .unwrap_or("/");
+    let bindings = triggers(spin, (base, listen), &mut problems);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let mut app = Table::new();
+    app.insert("name".into(), Value::String(name.into()));
+    let mut manifest = Table::new();
+    manifest.insert("app".into(), Value::Table(app));
+    manifest.insert("components".into(), Value::Table(components));
+    manifest.insert("bindings".into(), Value::Array(bindings));
+    toml::to_string(&manifest).map_err(|e| vec![format!("cannot write the translated manifest: {e}")])
+}
+
+/// The table at `key` of `t`, if it is one.
+fn table<'a>(t: &'a Table, key: &str) -> Option<&'a Table> {
+    t.get(key).and_then(Value::as_table)
+}
+
+/// The `[[bindings]]` of the `[[trigger.*]]` arrays.
+fn triggers(spin: &Table, (base, listen): (&str, &str), problems: &mut Vec<String>) -> Vec<Value> {
+    let mut bindings = Vec::new();
+    for (kind, list) in table(spin, "trigger").cloned().unwrap_or_default() {
+        if kind != "http" {
+            problems.push(format!(
+                "trigger.{kind}: Membrane runs `http` triggers from spin.toml; bind this component with a Membrane manifest ({})",
+                "docs/manifest.md"
+            ));
+            continue;
+        }
+        for (i, trigger) in list.as_array().cloned().unwrap_or_default().iter().enumerate() {
+            let field = format!("trigger.http[{i}]");
+            let Some(trigger) = trigger.as_table() else {
+                problems.push(format!("{field}: not a table"));
+                continue;
+            };
+            if let Some(executor) = trigger.get("executor").and_then(Value::as_table)
+                && executor.get("type").and_then(Value::as_str) != Some("spin")
+            {
+                problems.push(format!(
+                    "{field}.executor: only the `spin` executor (wasi:http) is served; WAGI is not"
+                ));
+                continue;
+            }
+            let component = match trigger.get("component") {
+                Some(Value::String(c)) => c.clone(),
+                Some(_) => {
+                    problems.push(format!(
+                        "{field}.component: an inline component; name it in a [component.<id>] table"
+                    ));
+                    continue;
+                }
+                None => {
+                    problems.push(format!("{field}.component: missing"));
+                    continue;
+                }
+            };
+            let route = match trigger.get("route") {
+                Some(Value::String(route)) => route.clone(),
+                // A private route is reached only through other components.
+                Some(Value::Table(t)) if t.get("private").and_then(Value::as_bool) == Some(true) => continue,
+                _ => {
+                    problems.push(format!(
+                        "{field}.route: a path such as \"/...\" or {{ private = true }}"
+                    ));
+                    continue;
+                }
+            };
+            let mut binding = Table::new();
+            binding.insert("medium".into(), Value::String("http".into()));
+            binding.insert("address".into(), Value::String(listen.into()));
+            binding.insert("component".into(), Value::String(component));
+            binding.insert("route".into(), Value::String(under(base, &route)));
+            bindings.push(Value::Table(binding));
+        }
+    }
+    bindings
+}
+
+/// `route` under `base`, as Spin joins them.
+fn under(base: &str, route: &str) -> String {
+    let base = base.trim_end_matches('/');
+    if base.is_empty() {
+        route.to_string()
+    } else if route == "/" {
+        base.to_string()
+    } else {
+        format!("{base}{route}")
+    }
+}
+
+/// Fields Membrane does not serve, and why.
+const REFUSED: &[(&str, &str)] = &[
+    (
+        "files",
+        "Spin mounts files read-only and Membrane's `wasi.dirs` are writable; grant a directory in a Membrane manifest if the component may write to it",
+    ),
+    (
+        "dependencies",
+        "component dependencies are not composed from spin.toml; link the components with [[links]] in a Membrane manifest",
+    ),
+    ("sqlite_databases", "SQLite databases are not served"),
+    ("ai_models", "AI models are not served"),
+    (
+        "allowed_http_hosts",
+        "the Spin 1 name; use allowed_outbound_hosts (with schemes, e.g. \"https://api.example.com\")",
+    ),
+];
+
+/// The Membrane component of `[component.<id>]`.
+fn component(id: &str, spec: &Table, variables: &Table) -> Result<Table, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut out = Table::new();
+    for (field, why) in REFUSED {
+        if spec.contains_key(*field) {
+            problems.push(format!("component.{id}.{field}: {why}"));
+        }
+    }
+    match spec.get("source") {
+        Some(Value::String(path)) => {
+            out.insert("source".into(), Value::String(path.clone()));
+        }
+        Some(_) => problems.push(format!(
+            "component.{id}.source: only a file path is served (a URL or registry source is not yet)"
+        )),
+        None => problems.push(format!("component.{id}.source: missing")),
+    }
+    if let Some(hosts) = spec.get("allowed_outbound_hosts") {
+        out.insert("allowed_outbound_hosts".into(), hosts.clone());
+    }
+    if let Some(stores) = spec.get("key_value_stores") {
+        let mut keyvalue = Table::new();
+        keyvalue.insert("buckets".into(), stores.clone());
+        out.insert("keyvalue".into(), Value::Table(keyvalue));
+    }
+    if let Some(env) = spec.get("environment") {
+        let mut wasi = Table::new();
+        wasi.insert("env".into(), env.clone());
+        out.insert("wasi".into(), Value::Table(wasi));
+    }
+    if let Some(values) = spec.get("variables").and_then(Value::as_table) {
+        let mut config = Table::new();
+        for (key, template) in values {
+            let field = format!("component.{id}.variables.{key}");
+            match template.as_str().map(|t| fill(t, variables)) {
+                Some(Ok(value)) => {
+                    config.insert(key.clone(), value);
+                }
+                Some(Err(why)) => problems.push(format!("{field}: {why}")),
+                None => problems.push(format!("{field}: a string, such as \"{{{{ name }}}}\"")),
+            }
+        }
+        out.insert("config".into(), Value::Table(config));
+    }
+    if let Some(build) = spec.get("build").and_then(Value::as_table) {
+        let mut b = Table::new();
+        for field in ["command", "watch", "workdir"] {
+            if let Some(value) = build.get(field) {
+                b.insert(field.into(), value.clone());
+            }
+        }
+        out.insert("build".into(), Value::Table(b));
+    }
+    if problems.is_empty() { Ok(out) } else { Err(problems) }
+}
+
+/// The config value of a Spin variable template: the text with each
+/// `{{ name }}` replaced by that variable's default; a template that is one
+/// variable without a default is the host's secret of that name.
+fn fill(template: &str, variables: &Table) -> Result<Value, String> {
+    let mut text = String::new();
+    let mut secret = None;
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        text.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find("}}").ok_or("an unclosed `{{`")?;
+        let name = after[..end].trim();
+        let variable = variables
+            .get(name)
+            .and_then(Value::as_table)
+            .ok_or_else(|| format!("`{name}` is not in [variables]"))?;
+        match variable.get("default").and_then(Value::as_str) {
+            Some(default) => text.push_str(default),
+            None if secret.is_none() => secret = Some(name.to_string()),
+            None => return Err("two variables without a default in one value".into()),
+        }
+        rest = &after[end + 2..];
+    }
+    text.push_str(rest);
+    match secret {
+        None => Ok(Value::String(text)),
+        Some(name) if text.is_empty() => {
+            let mut table = Table::new();
+            table.insert("secret".into(), Value::String(name));
+            Ok(Value::Table(table))
+        }
+        Some(_) => {
+            Err("a variable without a default must be the whole value (the host supplies it as a secret)".into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Membrane manifest of `spin`, as a TOML table.
+    fn translated(spin: &str) -> Result<Table, Vec<String>> {
+        let text = translate(&spin.parse::<Table>().unwrap(), LISTEN)?;
+        Ok(text.parse::<Table>().unwrap())
+    }
+
+    const HELLO: &str = r#"
+spin_manifest_version = 2
+
+[application]
+name = "hello"
+version = "0.1.0"
+
+[application.trigger.http]
+base = "/api"
+
+[variables]
+greeting = { default = "Hello" }
+token = { required = true }
+
+[[trigger.http]]
+route = "/..."
+component = "hello"
+
+[[trigger.http]]
+route = { private = true }
+component = "helper"
+
+[component.hello]
+source = "target/wasm32-wasip2/release/hello.wasm"
+allowed_outbound_hosts = ["https://api.example.com"]
+key_value_stores = ["default"]
+environment = { MODE = "prod" }
+variables = { greeting = "{{ greeting }}, world", token = "{{ token }}" }
+[component.hello.build]
+command = "cargo build --target wasm32-wasip2 --release"
+watch = ["src/**/*.rs"]
+
+[component.helper]
+source = "helper.wasm"
+"#;
+
+    #[test]
+    fn a_spin_app_becomes_components_and_http_bindings() {
+        let m = translated(HELLO).unwrap();
+        assert_eq!(m["app"]["name"].as_str(), Some("hello"));
+        let hello = &m["components"]["hello"];
+        assert_eq!(
+            hello["source"].as_str(),
+            Some("target/wasm32-wasip2/release/hello.wasm")
+        );
+        assert_eq!(
+            hello["allowed_outbound_hosts"][0].as_str(),
+            Some("https://api.example.com")
+        );
+        assert_eq!(hello["keyvalue"]["buckets"][0].as_str(), Some("default"));
+        assert_eq!(hello["wasi"]["env"]["MODE"].as_str(), Some("prod"));
+        assert_eq!(hello["config"]["greeting"].as_str(), Some("Hello, world"));
+        assert_eq!(hello["config"]["token"]["secret"].as_str(), Some("token"));
+        assert_eq!(hello["build"]["watch"][0].as_str(), Some("src/**/*.rs"));
+        let bindings = m["bindings"].as_array().unwrap();
+        assert_eq!(bindings.len(), 1, "the private route binds nothing: {bindings:?}");
+        assert_eq!(bindings[0]["route"].as_str(), Some("/api/..."));
+        assert_eq!(bindings[0]["address"].as_str(), Some(LISTEN));
+        assert!(m["components"].get("helper").is_some());
+    }
+
+    #[test]
+    fn what_is_not_served_is_refused_by_field() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "spin_manifest_version = \"1\"\n[application]\nname = \"a\"\n",
+                "spin_manifest_version: \"1\" is not supported",
+            ),
+            ("spin_manifest_version = 2\n", "application.name: missing"),
+            (
+                "spin_manifest_version = 2\n[application]\nname = \"a\"\n[component.c]\nsource = { url = \"https://x/c.wasm\", digest = \"sha256:00\" }\n",
+                "component.c.source: only a file path",
+            ),
+            (
+                "spin_manifest_version = 2\n[application]\nname = \"a\"\n[component.c]\nsource = \"c.wasm\"\nfiles = [\"static/**\"]\n",
+                "component.c.files: Spin mounts files read-only",
+            ),
+            (
+                "spin_manifest_version = 2\n[application]\nname = \"a\"\n[[trigger.redis]]\nchannel = \"x\"\ncomponent = \"c\"\n[component.c]\nsource = \"c.wasm\"\n",
+                "trigger.redis: Membrane runs `http` triggers",
+            ),
+            (
+                "spin_manifest_version = 2\n[application]\nname = \"a\"\n[[trigger.http]]\nroute = \"/\"\ncomponent = \"c\"\nexecutor = { type = \"wagi\" }\n[component.c]\nsource = \"c.wasm\"\n",
+                "trigger.http[0].executor: only the `spin` executor",
+            ),
+            (
+                "spin_manifest_version = 2\n[application]\nname = \"a\"\n[component.c]\nsource = \"c.wasm\"\nvariables = { v = \"{{ nope }}\" }\n",
+                "component.c.variables.v: `nope` is not in [variables]",
+            ),
+            (
+                "spin_manifest_version = 2\n[application]\nname = \"a\"\n[variables]\nt = { required = true }\n[component.c]\nsource = \"c.wasm\"\nvariables = { v = \"Bearer {{ t }}\" }\n",
+                "component.c.variables.v: a variable without a default must be the whole value",
+            ),
+        ];
+        for (spin, expected) in cases {
+            let problems = translated(spin).unwrap_err();
+            assert!(
+                problems.iter().any(|p| p.starts_with(expected)),
+                "{expected}: {problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn routes_join_the_base_as_spin_does() {
+        assert_eq!(under("/", "/..."), "/...");
+        assert_eq!(under("/api", "/..."), "/api/...");
+        assert_eq!(under("/api/", "/users"), "/api/users");
+        assert_eq!(under("/api", "/"), "/api");
+    }
+
+    #[test]
+    fn a_spin_manifest_is_told_by_its_version_key() {
+        assert!(is_spin(HELLO));
+        assert!(!is_spin("[app]\nname = \"a\"\n"));
+    }
+}
