@@ -181,7 +181,7 @@ fn everything(size: usize) -> Val {
 /// The type of `values#roundtrip` in the `echo` component.
 fn roundtrip_type(app: &membrane::runtime::Runtime) -> ComponentFunc {
     let echo = app.get("echo").expect("echo loaded");
-    let engine = app.engine();
+    let engine = echo.component.engine();
     let ty = echo.component.component_type();
     let Some(ComponentItem::ComponentInstance(values)) =
         ty.get_export(engine, "example:testkit/values@0.1.0").map(|e| e.ty)

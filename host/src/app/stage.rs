@@ -20,8 +20,9 @@ use crate::transports;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use wasmtime::component::Component;
 use wasmtime::component::Linker;
-use wasmtime::component::types::{Component as ComponentTy, ComponentInstance};
+use wasmtime::component::types::ComponentInstance;
 
 /// What preparing one component needs to know of the whole app.
 struct App<'a> {
@@ -29,7 +30,8 @@ struct App<'a> {
     manifest: &'a Manifest,
     here: &'a BTreeSet<String>,
     lattice: Option<&'a Lattice>,
-    types: BTreeMap<String, ComponentTy>,
+    /// Every component of the app, compiled (each on its own engine).
+    types: BTreeMap<String, Component>,
     /// The imported interface's type of each link that type-checks.
     link_types: Vec<Option<ComponentInstance>>,
     /// The app's key-value buckets.
@@ -48,10 +50,9 @@ pub async fn stage(
     let started = Instant::now();
     let compiled = runtime.compile_all(manifest).await?;
     let compile = started.elapsed();
-    let engine = runtime.engine();
-    let types: BTreeMap<String, ComponentTy> = compiled
+    let types: BTreeMap<String, Component> = compiled
         .iter()
-        .map(|(name, (component, _))| (name.clone(), component.component_type()))
+        .map(|(name, (component, _))| (name.clone(), component.clone()))
         .collect();
     let mut problems = Vec::new();
     let link_types = manifest
@@ -59,12 +60,12 @@ pub async fn stage(
         .iter()
         .enumerate()
         .map(|(i, link)| {
-            let import = links::check(engine, i, link, &types[&link.from], &types[&link.to])
+            let import = links::check(i, link, &types[&link.from], &types[&link.to])
                 .map_err(|problem| problems.push(problem))
                 .ok()?;
             if link.delivery == Delivery::Queue {
                 let bindings = transports::queue::targets(manifest, &link.to, &link.import);
-                let found = links::queue::check(engine, i, link, &import, &bindings);
+                let found = links::queue::check(types[&link.from].engine(), i, link, &import, &bindings);
                 if !found.is_empty() {
                     problems.extend(found);
                     return None;
@@ -125,19 +126,20 @@ impl App<'_> {
     /// Component `name`'s linker (capabilities, then links) and its
     /// pre-instantiated version.
     fn prepare(&self, name: &str, version: Version) -> Result<Loaded, Vec<String>> {
-        let engine = self.runtime.engine();
+        let engine = self.types[name].engine();
         let spec = &self.manifest.components[name];
-        let imports: Vec<String> = self.types[name].imports(engine).map(|(n, _)| n.to_string()).collect();
-        let (mut linker, granted) = self.runtime.linker(name, spec, &imports, &self.buckets)?;
+        let ty = self.types[name].component_type();
+        let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
+        let (mut linker, granted) = self.runtime.linker(engine, name, spec, &imports, &self.buckets)?;
         let slots = self.define_links(name, &mut linker)?;
-        Loaded::new(engine, name, spec, version, &linker, granted, slots).map_err(|problem| vec![problem])
+        Loaded::new(name, spec, version, &linker, granted, slots).map_err(|problem| vec![problem])
     }
 
     /// Defines `name`'s linked imports in `linker`, in process when the
     /// target runs here, else over the lattice; an interface of types only
     /// needs no link. Answers how many local link slots its instances need.
     fn define_links(&self, name: &str, linker: &mut Linker<Host>) -> Result<usize, Vec<String>> {
-        let engine = self.runtime.engine();
+        let engine = self.types[name].engine();
         let mut problems = Vec::new();
         let mut slots = 0;
         for (i, link) in self.manifest.links.iter().enumerate().filter(|(_, l)| l.from == name) {
@@ -188,7 +190,7 @@ impl App<'_> {
                 problems.push(format!("links[{i}]: {e}"));
             }
         }
-        for (import, item) in self.types[name].imports(engine) {
+        for (import, item) in self.types[name].component_type().imports(engine) {
             let linked = self.manifest.links.iter().any(|l| l.from == name && l.import == import);
             if linked || crate::runtime::capabilities::serves(import) {
                 continue;

@@ -19,13 +19,17 @@ pub struct Mismatch {
 }
 
 /// Checks that `export` provides every function of `import` with the same
-/// signature. Extra functions in the export are fine.
-pub fn check_instance(engine: &Engine, import: &ComponentInstance, export: &ComponentInstance) -> Result<(), Mismatch> {
+/// signature. Extra functions in the export are fine. Each side comes with
+/// the engine that compiled it.
+pub fn check_instance(
+    (engine, import): (&Engine, &ComponentInstance),
+    (export_engine, export): (&Engine, &ComponentInstance),
+) -> Result<(), Mismatch> {
     for (name, item) in import.exports(engine) {
         let ComponentItem::ComponentFunc(wanted) = item.ty else {
             continue;
         };
-        let Some(found) = export.get_export(engine, name) else {
+        let Some(found) = export.get_export(export_engine, name) else {
             return Err(Mismatch {
                 function: name.to_string(),
                 detail: "missing from the export".to_string(),

@@ -24,21 +24,20 @@ use crate::runtime::trace;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tracing::Instrument as _;
+use wasmtime::component::Component;
 use wasmtime::component::Linker;
-use wasmtime::component::types::{Component as ComponentTy, ComponentInstance, ComponentItem};
+use wasmtime::component::types::{ComponentInstance, ComponentItem};
 use wasmtime::{Engine, Result};
 
 /// Checks `link` against the two components' own types: the importer imports
 /// the interface, the target exports it, every function the importer expects
 /// has the identical signature, and nothing passes a resource. `index` is the
-/// link's position in the manifest, for messages.
-pub fn check(
-    engine: &Engine,
-    index: usize,
-    link: &LinkSpec,
-    from: &ComponentTy,
-    to: &ComponentTy,
-) -> Result<ComponentInstance, String> {
+/// link's position in the manifest, for messages. The two may be compiled
+/// on different engines (WASI 0.2 and 0.3); each side's types are read with
+/// its own.
+pub fn check(index: usize, link: &LinkSpec, from: &Component, to: &Component) -> Result<ComponentInstance, String> {
+    let (engine, to_engine) = (from.engine(), to.engine());
+    let (from, to) = (from.component_type(), to.component_type());
     let names = |items: Vec<&str>| {
         if items.is_empty() {
             "none".to_string()
@@ -60,18 +59,18 @@ pub fn check(
             ));
         }
     };
-    let export = match to.get_export(engine, &link.import).map(|e| e.ty) {
+    let export = match to.get_export(to_engine, &link.import).map(|e| e.ty) {
         Some(ComponentItem::ComponentInstance(i)) => i,
         _ => {
             return Err(format!(
                 "links[{index}].to: component `{}` does not export `{}` (it exports: {})",
                 link.to,
                 link.import,
-                names(to.exports(engine).map(|(n, _)| n).collect())
+                names(to.exports(to_engine).map(|(n, _)| n).collect())
             ));
         }
     };
-    typecheck::check_instance(engine, &import, &export).map_err(|m| {
+    typecheck::check_instance((engine, &import), (to_engine, &export)).map_err(|m| {
         format!(
             "links[{index}]: `{}` imports `{}` with a different type than `{}` exports: function `{}`: {}",
             link.from, link.import, link.to, m.function, m.detail

@@ -78,7 +78,6 @@ impl Loaded {
     /// Pre-instantiates `component` (compiled from `digest`) with `linker`,
     /// which has its capabilities and its `links` local link slots defined.
     pub fn new(
-        engine: &wasmtime::Engine,
         name: &str,
         spec: &ComponentSpec,
         (component, digest): (Component, String),
@@ -95,7 +94,7 @@ impl Loaded {
         Ok(Loaded {
             name: Arc::from(name),
             digest,
-            functions: exported_functions(engine, &component),
+            functions: exported_functions(component.engine(), &component),
             component,
             pre,
             proxy,
@@ -232,7 +231,7 @@ impl Loaded {
         };
         let permits = Permits { component, host };
         let data = HostState::new(self.name.clone(), caps, self.memory_mib, cx.clone(), chain, permits);
-        let mut store = Store::new(&engine.engine, data);
+        let mut store = Store::new(self.component.engine(), data);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|ctx| {
@@ -250,7 +249,7 @@ impl Loaded {
 /// hold it from start to finish, so a swap never changes the versions under
 /// a call.
 pub struct Generation {
-    /// The host's engine, which compiled these versions.
+    /// The host's engines, which compiled these versions.
     pub engine: Arc<HostEngine>,
     pub(crate) components: HashMap<Arc<str>, Arc<Loaded>>,
 }

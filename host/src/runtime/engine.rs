@@ -1,10 +1,17 @@
-//! The host's one wasmtime [`Engine`], shared by every app the host runs:
+//! The host's wasmtime engines, shared by every app the host runs:
 //! configuration, the pooling allocator (with a logged fallback where the
 //! machine refuses its reservation), the host-wide instance budget, and the
 //! epoch ticker that drives per-call deadlines.
+//!
+//! There are two engines. Components of WASI 0.2 run on one without
+//! concurrency support: with it, wasmtime sends every call through its
+//! concurrent call path, which costs a 0.2 call about 2.3 times the
+//! instructions (docs/performance.md). Components that need it (WASI 0.3,
+//! async functions, streams) run on a second engine that has it, built the
+//! first time one is loaded. Both share the instance budget and the ticker.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -42,10 +49,14 @@ impl Default for EngineOptions {
     }
 }
 
-/// The host's engine, its instance budget and the ticker thread's stop flag.
+/// The host's engines, its instance budget and the ticker thread's stop flag.
 pub struct HostEngine {
-    /// The engine shared by every component on this host.
+    /// The engine of every component that needs no concurrency support
+    /// (WASI 0.2).
     pub engine: Engine,
+    /// The engine with concurrency support (WASI 0.3), once a component
+    /// needed it.
+    concurrent: Arc<OnceLock<Engine>>,
     /// Whether the pooling allocator is in use.
     pub pooling: bool,
     /// The sizing it was built with.
@@ -58,23 +69,11 @@ impl HostEngine {
     /// Builds the engine and starts the epoch ticker.
     pub fn new(mut options: EngineOptions) -> wasmtime::Result<Arc<HostEngine>> {
         options.max_instances = options.max_instances.max(1);
-        let (engine, pooling) = if options.pooling {
-            match Engine::new(&config(Some(options))) {
-                Ok(engine) => (engine, true),
-                Err(e) => {
-                    // Typical causes: a low `ulimit -v` or vm.overcommit settings
-                    // that refuse the pool's virtual reservation. On-demand
-                    // allocation is slower per instance but otherwise equivalent.
-                    tracing::warn!("pooling allocator unavailable ({e}); using on-demand allocation");
-                    (Engine::new(&config(None))?, false)
-                }
-            }
-        } else {
-            (Engine::new(&config(None))?, false)
-        };
+        let (engine, pooling) = build(options, false)?;
         let stop = Arc::new(AtomicBool::new(false));
+        let concurrent = Arc::new(OnceLock::<Engine>::new());
         let ticker = engine.weak();
-        let flag = stop.clone();
+        let (flag, second) = (stop.clone(), concurrent.clone());
         std::thread::Builder::new()
             .name("membrane-epoch".into())
             .spawn(move || {
@@ -84,15 +83,39 @@ impl HostEngine {
                         Some(engine) => engine.increment_epoch(),
                         None => break,
                     }
+                    if let Some(engine) = second.get() {
+                        engine.increment_epoch();
+                    }
                 }
             })?;
         Ok(Arc::new(HostEngine {
             engine,
+            concurrent,
             pooling,
             options,
             budget: Arc::new(Semaphore::new(options.max_instances as usize)),
             stop,
         }))
+    }
+
+    /// The engine with concurrency support, built on first use with the
+    /// same sizing (pooled when the first engine is).
+    pub fn concurrent(&self) -> wasmtime::Result<Engine> {
+        if let Some(engine) = self.concurrent.get() {
+            return Ok(engine.clone());
+        }
+        let options = EngineOptions {
+            pooling: self.pooling,
+            ..self.options
+        };
+        let (engine, _) = build(options, true)?;
+        tracing::debug!("built the engine with concurrency support (WASI 0.3)");
+        Ok(self.concurrent.get_or_init(|| engine).clone())
+    }
+
+    /// Whether `engine` is the one with concurrency support.
+    pub fn is_concurrent(&self, engine: &Engine) -> bool {
+        self.concurrent.get().is_some_and(|c| Engine::same(c, engine))
     }
 
     /// One instance's share of the host-wide budget, or `None` when every
@@ -114,9 +137,29 @@ impl Drop for HostEngine {
     }
 }
 
-fn config(pool: Option<EngineOptions>) -> Config {
+/// An engine sized by `options`, pooled if it may and can be; `concurrent`
+/// turns on concurrency support (WASI 0.3). Answers whether it is pooled.
+fn build(options: EngineOptions, concurrent: bool) -> wasmtime::Result<(Engine, bool)> {
+    if options.pooling {
+        match Engine::new(&config(Some(options), concurrent)) {
+            Ok(engine) => return Ok((engine, true)),
+            Err(e) => {
+                // Typical causes: a low `ulimit -v` or vm.overcommit settings
+                // that refuse the pool's virtual reservation. On-demand
+                // allocation is slower per instance but otherwise equivalent.
+                tracing::warn!("pooling allocator unavailable ({e}); using on-demand allocation");
+            }
+        }
+    }
+    Ok((Engine::new(&config(None, concurrent))?, false))
+}
+
+fn config(pool: Option<EngineOptions>, concurrent: bool) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
+    // Without it, component-model async features are off and calls take
+    // the direct path; with it, every call takes the concurrent one.
+    config.concurrency_support(concurrent);
     config.epoch_interruption(true);
     config.parallel_compilation(true);
     if let Some(options) = pool {

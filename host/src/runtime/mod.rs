@@ -158,7 +158,7 @@ impl Runtime {
         &self.engine
     }
 
-    /// The wasmtime engine.
+    /// The wasmtime engine of components without concurrency (WASI 0.2).
     pub fn engine(&self) -> &wasmtime::Engine {
         &self.engine.engine
     }
@@ -196,9 +196,11 @@ impl Runtime {
 
     /// A linker for component `name` with every capability its grants allow,
     /// after checking those grants against its imports; `app` is what the
-    /// app phase opened. Links come on top.
+    /// app phase opened; `engine` is the one its version was compiled on.
+    /// Links come on top.
     pub fn linker(
         &self,
+        engine: &wasmtime::Engine,
         name: &str,
         spec: &ComponentSpec,
         imports: &[String],
@@ -213,9 +215,9 @@ impl Runtime {
         }
         let spec = secrets::resolve(name, spec, &self.options.secrets).map_err(|p| [problems.clone(), p].concat())?;
         let granted = Granted::prepare(name, &spec, imports, app).map_err(|p| [problems.clone(), p].concat())?;
-        let mut linker = Linker::<Host>::new(self.engine());
+        let mut linker = Linker::<Host>::new(engine);
         linker.allow_shadowing(true);
-        if let Err(e) = granted.add_to_linker(&mut linker) {
+        if let Err(e) = granted.add_to_linker(&mut linker, self.engine.is_concurrent(engine)) {
             problems.push(format!("components.{name}: cannot set up capabilities: {e}"));
         }
         if problems.is_empty() {
@@ -320,8 +322,8 @@ impl Runtime {
             Source::Compiled(done) => return Ok(done),
             Source::Bytes(bytes) => bytes,
         };
-        let (engine, cache_dir, label) = (self.engine().clone(), self.options.cache_dir.clone(), name.to_string());
-        let c = tokio::task::spawn_blocking(move || cache::compile(&engine, &label, &bytes, cache_dir.as_deref()))
+        let (engine, cache_dir, label) = (self.engine.clone(), self.options.cache_dir.clone(), name.to_string());
+        let c = tokio::task::spawn_blocking(move || compile_on(&engine, &label, &bytes, cache_dir.as_deref()))
             .await
             .map_err(|e| format!("a compile task failed: {e}"))?
             .map_err(|e| {
@@ -421,4 +423,27 @@ async fn read_source(path: &Path) -> std::io::Result<Vec<u8>> {
 enum Source {
     Compiled(Version),
     Bytes(Vec<u8>),
+}
+
+/// Compiles `bytes` on the engine without concurrency support unless the
+/// component needs it: it does not validate without the component-model
+/// async features, or it imports or exports an interface whose host side
+/// is async ([`capabilities::needs_concurrency`]). Then it compiles on the
+/// engine with concurrency support.
+fn compile_on(
+    host: &HostEngine,
+    label: &str,
+    bytes: &[u8],
+    cache_dir: Option<&Path>,
+) -> wasmtime::Result<cache::Compiled> {
+    if let Ok(compiled) = cache::compile(&host.engine, label, bytes, cache_dir) {
+        let (engine, ty) = (compiled.component.engine(), compiled.component.component_type());
+        let needs = (ty.imports(engine).map(|(n, _)| n))
+            .chain(ty.exports(engine).map(|(n, _)| n))
+            .any(capabilities::needs_concurrency);
+        if !needs {
+            return Ok(compiled);
+        }
+    }
+    cache::compile(&host.concurrent()?, label, bytes, cache_dir)
 }

@@ -70,10 +70,14 @@ pub trait Capability {
     /// problem names its manifest field.
     fn prepare(load: &Load) -> Result<Self::Prepared, Vec<String>>;
 
-    /// Load: adds the host functions the grants allow to the component's linker.
+    /// Load: adds the host functions the grants allow to the component's
+    /// linker. `concurrent` says whether the linker's engine has concurrency
+    /// support: only then may WASI 0.3 and other async host functions be
+    /// added (wasmtime refuses them otherwise).
     fn add_to_linker<C: Send + 'static>(
         prepared: &Self::Prepared,
         linker: &mut Linker<HostState<C>>,
+        concurrent: bool,
     ) -> wasmtime::Result<()>;
 
     /// Each instance: its state, from what `prepare` kept.

@@ -118,7 +118,11 @@ impl Capability for Config {
         Ok(Arc::new(values))
     }
 
-    fn add_to_linker<C: Send + 'static>(_: &Self::Prepared, linker: &mut Linker<HostState<C>>) -> wasmtime::Result<()> {
+    fn add_to_linker<C: Send + 'static>(
+        _: &Self::Prepared,
+        linker: &mut Linker<HostState<C>>,
+        concurrent: bool,
+    ) -> wasmtime::Result<()> {
         for name in INTERFACES {
             let mut interface = linker.instance(name)?;
             interface.func_wrap(
@@ -143,6 +147,9 @@ impl Capability for Config {
             },
         )?;
         // An `async func` in 3.0.0: defined as one, answered at once.
+        if !concurrent {
+            return Ok(());
+        }
         linker
             .instance(v3)?
             .func_wrap_concurrent("get", |guest: &Accessor<HostState<C>>, (name,): (String,)| {

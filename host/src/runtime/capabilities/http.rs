@@ -55,12 +55,15 @@ impl Capability for Http {
     fn add_to_linker<C: Send + 'static>(
         outbound: &Arc<Destinations>,
         linker: &mut Linker<HostState<C>>,
+        concurrent: bool,
     ) -> wasmtime::Result<()> {
         // WASI 0.3: the types and `client` always. Its service world imports
         // `client` whether or not the component sends, so the list is held
         // by the hooks below (every request to a host not listed is denied),
         // not by leaving the import out.
-        wasmtime_wasi_http::p3::add_to_linker(linker)?;
+        if concurrent {
+            wasmtime_wasi_http::p3::add_to_linker(linker)?;
+        }
         if outbound.allowed.is_empty() {
             let options = LinkOptions::default();
             types::add_to_linker::<_, wasmtime_wasi_http::WasiHttp>(linker, &options.into(), |s| {

@@ -102,7 +102,11 @@ impl Capability for KeyValue {
         }))
     }
 
-    fn add_to_linker<C: Send + 'static>(_: &Arc<Grant>, linker: &mut Linker<HostState<C>>) -> wasmtime::Result<()> {
+    fn add_to_linker<C: Send + 'static>(
+        _: &Arc<Grant>,
+        linker: &mut Linker<HostState<C>>,
+        _: bool,
+    ) -> wasmtime::Result<()> {
         store::add_to_linker::<_, HasSelf<HostState<C>>>(linker, |s| s)?;
         atomics::add_to_linker::<_, HasSelf<HostState<C>>>(linker, |s| s)?;
         batch::add_to_linker::<_, HasSelf<HostState<C>>>(linker, |s| s)

@@ -32,7 +32,7 @@ impl Capability for Logging {
         Ok(())
     }
 
-    fn add_to_linker<C: Send + 'static>(_: &(), linker: &mut Linker<HostState<C>>) -> wasmtime::Result<()> {
+    fn add_to_linker<C: Send + 'static>(_: &(), linker: &mut Linker<HostState<C>>, _: bool) -> wasmtime::Result<()> {
         wasi_logging::add_to_linker::<_, HasSelf<HostState<C>>>(linker, |s| s)
     }
 

@@ -26,6 +26,17 @@ pub fn serves(import: &str) -> bool {
     import.starts_with("wasi:") || config::SPIN_VARIABLES.contains(&import)
 }
 
+/// Whether a component that imports or exports interface `name` must run
+/// on the engine with concurrency support: WASI 0.3 (whose host functions
+/// are async) and Spin's 3.0.0 interfaces.
+pub fn needs_concurrency(name: &str) -> bool {
+    let Some((package, version)) = name.split_once('@') else {
+        return false;
+    };
+    (package.starts_with("wasi:") && version.starts_with("0.3"))
+        || (package.starts_with("spin:") && version.starts_with("3."))
+}
+
 /// Declares the capabilities after `outbound`, in the order they are
 /// prepared and linked. `outbound` is always first: the others read what it
 /// parsed ([`Load::outbound`]).
@@ -69,10 +80,11 @@ macro_rules! capabilities {
                 }
             }
 
-            /// Adds every capability's host functions to `linker`.
-            pub fn add_to_linker<C: Send + 'static>(&self, linker: &mut Linker<HostState<C>>) -> wasmtime::Result<()> {
-                <outbound::Outbound as Capability>::add_to_linker(&self.outbound, linker)?;
-                $(<$cap as Capability>::add_to_linker(&self.$field, linker)?;)*
+            /// Adds every capability's host functions to `linker`; the async
+            /// ones (WASI 0.3) only when its engine is `concurrent`.
+            pub fn add_to_linker<C: Send + 'static>(&self, linker: &mut Linker<HostState<C>>, concurrent: bool) -> wasmtime::Result<()> {
+                <outbound::Outbound as Capability>::add_to_linker(&self.outbound, linker, concurrent)?;
+                $(<$cap as Capability>::add_to_linker(&self.$field, linker, concurrent)?;)*
                 Ok(())
             }
 
@@ -93,4 +105,27 @@ capabilities! {
     config: config::Config,
     keyvalue: keyvalue::KeyValue,
     logging: logging::Logging,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::needs_concurrency;
+
+    #[test]
+    fn wasi_0_3_and_spin_3_need_concurrency_and_nothing_else_does() {
+        for (name, needs) in [
+            ("wasi:http/handler@0.3.0", true),
+            ("wasi:cli/environment@0.3.0-rc-2025-09-16", true),
+            ("spin:variables/variables@3.0.0", true),
+            ("spin:key-value/key-value@3.0.0", true),
+            ("wasi:http/incoming-handler@0.2.6", false),
+            ("wasi:keyvalue/store@0.2.0-draft", false),
+            ("fermyon:spin/variables@2.0.0", false),
+            ("insurance:rating/rater@0.3.0", false),
+            ("wasi:cli/environment", false),
+            ("spin:variables/variables@30", false),
+        ] {
+            assert_eq!(needs_concurrency(name), needs, "{name}");
+        }
+    }
 }

@@ -41,7 +41,11 @@ impl Capability for Outbound {
         }))
     }
 
-    fn add_to_linker<C: Send + 'static>(_: &Arc<Destinations>, _: &mut Linker<HostState<C>>) -> wasmtime::Result<()> {
+    fn add_to_linker<C: Send + 'static>(
+        _: &Arc<Destinations>,
+        _: &mut Linker<HostState<C>>,
+        _: bool,
+    ) -> wasmtime::Result<()> {
         Ok(())
     }
 

@@ -90,9 +90,16 @@ impl Capability for Wasi {
     /// exports a 0.3 handler still imports 0.2 interfaces through its std.
     /// Both read the same context, so the grants and the socket check
     /// mean the same for either.
-    fn add_to_linker<C: Send + 'static>(_: &Prepared, linker: &mut Linker<HostState<C>>) -> wasmtime::Result<()> {
+    fn add_to_linker<C: Send + 'static>(
+        _: &Prepared,
+        linker: &mut Linker<HostState<C>>,
+        concurrent: bool,
+    ) -> wasmtime::Result<()> {
         wasmtime_wasi::p2::add_to_linker_async(linker)?;
-        wasmtime_wasi::p3::add_to_linker(linker)
+        if concurrent {
+            wasmtime_wasi::p3::add_to_linker(linker)?;
+        }
+        Ok(())
     }
 
     fn instance(prepared: &Prepared) -> wasmtime::Result<WasiCtx> {
