@@ -707,7 +707,8 @@ fn parse_toml(text: &str, origin: &str) -> Result<Manifest, ManifestError> {
             message: format!("syntax error: {}", e.message()),
         })?;
         let listen = std::env::var(spin::LISTEN_VAR).unwrap_or_else(|_| spin::LISTEN.to_string());
-        let translated = spin::translate(&table, &listen).map_err(|problems| ManifestError::Invalid {
+        let provided = spin::provided(std::env::vars());
+        let translated = spin::translate(&table, &listen, &provided).map_err(|problems| ManifestError::Invalid {
             path: format!("{origin} (a Spin manifest)"),
             problems,
         })?;

@@ -10,8 +10,9 @@
 //!   `allowed_outbound_hosts` (the same syntax), `key_value_stores` as
 //!   `keyvalue` buckets, `environment` as `wasi.env`, `variables` as its
 //!   `config` table (Spin serves them through `wasi:config` too), each
-//!   `{{ name }}` filled from `[variables]`: its `default`, or, without one,
-//!   the host's secret of that name (`MEMBRANE_SECRET_<NAME>`), and `build`;
+//!   `{{ name }}` filled from `[variables]`: the value `spin up` would take
+//!   from `SPIN_VARIABLE_<NAME>`, else its `default`, else the host's secret
+//!   of that name (`MEMBRANE_SECRET_<NAME>`), and `build`;
 //! - each `[[trigger.http]]` is an `http` binding on the address `spin up`
 //!   would listen on: `$SPIN_HTTP_LISTEN_ADDR`, else [`LISTEN`]; its
 //!   `route` under `[application.trigger.http] base`; a private route binds
@@ -23,7 +24,20 @@
 //! `dependencies`, SQLite databases, AI models, inline components, other
 //! triggers than `http`, and a WAGI executor.
 
+use std::collections::BTreeMap;
 use toml::{Table, Value};
+
+/// The prefix of the environment variables that set a Spin variable, as
+/// Spin's environment provider reads them: `SPIN_VARIABLE_API_KEY` sets
+/// `api_key`.
+pub const VARIABLE_PREFIX: &str = "SPIN_VARIABLE_";
+
+/// The Spin variables that `vars` (environment variables) set.
+pub fn provided(vars: impl IntoIterator<Item = (String, String)>) -> BTreeMap<String, String> {
+    vars.into_iter()
+        .filter_map(|(key, value)| Some((key.strip_prefix(VARIABLE_PREFIX)?.to_ascii_lowercase(), value)))
+        .collect()
+}
 
 /// Where a Spin app's HTTP triggers listen (as `spin up`'s default).
 pub const LISTEN: &str = "127.0.0.1:3000";
@@ -32,16 +46,26 @@ pub const LISTEN: &str = "127.0.0.1:3000";
 /// for a Spin manifest.
 pub const LISTEN_VAR: &str = "SPIN_HTTP_LISTEN_ADDR";
 
-/// Whether `text` is a Spin manifest: it sets `spin_manifest_version`.
+/// Whether `text` is a Spin manifest: it sets the top-level key
+/// `spin_manifest_version` (before any table header, outside comments).
 pub fn is_spin(text: &str) -> bool {
-    text.lines()
-        .any(|line| line.trim_start().starts_with("spin_manifest_version"))
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            return false;
+        }
+        if let Some((key, _)) = line.split_once('=')
+            && key.trim().trim_matches('"') == "spin_manifest_version"
+        {
+            return true;
+        }
+    }
+    false
 }
 
 /// The Membrane manifest of Spin manifest `spin` (already parsed as TOML),
-/// its HTTP triggers on `listen`, or every problem, each naming its
-/// `spin.toml` field.
-pub fn translate(spin: &Table, listen: &str) -> Result<String, Vec<String>> {
+/// its HTTP triggers on `listen` and the variables in `provided` set (over
+/// their defaults), or every problem, each naming its `spin.toml` field.
+pub fn translate(spin: &Table, listen: &str, provided: &BTreeMap<String, String>) -> Result<String, Vec<String>> {
     let mut problems = Vec::new();
     match spin.get("spin_manifest_version") {
         Some(Value::Integer(2)) => {}
@@ -56,7 +80,12 @@ pub fn translate(spin: &Table, listen: &str) -> Result<String, Vec<String>> {
         problems.push("application.name: missing".into());
         return Err(problems);
     };
-    let variables = table(spin, "variables").cloned().unwrap_or_default();
+    let mut variables = table(spin, "variables").cloned().unwrap_or_default();
+    for (name, value) in provided {
+        if let Some(Value::Table(variable)) = variables.get_mut(name) {
+            variable.insert("default".into(), Value::String(value.clone()));
+        }
+    }
     let mut components = Table::new();
     for (id, spec) in table(spin, "component").cloned().unwrap_or_default() {
         match spec.as_table() {
@@ -283,7 +312,7 @@ mod tests {
 
     /// The Membrane manifest of `spin`, as a TOML table.
     fn translated(spin: &str) -> Result<Table, Vec<String>> {
-        let text = translate(&spin.parse::<Table>().unwrap(), LISTEN)?;
+        let text = translate(&spin.parse::<Table>().unwrap(), LISTEN, &BTreeMap::new())?;
         Ok(text.parse::<Table>().unwrap())
     }
 
@@ -322,6 +351,33 @@ watch = ["src/**/*.rs"]
 [component.helper]
 source = "helper.wasm"
 "#;
+
+    #[test]
+    fn spin_variable_environment_variables_set_values_over_defaults() {
+        let env = [
+            ("SPIN_VARIABLE_GREETING", "Howdy"),
+            ("SPIN_VARIABLE_TOKEN", "t0k"),
+            ("SPIN_VARIABLE_UNUSED", "x"),
+            ("SPIN_HTTP_LISTEN_ADDR", "127.0.0.1:1"),
+            ("GREETING", "no prefix"),
+        ];
+        let provided = provided(env.map(|(k, v)| (k.to_string(), v.to_string())));
+        assert_eq!(provided.len(), 3, "{provided:?}");
+        assert_eq!(provided["greeting"], "Howdy");
+        let text = translate(&HELLO.parse::<Table>().unwrap(), LISTEN, &provided).unwrap();
+        let m = text.parse::<Table>().unwrap();
+        let config = &m["components"]["hello"]["config"];
+        assert_eq!(config["greeting"].as_str(), Some("Howdy, world"));
+        assert_eq!(
+            config["token"].as_str(),
+            Some("t0k"),
+            "a required variable set: no secret"
+        );
+        assert!(
+            !text.contains("unused"),
+            "a variable not in [variables] is not added:\n{text}"
+        );
+    }
 
     #[test]
     fn a_spin_app_becomes_components_and_http_bindings() {
@@ -401,6 +457,15 @@ source = "helper.wasm"
     #[test]
     fn a_spin_manifest_is_told_by_its_version_key() {
         assert!(is_spin(HELLO));
-        assert!(!is_spin("[app]\nname = \"a\"\n"));
+        assert!(is_spin("# a comment\n\"spin_manifest_version\" = 2\n"));
+        for not in [
+            "[app]\nname = \"a\"\n",
+            "# spin_manifest_version = 2\n[app]\n",
+            "[app]\nspin_manifest_version = 2\n",
+            "spin_manifest_version_x = 2\n",
+            "name = \"spin_manifest_version = 2\"\n",
+        ] {
+            assert!(!is_spin(not), "{not}");
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! restart; and every one of 10,000 concurrent increments counted, on one
 //! host's embedded store and on a NATS bucket that two hosts share.
 
+use crate::support::curl::curl;
 use crate::support::nats::NatsServer;
 use crate::support::{Host, http, keep_alive};
 use std::collections::BTreeSet;
@@ -151,4 +152,49 @@ fn two_hosts_on_one_nats_bucket_count_every_one_of_ten_thousand_increments() {
         body.starts_with("other: key \"no%20spaces\" cannot be stored"),
         "{body}"
     );
+}
+
+/// A wasmCloud component built with the published `wasmcloud-component`
+/// 0.2 SDK, which imports the first draft, `wasi:keyvalue@0.2.0-draft`.
+const WASMCLOUD: &str = r#"
+[app]
+name = "wasmcloud"
+
+[components.hello]
+source = "{wasm:wasmcloud_hello}"
+keyvalue = { buckets = ["default"] }
+
+[[bindings]]
+medium = "http"
+address = "127.0.0.1:0"
+component = "hello"
+"#;
+
+#[test]
+fn a_wasmcloud_sdk_component_counts_stores_and_lists_keys_over_the_first_draft() {
+    let data = tempfile::tempdir().unwrap();
+    let host = Host::start_with(WASMCLOUD, &["--data-dir", data.path().to_str().unwrap()]);
+    let url = |path: &str| format!("http://{}{path}", host.addr());
+    for n in 1..=3 {
+        let count = curl(&[&url("/count/visits")]);
+        assert_eq!((count.status, count.text()), (200, format!("visits = {n}\n")));
+    }
+    for (key, value) in [("b", "two"), ("a", "one")] {
+        let put = curl(&["-X", "PUT", "--data-binary", value, &url(&format!("/kv/{key}"))]);
+        assert_eq!((put.status, put.text()), (200, format!("{key} set\n")));
+    }
+    let get = curl(&[&url("/kv/a")]);
+    assert_eq!((get.status, get.text().as_str()), (200, "one"));
+    assert_eq!(curl(&[&url("/kv/nope")]).status, 404);
+    // list-keys with draft 1's u64 cursor, and get-many's `none` for a missing key.
+    assert_eq!(curl(&[&url("/keys")]).text(), "a\nb\nvisits\n");
+    let many = curl(&[&url("/many/a,nope,b")]);
+    assert_eq!(many.text(), "a = one\nnope missing\nb = two\n");
+    // Deny by default, as for draft2.
+    let denied = curl(&[&url("/denied")]);
+    assert_eq!(
+        (denied.status, denied.text()),
+        (403, "Error::AccessDenied\n".to_string())
+    );
+    host.wait_for_log("open(\"not-granted\") refused");
 }

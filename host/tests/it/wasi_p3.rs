@@ -148,6 +148,7 @@ base = "/app"
 
 [variables]
 greeting = { default = "Hi" }
+token = { required = true }
 
 [[trigger.http]]
 route = "/hello/..."
@@ -159,7 +160,7 @@ component = "p3"
 
 [component.hello]
 source = "{wasm:spin7_hello}"
-variables = { greeting = "{{ greeting }}, Spin" }
+variables = { greeting = "{{ greeting }}, Spin", token = "{{ token }}" }
 
 [component.p3]
 source = "{wasm:hello_p3}"
@@ -167,7 +168,11 @@ source = "{wasm:hello_p3}"
 
 #[test]
 fn membrane_up_serves_a_spin_toml_as_written() {
-    let host = Host::start_env(SPIN_APP, &[], &[("SPIN_HTTP_LISTEN_ADDR", "127.0.0.1:0")]);
+    let env = [
+        ("SPIN_HTTP_LISTEN_ADDR", "127.0.0.1:0"),
+        ("SPIN_VARIABLE_TOKEN", "s3cret"),
+    ];
+    let host = Host::start_env(SPIN_APP, &[], &env);
     let addr = host.listening("http");
     let hello = http(addr, "GET", "/app/hello/there", b"");
     assert_eq!(
@@ -183,8 +188,15 @@ fn membrane_up_serves_a_spin_toml_as_written() {
     // Its variables, through Spin's own interface (spin:variables@3.0.0).
     let greeting = http(addr, "GET", "/app/hello/var/greeting", b"");
     assert_eq!(greeting.body, "greeting = Hi, Spin\n");
+    // A required variable, set as `spin up` reads it (SPIN_VARIABLE_<NAME>).
+    let token = http(addr, "GET", "/app/hello/var/token", b"");
+    assert_eq!(token.body, "token = s3cret\n");
     let undefined = http(addr, "GET", "/app/hello/var/nope", b"").body;
     assert!(undefined.starts_with("nope: Error::Undefined("), "{undefined}");
+
+    // Without it, the start is refused and the variable named.
+    let unset = Host::fail(SPIN_APP);
+    assert!(unset.contains("token"), "{unset}");
 
     // What Membrane does not serve is named by its spin.toml field.
     let files = SPIN_APP.replace("[component.p3]\n", "[component.p3]\nfiles = [\"static/**\"]\n");

@@ -1,5 +1,7 @@
 //! wasi:keyvalue@0.2.0-draft2 (`store`, `atomics` with `cas`, `batch`):
-//! buckets that outlive instances, deny by default.
+//! buckets that outlive instances, deny by default. The first draft
+//! (`0.2.0-draft`, which `wasmcloud-component` 0.2 imports) is served on
+//! the same buckets and grants ([`draft1`]).
 //!
 //! A component opens only the buckets `[components.<name>] keyvalue = {
 //! buckets = [...] }` grants it; any other identifier answers
@@ -23,6 +25,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker, Resource};
 
+pub mod draft1;
+
 mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit/keyvalue",
@@ -38,6 +42,9 @@ use bindings::wasi::keyvalue::{atomics, batch, store};
 
 /// The interface version this host implements.
 pub const VERSION: &str = "0.2.0-draft2";
+
+/// Every version served.
+pub const VERSIONS: [&str; 2] = [VERSION, draft1::VERSION];
 
 /// The wasi:keyvalue capability.
 pub struct KeyValue;
@@ -71,9 +78,12 @@ impl Capability for KeyValue {
             .collect();
         let mut problems: Vec<String> = kv_imports
             .iter()
-            .filter(|import| !import.ends_with(&format!("@{VERSION}")))
+            .filter(|import| !VERSIONS.iter().any(|v| import.ends_with(&format!("@{v}"))))
             .map(|import| {
-                format!("components.{name}: imports `{import}`, but this host implements wasi:keyvalue@{VERSION} only")
+                format!(
+                    "components.{name}: imports `{import}`, but this host implements wasi:keyvalue@{} only",
+                    VERSIONS.join(" and @")
+                )
             })
             .collect();
         if let Some(import) = kv_imports.first()
@@ -109,7 +119,8 @@ impl Capability for KeyValue {
     ) -> wasmtime::Result<()> {
         store::add_to_linker::<_, HasSelf<HostState<C>>>(linker, |s| s)?;
         atomics::add_to_linker::<_, HasSelf<HostState<C>>>(linker, |s| s)?;
-        batch::add_to_linker::<_, HasSelf<HostState<C>>>(linker, |s| s)
+        batch::add_to_linker::<_, HasSelf<HostState<C>>>(linker, |s| s)?;
+        draft1::add_to_linker(linker)
     }
 
     fn instance(prepared: &Arc<Grant>) -> wasmtime::Result<Arc<Grant>> {

@@ -2,6 +2,7 @@
 //! components built once per test run, and a small blocking HTTP client.
 #![allow(dead_code)]
 
+pub mod curl;
 pub mod nats;
 
 use std::io::{BufRead, BufReader, Read, Write};
