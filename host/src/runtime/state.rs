@@ -97,6 +97,11 @@ impl<C> HostState<C> {
         &mut self.table
     }
 
+    /// The capabilities' state and the resource table, borrowed apart.
+    pub(crate) fn caps_and_table(&mut self) -> (&CapabilityStates, &mut ResourceTable) {
+        (&self.caps, &mut self.table)
+    }
+
     /// Entries in the resource table (WASI preopens, live handles).
     pub(crate) fn table_entries(&mut self) -> usize {
         self.table.iter_mut().count()

@@ -198,3 +198,55 @@ fn a_wasmcloud_sdk_component_counts_stores_and_lists_keys_over_the_first_draft()
     );
     host.wait_for_log("open(\"not-granted\") refused");
 }
+
+/// A Spin app whose component uses spin-sdk 7's `key_value` module
+/// (`spin:key-value@3.0.0`, async functions and a stream of keys).
+const SPIN_KV: &str = r#"
+spin_manifest_version = 2
+
+[application]
+name = "spin-kv"
+
+[[trigger.http]]
+route = "/..."
+component = "kv"
+
+[component.kv]
+source = "{wasm:spin7_kv}"
+key_value_stores = ["default"]
+"#;
+
+#[test]
+fn a_spin_7_key_value_component_counts_stores_and_streams_its_keys() {
+    let data = tempfile::tempdir().unwrap();
+    let args = ["--data-dir", data.path().to_str().unwrap()];
+    let host = Host::start_env(SPIN_KV, &args, &[("SPIN_HTTP_LISTEN_ADDR", "127.0.0.1:0")]);
+    let addr = host.listening("http");
+    let url = |path: &str| format!("http://{addr}{path}");
+    for n in 1..=3 {
+        let count = curl(&[&url("/count")]);
+        assert_eq!((count.status, count.text()), (200, format!("count = {n}\n")));
+    }
+    let put = curl(&["-X", "PUT", "--data-binary", "one", &url("/kv/a")]);
+    assert_eq!((put.status, put.text().as_str()), (200, "a set\n"));
+    assert_eq!(curl(&[&url("/kv/a")]).text(), "one");
+    assert_eq!(curl(&["-I", &url("/kv/a")]).status, 200);
+    assert_eq!(curl(&["-I", &url("/kv/b")]).status, 404);
+    assert_eq!(curl(&[&url("/keys")]).text(), "a\ncount\n");
+    assert_eq!(curl(&["-X", "DELETE", &url("/kv/a")]).status, 200);
+    assert_eq!(curl(&[&url("/kv/a")]).status, 404);
+    assert_eq!(curl(&[&url("/keys")]).text(), "count\n");
+    // A store the spin.toml does not list: access-denied, as Spin answers.
+    let denied = curl(&[&url("/denied")]);
+    assert_eq!(
+        (denied.status, denied.text()),
+        (403, "Error::AccessDenied\n".to_string())
+    );
+    host.wait_for_log("open(\"not-granted\") refused");
+
+    // The same bucket after a restart.
+    assert!(host.interrupt().success());
+    let host = Host::start_env(SPIN_KV, &args, &[("SPIN_HTTP_LISTEN_ADDR", "127.0.0.1:0")]);
+    let again = curl(&[&format!("http://{}/count", host.listening("http"))]);
+    assert_eq!(again.text(), "count = 4\n");
+}

@@ -1,7 +1,8 @@
 //! wasi:keyvalue@0.2.0-draft2 (`store`, `atomics` with `cas`, `batch`):
 //! buckets that outlive instances, deny by default. The first draft
 //! (`0.2.0-draft`, which `wasmcloud-component` 0.2 imports) is served on
-//! the same buckets and grants ([`draft1`]).
+//! the same buckets and grants ([`draft1`]), and so is Spin's
+//! `spin:key-value@3.0.0` ([`spin`]).
 //!
 //! A component opens only the buckets `[components.<name>] keyvalue = {
 //! buckets = [...] }` grants it; any other identifier answers
@@ -26,6 +27,7 @@ use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker, Resource};
 
 pub mod draft1;
+pub mod spin;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -74,10 +76,11 @@ impl Capability for KeyValue {
         let kv_imports: Vec<&String> = load
             .imports
             .iter()
-            .filter(|i| i.starts_with("wasi:keyvalue/"))
+            .filter(|i| i.starts_with("wasi:keyvalue/") || *i == spin::INTERFACE)
             .collect();
         let mut problems: Vec<String> = kv_imports
             .iter()
+            .filter(|import| import.starts_with("wasi:"))
             .filter(|import| !VERSIONS.iter().any(|v| import.ends_with(&format!("@{v}"))))
             .map(|import| {
                 format!(
@@ -115,12 +118,16 @@ impl Capability for KeyValue {
     fn add_to_linker<C: Send + 'static>(
         _: &Arc<Grant>,
         linker: &mut Linker<HostState<C>>,
-        _: bool,
+        concurrent: bool,
     ) -> wasmtime::Result<()> {
         store::add_to_linker::<_, HasSelf<HostState<C>>>(linker, |s| s)?;
         atomics::add_to_linker::<_, HasSelf<HostState<C>>>(linker, |s| s)?;
         batch::add_to_linker::<_, HasSelf<HostState<C>>>(linker, |s| s)?;
-        draft1::add_to_linker(linker)
+        draft1::add_to_linker(linker)?;
+        if concurrent {
+            spin::add_to_linker(linker)?;
+        }
+        Ok(())
     }
 
     fn instance(prepared: &Arc<Grant>) -> wasmtime::Result<Arc<Grant>> {

@@ -21,9 +21,9 @@ use wasmtime::component::Linker;
 
 /// Whether the host serves interface `import` itself (through a
 /// capability, granted or refused there) rather than through a link: every
-/// `wasi:` interface, and Spin's variables.
+/// `wasi:` interface, and Spin's variables and key-value.
 pub fn serves(import: &str) -> bool {
-    import.starts_with("wasi:") || config::SPIN_VARIABLES.contains(&import)
+    import.starts_with("wasi:") || config::SPIN_VARIABLES.contains(&import) || import == keyvalue::spin::INTERFACE
 }
 
 /// Whether a component that imports or exports interface `name` must run
