@@ -177,26 +177,43 @@ impl<C: Send> HostState<C> {
     }
 }
 
+/// Why a bucket did not open.
+pub enum Unopened {
+    /// The grant does not list it.
+    Denied,
+    /// Listed, but not opened by the app phase.
+    Missing,
+}
+
+/// Opens bucket `identifier` under `grant`, counting and logging a refusal:
+/// every interface version's `open`.
+pub fn open_bucket(grant: &Grant, identifier: String) -> Result<BucketHandle, Unopened> {
+    if !grant.granted.contains(&identifier) {
+        grant.count("open", "none");
+        tracing::warn!(
+            component = &*grant.component,
+            "keyvalue: open({identifier:?}) refused: not in components.{}.keyvalue.buckets",
+            grant.component
+        );
+        return Err(Unopened::Denied);
+    }
+    let Some(bucket) = grant.buckets.get(&identifier) else {
+        grant.count("open", "none");
+        return Err(Unopened::Missing);
+    };
+    grant.count("open", bucket.backend());
+    Ok(BucketHandle {
+        name: identifier.into(),
+        bucket: bucket.clone(),
+    })
+}
+
 impl<C: Send> store::Host for HostState<C> {
     async fn open(&mut self, identifier: String) -> Answer<Resource<BucketHandle>> {
-        let grant = self.caps.keyvalue.clone();
-        if !grant.granted.contains(&identifier) {
-            grant.count("open", "none");
-            tracing::warn!(
-                component = &*grant.component,
-                "keyvalue: open({identifier:?}) refused: not in components.{}.keyvalue.buckets",
-                grant.component
-            );
-            return Ok(Err(store::Error::AccessDenied));
-        }
-        let Some(bucket) = grant.buckets.get(&identifier) else {
-            grant.count("open", "none");
-            return Ok(Err(store::Error::NoSuchStore));
-        };
-        grant.count("open", bucket.backend());
-        let handle = BucketHandle {
-            name: identifier.into(),
-            bucket: bucket.clone(),
+        let handle = match open_bucket(&self.caps.keyvalue, identifier) {
+            Ok(handle) => handle,
+            Err(Unopened::Denied) => return Ok(Err(store::Error::AccessDenied)),
+            Err(Unopened::Missing) => return Ok(Err(store::Error::NoSuchStore)),
         };
         Ok(Ok(self.table().push(handle)?))
     }

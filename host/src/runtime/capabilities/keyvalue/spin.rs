@@ -112,24 +112,10 @@ impl<T> spin_kv::HostStoreWithStore<T> for SpinKeyValue {
     async fn open(accessor: &Accessor<T, Self>, label: String) -> Answer<Resource<BucketHandle>> {
         accessor.with(|mut access| {
             let view = access.get();
-            let grant = view.grant.clone();
-            if !grant.granted.contains(&label) {
-                grant.count("open", "none");
-                tracing::warn!(
-                    component = &*grant.component,
-                    "keyvalue: open({label:?}) refused: not in components.{}.keyvalue.buckets",
-                    grant.component
-                );
-                return Ok(Err(Error::AccessDenied));
-            }
-            let Some(bucket) = grant.buckets.get(&label) else {
-                grant.count("open", "none");
-                return Ok(Err(Error::NoSuchStore));
-            };
-            grant.count("open", bucket.backend());
-            let handle = BucketHandle {
-                name: label.into(),
-                bucket: bucket.clone(),
+            let handle = match super::open_bucket(view.grant, label) {
+                Ok(handle) => handle,
+                Err(super::Unopened::Denied) => return Ok(Err(Error::AccessDenied)),
+                Err(super::Unopened::Missing) => return Ok(Err(Error::NoSuchStore)),
             };
             match view.table.push(handle) {
                 Ok(handle) => Ok(Ok(handle)),
