@@ -31,11 +31,18 @@ fi
 echo "==> cargo fmt --check"
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 cargo fmt --all -- --check
+# Components with a workspace of their own (see the root Cargo.toml's exclude).
+standalone=$(grep -l '^\[workspace\]' components/*/Cargo.toml || true)
+for manifest in $standalone; do cargo fmt --manifest-path "$manifest" -- --check; done
 
 echo "==> cargo clippy"
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 cargo clippy --release --all-targets -- -D warnings
-cargo clippy --release --target wasm32-wasip2 $(for d in components/*/; do printf -- '-p %s ' "$(basename "$d")"; done) -- -D warnings
+members=$(for d in components/*/; do grep -q '^\[workspace\]' "$d/Cargo.toml" || printf -- '-p %s ' "$(basename "$d")"; done)
+cargo clippy --release --target wasm32-wasip2 $members -- -D warnings
+for manifest in $standalone; do
+  cargo clippy --release --target wasm32-wasip2 --manifest-path "$manifest" --target-dir target -- -D warnings
+done
 
 # One build for the tests and the benches: the same command, package
 # selection and profile (`cargo bench -p membrane-benches` would resolve
