@@ -457,21 +457,60 @@ impl Manifest {
     /// bindings are checked by their media only by [`Self::load_with`]
     /// (`transports::load`).
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
-        Self::load_with(path, |_| Vec::new())
+        Self::load_with(path, &spin::Settings::default(), |_| Vec::new())
     }
 
-    /// [`Self::load`], with `more` adding the problems that layers above
-    /// the manifest find (the media's checks of their bindings).
-    pub fn load_with(path: &Path, more: impl Fn(&Manifest) -> Vec<String>) -> Result<Manifest, ManifestError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let origin = path.display().to_string();
+    /// [`Self::load`], a Spin manifest read with `settings`, with `more`
+    /// adding the problems that layers above the manifest find (the media's
+    /// checks of their bindings).
+    pub fn load_with(
+        path: &Path,
+        settings: &spin::Settings,
+        more: impl Fn(&Manifest) -> Vec<String>,
+    ) -> Result<Manifest, ManifestError> {
+        let (text, origin) = Self::read_text(path, settings)?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut manifest = parse_toml(&text, &origin)?.checked(&origin, more)?;
+        let mut manifest = parse_membrane(&text, &origin)?.checked(&origin, more)?;
         manifest.resolve_paths(base);
         Ok(manifest)
+    }
+
+    /// The Membrane manifest text of the file at `path`, and the name its
+    /// errors give it: the file's own text; a Spin manifest translated
+    /// (with `settings`); or an overlay's Spin manifest translated, with the
+    /// overlay merged over it. Relative paths stay relative to `path`.
+    pub fn read_text(path: &Path, settings: &spin::Settings) -> Result<(String, String), ManifestError> {
+        let origin = path.display().to_string();
+        let text = read_file(path)?;
+        if spin::is_spin(&text) {
+            let translated = translate_spin(&text, &origin, settings, None)?;
+            return Ok((
+                translated.to_string(),
+                format!("{origin} (a Spin manifest, translated)"),
+            ));
+        }
+        if !spin::is_overlay(&text) {
+            return Ok((text, origin));
+        }
+        let invalid = |problems| ManifestError::Invalid {
+            path: format!("{origin} (an overlay on a Spin manifest)"),
+            problems,
+        };
+        let overlay = spin::Overlay::read(toml_table(&text, &origin)?).map_err(invalid)?;
+        let spin_path = path.parent().unwrap_or(Path::new(".")).join(&overlay.spin);
+        let spin_origin = spin_path.display().to_string();
+        let spin_text = read_file(&spin_path)?;
+        if !spin::is_spin(&spin_text) {
+            return Err(invalid(vec![format!(
+                "spin: {spin_origin} is not a Spin manifest (it sets no `spin_manifest_version`)"
+            )]));
+        }
+        let translated = translate_spin(&spin_text, &spin_origin, settings, overlay.listen.as_deref())?;
+        let merged = overlay.merge(translated).map_err(invalid)?;
+        Ok((
+            merged.to_string(),
+            format!("{origin} (an overlay on {spin_origin}, merged)"),
+        ))
     }
 
     /// Parses and checks manifest text; `origin` names it in errors. Paths stay
@@ -700,21 +739,49 @@ impl Manifest {
     }
 }
 
+/// Parses manifest text: a Membrane manifest, or a Spin manifest read with
+/// default settings (no environment).
 fn parse_toml(text: &str, origin: &str) -> Result<Manifest, ManifestError> {
     if spin::is_spin(text) {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ManifestError::Parse {
-            location: located(text, origin, &e),
-            message: format!("syntax error: {}", e.message()),
-        })?;
-        let listen = std::env::var(spin::LISTEN_VAR).unwrap_or_else(|_| spin::LISTEN.to_string());
-        let provided = spin::provided(std::env::vars());
-        let translated = spin::translate(&table, &listen, &provided).map_err(|problems| ManifestError::Invalid {
-            path: format!("{origin} (a Spin manifest)"),
-            problems,
-        })?;
-        return parse_membrane(&translated, &format!("{origin} (a Spin manifest, translated)"));
+        let translated = translate_spin(text, origin, &spin::Settings::default(), None)?;
+        return parse_membrane(
+            &translated.to_string(),
+            &format!("{origin} (a Spin manifest, translated)"),
+        );
     }
     parse_membrane(text, origin)
+}
+
+/// The file at `path`, as text.
+fn read_file(path: &Path) -> Result<String, ManifestError> {
+    std::fs::read_to_string(path).map_err(|source| ManifestError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// `text` as a TOML table, a syntax error located in `origin`.
+fn toml_table(text: &str, origin: &str) -> Result<toml::Table, ManifestError> {
+    text.parse().map_err(|e: toml::de::Error| ManifestError::Parse {
+        location: located(text, origin, &e),
+        message: format!("syntax error: {}", e.message()),
+    })
+}
+
+/// The Membrane manifest of Spin manifest `text` (named `origin`), its
+/// HTTP triggers on `settings`' address, else `listen`, else Spin's default.
+fn translate_spin(
+    text: &str,
+    origin: &str,
+    settings: &spin::Settings,
+    listen: Option<&str>,
+) -> Result<toml::Table, ManifestError> {
+    let table = toml_table(text, origin)?;
+    let listen = settings.listen.as_deref().or(listen).unwrap_or(spin::LISTEN);
+    spin::translate(&table, listen, &settings.provided).map_err(|problems| ManifestError::Invalid {
+        path: format!("{origin} (a Spin manifest)"),
+        problems,
+    })
 }
 
 /// Where `err` is in `text`: `origin:line:column`, or `origin`.

@@ -11,6 +11,10 @@
 //! - `GET .../fetch?authority=HOST:PORT`: sends `GET http://HOST:PORT/`
 //!   through `wasi:http/client` and answers `fetched STATUS`, or `refused
 //!   CODE` (502) when the request fails;
+//! - `GET .../trap`: traps; `GET .../loop`: spins without end;
+//!   `GET .../hang`: waits without end before it responds; `GET .../stall`:
+//!   responds, writes 64 KiB of body and then waits without end (the
+//!   host's timeouts end them);
 //! - anything else: a greeting naming the method and path.
 //!
 //! The guest's task runtime exists on wasm only, so the crate is empty when
@@ -47,6 +51,20 @@ impl wasip3::exports::http::handler::Guest for Hello {
                 read_body(request, |chunk| body.extend_from_slice(chunk)).await?;
                 Ok(bytes(body))
             }
+            (Method::Get, "trap") => panic!("trap requested over http"),
+            (Method::Get, "loop") => {
+                eprintln!("hello-p3: spinning");
+                let mut n = 0u64;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            (Method::Get, "hang") => {
+                eprintln!("hello-p3: hanging");
+                never().await;
+                Ok(text("unreachable\n".into()))
+            }
+            (Method::Get, "stall") => Ok(stalled()),
             (Method::Get, "fetch") => {
                 let authority = query(&path, "authority").unwrap_or_default().to_string();
                 Ok(fetch(authority).await)
@@ -147,6 +165,25 @@ fn streamed(n: usize) -> Response {
 /// A response with `body` as text.
 fn text(body: String) -> Response {
     bytes(body.into_bytes())
+}
+
+/// Waits without end: a future whose writer is kept until it resolves.
+async fn never() {
+    let (tx, rx) = wit_future::new::<Result<(), ErrorCode>>(|| Ok(()));
+    let _ = rx.await;
+    drop(tx);
+}
+
+/// A response that writes one chunk of its body and then waits without end.
+fn stalled() -> Response {
+    let (mut tx, rx) = wit_stream::new();
+    wasip3::spawn(async move {
+        tx.write_all(vec![b's'; CHUNK]).await;
+        eprintln!("hello-p3: stalled");
+        never().await;
+        drop(tx);
+    });
+    respond(Some(rx))
 }
 
 /// A response with `body`.

@@ -41,6 +41,12 @@ pub struct DevArgs {
     /// those bindings are not served.
     #[command(flatten)]
     pub nats: NatsArgs,
+
+    /// Where a Spin manifest's HTTP triggers listen, as `spin up --listen`
+    /// (default: `$SPIN_HTTP_LISTEN_ADDR`, else an overlay's `listen`, else
+    /// `127.0.0.1:3000`). A Membrane manifest names its own addresses.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
 }
 
 /// Arguments of `membrane new`.
@@ -162,6 +168,12 @@ pub struct UpArgs {
     /// The app manifest (TOML). Relative component paths resolve against its
     /// directory. Without it, the host runs the apps applied to its lattice.
     pub manifest: Option<PathBuf>,
+
+    /// Where a Spin manifest's HTTP triggers listen, as `spin up --listen`
+    /// (default: `$SPIN_HTTP_LISTEN_ADDR`, else an overlay's `listen`, else
+    /// `127.0.0.1:3000`). A Membrane manifest names its own addresses.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
 
     /// Directory for compiled code and fetched artifacts, keyed by digest.
     /// Default: `$MEMBRANE_CACHE_DIR`, else `$XDG_CACHE_HOME/membrane`, else

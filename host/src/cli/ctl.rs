@@ -239,7 +239,7 @@ fn keygen(file: &Path, output: Output) -> anyhow::Result<()> {
 fn permissions_config(lattice: &str, manifests: &[PathBuf], hosts: &[String], output: Output) -> anyhow::Result<()> {
     let apps = manifests
         .iter()
-        .map(|path| crate::transports::load(path))
+        .map(|path| crate::transports::load(path, &crate::manifest::spin::Settings::default()))
         .collect::<Result<Vec<_>, _>>()?;
     for host in hosts {
         anyhow::ensure!(

@@ -17,6 +17,7 @@ use crate::lattice::policy::Policy;
 use crate::lattice::status::StatusBoard;
 use crate::lattice::trust::{Sequences, Trust};
 use crate::links::remote::Lattice;
+use crate::manifest::spin::Settings as SpinSettings;
 use crate::manifest::{Manifest, NatsSpec};
 use crate::runtime::engine::{DEFAULT_MAX_INSTANCES, EngineOptions, HostEngine};
 use crate::runtime::keyvalue::{Stores, default_data_dir};
@@ -71,7 +72,8 @@ async fn serve_host(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let labels: BTreeMap<String, String> = args.labels.iter().cloned().collect();
-    let manifest = read_manifest(args.manifest.as_deref())?;
+    let settings = SpinSettings::from_env(std::env::vars(), args.listen.as_deref());
+    let manifest = read_manifest(args.manifest.as_deref(), &settings)?;
     let joined = join_nats(args, manifest.as_ref().map(|(_, m)| m), &labels).await?;
     let nats = joined.as_ref().map(|(bus, _)| bus.clone());
     let host = HostSettings::up(args).build(manifest.as_ref().map(|(_, m)| m), nats.as_ref())?;
@@ -130,11 +132,13 @@ async fn serve_host(
     Ok(())
 }
 
-/// The manifest at `path` and its text, if there is one.
-fn read_manifest(path: Option<&Path>) -> anyhow::Result<Option<(String, Manifest)>> {
+/// The manifest at `path` and its (Membrane manifest) text, if there is
+/// one; a Spin manifest read with `settings`.
+fn read_manifest(path: Option<&Path>, settings: &SpinSettings) -> anyhow::Result<Option<(String, Manifest)>> {
     let Some(path) = path else { return Ok(None) };
-    let manifest = crate::transports::load(path)?;
-    Ok(Some((std::fs::read_to_string(path)?, manifest)))
+    let manifest = crate::transports::load(path, settings)?;
+    let (text, _) = Manifest::read_text(path, settings)?;
+    Ok(Some((text, manifest)))
 }
 
 /// Connects to NATS if this host needs it: for NATS media, for links that
@@ -332,7 +336,8 @@ fn log_ready(agent: &Agent, host: &str, lattice: &str, app: Option<&str>, starte
 /// as its sources change, until `shutdown` resolves.
 pub async fn dev(args: DevArgs, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     warn_secrets_on_command_line();
-    let manifest = crate::transports::load(&args.manifest)?;
+    let settings = SpinSettings::from_env(std::env::vars(), args.listen.as_deref());
+    let manifest = crate::transports::load(&args.manifest, &settings)?;
     let spec = args.nats.over(&manifest.nats)?;
     let nats = if crate::dev::wants_nats(&manifest) && (args.nats.nats.is_some() || !spec.urls.is_empty()) {
         let inbox = inbox_prefix(&args.lattice, Role::Host);

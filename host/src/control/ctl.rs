@@ -66,10 +66,21 @@ impl Ctl {
 
     /// Pushes every local component of the manifest at `path`, then stores the
     /// app (with digests for sources) as desired state.
+    ///
+    /// A Spin manifest (or an overlay on one) is applied translated, its
+    /// variables at their defaults: `SPIN_VARIABLE_*` here are not stored in
+    /// the lattice, and a variable without a default is each host's secret.
     pub async fn apply(&self, path: &Path) -> anyhow::Result<ApplyReply> {
-        let manifest = crate::transports::load(path)?;
-        let text = std::fs::read_to_string(path)?;
-        let mut table: toml::Table = text.parse().with_context(|| format!("{}", path.display()))?;
+        let mut settings = crate::manifest::spin::Settings::from_env(std::env::vars(), None);
+        let provided = std::mem::take(&mut settings.provided);
+        let manifest = crate::transports::load(path, &settings)?;
+        let (text, origin) = crate::manifest::Manifest::read_text(path, &settings)?;
+        if origin != path.display().to_string() && !provided.is_empty() {
+            eprintln!(
+                "note: SPIN_VARIABLE_* are not applied: variables keep their defaults, and each host supplies one without a default as its secret (MEMBRANE_SECRET_<NAME>)"
+            );
+        }
+        let mut table: toml::Table = text.parse().with_context(|| origin.clone())?;
         // Hosts use their own connection; credentials never go into the lattice.
         if table.remove("nats").is_some() {
             eprintln!("note: [nats] is not applied: the lattice's hosts use their own connection and credentials");

@@ -25,6 +25,7 @@
 //! triggers than `http`, and a WAGI executor.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use toml::{Table, Value};
 
 /// The prefix of the environment variables that set a Spin variable, as
@@ -46,15 +47,56 @@ pub const LISTEN: &str = "127.0.0.1:3000";
 /// for a Spin manifest.
 pub const LISTEN_VAR: &str = "SPIN_HTTP_LISTEN_ADDR";
 
+/// What a Spin manifest is read with besides its text: where its HTTP
+/// triggers listen and which variables the environment sets. Outside
+/// input, read at the edge (`membrane up`), so translation stays pure.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Settings {
+    /// `--listen`, else `$SPIN_HTTP_LISTEN_ADDR`; none: an overlay's
+    /// `listen`, else [`LISTEN`].
+    pub listen: Option<String>,
+    /// The variables set by `SPIN_VARIABLE_*` ([`provided`]).
+    pub provided: BTreeMap<String, String>,
+}
+
+impl Settings {
+    /// The settings `spin up` would read: `flag` (its `--listen`), else
+    /// `SPIN_HTTP_LISTEN_ADDR` of `vars`, and the `SPIN_VARIABLE_*` of `vars`.
+    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>, flag: Option<&str>) -> Settings {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let env_listen = vars.iter().find(|(k, _)| k == LISTEN_VAR).map(|(_, v)| v.clone());
+        Settings {
+            listen: flag.map(str::to_string).or(env_listen),
+            provided: provided(vars),
+        }
+    }
+}
+
 /// Whether `text` is a Spin manifest: it sets the top-level key
 /// `spin_manifest_version` (before any table header, outside comments).
 pub fn is_spin(text: &str) -> bool {
+    has_top_level_key(text, "spin_manifest_version")
+}
+
+/// Whether `text` is a Membrane overlay on a Spin manifest: it sets the
+/// top-level key [`OVERLAY_KEY`].
+pub fn is_overlay(text: &str) -> bool {
+    has_top_level_key(text, OVERLAY_KEY)
+}
+
+/// The key of an overlay that names its Spin manifest:
+/// `spin = "spin.toml"`.
+pub const OVERLAY_KEY: &str = "spin";
+
+/// Whether `text` sets top-level `key` (before any table header, outside
+/// comments).
+fn has_top_level_key(text: &str, key: &str) -> bool {
     for line in text.lines().map(str::trim) {
         if line.starts_with('[') {
             return false;
         }
-        if let Some((key, _)) = line.split_once('=')
-            && key.trim().trim_matches('"') == "spin_manifest_version"
+        if let Some((found, _)) = line.split_once('=')
+            && found.trim().trim_matches('"') == key
         {
             return true;
         }
@@ -65,7 +107,7 @@ pub fn is_spin(text: &str) -> bool {
 /// The Membrane manifest of Spin manifest `spin` (already parsed as TOML),
 /// its HTTP triggers on `listen` and the variables in `provided` set (over
 /// their defaults), or every problem, each naming its `spin.toml` field.
-pub fn translate(spin: &Table, listen: &str, provided: &BTreeMap<String, String>) -> Result<String, Vec<String>> {
+pub fn translate(spin: &Table, listen: &str, provided: &BTreeMap<String, String>) -> Result<Table, Vec<String>> {
     let mut problems = Vec::new();
     match spin.get("spin_manifest_version") {
         Some(Value::Integer(2)) => {}
@@ -114,7 +156,152 @@ pub fn translate(spin: &Table, listen: &str, provided: &BTreeMap<String, String>
     manifest.insert("app".into(), Value::Table(app));
     manifest.insert("components".into(), Value::Table(components));
     manifest.insert("bindings".into(), Value::Array(bindings));
-    toml::to_string(&manifest).map_err(|e| vec![format!("cannot write the translated manifest: {e}")])
+    Ok(manifest)
+}
+
+/// A Membrane overlay on a Spin manifest, read: the `spin.toml` it names,
+/// where that app's HTTP triggers listen, and the Membrane manifest tables
+/// it adds (`placement` for components, more bindings, `[adaptive]`, ...).
+///
+/// ```toml
+/// spin = "spin.toml"
+/// [components.hello]
+/// placement = { zone = "edge" }
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Overlay {
+    /// The Spin manifest, relative to the overlay's directory.
+    pub spin: PathBuf,
+    /// Where the Spin app's HTTP triggers listen, unless `--listen` or
+    /// `$SPIN_HTTP_LISTEN_ADDR` say otherwise.
+    pub listen: Option<String>,
+    /// The rest: Membrane manifest tables merged over the translation.
+    pub adds: Table,
+}
+
+impl Overlay {
+    /// The overlay of `table` (an overlay file's TOML), or its problems.
+    pub fn read(mut table: Table) -> Result<Overlay, Vec<String>> {
+        let mut problems = Vec::new();
+        let spin = match table.remove(OVERLAY_KEY) {
+            Some(Value::String(path)) if !path.is_empty() => PathBuf::from(path),
+            _ => {
+                problems.push(format!("{OVERLAY_KEY}: the path of a spin.toml, as a string"));
+                PathBuf::new()
+            }
+        };
+        let listen = match table.remove("listen") {
+            None => None,
+            Some(Value::String(addr)) => Some(addr),
+            Some(_) => {
+                problems.push("listen: an address such as \"0.0.0.0:3000\"".into());
+                None
+            }
+        };
+        if table.contains_key("spin_manifest_version") {
+            problems.push("spin_manifest_version: an overlay names its spin.toml with `spin`; it is not one".into());
+        }
+        if problems.is_empty() {
+            Ok(Overlay {
+                spin,
+                listen,
+                adds: table,
+            })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// `translated` (the Membrane manifest of [`Overlay::spin`], its paths
+    /// relative to that file) with this overlay merged over it, its paths
+    /// relative to the overlay: a component's tables merge key by key (the
+    /// overlay's values win), `bindings` and `links` are appended, other
+    /// tables merge the same way. A component the Spin app lacks is a
+    /// problem, named.
+    pub fn merge(&self, mut translated: Table) -> Result<Table, Vec<String>> {
+        let spin_dir = self.spin.parent().unwrap_or(Path::new(""));
+        if let Some(Value::Table(components)) = translated.get_mut("components") {
+            for (_, component) in components.iter_mut() {
+                let Some(component) = component.as_table_mut() else {
+                    continue;
+                };
+                rebase(component, spin_dir);
+            }
+        }
+        let known: Vec<String> = table(&translated, "components")
+            .map(|c| c.keys().cloned().collect())
+            .unwrap_or_default();
+        let mut problems = Vec::new();
+        for (key, value) in &self.adds {
+            match (key.as_str(), value) {
+                ("components", Value::Table(components)) => {
+                    for name in components.keys().filter(|n| !known.contains(n)) {
+                        problems.push(format!(
+                            "components.{name}: {} has no component `{name}` (it has: {})",
+                            self.spin.display(),
+                            known.join(", ")
+                        ));
+                    }
+                }
+                ("bindings" | "links", Value::Array(more)) => {
+                    let list = translated
+                        .entry(key.clone())
+                        .or_insert_with(|| Value::Array(Vec::new()));
+                    if let Value::Array(list) = list {
+                        list.extend(more.iter().cloned());
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            match translated.get_mut(key) {
+                Some(existing) => merge_value(existing, value.clone()),
+                None => {
+                    translated.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(translated)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// `component`'s relative paths (`source`, `build.workdir`) made relative
+/// to the directory that holds its Spin manifest's directory, `spin_dir`.
+fn rebase(component: &mut Table, spin_dir: &Path) {
+    if let Some(Value::String(source)) = component.get_mut("source")
+        && Path::new(source.as_str()).is_relative()
+    {
+        *source = spin_dir.join(source.as_str()).display().to_string();
+    }
+    if let Some(Value::Table(build)) = component.get_mut("build") {
+        let rebased = match build.get("workdir").and_then(Value::as_str) {
+            Some(workdir) => spin_dir.join(workdir),
+            None => spin_dir.to_path_buf(),
+        };
+        let rebased = rebased.display().to_string();
+        build.insert("workdir".into(), Value::String(rebased));
+    }
+}
+
+/// `over` merged into `into`: tables key by key, anything else replaced.
+fn merge_value(into: &mut Value, over: Value) {
+    match (into, over) {
+        (Value::Table(into), Value::Table(over)) => {
+            for (key, value) in over {
+                match into.get_mut(&key) {
+                    Some(existing) => merge_value(existing, value),
+                    None => {
+                        into.insert(key, value);
+                    }
+                }
+            }
+        }
+        (into, over) => *into = over,
+    }
 }
 
 /// The table at `key` of `t`, if it is one.
@@ -297,7 +484,9 @@ fn fill(template: &str, variables: &Table) -> Result<Value, String> {
         None => Ok(Value::String(text)),
         Some(name) if text.is_empty() => {
             let mut table = Table::new();
-            table.insert("secret".into(), Value::String(name));
+            // Upper case, as environment variables are written:
+            // `MEMBRANE_SECRET_API_KEY` for Spin's `api_key`.
+            table.insert("secret".into(), Value::String(name.to_ascii_uppercase()));
             Ok(Value::Table(table))
         }
         Some(_) => {
@@ -312,8 +501,7 @@ mod tests {
 
     /// The Membrane manifest of `spin`, as a TOML table.
     fn translated(spin: &str) -> Result<Table, Vec<String>> {
-        let text = translate(&spin.parse::<Table>().unwrap(), LISTEN, &BTreeMap::new())?;
-        Ok(text.parse::<Table>().unwrap())
+        translate(&spin.parse::<Table>().unwrap(), LISTEN, &BTreeMap::new())
     }
 
     const HELLO: &str = r#"
@@ -364,8 +552,8 @@ source = "helper.wasm"
         let provided = provided(env.map(|(k, v)| (k.to_string(), v.to_string())));
         assert_eq!(provided.len(), 3, "{provided:?}");
         assert_eq!(provided["greeting"], "Howdy");
-        let text = translate(&HELLO.parse::<Table>().unwrap(), LISTEN, &provided).unwrap();
-        let m = text.parse::<Table>().unwrap();
+        let m = translate(&HELLO.parse::<Table>().unwrap(), LISTEN, &provided).unwrap();
+        let text = m.to_string();
         let config = &m["components"]["hello"]["config"];
         assert_eq!(config["greeting"].as_str(), Some("Howdy, world"));
         assert_eq!(
@@ -395,7 +583,7 @@ source = "helper.wasm"
         assert_eq!(hello["keyvalue"]["buckets"][0].as_str(), Some("default"));
         assert_eq!(hello["wasi"]["env"]["MODE"].as_str(), Some("prod"));
         assert_eq!(hello["config"]["greeting"].as_str(), Some("Hello, world"));
-        assert_eq!(hello["config"]["token"]["secret"].as_str(), Some("token"));
+        assert_eq!(hello["config"]["token"]["secret"].as_str(), Some("TOKEN"));
         assert_eq!(hello["build"]["watch"][0].as_str(), Some("src/**/*.rs"));
         let bindings = m["bindings"].as_array().unwrap();
         assert_eq!(bindings.len(), 1, "the private route binds nothing: {bindings:?}");
@@ -467,5 +655,100 @@ source = "helper.wasm"
         ] {
             assert!(!is_spin(not), "{not}");
         }
+    }
+
+    #[test]
+    fn listen_comes_from_the_flag_then_the_environment() {
+        let env = || [(LISTEN_VAR.to_string(), "127.0.0.1:4000".to_string())];
+        let cases = [
+            (Settings::from_env(env(), Some("0.0.0.0:80")).listen, Some("0.0.0.0:80")),
+            (Settings::from_env(env(), None).listen, Some("127.0.0.1:4000")),
+            (Settings::from_env([], None).listen, None),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got.as_deref(), want);
+        }
+    }
+
+    fn overlay(text: &str) -> Result<Overlay, Vec<String>> {
+        Overlay::read(text.parse::<Table>().unwrap())
+    }
+
+    #[test]
+    fn an_overlay_is_told_by_its_spin_key_and_read() {
+        assert!(is_overlay("spin = \"app/spin.toml\"\n[components.hello]\n"));
+        assert!(!is_overlay("[components.hello]\nspin = \"x\"\n"));
+        assert!(!is_overlay(HELLO));
+        let read = overlay("spin = \"app/spin.toml\"\nlisten = \"0.0.0.0:3000\"\n").unwrap();
+        assert_eq!(read.spin, PathBuf::from("app/spin.toml"));
+        assert_eq!(read.listen.as_deref(), Some("0.0.0.0:3000"));
+        assert!(read.adds.is_empty());
+        for (bad, named) in [
+            ("spin = 2\n", "spin: the path"),
+            ("spin = \"\"\n", "spin: the path"),
+            ("spin = \"s.toml\"\nlisten = 3000\n", "listen: an address"),
+            (
+                "spin = \"s.toml\"\nspin_manifest_version = 2\n",
+                "spin_manifest_version:",
+            ),
+        ] {
+            let problems = overlay(bad).unwrap_err();
+            assert!(problems.iter().any(|p| p.starts_with(named)), "{bad}: {problems:?}");
+        }
+    }
+
+    #[test]
+    fn an_overlay_merges_placement_and_adds_bindings_with_paths_rebased() {
+        let over = overlay(
+            r#"
+spin = "app/spin.toml"
+[components.hello]
+placement = { zone = "edge" }
+keyvalue = { buckets = ["other"] }
+[components.helper]
+instances = 2
+[[bindings]]
+medium = "nats"
+subject = "hello.>"
+component = "hello"
+[adaptive]
+"#,
+        )
+        .unwrap();
+        let merged = over.merge(translated(HELLO).unwrap()).unwrap();
+        let hello = &merged["components"]["hello"];
+        assert_eq!(hello["placement"]["zone"].as_str(), Some("edge"));
+        assert_eq!(
+            hello["keyvalue"]["buckets"][0].as_str(),
+            Some("other"),
+            "the overlay wins"
+        );
+        assert_eq!(
+            hello["allowed_outbound_hosts"][0].as_str(),
+            Some("https://api.example.com"),
+            "kept"
+        );
+        assert_eq!(
+            hello["source"].as_str(),
+            Some("app/target/wasm32-wasip2/release/hello.wasm"),
+            "relative to the overlay"
+        );
+        assert_eq!(hello["build"]["workdir"].as_str(), Some("app"));
+        assert_eq!(merged["components"]["helper"]["instances"].as_integer(), Some(2));
+        let bindings = merged["bindings"].as_array().unwrap();
+        assert_eq!(
+            bindings.len(),
+            2,
+            "the trigger's binding and the overlay's: {bindings:?}"
+        );
+        assert_eq!(bindings[1]["medium"].as_str(), Some("nats"));
+        assert!(merged.contains_key("adaptive"));
+
+        let unknown = overlay("spin = \"spin.toml\"\n[components.nope]\nplacement = {}\n").unwrap();
+        let problems = unknown.merge(translated(HELLO).unwrap()).unwrap_err();
+        assert_eq!(
+            problems,
+            ["components.nope: spin.toml has no component `nope` (it has: hello, helper)"]
+        );
     }
 }

@@ -147,6 +147,12 @@ impl Loaded {
         self.proxy.is_some() || self.service.is_some()
     }
 
+    /// Whether it exports both HTTP handlers (0.2's and 0.3's): the
+    /// `http` medium refuses it rather than guess which one to call.
+    pub fn exports_both_http(&self) -> bool {
+        self.proxy.is_some() && self.service.is_some()
+    }
+
     /// Whether its HTTP handler is WASI 0.3's `wasi:http/handler`.
     pub fn is_p3_handler(&self) -> bool {
         self.service.is_some()

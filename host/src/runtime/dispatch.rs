@@ -17,6 +17,7 @@ use super::component::{Callee, Generation, Loaded, acquire};
 use super::context::CallContext;
 use super::fault::{CallError, Fault};
 use super::trace;
+use super::verdict::{Finishing, Verdict};
 use crate::codec::json;
 use std::future::Future;
 use std::pin::Pin;
@@ -404,7 +405,10 @@ async fn await_response<E: std::fmt::Debug>(
     if let std::task::Poll::Ready(finished) = futures::poll!(&mut run) {
         run.report(finished);
     }
-    response.map_err(|code| loaded.fault_host(format!("responded with error code {code:?}")))
+    let verdict = run.verdict.clone();
+    response
+        .map(|response| response.map(|body| http_body_util::BodyExt::boxed_unsync(Finishing::new(body, verdict))))
+        .map_err(|code| loaded.fault_host(format!("responded with error code {code:?}")))
 }
 
 type BoxedRun = Pin<Box<dyn Future<Output = wasmtime::Result<()>> + Send>>;
@@ -413,11 +417,13 @@ type BoxedRun = Pin<Box<dyn Future<Output = wasmtime::Result<()>> + Send>>;
 /// before the guest is done (it still streams its body, or the client went
 /// away), it finishes in a task of its own, within the request's deadline,
 /// as the guest would have had it run to the end. [`GuestRun::cancel`] stops
-/// it instead.
+/// it instead. How it ended is its [`Verdict`], which the response body
+/// waits for at its end.
 struct GuestRun {
     component: Arc<str>,
     deadline: Instant,
     run: Option<BoxedRun>,
+    verdict: Arc<Verdict>,
 }
 
 impl GuestRun {
@@ -426,11 +432,13 @@ impl GuestRun {
             component,
             deadline: Instant::now(),
             run: Some(run),
+            verdict: Arc::default(),
         }
     }
 
     /// Drops the guest where it is.
     fn cancel(&mut self) {
+        self.verdict.settle(false);
         self.run = None;
     }
 
@@ -452,25 +460,45 @@ impl Future for GuestRun {
         };
         let finished = std::task::ready!(run.as_mut().poll(cx));
         self.run = None;
+        self.verdict.settle(finished.is_ok());
         std::task::Poll::Ready(finished)
     }
 }
 
 impl Drop for GuestRun {
     fn drop(&mut self) {
-        let Some(run) = self.run.take() else {
+        let Some(mut run) = self.run.take() else {
             return;
         };
         let Ok(tokio) = tokio::runtime::Handle::try_current() else {
+            self.verdict.settle(false);
             return;
         };
-        let (component, deadline) = (self.component.clone(), self.deadline);
+        let (component, deadline, verdict) = (self.component.clone(), self.deadline, self.verdict.clone());
         tokio.spawn(async move {
-            match tokio::time::timeout_at(deadline.into(), run).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(component = &*component, "failed after its response: {e:#}"),
-                Err(_) => tracing::warn!(component = &*component, "stopped at its deadline after its response"),
-            }
+            let ended = tokio::time::timeout_at(deadline.into(), &mut run).await;
+            // Settled before the guest is dropped: dropping it closes its
+            // body stream, which must not read as the body's end.
+            verdict.settle(matches!(ended, Ok(Ok(()))));
+            drop(run);
+            let cut = match ended {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => {
+                    tracing::warn!(component = &*component, "failed after its response: {e:#}");
+                    "fault"
+                }
+                Err(_) => {
+                    tracing::warn!(component = &*component, "stopped at its deadline after its response");
+                    "deadline"
+                }
+            };
+            crate::metrics::registry()
+                .counter(
+                    "membrane_http_responses_cut_total",
+                    "HTTP responses whose body the component did not finish after their status was sent, by why: it failed, or reached its deadline.",
+                    &[("component", &component), ("why", cut)],
+                )
+                .inc();
         });
     }
 }

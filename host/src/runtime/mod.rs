@@ -26,6 +26,7 @@ pub mod output;
 pub mod secrets;
 pub mod state;
 pub mod trace;
+mod verdict;
 
 use crate::manifest::{ComponentSpec, Manifest};
 use capabilities::Granted;

@@ -248,6 +248,13 @@ impl Medium for HttpMedium {
         {
             problems.push(format!("bindings[{index}].tls.{problem}"));
         }
+        if new.exports_both_http() {
+            problems.push(format!(
+                "bindings[{index}]: component `{}` exports both `wasi:http/incoming-handler@0.2.x` and `wasi:http/handler@0.3.x`; medium `http` serves a component that exports one of them",
+                spec.component
+            ));
+            return problems;
+        }
         if new.is_proxy() {
             return problems;
         }

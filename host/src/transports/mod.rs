@@ -198,10 +198,10 @@ pub fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError> {
     Manifest::parse_with(text, origin, problems)
 }
 
-/// Reads, parses and checks the manifest at `path`, its bindings by their
-/// media.
-pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
-    Manifest::load_with(path, problems)
+/// Reads, parses and checks the manifest at `path` (a Spin manifest, or an
+/// overlay on one, read with `settings`), its bindings by their media.
+pub fn load(path: &Path, settings: &crate::manifest::spin::Settings) -> Result<Manifest, ManifestError> {
+    Manifest::load_with(path, settings, problems)
 }
 
 /// Whether `binding`'s medium needs a NATS connection.

@@ -30,6 +30,7 @@ mod reuse;
 mod routes;
 mod schedule;
 mod security;
+mod spin_app;
 mod trace;
 mod traces;
 mod wasi_p3;

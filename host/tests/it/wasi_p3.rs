@@ -203,3 +203,96 @@ fn membrane_up_serves_a_spin_toml_as_written() {
     let err = Host::fail(&files);
     assert!(err.contains("component.p3.files: Spin mounts files read-only"), "{err}");
 }
+
+/// A 0.3 component with one instance and a short timeout.
+const P3_LIMITED: &str = r#"
+[app]
+name = "p3-faults"
+
+[components.p3]
+source = "{wasm:hello_p3}"
+limits = { timeout_ms = 700, max_instances = 1 }
+
+[[bindings]]
+medium = "http"
+address = "127.0.0.1:0"
+component = "p3"
+"#;
+
+/// The faults of a 0.3 component look as a 0.2 component's do (the same
+/// status, kind and text as `faults.rs` checks for the 0.2 `faulty`), each is
+/// counted, and its one instance is free again for the next request.
+#[test]
+fn a_0_3_component_fails_as_a_0_2_one_does_and_frees_its_instance() {
+    let host = Host::start(P3_LIMITED);
+    let addr = host.addr();
+    let ok = || {
+        let hello = http(addr, "GET", "/ok", b"");
+        assert_eq!(
+            (hello.status, hello.body.as_str()),
+            (200, "hello from wasi:http 0.3: GET /ok\n")
+        );
+    };
+
+    let trap = http(addr, "GET", "/trap", b"");
+    assert_eq!(trap.status, 500, "{}", trap.body);
+    let body = trap.json();
+    assert_eq!(
+        (body["component"].as_str(), body["kind"].as_str()),
+        (Some("p3"), Some("trap"))
+    );
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("component `p3` trapped: wasm trap"),
+        "{body}"
+    );
+    ok();
+
+    // Spinning, and waiting without end before a response: both end at the
+    // deadline with the 0.2 text.
+    for path in ["/loop", "/hang"] {
+        let late = http(addr, "GET", path, b"");
+        assert_eq!(late.status, 504, "{path}: {}", late.body);
+        assert_eq!(late.json()["error"], "component `p3` timed out after 700 ms", "{path}");
+        ok();
+    }
+
+    // A body that stalls after its status was sent is cut at the deadline
+    // (no final chunk), and counted.
+    let request = format!("GET /stall HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    let started = std::time::Instant::now();
+    let cut = crate::support::raw(addr, request.as_bytes());
+    let cut = String::from_utf8_lossy(&cut);
+    assert!(cut.starts_with("HTTP/1.1 200"), "{cut:.200}");
+    assert!(cut.contains(&"s".repeat(64 * 1024)), "the first chunk arrived");
+    assert!(!cut.ends_with("0\r\n\r\n"), "the body must not look complete");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    ok();
+
+    // A request body that stalls: the upload waits for bytes that never
+    // come, and the deadline frees the instance.
+    let stalled = std::net::TcpStream::connect(addr).unwrap();
+    let head = format!("POST /upload HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 1000\r\n\r\n0123456789");
+    std::io::Write::write_all(&mut &stalled, head.as_bytes()).unwrap();
+    let late = {
+        let mut answer = Vec::new();
+        stalled
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        let _ = std::io::Read::read_to_end(&mut &stalled, &mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    assert!(late.starts_with("HTTP/1.1 504"), "{late}");
+    ok();
+
+    let metrics = http(host.admin(), "GET", "/metrics", b"").body;
+    for series in [
+        r#"membrane_call_faults_total{app="p3-faults",component="p3",medium="http",kind="trap"} 1"#,
+        r#"membrane_call_faults_total{app="p3-faults",component="p3",medium="http",kind="deadline"} 3"#,
+        r#"membrane_http_responses_cut_total{component="p3",why="deadline"} 1"#,
+    ] {
+        assert!(metrics.contains(series), "no `{series}` in:\n{metrics}");
+    }
+}
