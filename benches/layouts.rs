@@ -8,6 +8,7 @@
 //! cargo bench -p membrane-benches --bench layouts             # ~2 min; writes BENCHMARKS.md, benchmarks.svg
 //! cargo bench -p membrane-benches --bench layouts -- --quick  # ~30 s; writes under target/ (CI runs it as `cargo test --release --bench layouts -- --quick`)
 //! cargo bench -p membrane-benches --bench layouts -- --quick --only colocated-reuse  # one layout, to profile
+//! cargo bench -p membrane-benches --bench layouts -- --only echo-reuse,p3-echo-reuse,wasmtime-reuse,wasmtime-p3  # p2 and p3 against `wasmtime serve`
 //! ```
 //!
 //! Hosts are real `membrane up` processes (target/release/membrane), joined
@@ -36,11 +37,14 @@ const ECHO: &str = "example:testkit/echo@0.1.0";
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    // `--only <slug>`: one layout (e.g. `colocated-reuse`), for profiling.
-    let only = args
+    // `--only <slug>[,<slug>...]`: some layouts (e.g. `colocated-reuse`),
+    // to profile or to compare a few in one sitting.
+    let only: Option<Vec<String>> = args
         .iter()
         .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1).cloned());
+        .and_then(|i| args.get(i + 1))
+        .map(|list| list.split(',').map(str::to_string).collect());
+    let skip = |slug: &str| only.as_ref().is_some_and(|only| !only.iter().any(|o| o == slug));
     // Each compared pair (a layout's cell and its baseline) is measured
     // alternately, `rounds` times, so both see the same machine noise; the
     // report gives the median ratio and its spread.
@@ -136,7 +140,7 @@ fn main() {
             true,
         ),
     ] {
-        if only.as_ref().is_some_and(|only| only != slug) {
+        if skip(slug) {
             continue;
         }
         let manifest = manifest(&root, dir.path(), file, slug, reuse);
@@ -180,11 +184,20 @@ fn main() {
     // The peer of DESIGN.md's table: one wasi:http component (`echo`, which
     // answers the request body) against a native hyper echo, fresh and
     // reused: the cost of the wasi:http path alone, without links or JSON.
-    for (layout, slug, strategy) in [
-        ("echo, 1 component", "echo", ""),
-        ("echo, 1 component, reused", "echo-reuse", "reuse = 1000\n"),
+    // The same echo as a WASI 0.3 component (`hello-p3`'s `POST /echo`,
+    // which reads the whole body and writes it back), reused as the p2 row.
+    for (layout, slug, component, path, strategy) in [
+        ("echo, 1 component", "echo", "echo", "/", ""),
+        ("echo, 1 component, reused", "echo-reuse", "echo", "/", "reuse = 1000\n"),
+        (
+            "p3 echo, 1 component, reused",
+            "p3-echo-reuse",
+            "hello_p3",
+            "/echo",
+            "reuse = 1000\n",
+        ),
     ] {
-        if only.as_ref().is_some_and(|only| only != slug) {
+        if skip(slug) {
             continue;
         }
         let manifest = dir.path().join(format!("{slug}.toml"));
@@ -193,15 +206,15 @@ fn main() {
             format!(
                 "[app]\nname = \"{slug}\"\n[components.echo]\nsource = \"{}\"\n{strategy}\
                  [[bindings]]\nmedium = \"http\"\naddress = \"127.0.0.1:0\"\ncomponent = \"echo\"\n",
-                wasm("echo")
+                wasm(component)
             ),
         )
         .expect("write manifest");
         let host = Host::start(&binary, Some(&manifest), &server.url, slug, &[]);
         let addr = host.http.clone().expect("echo address");
-        assert_eq!(rt.block_on(post(&addr, "/", POLICY)).1, POLICY, "{layout}: echo");
+        assert_eq!(rt.block_on(post(&addr, path, POLICY)).1, POLICY, "{layout}: echo");
         for c in [1, 64] {
-            let echo = || rt.block_on(measure_http(c, warm, run, &addr, "/", POLICY));
+            let echo = || rt.block_on(measure_http(c, warm, run, &addr, path, POLICY));
             rows.push(paired(layout, "http echo", c, &echo));
         }
     }
@@ -216,11 +229,24 @@ fn main() {
             peer_notes.push(why);
         }
         Ok(help) => {
-            for (layout, slug, flags) in [
-                ("wasmtime serve", "wasmtime", WASMTIME_SERVE),
-                ("wasmtime serve, reused", "wasmtime-reuse", WASMTIME_SERVE_REUSED),
+            for (layout, slug, component, path, flags) in [
+                ("wasmtime serve", "wasmtime", "echo", "/", WASMTIME_SERVE),
+                (
+                    "wasmtime serve, reused",
+                    "wasmtime-reuse",
+                    "echo",
+                    "/",
+                    WASMTIME_SERVE_REUSED,
+                ),
+                (
+                    "wasmtime serve, p3 echo",
+                    "wasmtime-p3",
+                    "hello_p3",
+                    "/echo",
+                    WASMTIME_SERVE_P3,
+                ),
             ] {
-                if only.as_ref().is_some_and(|only| only != slug) {
+                if skip(slug) {
                     continue;
                 }
                 if let Some(flag) = flags.iter().find(|f| f.starts_with("--") && !help.contains(*f)) {
@@ -229,10 +255,10 @@ fn main() {
                     peer_notes.push(why);
                     continue;
                 }
-                let peer = WasmtimeServe::start(dir.path(), slug, flags);
-                assert_eq!(rt.block_on(post(&peer.addr, "/", POLICY)).1, POLICY, "{layout}: echo");
+                let peer = WasmtimeServe::start(dir.path(), slug, component, flags);
+                assert_eq!(rt.block_on(post(&peer.addr, path, POLICY)).1, POLICY, "{layout}: echo");
                 for c in [1, 64] {
-                    let echo = || rt.block_on(measure_http(c, warm, run, &peer.addr, "/", POLICY));
+                    let echo = || rt.block_on(measure_http(c, warm, run, &peer.addr, path, POLICY));
                     rows.push(paired(layout, "http echo", c, &echo));
                 }
             }
@@ -459,6 +485,11 @@ const WASMTIME_SERVE: &[&str] = &["-S", "cli=y"];
 /// components, which cannot be called concurrently, so it is not set.
 const WASMTIME_SERVE_REUSED: &[&str] = &["-S", "cli=y", "--max-instance-reuse-count", "1000"];
 
+/// The p3 row: `hello_p3.wasm` (a WASIp3 component) with WASIp3 and the
+/// component model's async ABI on, and serve's WASIp3 defaults: an instance
+/// serves up to 128 requests, up to 16 of them at once.
+const WASMTIME_SERVE_P3: &[&str] = &["-S", "cli=y", "-S", "p3=y", "-W", "component-model-async=y"];
+
 /// `wasmtime serve --help` when the `wasmtime` on PATH is of `version` (the
 /// host's wasmtime); otherwise the line the report shows instead of its rows.
 fn wasmtime_cli(version: &str) -> Result<String, String> {
@@ -487,7 +518,7 @@ fn wasmtime_cli(version: &str) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&help.stdout).into_owned())
 }
 
-/// A `wasmtime serve` process serving `echo.wasm` on a free loopback port,
+/// A `wasmtime serve` process serving a component on a free loopback port,
 /// its output in `<dir>/<slug>.log`.
 struct WasmtimeServe {
     child: Child,
@@ -497,7 +528,7 @@ struct WasmtimeServe {
 impl WasmtimeServe {
     /// Starts it and waits until it accepts connections (it compiles the
     /// component before it listens).
-    fn start(dir: &Path, slug: &str, flags: &[&str]) -> WasmtimeServe {
+    fn start(dir: &Path, slug: &str, component: &str, flags: &[&str]) -> WasmtimeServe {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -509,7 +540,7 @@ impl WasmtimeServe {
             .arg("serve")
             .args(flags)
             .args(["--addr", &addr])
-            .arg(wasm("echo"))
+            .arg(wasm(component))
             .stdout(out.try_clone().expect("log file"))
             .stderr(out)
             .spawn()

@@ -534,3 +534,54 @@ component = "echo"
     assert_eq!((answer.status, answer.body.as_str()), (200, "still served"));
     assert!(!host.log().contains("never run"), "{}", host.log());
 }
+
+/// `membrane dev spin.toml`: a Spin app's `[component.X.build]` runs, its
+/// trigger is served on `--listen`, and a change to a `watch`ed file
+/// rebuilds and swaps it, as `spin watch` would.
+#[test]
+fn dev_builds_serves_and_swaps_a_spin_toml() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    std::fs::write(work.join("build.sh"), BUILD_SH).unwrap();
+    std::fs::write(work.join("which"), wasm("spin7_hello").display().to_string()).unwrap();
+    std::fs::write(
+        work.join("spin.toml"),
+        r#"spin_manifest_version = 2
+
+[application]
+name = "spin-dev"
+
+[[trigger.http]]
+route = "/..."
+component = "hello"
+
+[component.hello]
+source = "out.wasm"
+[component.hello.build]
+command = "sh build.sh"
+watch = ["which"]
+"#,
+    )
+    .unwrap();
+    let dev = Dev::start(work, &["spin.toml", "--listen", "127.0.0.1:0"], STEP);
+    let addr = dev.address("http://");
+    let spin7 = http(addr, "GET", "/there", b"");
+    assert_eq!(
+        (spin7.status, spin7.body.as_str()),
+        (200, "Hello from Spin 7: GET /there\n")
+    );
+
+    std::fs::write(work.join("which"), wasm("hello_p3").display().to_string()).unwrap();
+    let rebuilt = dev.wait_for("rebuilt hello in ", STEP);
+    assert!(rebuilt.contains(", swapped in "), "{rebuilt}");
+    let p3 = http(addr, "GET", "/there", b"");
+    assert_eq!(p3.body, "hello from wasi:http 0.3: GET /there\n");
+    assert_eq!(
+        std::fs::read_to_string(work.join("builds.log"))
+            .unwrap()
+            .lines()
+            .count(),
+        2
+    );
+    assert!(dev.interrupt().success());
+}

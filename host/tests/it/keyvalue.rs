@@ -188,6 +188,10 @@ fn a_wasmcloud_sdk_component_counts_stores_and_lists_keys_over_the_first_draft()
     assert_eq!(curl(&[&url("/kv/nope")]).status, 404);
     // list-keys with draft 1's u64 cursor, and get-many's `none` for a missing key.
     assert_eq!(curl(&[&url("/keys")]).text(), "a\nb\nvisits\n");
+    // Over three pages: each cursor resumes where the last page ended.
+    let many = put_keys(&url(""), "/kv/", 2100);
+    let listed = curl(&[&url("/keys")]).text();
+    assert_eq!(listed, format!("a\nb\n{}visits\n", many.concat()));
     let many = curl(&[&url("/many/a,nope,b")]);
     assert_eq!(many.text(), "a = one\nnope missing\nb = two\n");
     // Deny by default, as for draft2.
@@ -247,6 +251,32 @@ fn a_spin_7_key_value_component_counts_stores_and_streams_its_keys() {
     // The same bucket after a restart.
     assert!(host.interrupt().success());
     let host = Host::start_env(SPIN_KV, &args, &[("SPIN_HTTP_LISTEN_ADDR", "127.0.0.1:0")]);
-    let again = curl(&[&format!("http://{}/count", host.listening("http"))]);
+    let base = format!("http://{}", host.listening("http"));
+    let again = curl(&[&format!("{base}/count")]);
     assert_eq!(again.text(), "count = 4\n");
+
+    // More keys than one page: the stream reads the bucket page by page.
+    let many = put_keys(&base, "/kv/", 2100);
+    let keys = curl(&[&format!("{base}/keys")]).text();
+    assert_eq!(keys, format!("count\n{}", many.concat()));
+}
+
+/// PUTs `n` keys (`k0000`, `k0001`, ...) under `prefix` in one run of the
+/// real curl, on one connection; the keys, each with a newline, in order.
+fn put_keys(base: &str, prefix: &str, n: usize) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("urls");
+    let keys: Vec<String> = (0..n).map(|i| format!("k{i:04}")).collect();
+    let lines: String = keys
+        .iter()
+        .map(|k| format!("url = \"{base}{prefix}{k}\"\noutput = \"/dev/null\"\n"))
+        .collect();
+    std::fs::write(&config, lines).unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--fail", "-X", "PUT", "--data-binary", "v", "-K"])
+        .arg(&config)
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    keys.into_iter().map(|k| format!("{k}\n")).collect()
 }

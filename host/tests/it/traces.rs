@@ -458,3 +458,95 @@ fn a_dead_collector_fails_no_call_and_is_warned_about_once() {
     // Spans that found the queue full were dropped, with one warning.
     assert_eq!(log.matches("dropped a Span due to queue full").count(), 1, "{log}");
 }
+
+/// A WASI 0.3 handler's spans are a WASI 0.2 handler's: the same names (up
+/// to the component's), parents, attribute keys, and a failed call's span
+/// failed with its kind.
+#[test]
+fn a_0_3_handler_has_the_spans_of_a_0_2_one() {
+    let collector = Collector::start();
+    let manifest = r#"
+[app]
+name = "versions"
+
+[components.p2]
+source = "{wasm:spin_hello}"
+
+[components.p3]
+source = "{wasm:hello_p3}"
+
+[[bindings]]
+medium = "http"
+address = "127.0.0.1:0"
+component = "p2"
+route = "/p2/..."
+
+[[bindings]]
+medium = "http"
+address = "127.0.0.1:0"
+component = "p3"
+route = "/p3/..."
+"#;
+    let host = Host::start_with(manifest, &["--otlp", &collector.url()]);
+    let get = |path: &str, trace: &str| {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ntraceparent: 00-{trace}-{PARENT}-01\r\n\r\n"
+        );
+        let reply = String::from_utf8_lossy(&support::raw(host.addr(), request.as_bytes())).to_string();
+        reply.get(9..12).unwrap_or_default().to_string()
+    };
+    let (t2, t3, trap) = (
+        "22222222222222222222222222222222",
+        "33333333333333333333333333333333",
+        "44444444444444444444444444444444",
+    );
+    assert_eq!(get("/p2/hello/world", t2), "200");
+    assert_eq!(get("/p3/hello", t3), "200");
+    assert_eq!(get("/p3/trap", trap), "500");
+    assert!(host.signal("TERM").success());
+    let spans = collector.spans();
+
+    // Each trace's spans: name (the component's name made neutral), the
+    // parent's name or the caller's span, and the attribute keys.
+    let shape = |trace: &str, component: &str| {
+        let traced: Vec<&Received> = spans.iter().filter(|s| s.trace_id == trace).collect();
+        let names: BTreeMap<&str, &str> = traced.iter().map(|s| (s.span_id.as_str(), s.name.as_str())).collect();
+        let mut shape: Vec<(String, String, Vec<String>)> = traced
+            .iter()
+            .map(|s| {
+                let parent = if s.parent == PARENT {
+                    "caller".to_string()
+                } else {
+                    names
+                        .get(s.parent.as_str())
+                        .copied()
+                        .unwrap_or("?")
+                        .replace(component, "C")
+                };
+                let keys = s.attributes.keys().cloned().collect();
+                (s.name.replace(component, "C"), parent, keys)
+            })
+            .collect();
+        shape.sort();
+        shape
+    };
+    let p2 = shape(t2, "p2");
+    assert!(!p2.is_empty(), "no spans for the 0.2 call: {spans:#?}");
+    assert!(
+        p2.iter()
+            .any(|(name, parent, _)| name == "http C" && parent == "caller"),
+        "{p2:#?}"
+    );
+    assert_eq!(shape(t3, "p3"), p2, "0.3 and 0.2 spans differ");
+
+    let failed: Vec<&Received> = spans
+        .iter()
+        .filter(|s| s.trace_id == trap && s.error.is_some())
+        .collect();
+    assert!(
+        failed
+            .iter()
+            .any(|s| s.name == "http p3" && s.error.as_deref().unwrap_or("").contains("trap")),
+        "{failed:#?}"
+    );
+}

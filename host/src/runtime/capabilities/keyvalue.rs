@@ -140,6 +140,10 @@ impl Capability for KeyValue {
 pub struct BucketHandle {
     name: Arc<str>,
     bucket: Arc<dyn Bucket>,
+    /// Draft 1's `list-keys` cursor (an offset) where the last page this
+    /// handle listed ended, and the key it ended after: the next page
+    /// starts there instead of walking from the first key.
+    resume: Arc<std::sync::Mutex<Option<(u64, String)>>>,
 }
 
 /// A `cas` handle: the key's value and revision when it was taken.
@@ -205,6 +209,7 @@ pub fn open_bucket(grant: &Grant, identifier: String) -> Result<BucketHandle, Un
     Ok(BucketHandle {
         name: identifier.into(),
         bucket: bucket.clone(),
+        resume: Arc::default(),
     })
 }
 

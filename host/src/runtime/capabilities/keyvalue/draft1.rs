@@ -51,20 +51,37 @@ fn from_draft2(e: super::store::Error) -> store::Error {
 }
 
 /// The page of keys that starts `offset` keys into `bucket`, and the
-/// cursor of the next page (`None` after the last).
-async fn page_at(bucket: &dyn Bucket, offset: u64) -> kv::KvResult<(Vec<String>, Option<u64>)> {
-    let (mut after, mut skipped) = (None, 0u64);
-    loop {
+/// cursor of the next page (`None` after the last). `resume` is where this
+/// handle's last page ended: a guest listing page after page (the usual
+/// loop) reads one page per call; any other offset walks from the first
+/// key, a page at a time, within the call's deadline.
+async fn page_at(
+    bucket: &dyn Bucket,
+    offset: u64,
+    resume: &std::sync::Mutex<Option<(u64, String)>>,
+) -> kv::KvResult<(Vec<String>, Option<u64>)> {
+    let resumed = match &*resume.lock().unwrap_or_else(|e| e.into_inner()) {
+        Some((at, key)) if *at == offset => Some(key.clone()),
+        _ => None,
+    };
+    let (mut after, mut skipped) = match resumed {
+        Some(key) => (Some(key), offset),
+        None => (None, 0u64),
+    };
+    let (keys, next) = loop {
         let (keys, more) = bucket.list_keys(after, kv::PAGE_KEYS).await?;
         let n = keys.len() as u64;
         if skipped + n > offset || !more || keys.is_empty() {
             let start = usize::try_from(offset.saturating_sub(skipped)).map_or(keys.len(), |s| s.min(keys.len()));
             let next = more.then_some(skipped + n);
-            return Ok((keys[start..].to_vec(), next));
+            break (keys[start..].to_vec(), next);
         }
         skipped += n;
         after = keys.last().cloned();
-    }
+    };
+    let mut resume = resume.lock().unwrap_or_else(|e| e.into_inner());
+    *resume = next.zip(keys.last().cloned());
+    Ok((keys, next))
 }
 
 /// Draft 1's `u64` delta as the backend's `i64`.
@@ -114,7 +131,7 @@ impl<C: Send> store::HostBucket for HostState<C> {
 
     async fn list_keys(&mut self, this: Resource<BucketHandle>, cursor: Option<u64>) -> Answer<store::KeyResponse> {
         let b = self.bucket(&this, "list-keys")?;
-        let page = page_at(&*b.bucket, cursor.unwrap_or(0)).await;
+        let page = page_at(&*b.bucket, cursor.unwrap_or(0), &b.resume).await;
         Ok(page
             .map(|(keys, cursor)| store::KeyResponse { keys, cursor })
             .map_err(other))
@@ -180,19 +197,33 @@ mod tests {
             .set_many(keys.iter().map(|k| (k.clone(), b"v".to_vec())).collect())
             .await
             .unwrap();
+        let resume = std::sync::Mutex::new(None);
         let (mut listed, mut cursor, mut pages) = (Vec::new(), Some(0), 0);
         while let Some(offset) = cursor {
-            let (page, next) = page_at(&bucket, offset).await.unwrap();
+            let (page, next) = page_at(&bucket, offset, &resume).await.unwrap();
             assert!(page.len() <= kv::PAGE_KEYS);
             listed.extend(page);
             cursor = next;
             pages += 1;
+            // Each next page resumes after the key this one ended with.
+            let expected = next.zip(listed.last().cloned());
+            assert_eq!(*resume.lock().unwrap(), expected);
         }
         assert_eq!((listed, pages), (keys.clone(), 3));
-        // A cursor the guest made up: mid-page, or past the end.
-        let (page, next) = page_at(&bucket, 2498).await.unwrap();
-        assert_eq!((page, next), (keys[2498..].to_vec(), None));
-        assert_eq!(page_at(&bucket, u64::MAX).await.unwrap(), (Vec::new(), None));
+        // A cursor the guest made up: mid-page, or past the end, with and
+        // without a page to resume from.
+        for resume in [
+            std::sync::Mutex::new(None),
+            std::sync::Mutex::new(Some((1000, "k00999".into()))),
+        ] {
+            let (page, next) = page_at(&bucket, 2498, &resume).await.unwrap();
+            assert_eq!((page, next), (keys[2498..].to_vec(), None));
+            assert_eq!(page_at(&bucket, u64::MAX, &resume).await.unwrap(), (Vec::new(), None));
+            let (page, _) = page_at(&bucket, 1000, &std::sync::Mutex::new(Some((1000, "k00999".into()))))
+                .await
+                .unwrap();
+            assert_eq!(page.first(), Some(&keys[1000]));
+        }
     }
 
     #[test]

@@ -6,15 +6,22 @@
 //! with concurrency support.
 //!
 //! As Spin answers: a label not granted is `access-denied`, one granted but
-//! not opened `no-such-store`. `get-keys` answers a stream of every key;
-//! a bucket of more than [`MAX_KEYS`] keys ends the stream there and
-//! answers `other` in its future.
+//! not opened `no-such-store`. `get-keys` answers a stream of every key,
+//! read from the bucket one page at a time as the guest reads the stream
+//! ([`KeyPages`]): the host holds one page, however large the bucket.
 
 use super::BucketHandle;
 use crate::runtime::keyvalue::{self as kv, Grant, KvError};
 use crate::runtime::state::HostState;
+use futures::future::BoxFuture;
+use std::pin::Pin;
 use std::sync::Arc;
-use wasmtime::component::{Accessor, FutureReader, HasData, Linker, Resource, ResourceTable, StreamReader};
+use std::task::{Context, Poll};
+use wasmtime::StoreContextMut;
+use wasmtime::component::{
+    Accessor, Destination, FutureReader, HasData, Linker, Resource, ResourceTable, StreamProducer, StreamReader,
+    StreamResult, VecBuffer,
+};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -30,9 +37,6 @@ use bindings::spin::key_value::key_value::{self as spin_kv, Error};
 
 /// The interface name.
 pub const INTERFACE: &str = "spin:key-value/key-value@3.0.0";
-
-/// The most keys one `get-keys` streams.
-pub const MAX_KEYS: usize = 100_000;
 
 /// What the host functions see of one instance's state.
 pub struct View<'a> {
@@ -78,23 +82,70 @@ fn bucket<T>(
     })
 }
 
-/// Every key of `bucket`, page by page, up to [`MAX_KEYS`].
-async fn all_keys(bucket: &BucketHandle) -> (Vec<String>, Result<(), Error>) {
-    let (mut keys, mut after) = (Vec::new(), None);
-    loop {
-        let (page, more) = match bucket.bucket.list_keys(after, kv::PAGE_KEYS).await {
-            Ok(found) => found,
-            Err(e) => return (keys, Err(other(e))),
-        };
-        after = page.last().cloned();
-        keys.extend(page);
-        if keys.len() > MAX_KEYS {
-            keys.truncate(MAX_KEYS);
-            let message = format!("the store has more than {MAX_KEYS} keys; get-keys streamed the first {MAX_KEYS}");
-            return (keys, Err(Error::Other(message)));
+/// The keys of a bucket as a `get-keys` stream: one page read from the
+/// bucket each time the guest reads, so the host holds one page at a time.
+/// How it ended goes to `done` (the call's future): `Ok` at the last key,
+/// or the backend's error.
+struct KeyPages {
+    bucket: Arc<dyn kv::Bucket>,
+    /// The last key streamed so far.
+    after: Option<String>,
+    /// The page being read.
+    reading: Option<BoxFuture<'static, kv::KvResult<(Vec<String>, bool)>>>,
+    done: Option<tokio::sync::oneshot::Sender<Result<(), Error>>>,
+}
+
+impl KeyPages {
+    fn end(&mut self, result: Result<(), Error>) -> Poll<wasmtime::Result<StreamResult>> {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(result);
         }
-        if !more {
-            return (keys, Ok(()));
+        Poll::Ready(Ok(StreamResult::Dropped))
+    }
+}
+
+impl<D> StreamProducer<D> for KeyPages {
+    type Item = String;
+    type Buffer = VecBuffer<String>;
+
+    fn poll_produce<'a>(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        store: StoreContextMut<'a, D>,
+        mut destination: Destination<'a, String, VecBuffer<String>>,
+        finish: bool,
+    ) -> Poll<wasmtime::Result<StreamResult>> {
+        let this = self.get_mut();
+        if this.done.is_none() {
+            return Poll::Ready(Ok(StreamResult::Dropped));
+        }
+        if finish {
+            // Cancelled: nothing was written; a page being read is read again.
+            this.reading = None;
+            return Poll::Ready(Ok(StreamResult::Cancelled));
+        }
+        if destination.remaining(store) == Some(0) {
+            return Poll::Ready(Ok(StreamResult::Completed));
+        }
+        let reading = this.reading.get_or_insert_with(|| {
+            let (bucket, after) = (this.bucket.clone(), this.after.clone());
+            Box::pin(async move { bucket.list_keys(after, kv::PAGE_KEYS).await })
+        });
+        let read = std::task::ready!(reading.as_mut().poll(cx));
+        this.reading = None;
+        match read {
+            Ok((page, more)) => {
+                if let Some(last) = page.last() {
+                    this.after = Some(last.clone());
+                }
+                destination.set_buffer(page.into());
+                if more {
+                    Poll::Ready(Ok(StreamResult::Completed))
+                } else {
+                    this.end(Ok(()))
+                }
+            }
+            Err(e) => this.end(Err(other(e))),
         }
     }
 }
@@ -171,10 +222,19 @@ impl<T> spin_kv::HostStoreWithStore<T> for SpinKeyValue {
         this: Resource<BucketHandle>,
     ) -> wasmtime::Result<(StreamReader<String>, FutureReader<Result<(), Error>>)> {
         let b = bucket(accessor, &this, "get-keys")?;
-        let (keys, result) = all_keys(&b).await;
+        let (done, result) = tokio::sync::oneshot::channel();
+        let pages = KeyPages {
+            bucket: b.bucket.clone(),
+            after: None,
+            reading: None,
+            done: Some(done),
+        };
         accessor.with(|mut access| {
-            let stream = StreamReader::new(&mut access, keys)?;
-            let done = FutureReader::new(&mut access, async move { Ok::<_, wasmtime::Error>(result) })?;
+            let stream = StreamReader::new(&mut access, pages)?;
+            // A stream dropped before its end ends the call well.
+            let done = FutureReader::new(&mut access, async move {
+                Ok::<_, wasmtime::Error>(result.await.unwrap_or(Ok(())))
+            })?;
             Ok((stream, done))
         })
     }
