@@ -82,6 +82,9 @@ fn bucket<T>(
     })
 }
 
+/// One page of keys being read: the keys, and whether more follow.
+type PageRead = BoxFuture<'static, kv::KvResult<(Vec<String>, bool)>>;
+
 /// The keys of a bucket as a `get-keys` stream: one page read from the
 /// bucket each time the guest reads, so the host holds one page at a time.
 /// How it ended goes to `done` (the call's future): `Ok` at the last key,
@@ -91,7 +94,7 @@ struct KeyPages {
     /// The last key streamed so far.
     after: Option<String>,
     /// The page being read.
-    reading: Option<BoxFuture<'static, kv::KvResult<(Vec<String>, bool)>>>,
+    reading: Option<PageRead>,
     done: Option<tokio::sync::oneshot::Sender<Result<(), Error>>>,
 }
 
