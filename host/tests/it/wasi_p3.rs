@@ -296,3 +296,27 @@ fn a_0_3_component_fails_as_a_0_2_one_does_and_frees_its_instance() {
         assert!(metrics.contains(series), "no `{series}` in:\n{metrics}");
     }
 }
+
+/// A component that exports both HTTP versions is refused at load, the
+/// binding and both exports named: the host does not guess which to call.
+#[test]
+fn a_component_exporting_both_http_versions_is_refused_by_name() {
+    let err = Host::fail(
+        r#"
+[app]
+name = "both"
+
+[components.both]
+source = "{wasm:both_http}"
+
+[[bindings]]
+medium = "http"
+address = "127.0.0.1:0"
+component = "both"
+"#,
+    );
+    assert!(
+        err.contains("bindings[0]: component `both` exports both `wasi:http/incoming-handler@0.2.x` and `wasi:http/handler@0.3.x`"),
+        "{err}"
+    );
+}
