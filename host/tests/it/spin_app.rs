@@ -8,35 +8,9 @@ use crate::support::nats::NatsServer;
 use crate::support::{Host, http, with_paths};
 use std::net::SocketAddr;
 
-/// Two WASI 0.3 components (spin-sdk 7 and `wasip3`) on one listener.
-const SPIN_TOML: &str = r#"
-spin_manifest_version = 2
-
-[application]
-name = "split"
-
-[application.trigger.http]
-base = "/app"
-
-[variables]
-greeting = { default = "Hi" }
-token = { required = true }
-
-[[trigger.http]]
-route = "/hello/..."
-component = "hello"
-
-[[trigger.http]]
-route = "/p3/..."
-component = "p3"
-
-[component.hello]
-source = "{wasm:spin7_hello}"
-variables = { greeting = "{{ greeting }}, Spin", token = "{{ token }}" }
-
-[component.p3]
-source = "{wasm:hello_p3}"
-"#;
+/// Two WASI 0.3 components (spin-sdk 7 and `wasip3`) on one listener,
+/// under base `/app`, with a required variable `token`.
+const SPIN_TOML: &str = crate::wasi_p3::SPIN_APP;
 
 /// The overlay: the spin.toml in `dir`, each component on its own node.
 fn overlay(dir: &std::path::Path, listen: &str) -> String {

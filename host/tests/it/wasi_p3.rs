@@ -137,7 +137,7 @@ fn fifty_mib_stream_both_ways_through_a_0_3_component_in_bounded_memory() {
 /// A Spin app as its `spin.toml` is written: `membrane up spin.toml` serves
 /// its HTTP triggers (on `$SPIN_HTTP_LISTEN_ADDR`, as `spin up` does), with
 /// the base path, and a component's variables through Spin's own interface.
-const SPIN_APP: &str = r#"
+pub(crate) const SPIN_APP: &str = r#"
 spin_manifest_version = 2
 
 [application]
