@@ -181,6 +181,17 @@ tls = {{ cert = "{}", key = "{}" }}
         h1.headers
     );
 
+    // TLS 1.3 only: a client that offers at most TLS 1.2 gets no session.
+    let tls12 = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert", &cacert, "--tls-max", "1.2", &url])
+        .output()
+        .unwrap();
+    assert!(
+        !tls12.status.success(),
+        "a TLS 1.2 session was accepted: {}",
+        String::from_utf8_lossy(&tls12.stdout)
+    );
+
     // Plain HTTP to the TLS port is refused, not served.
     let plain = Command::new("curl")
         .args(["-sS", "--max-time", "10", &format!("http://{addr}/hello/x")])
