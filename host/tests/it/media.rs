@@ -312,9 +312,24 @@ fn a_nats_restart_is_survived_and_http_never_stops() {
 
     server.restart();
     host.wait_for_log_count("nats: connected", 2);
-    // Request/reply resumes, and so does the queue.
+    // Request/reply resumes, and so does the queue. "connected" can come
+    // before the server has the host's subscriptions again: until then a
+    // request has no responders, which is the probe waited on.
     let client = rt.block_on(connect(&server));
-    assert_eq!(ask(&client)["ok"]["premium"], 936.92);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let reply = loop {
+        let reply = rt.block_on(client.request("insurance.rate", args.clone().into()));
+        match reply {
+            Err(e)
+                if e.kind() == async_nats::RequestErrorKind::NoResponders && std::time::Instant::now() < deadline =>
+            {
+                rt.block_on(tokio::time::sleep(Duration::from_millis(20)));
+            }
+            other => break other.expect("reply after the restart"),
+        }
+    };
+    let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(reply["ok"]["premium"], 936.92);
     let queued = rt.block_on(queued_call(
         &client,
         "insurance.rate.queued",
