@@ -8,7 +8,7 @@
 //! cargo bench -p membrane-benches --bench layouts             # ~2 min; writes BENCHMARKS.md, benchmarks.svg
 //! cargo bench -p membrane-benches --bench layouts -- --quick  # ~30 s; writes under target/ (CI runs it as `cargo test --release --bench layouts -- --quick`)
 //! cargo bench -p membrane-benches --bench layouts -- --quick --only colocated-reuse  # one layout, to profile
-//! cargo bench -p membrane-benches --bench layouts -- --only echo-reuse,p3-echo-reuse,wasmtime-reuse,wasmtime-p3  # p2 and p3 against `wasmtime serve`
+//! cargo bench -p membrane-benches --bench layouts -- --only echo-reuse,p3-echo-reuse,p3-echo-shared,wasmtime-reuse,wasmtime-p3  # p2 and p3 against `wasmtime serve`
 //! ```
 //!
 //! Hosts are real `membrane up` processes (target/release/membrane), joined
@@ -195,6 +195,13 @@ fn main() {
             "hello_p3",
             "/echo",
             "reuse = 1000\n",
+        ),
+        (
+            "p3 echo, 1 component, 16 requests per instance",
+            "p3-echo-shared",
+            "hello_p3",
+            "/echo",
+            "reuse = 100000\nconcurrency = 16\n",
         ),
     ] {
         if skip(slug) {

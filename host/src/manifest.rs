@@ -27,6 +27,13 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_MEMORY_MIB: u64 = 64;
 /// Default cap on live instances of one component on one host.
 pub const DEFAULT_MAX_INSTANCES: u32 = 256;
+/// The most requests one instance may serve at once (`concurrency`).
+pub const MAX_CONCURRENCY: u32 = 1024;
+
+/// Serde's default for fields that default to 1.
+fn one() -> u32 {
+    1
+}
 
 /// A parsed and checked application manifest.
 #[derive(Debug, Clone, Deserialize)]
@@ -156,6 +163,12 @@ pub struct ComponentSpec {
     /// keeps healthy instances between calls, so guest state survives them.
     #[serde(default)]
     pub reuse: u32,
+    /// Requests one instance may serve at once. 1 (the default): one at a
+    /// time. More needs a WASI 0.3 HTTP handler (its calls are async) and
+    /// `reuse` (the requests share the instance's memory); `reuse` then
+    /// counts every request the instance serves.
+    #[serde(default = "one")]
+    pub concurrency: u32,
     /// Per-call limits.
     #[serde(default)]
     pub limits: Limits,
@@ -645,6 +658,14 @@ impl Manifest {
             if spec.limits.memory_mib == 0 || spec.limits.memory_mib > 4096 {
                 problems.push(format!("components.{name}.limits.memory_mib: must be 1..=4096"));
             }
+            if spec.concurrency == 0 || spec.concurrency > MAX_CONCURRENCY {
+                problems.push(format!("components.{name}.concurrency: must be 1..={MAX_CONCURRENCY}"));
+            } else if spec.concurrency > 1 && spec.reuse < spec.concurrency {
+                problems.push(format!(
+                    "components.{name}.concurrency: {} requests at once share one instance, so set `reuse` to at least {} (it is {})",
+                    spec.concurrency, spec.concurrency, spec.reuse
+                ));
+            }
             if spec.limits.max_instances == 0 {
                 problems.push(format!("components.{name}.limits.max_instances: must be at least 1"));
             }
@@ -886,6 +907,41 @@ component = "gateway"
         assert_eq!(rater.config["ratio"].as_config_string(), "0.5");
         assert!(rater.allowed_outbound_hosts.is_empty());
         assert_eq!(m.links.len(), 1);
+    }
+
+    #[test]
+    fn concurrency_needs_reuse_and_a_bound() {
+        let with = |extra: &str| {
+            GOOD.replace(
+                "source = \"gateway.wasm\"",
+                &format!("source = \"gateway.wasm\"\n{extra}"),
+            )
+        };
+        assert_eq!(
+            Manifest::parse(GOOD, "app.toml").unwrap().components["gateway"].concurrency,
+            1
+        );
+        let cases = [
+            ("concurrency = 8\nreuse = 100", None),
+            ("concurrency = 8\nreuse = 8", None),
+            (
+                "concurrency = 0",
+                Some("components.gateway.concurrency: must be 1..=1024"),
+            ),
+            ("concurrency = 5000\nreuse = 9000", Some("must be 1..=1024")),
+            ("concurrency = 8", Some("set `reuse` to at least 8 (it is 0)")),
+            (
+                "concurrency = 8\nreuse = 4",
+                Some("set `reuse` to at least 8 (it is 4)"),
+            ),
+        ];
+        for (extra, problem) in cases {
+            match (Manifest::parse(&with(extra), "app.toml"), problem) {
+                (Ok(m), None) => assert_eq!(m.components["gateway"].concurrency, 8),
+                (Err(e), Some(p)) => assert!(e.to_string().contains(p), "{extra}: {e}"),
+                (got, want) => panic!("{extra}: got {:?}, want {want:?}", got.map(|_| ())),
+            }
+        }
     }
 
     #[test]

@@ -11,6 +11,9 @@
 //! - `GET .../fetch?authority=HOST:PORT`: sends `GET http://HOST:PORT/`
 //!   through `wasi:http/client` and answers `fetched STATUS`, or `refused
 //!   CODE` (502) when the request fails;
+//! - `GET .../wait?ms=N`: waits N ms (a timer, not a spin), then answers
+//!   how many requests this instance had in flight at once at most, and
+//!   how many it has served (the host may run several on one instance);
 //! - `GET .../trap`: traps; `GET .../loop`: spins without end;
 //!   `GET .../hang`: waits without end before it responds; `GET .../stall`:
 //!   responds, writes 64 KiB of body and then waits without end (the
@@ -21,6 +24,7 @@
 //! the workspace's tests build it for the host.
 #![cfg(target_family = "wasm")]
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use wasip3::http::types::{ErrorCode, Fields, Method, Request, Response, Scheme};
 use wasip3::wit_bindgen::StreamResult;
 use wasip3::{wit_bindgen, wit_future, wit_stream};
@@ -51,6 +55,10 @@ impl wasip3::exports::http::handler::Guest for Hello {
                 read_body(request, |chunk| body.extend_from_slice(chunk)).await?;
                 Ok(bytes(body))
             }
+            (Method::Get, "wait") => {
+                let ms: u64 = query(&path, "ms").and_then(|v| v.parse().ok()).unwrap_or(0);
+                Ok(text(waited(ms).await))
+            }
             (Method::Get, "trap") => panic!("trap requested over http"),
             (Method::Get, "loop") => {
                 eprintln!("hello-p3: spinning");
@@ -72,6 +80,24 @@ impl wasip3::exports::http::handler::Guest for Hello {
             _ => Ok(text(format!("hello from wasi:http 0.3: {} {path}\n", name(&method)))),
         }
     }
+}
+
+/// Requests in this instance's `wait` right now, the most at once, and
+/// how many it has answered.
+static IN_FLIGHT: AtomicU32 = AtomicU32::new(0);
+static PEAK: AtomicU32 = AtomicU32::new(0);
+static SERVED: AtomicU32 = AtomicU32::new(0);
+
+/// Waits `ms` milliseconds on the host's clock and says what this
+/// instance saw meanwhile.
+async fn waited(ms: u64) -> String {
+    let now = IN_FLIGHT.fetch_add(1, Ordering::SeqCst) + 1;
+    PEAK.fetch_max(now, Ordering::SeqCst);
+    wasip3::clocks::monotonic_clock::wait_for(ms * 1_000_000).await;
+    IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    let served = SERVED.fetch_add(1, Ordering::SeqCst) + 1;
+    let peak = PEAK.load(Ordering::SeqCst);
+    format!("waited {ms} ms; at once: {peak}; served: {served}\n")
 }
 
 /// Sends `GET http://{authority}/` and says what came back.

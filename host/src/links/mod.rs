@@ -20,6 +20,7 @@ use crate::manifest::LinkSpec;
 use crate::metrics::{Counter, registry};
 use crate::runtime::component::{Host, acquire};
 use crate::runtime::fault::Fault;
+use crate::runtime::state::call_cx;
 use crate::runtime::trace;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -279,11 +280,8 @@ pub fn define_local(
                     "local",
                 );
                 // Unexported, a local hop needs no span id of its own.
-                let cx = if span.is_disabled() {
-                    store.data().cx.clone()
-                } else {
-                    store.data().cx.under(&span)
-                };
+                let cx = call_cx(&mut store);
+                let cx = if span.is_disabled() { cx } else { cx.under(&span) };
                 let call = async {
                     let slot = store.data_mut().chain.callees.get_mut(link.slot).and_then(Option::take);
                     let mut callee = match slot {

@@ -21,6 +21,7 @@ use crate::metrics::Counter;
 use crate::runtime::component::Host;
 use crate::runtime::context::CallContext;
 use crate::runtime::fault::{Fault, FaultKind};
+use crate::runtime::state::call_cx;
 use crate::runtime::trace;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream};
@@ -151,17 +152,16 @@ pub fn define_queued(
             stream: OnceCell::new(),
             calls: calls.clone(),
         });
-        instance.func_new_async(name, move |store, _ty, params, _results| {
+        instance.func_new_async(name, move |mut store, _ty, params, _results| {
             let queued = queued.clone();
             queued.calls.inc();
-            let data = store.data();
             let span = link_span(
-                &data.component,
+                &store.data().component,
                 &queued.target,
                 (&queued.interface, &queued.function),
                 "queue",
             );
-            let cx = data.cx.under(&span);
+            let cx = call_cx(&mut store).under(&span);
             Box::new(async move {
                 let result = queued.publish(&cx, params).instrument(span.clone()).await;
                 if let Err(fault) = &result {

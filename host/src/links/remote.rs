@@ -22,6 +22,7 @@ use crate::metrics::Counter;
 use crate::runtime::component::Host;
 use crate::runtime::context::CallContext;
 use crate::runtime::fault::{Fault, FaultKind};
+use crate::runtime::state::call_cx;
 use crate::runtime::trace;
 use async_nats::HeaderMap;
 use std::sync::Arc;
@@ -103,12 +104,11 @@ pub fn define_remote(
             calls: calls.clone(),
             waited: waited.clone(),
         });
-        instance.func_new_async(name, move |store, _ty, params, results| {
+        instance.func_new_async(name, move |mut store, _ty, params, results| {
             let remote = remote.clone();
             remote.calls.inc();
-            let data = store.data();
             let span = link_span(
-                &data.component,
+                &store.data().component,
                 &remote.target,
                 (&remote.interface, &remote.function),
                 "remote",
@@ -117,7 +117,7 @@ pub fn define_remote(
                 [("messaging.destination.name", remote.subject.clone().into())]
             });
             // The span travels in the request's `traceparent`.
-            let cx = data.cx.under(&span);
+            let cx = call_cx(&mut store).under(&span);
             Box::new(async move {
                 let started = Instant::now();
                 let result = remote.call(&cx, params, results).instrument(span.clone()).await;

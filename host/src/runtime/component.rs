@@ -72,6 +72,12 @@ pub struct Loaded {
     granted: Granted,
     permits: Arc<Semaphore>,
     links: usize,
+    /// Requests one instance may serve at once (`concurrency`).
+    concurrency: u32,
+    /// Calls one instance may serve in all (`reuse`).
+    reuse: u32,
+    /// Its busy shared instances, with `concurrency` > 1.
+    pub(crate) workers: super::shared::Workers,
 }
 
 impl Loaded {
@@ -91,6 +97,17 @@ impl Loaded {
         let proxy = ProxyPre::new(pre.clone()).ok();
         let proxy_indices = proxy.as_ref().and_then(|_| ProxyIndices::new(&pre).ok());
         let service = ServiceIndices::new(&pre).ok();
+        if spec.concurrency > 1 && service.is_none() {
+            return Err(format!(
+                "components.{name}.concurrency: {} requests at once need a WASI 0.3 HTTP handler (an async `wasi:http/handler@0.3` export); this component exports {}",
+                spec.concurrency,
+                if proxy.is_some() {
+                    "the WASI 0.2 `wasi:http/incoming-handler`, which serves one request at a time"
+                } else {
+                    "no HTTP handler"
+                }
+            ));
+        }
         Ok(Loaded {
             name: Arc::from(name),
             digest,
@@ -107,6 +124,9 @@ impl Loaded {
             granted,
             permits: Arc::new(Semaphore::new(spec.limits.max_instances as usize)),
             links,
+            concurrency: spec.concurrency,
+            reuse: spec.reuse,
+            workers: Default::default(),
         })
     }
 
@@ -134,6 +154,16 @@ impl Loaded {
     /// Instances of this version parked between calls (`reuse`).
     pub fn instances_parked(&self) -> u32 {
         self.idle.len() as u32
+    }
+
+    /// Requests one of its instances may serve at once (`concurrency`).
+    pub fn concurrency(&self) -> u32 {
+        self.concurrency
+    }
+
+    /// Calls one of its instances may serve in all (`reuse`).
+    pub fn reuse(&self) -> u32 {
+        self.reuse
     }
 
     /// Its `max_instances` limit.
@@ -201,6 +231,7 @@ impl Loaded {
         let callees = std::mem::take(&mut state.chain.callees);
         state.chain.callees = (0..callees.len()).map(|_| None).collect();
         state.chain.generation = None;
+        state.tasks.clear();
         drop(callees);
         let entries = state.table_entries();
         if *state.parked_entries.get_or_insert(entries) < entries {
@@ -356,6 +387,17 @@ impl Callee {
     fn parts(&mut self) -> (&mut Store<Host>, Instance) {
         let idle = self.idle.as_mut().expect("a callee's store is only taken on drop");
         (&mut idle.store, idle.instance)
+    }
+
+    /// Calls this instance served before the current one.
+    pub(crate) fn uses(&self) -> u32 {
+        self.uses
+    }
+
+    /// The current call was `n` requests (a shared instance's busy spell):
+    /// they all count against `reuse`.
+    pub(crate) fn served(&mut self, n: u32) {
+        self.uses += n.saturating_sub(1);
     }
 
     /// The store and instance for a call the caller drives itself. The

@@ -9,7 +9,9 @@
 //! [`Callee`] is dropped. [`Runtime::call`] runs a function with dynamic
 //! values, [`Runtime::call_json`] wraps it for the JSON media, and
 //! [`Runtime::handle_http`] runs `wasi:http/incoming-handler` (WASI 0.2) or
-//! `wasi:http/handler` (WASI 0.3), whichever the component exports.
+//! `wasi:http/handler` (WASI 0.3), whichever the component exports; a 0.3
+//! component with `concurrency` shares its instances between requests
+//! (see [`super::shared`]).
 //! Transports never touch wasmtime.
 
 use super::Runtime;
@@ -204,6 +206,15 @@ impl Runtime {
             return Err(loaded.fault_host("does not export wasi:http/incoming-handler".into()));
         }
         tracing::debug!(parent: &entry.span, "{} {}", request.method(), request.uri().path());
+        if loaded.concurrency() > 1 {
+            use http_body_util::BodyExt as _;
+            let request = request.map(|body| body.map_err(Into::into).boxed_unsync());
+            let request = with_scheme_and_authority(request, scheme);
+            let generation = entry.generation.clone();
+            return (loaded.workers)
+                .handle(&generation, &loaded, request, (entry.cx, entry.span))
+                .await;
+        }
         let deadline = entry.cx.deadline;
         let instance = tokio::time::timeout_at(deadline.into(), entry.instance().instrument(entry.span.clone()))
             .await
@@ -492,13 +503,7 @@ impl Drop for GuestRun {
                     "deadline"
                 }
             };
-            crate::metrics::registry()
-                .counter(
-                    "membrane_http_responses_cut_total",
-                    "HTTP responses whose body the component did not finish after their status was sent, by why: it failed, or reached its deadline.",
-                    &[("component", &component), ("why", cut)],
-                )
-                .inc();
+            super::verdict::count_cut(&component, cut);
         });
     }
 }

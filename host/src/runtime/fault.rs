@@ -129,6 +129,14 @@ pub(crate) struct MemoryLimitExceeded {
 }
 
 impl Fault {
+    /// Whether it is a refusal for capacity (the component's or the host's
+    /// instance limit), which a retry may get past.
+    pub fn is_capacity(&self) -> bool {
+        matches!(self.kind, FaultKind::Capacity { .. } | FaultKind::HostCapacity { .. })
+    }
+}
+
+impl Fault {
     /// A fault of `kind` in `component`.
     pub fn new(component: impl Into<Arc<str>>, kind: FaultKind) -> Fault {
         Fault {

@@ -24,6 +24,7 @@ pub(crate) mod idle;
 pub mod keyvalue;
 pub mod output;
 pub mod secrets;
+pub(crate) mod shared;
 pub mod state;
 pub mod trace;
 mod verdict;

@@ -10,10 +10,11 @@
 use crate::runtime::context::CallContext;
 use crate::runtime::fault::MemoryLimitExceeded;
 use crate::runtime::keyvalue;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::OwnedSemaphorePermit;
-use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, Result};
+use wasmtime::component::{GuestTaskId, ResourceTable};
+use wasmtime::{ResourceLimiter, Result, StoreContextMut};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
@@ -63,6 +64,10 @@ pub struct HostState<C> {
     pub(crate) limiter: Limiter,
     /// The call's deadline and trace.
     pub(crate) cx: CallContext,
+    /// When the instance serves several requests at once (WASI 0.3
+    /// `concurrency`): each one's context, by the guest task that runs it.
+    /// Empty otherwise.
+    pub(crate) tasks: HashMap<GuestTaskId, CallContext>,
     /// What the call chain shares.
     pub(crate) chain: C,
     /// Resource-table entries when the instance was first parked (`reuse`).
@@ -86,6 +91,7 @@ impl<C> HostState<C> {
             table: ResourceTable::new(),
             limiter: Limiter { memory_mib },
             cx,
+            tasks: HashMap::new(),
             chain,
             parked_entries: None,
             _permits: permits,
@@ -125,6 +131,21 @@ impl<C: Send> WasiHttpView for HostState<C> {
             hooks: &mut *self.caps.http.hooks,
         }
     }
+}
+
+/// The context of the call running in `store` right now: the request's
+/// whose guest task made the host call when the instance serves several at
+/// once, else the instance's own.
+pub(crate) fn call_cx<C: 'static>(store: &mut StoreContextMut<'_, HostState<C>>) -> CallContext {
+    if !store.data().tasks.is_empty() {
+        // The oldest task of the async call stack is the export call the
+        // host started: the request's.
+        let root = store.async_call_stack().ok().and_then(|stack| stack.last());
+        if let Some(cx) = root.and_then(|task| store.data().tasks.get(&task)) {
+            return cx.clone();
+        }
+    }
+    store.data().cx.clone()
 }
 
 /// Caps one instance's memory; growth past the cap traps with a typed error.

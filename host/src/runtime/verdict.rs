@@ -12,6 +12,7 @@
 use bytes::Bytes;
 use futures::task::AtomicWaker;
 use hyper::body::{Body, Frame, SizeHint};
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -64,6 +65,17 @@ pub(crate) struct Finishing {
     verdict: Arc<Verdict>,
     /// The body's own end has been seen.
     drained: bool,
+    /// Set for a body of a shared instance ([`Finishing::shared`]).
+    shared: Option<Shared>,
+}
+
+/// What a body of a shared instance carries besides its verdict.
+struct Shared {
+    component: Arc<str>,
+    /// The request's deadline: the body is cut there.
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// Dropped with the body: frees the request's place on the instance.
+    _held: Box<dyn Send>,
 }
 
 impl Finishing {
@@ -73,8 +85,41 @@ impl Finishing {
             body,
             verdict,
             drained: false,
+            shared: None,
         }
     }
+
+    /// `body` of one of several requests on one instance of `component`
+    /// whose run is `verdict`: its own end stands unless the instance
+    /// failed, and it is cut at `deadline`. `held` is dropped with it.
+    pub(crate) fn shared(
+        body: HyperOutgoingBody,
+        verdict: Arc<Verdict>,
+        (component, deadline): (Arc<str>, std::time::Instant),
+        held: Box<dyn Send>,
+    ) -> Finishing {
+        Finishing {
+            body,
+            verdict,
+            drained: false,
+            shared: Some(Shared {
+                component,
+                deadline: Box::pin(tokio::time::sleep_until(deadline.into())),
+                _held: held,
+            }),
+        }
+    }
+}
+
+/// Counts a response whose body was cut after its status went out, by why.
+pub(crate) fn count_cut(component: &str, why: &str) {
+    crate::metrics::registry()
+        .counter(
+            "membrane_http_responses_cut_total",
+            "HTTP responses whose body the component did not finish after their status was sent, by why: it failed, or reached its deadline.",
+            &[("component", component), ("why", why)],
+        )
+        .inc();
 }
 
 impl Body for Finishing {
@@ -82,6 +127,30 @@ impl Body for Finishing {
     type Error = Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = &mut *self;
+        if let Some(shared) = this.shared.as_mut() {
+            if !this.drained && shared.deadline.as_mut().poll(cx).is_ready() {
+                tracing::warn!(
+                    component = &*shared.component,
+                    "stopped at its deadline after its response"
+                );
+                count_cut(&shared.component, "deadline");
+                this.drained = true;
+                this.verdict = Arc::new(Verdict::default());
+                this.verdict.settle(false);
+                return Poll::Ready(Some(Err(Error::HttpResponseIncomplete)));
+            }
+            if !this.drained {
+                match std::task::ready!(Pin::new(&mut this.body).poll_frame(cx)) {
+                    Some(frame) => return Poll::Ready(Some(frame)),
+                    None => this.drained = true,
+                }
+            }
+            return match this.verdict.ended() {
+                Some(false) => Poll::Ready(Some(Err(Error::HttpResponseIncomplete))),
+                _ => Poll::Ready(None),
+            };
+        }
         if !self.drained {
             match std::task::ready!(Pin::new(&mut self.body).poll_frame(cx)) {
                 Some(frame) => return Poll::Ready(Some(frame)),
@@ -95,7 +164,11 @@ impl Body for Finishing {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream() && self.verdict.ended() == Some(true)
+        let settled = match self.shared {
+            Some(_) => self.verdict.ended() != Some(false),
+            None => self.verdict.ended() == Some(true),
+        };
+        self.body.is_end_stream() && settled
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -128,5 +201,33 @@ mod tests {
             let end = finishing.frame().await;
             assert_eq!(end.is_none(), complete, "well: {well}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_shared_body_ends_unless_its_instance_failed_and_is_cut_at_its_deadline() {
+        let later = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        // The instance runs on (pending) or ended well: the body's own end stands.
+        for settled in [None, Some(true), Some(false)] {
+            let verdict = Arc::new(Verdict::default());
+            if let Some(well) = settled {
+                verdict.settle(well);
+            }
+            let (held, dropped) = tokio::sync::oneshot::channel::<()>();
+            let mut finishing = Finishing::shared(body("part"), verdict, ("c".into(), later), Box::new(held));
+            assert_eq!(finishing.frame().await.unwrap().unwrap().into_data().unwrap(), "part");
+            let end = finishing.frame().await;
+            assert_eq!(end.is_none(), settled != Some(false), "settled: {settled:?}");
+            drop(finishing);
+            assert!(dropped.await.is_err(), "what it holds goes with it");
+        }
+        // A body that has not ended by its deadline is cut there.
+        let (_tx, rx) = futures::channel::mpsc::channel::<Result<Frame<Bytes>, Error>>(1);
+        let stalled = http_body_util::StreamBody::new(rx).boxed_unsync();
+        let soon = std::time::Instant::now() + std::time::Duration::from_millis(50);
+        let mut finishing = Finishing::shared(stalled, Arc::default(), ("c".into(), soon), Box::new(()));
+        assert!(matches!(
+            finishing.frame().await,
+            Some(Err(Error::HttpResponseIncomplete))
+        ));
     }
 }

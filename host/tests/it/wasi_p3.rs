@@ -320,3 +320,149 @@ component = "both"
         "{err}"
     );
 }
+
+/// A 0.3 component whose one instance takes up to 8 requests at once.
+const P3_SHARED: &str = r#"
+[app]
+name = "p3-shared"
+
+[components.p3]
+source = "{wasm:hello_p3}"
+concurrency = 8
+reuse = 1000
+limits = { max_instances = 1 }
+
+[components.short]
+source = "{wasm:hello_p3}"
+concurrency = 4
+reuse = 1000
+limits = { timeout_ms = 700, max_instances = 1 }
+
+[[bindings]]
+medium = "http"
+address = "127.0.0.1:0"
+component = "p3"
+route = "/p3/..."
+
+[[bindings]]
+medium = "http"
+address = "127.0.0.1:0"
+component = "short"
+route = "/short/..."
+"#;
+
+/// Sends every `(method, path)` at once, from a thread each started
+/// together; the responses in the same order.
+fn at_once(addr: std::net::SocketAddr, paths: &[&str]) -> Vec<crate::support::Response> {
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(paths.len()));
+    let threads: Vec<_> = paths
+        .iter()
+        .map(|path| {
+            let (barrier, path) = (barrier.clone(), path.to_string());
+            std::thread::spawn(move || {
+                barrier.wait();
+                http(addr, "GET", &path, b"")
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+/// "at once: K" of a `/wait` answer.
+fn at_once_seen(body: &str) -> u32 {
+    let after = body.split("at once: ").nth(1).unwrap_or_else(|| panic!("{body}"));
+    after.split(';').next().unwrap().parse().unwrap()
+}
+
+/// `concurrency = 8` with `max_instances = 1`: eight requests run at once
+/// in the one instance (its guest counts them), a ninth is refused for
+/// capacity, and faults and deadlines stay per request and per instance.
+#[test]
+fn a_0_3_instance_serves_several_requests_at_once_with_concurrency() {
+    let host = Host::start(P3_SHARED);
+    let addr = host.addr();
+
+    // Nine at once, each waiting 1.5 s: eight share the instance, one has
+    // no place and no instance left.
+    let answers = at_once(addr, &["/p3/wait?ms=1500"; 9]);
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 8, "{statuses:?}");
+    let refused = answers.iter().find(|a| a.status != 200).unwrap();
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.json()["kind"], "capacity", "{}", refused.body);
+    let peak = answers
+        .iter()
+        .filter(|a| a.status == 200)
+        .map(|a| at_once_seen(&a.body))
+        .max();
+    assert_eq!(peak, Some(8), "one instance had all eight in flight");
+
+    // The instance was kept (`reuse`): its guest remembers the eight.
+    let next = http(addr, "GET", "/p3/wait?ms=0", b"");
+    assert_eq!(next.status, 200, "{}", next.body);
+    assert!(next.body.ends_with("served: 9\n"), "{}", next.body);
+
+    // A request that misses its deadline gets its 504; the one beside it
+    // on the same instance is answered in time.
+    let ok = || {
+        let hello = http(addr, "GET", "/short/ok", b"");
+        assert_eq!(hello.status, 200, "{}", hello.body);
+    };
+    for late in ["/short/hang", "/short/loop"] {
+        let answers = at_once(addr, &[late, "/short/wait?ms=100"]);
+        assert_eq!(answers[0].status, 504, "{late}: {}", answers[0].body);
+        assert_eq!(answers[0].json()["error"], "component `short` timed out after 700 ms");
+        if late == "/short/hang" {
+            assert_eq!(answers[1].status, 200, "{late}: {}", answers[1].body);
+        }
+        // The instance is retired, and its place free for the next.
+        ok();
+    }
+
+    // A trap fails the instance: the trapping request is the component's
+    // trap, and the instance is replaced.
+    let answers = at_once(addr, &["/short/trap", "/short/wait?ms=300"]);
+    assert_eq!(answers[0].status, 500, "{}", answers[0].body);
+    assert_eq!(answers[0].json()["kind"], "trap");
+    assert!(
+        matches!(answers[1].status, 200 | 500),
+        "{}: {}",
+        answers[1].status,
+        answers[1].body
+    );
+    ok();
+
+    let metrics = http(host.admin(), "GET", "/metrics", b"").body;
+    for series in [
+        r#"membrane_call_faults_total{app="p3-shared",component="p3",medium="http",kind="capacity"} 1"#,
+        r#"membrane_call_faults_total{app="p3-shared",component="short",medium="http",kind="trap"} "#,
+    ] {
+        assert!(metrics.contains(series), "no `{series}` in:\n{metrics}");
+    }
+}
+
+/// `concurrency` on a WASI 0.2 handler is refused at load, by name: its
+/// export serves one request at a time.
+#[test]
+fn concurrency_on_a_0_2_handler_is_refused_by_name() {
+    let err = Host::fail(
+        r#"
+[app]
+name = "p2-shared"
+
+[components.p2]
+source = "{wasm:spin_hello}"
+concurrency = 4
+reuse = 100
+
+[[bindings]]
+medium = "http"
+address = "127.0.0.1:0"
+component = "p2"
+"#,
+    );
+    assert!(
+        err.contains("components.p2.concurrency: 4 requests at once need a WASI 0.3 HTTP handler"),
+        "{err}"
+    );
+}
