@@ -129,27 +129,31 @@ impl Body for Finishing {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let this = &mut *self;
         if let Some(shared) = this.shared.as_mut() {
-            if !this.drained && shared.deadline.as_mut().poll(cx).is_ready() {
+            let cut = if !this.drained && shared.deadline.as_mut().poll(cx).is_ready() {
                 tracing::warn!(
                     component = &*shared.component,
                     "stopped at its deadline after its response"
                 );
-                count_cut(&shared.component, "deadline");
-                this.drained = true;
-                this.verdict = Arc::new(Verdict::default());
-                this.verdict.settle(false);
-                return Poll::Ready(Some(Err(Error::HttpResponseIncomplete)));
-            }
-            if !this.drained {
-                match std::task::ready!(Pin::new(&mut this.body).poll_frame(cx)) {
-                    Some(frame) => return Poll::Ready(Some(frame)),
-                    None => this.drained = true,
+                Some("deadline")
+            } else {
+                if !this.drained {
+                    match std::task::ready!(Pin::new(&mut this.body).poll_frame(cx)) {
+                        Some(frame) => return Poll::Ready(Some(frame)),
+                        None => this.drained = true,
+                    }
                 }
-            }
-            return match this.verdict.ended() {
-                Some(false) => Poll::Ready(Some(Err(Error::HttpResponseIncomplete))),
-                _ => Poll::Ready(None),
+                (this.verdict.ended() == Some(false)).then_some("fault")
             };
+            let Some(why) = cut else {
+                return Poll::Ready(None);
+            };
+            count_cut(&shared.component, why);
+            // Counted once: from here on it ends as a failed run's body.
+            this.shared = None;
+            this.drained = true;
+            this.verdict = Arc::new(Verdict::default());
+            this.verdict.settle(false);
+            return Poll::Ready(Some(Err(Error::HttpResponseIncomplete)));
         }
         if !self.drained {
             match std::task::ready!(Pin::new(&mut self.body).poll_frame(cx)) {
