@@ -77,7 +77,7 @@ pub struct Loaded {
     /// Calls one instance may serve in all (`reuse`).
     reuse: u32,
     /// Its busy shared instances, with `concurrency` > 1.
-    pub(crate) workers: super::shared::Workers,
+    pub(crate) workers: super::workers::Workers,
 }
 
 impl Loaded {

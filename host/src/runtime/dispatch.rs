@@ -211,9 +211,7 @@ impl Runtime {
             let request = request.map(|body| body.map_err(Into::into).boxed_unsync());
             let request = with_scheme_and_authority(request, scheme);
             let generation = entry.generation.clone();
-            return (loaded.workers)
-                .handle(&generation, &loaded, request, (entry.cx, entry.span))
-                .await;
+            return super::shared::handle(&generation, &loaded, request, (entry.cx, entry.span)).await;
         }
         let deadline = entry.cx.deadline;
         let instance = tokio::time::timeout_at(deadline.into(), entry.instance().instrument(entry.span.clone()))

@@ -28,6 +28,7 @@ pub(crate) mod shared;
 pub mod state;
 pub mod trace;
 mod verdict;
+pub(crate) mod workers;
 
 use crate::manifest::{ComponentSpec, Manifest};
 use capabilities::Granted;

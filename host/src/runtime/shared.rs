@@ -29,22 +29,21 @@ use super::component::{Callee, Generation, Host, Loaded, acquire};
 use super::context::CallContext;
 use super::fault::Fault;
 use super::verdict::{Finishing, Verdict};
+use super::workers::{Answer, Body, Held, Job, Pending, Refused, Response, lock};
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use http_body_util::BodyExt as _;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Instant;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::Instrument as _;
 use wasmtime::AsContextMut as _;
 use wasmtime::component::{Accessor, GuestTaskId, Resource, TypedFunc, TypedFuncCallConcurrent};
 use wasmtime_wasi_http::WasiHttpView as _;
-use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::p3;
 use wasmtime_wasi_http::p3::bindings::http::types as p3_types;
 
@@ -52,262 +51,81 @@ use wasmtime_wasi_http::p3::bindings::http::types as p3_types;
 /// worker's answer before it answers the deadline itself.
 const ANSWER_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// A request body as the worker takes it.
-pub(crate) type Body = wasmtime_wasi_http::WasiBody;
-
-/// A response as the dispatcher hands it on.
-type Response = hyper::Response<HyperOutgoingBody>;
-
-/// What a worker answers a request.
-type Answer = Result<Response, Refused>;
-
-/// Why a worker gave no response.
-enum Refused {
-    /// The request failed: its fault.
-    Fault(Fault),
-    /// The worker ended before it took the request, which goes elsewhere.
-    Bounced(hyper::Request<Body>),
-}
-
-/// The open workers of one component version: those that take requests.
-#[derive(Default)]
-pub(crate) struct Workers {
-    open: Mutex<Vec<Open>>,
-    ids: AtomicU64,
-    /// Workers out of the open list whose instance is not yet given back.
-    ending: AtomicUsize,
-    /// Woken when such a worker has given its instance back.
-    returned: tokio::sync::Notify,
-}
-
-/// One open worker, as requests find it.
-struct Open {
-    id: u64,
-    /// Its free places: `concurrency` less the requests it holds.
-    places: Arc<Semaphore>,
-    jobs: mpsc::UnboundedSender<Job>,
-    done: mpsc::UnboundedSender<Option<GuestTaskId>>,
-    /// Requests it may still be given (what is left of `reuse`).
-    left: u32,
-}
-
-/// A request on its way to a worker.
-struct Pending {
+/// Serves `request` with `loaded` (from `generation`) on a shared
+/// instance, as part of `cx` (already bounded by the component's timeout)
+/// under `span`.
+pub(crate) async fn handle(
+    generation: &Arc<Generation>,
+    loaded: &Arc<Loaded>,
     request: hyper::Request<Body>,
-    cx: CallContext,
-    span: tracing::Span,
-    reply: oneshot::Sender<Answer>,
-}
-
-/// A request a worker was given, with its place.
-struct Job {
-    pending: Pending,
-    held: Held,
-}
-
-/// A request's place on its worker's instance. Dropped (with the response
-/// body, or with the request when it fails), it frees the place and tells
-/// the worker, which forgets the request's task.
-struct Held {
-    place: Option<OwnedSemaphorePermit>,
-    task: Option<GuestTaskId>,
-    done: mpsc::UnboundedSender<Option<GuestTaskId>>,
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        drop(self.place.take());
-        let _ = self.done.send(self.task);
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Workers {
-    /// Serves `request` with `loaded` (from `generation`) on a shared
-    /// instance, as part of `cx` (already bounded by the component's
-    /// timeout) under `span`.
-    pub(crate) async fn handle(
-        &self,
-        generation: &Arc<Generation>,
-        loaded: &Arc<Loaded>,
-        request: hyper::Request<Body>,
-        (cx, span): (CallContext, tracing::Span),
-    ) -> Result<Response, Fault> {
-        let mut request = request;
-        // A request bounces only off a worker that ended before taking it;
-        // a few tries find a live one or start one.
-        for _ in 0..3 {
-            let (reply, answer) = oneshot::channel();
-            let pending = Pending {
-                request,
-                cx: cx.clone(),
-                span: span.clone(),
-                reply,
-            };
-            self.place(generation, loaded, pending);
-            // The worker answers a late request itself, after its instance
-            // is gone when it retires; this bound is for a worker that hangs.
-            match tokio::time::timeout_at((cx.deadline + ANSWER_GRACE).into(), answer).await {
-                Err(_) => return Err(loaded.fault_deadline()),
-                Ok(Err(_)) => return Err(loaded.fault_host("its instance ended before it answered".into())),
-                Ok(Ok(Ok(response))) => return Ok(response),
-                Ok(Ok(Err(Refused::Fault(fault)))) => return Err(fault),
-                Ok(Ok(Err(Refused::Bounced(back)))) => request = back,
-            }
-        }
-        Err(loaded.fault_host("no instance took the request".into()))
-    }
-
-    /// Gives `pending` to an open worker with a free place, or opens one:
-    /// in one hold of the lock, so that requests arriving together open
-    /// one worker, not one each.
-    fn place(&self, generation: &Arc<Generation>, loaded: &Arc<Loaded>, pending: Pending) {
-        let mut open = lock(&self.open);
-        if let Some(pending) = self.join(&mut open, pending) {
-            self.start(&mut open, generation, loaded, pending);
-        }
-    }
-
-    /// Gives `pending` to an open worker with a free place, if there is
-    /// one; hands it back if not.
-    fn join(&self, open: &mut Vec<Open>, pending: Pending) -> Option<Pending> {
-        let mut pending = pending;
-        let mut i = 0;
-        while i < open.len() {
-            let worker = &mut open[i];
-            let Ok(place) = worker.places.clone().try_acquire_owned() else {
-                i += 1;
-                continue;
-            };
-            let held = Held {
-                place: Some(place),
-                task: None,
-                done: worker.done.clone(),
-            };
-            match worker.jobs.send(Job { pending, held }) {
-                Ok(()) => {
-                    worker.left -= 1;
-                    if worker.left == 0 {
-                        open.remove(i);
-                        self.ending.fetch_add(1, Ordering::AcqRel);
-                    }
-                    return None;
-                }
-                // The worker has gone without closing: forget it.
-                Err(mpsc::error::SendError(job)) => {
-                    pending = job.pending;
-                    open.remove(i);
-                }
-            }
-        }
-        Some(pending)
-    }
-
-    /// Opens a worker for `loaded`, with `pending` its first request: open
-    /// at once, so that the requests arriving while its instance starts
-    /// join it rather than start instances of their own.
-    fn start(&self, open: &mut Vec<Open>, generation: &Arc<Generation>, loaded: &Arc<Loaded>, pending: Pending) {
-        let capacity = loaded.concurrency() as usize;
-        let places = Arc::new(Semaphore::new(capacity));
-        let (jobs, jobs_rx) = mpsc::unbounded_channel();
-        let (done, done_rx) = mpsc::unbounded_channel();
-        let first = Job {
-            held: Held {
-                place: places.clone().try_acquire_owned().ok(),
-                task: None,
-                done: done.clone(),
-            },
-            pending,
+    (cx, span): (CallContext, tracing::Span),
+) -> Result<Response, Fault> {
+    let mut request = request;
+    // A request bounces only off a worker that ended before taking it;
+    // a few tries find a live one or start one.
+    for _ in 0..3 {
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            request,
+            cx: cx.clone(),
+            span: span.clone(),
+            reply,
         };
-        let id = self.ids.fetch_add(1, Ordering::Relaxed);
-        // What a parked instance has served already is taken off once it
-        // is known (`spend`).
-        open.push(Open {
-            id,
-            places: places.clone(),
-            jobs,
-            done,
-            left: loaded.reuse().saturating_sub(1),
-        });
-        let starting = Starting {
-            id,
-            generation: generation.clone(),
-            loaded: loaded.clone(),
-            places,
-            capacity,
-            jobs: jobs_rx,
-            done: done_rx,
-        };
-        tokio::spawn(starting.run(first));
-    }
-
-    /// Takes the `uses` a parked instance had served off worker `id`'s share.
-    fn spend(&self, id: u64, uses: u32) {
-        let mut open = lock(&self.open);
-        if let Some(i) = open.iter().position(|w| w.id == id) {
-            open[i].left = open[i].left.saturating_sub(uses);
-            if open[i].left == 0 {
-                open.remove(i);
-                self.ending.fetch_add(1, Ordering::AcqRel);
-            }
+        place(generation, loaded, pending);
+        // The worker answers a late request itself, after its instance
+        // is gone when it retires; this bound is for a worker that hangs.
+        match tokio::time::timeout_at((cx.deadline + ANSWER_GRACE).into(), answer).await {
+            Err(_) => return Err(loaded.fault_deadline()),
+            Ok(Err(_)) => return Err(loaded.fault_host("its instance ended before it answered".into())),
+            Ok(Ok(Ok(response))) => return Ok(response),
+            Ok(Ok(Err(Refused::Fault(fault)))) => return Err(fault),
+            Ok(Ok(Err(Refused::Bounced(back)))) => request = back,
         }
     }
+    Err(loaded.fault_host("no instance took the request".into()))
+}
 
-    /// Takes live worker `id` out of the open list: it gets no more
-    /// requests, and gives its instance back later ([`Workers::ended`]).
-    fn close(&self, id: u64) {
-        let mut open = lock(&self.open);
-        if let Some(i) = open.iter().position(|w| w.id == id) {
-            open.remove(i);
-            self.ending.fetch_add(1, Ordering::AcqRel);
-        }
-    }
+/// Gives `pending` to an open worker of `loaded` with a free place, or
+/// opens one (in one hold of the lock) and starts its instance.
+fn place(generation: &Arc<Generation>, loaded: &Arc<Loaded>, pending: Pending) {
+    let workers = &loaded.workers;
+    let mut open = lock(&workers.open);
+    let Some(pending) = workers.join(&mut open, pending) else {
+        return;
+    };
+    // What a parked instance has served already is taken off once it is
+    // known (`spend`).
+    let shape = (loaded.concurrency() as usize, loaded.reuse().saturating_sub(1));
+    let opened = workers.open(&mut open, shape, pending);
+    drop(open);
+    let starting = Starting {
+        id: opened.id,
+        generation: generation.clone(),
+        loaded: loaded.clone(),
+        places: opened.places,
+        capacity: shape.0,
+        jobs: opened.jobs,
+        done: opened.done,
+    };
+    tokio::spawn(starting.run(opened.first));
+}
 
-    /// Worker `id` has given its instance back (or never had one).
-    fn ended(&self, id: u64) {
-        let mut open = lock(&self.open);
-        match open.iter().position(|w| w.id == id) {
-            Some(i) => drop(open.remove(i)),
-            None => drop(self.ending.fetch_sub(1, Ordering::AcqRel)),
-        }
-        drop(open);
-        self.returned.notify_waiters();
-    }
-
-    /// An instance for a new worker's first request. Refused for capacity
-    /// while another worker is still giving its instance back, it waits for
-    /// that (within the deadline) rather than turn the request away.
-    async fn acquire(&self, generation: &Arc<Generation>, loaded: &Loaded, cx: &CallContext) -> Result<Callee, Fault> {
-        loop {
-            let returned = self.returned.notified();
-            let mut returned = pin!(returned);
-            returned.as_mut().enable();
-            match acquire(generation, &loaded.name, cx, 0).await {
-                Err(fault) if fault.is_capacity() && self.ending.load(Ordering::Acquire) > 0 => {
-                    if tokio::time::timeout_at(cx.deadline.into(), returned).await.is_err() {
-                        return Err(fault);
-                    }
+/// An instance for a new worker's first request. Refused for capacity
+/// while another worker is still giving its instance back, it waits for
+/// that (within the deadline) rather than turn the request away.
+async fn acquire_waiting(generation: &Arc<Generation>, loaded: &Loaded, cx: &CallContext) -> Result<Callee, Fault> {
+    loop {
+        let (_, returned) = loaded.workers.ending();
+        let mut returned = pin!(returned);
+        returned.as_mut().enable();
+        match acquire(generation, &loaded.name, cx, 0).await {
+            Err(fault) if fault.is_capacity() && loaded.workers.ending().0 => {
+                if tokio::time::timeout_at(cx.deadline.into(), returned).await.is_err() {
+                    return Err(fault);
                 }
-                acquired => return acquired,
             }
+            acquired => return acquired,
         }
-    }
-
-    /// Takes worker `id` out of the open list if all its places are free
-    /// (no request holds one, none is on its way): it may end.
-    fn retire(&self, id: u64, places: &Semaphore, capacity: usize) -> bool {
-        let mut open = lock(&self.open);
-        if places.available_permits() < capacity {
-            return false;
-        }
-        if let Some(i) = open.iter().position(|w| w.id == id) {
-            open.remove(i);
-            self.ending.fetch_add(1, Ordering::AcqRel);
-        }
-        true
     }
 }
 
@@ -327,9 +145,7 @@ impl Starting {
     /// none can start, its requests fail as the start did.
     async fn run(mut self, first: Job) {
         let (loaded, cx) = (&self.loaded, &first.pending.cx);
-        let acquired = (loaded.workers)
-            .acquire(&self.generation, loaded, cx)
-            .instrument(first.pending.span.clone());
+        let acquired = acquire_waiting(&self.generation, loaded, cx).instrument(first.pending.span.clone());
         let acquired = tokio::time::timeout_at(cx.deadline.into(), acquired)
             .await
             .unwrap_or_else(|_| Err(loaded.fault_deadline()));
