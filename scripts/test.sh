@@ -13,7 +13,9 @@ scripts/build-components.sh
 # own), mosquitto and its clients (the MQTT tests start their own broker),
 # prometheus (promtool checks /metrics), chromium (the status page is
 # tested in a real browser), curl (the HTTP/2, TLS and README tours use the
-# real client), openssl (a self-signed certificate for the TLS test).
+# real client), openssl (a self-signed certificate for the TLS test),
+# docker-registry (CNCF distribution: the OCI tests start their own) and
+# apache2-utils (its htpasswd writes the registry's users).
 missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
@@ -22,6 +24,8 @@ command -v promtool >/dev/null || missing+=(prometheus)
 command -v chromium >/dev/null || missing+=(chromium)
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || missing+=(mosquitto)
 command -v mosquitto_pub >/dev/null || missing+=(mosquitto-clients)
+command -v docker-registry >/dev/null || missing+=(docker-registry)
+command -v htpasswd >/dev/null || missing+=(apache2-utils)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]}"
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo

@@ -17,7 +17,7 @@ mod ctl;
 mod host;
 mod logging;
 
-pub use args::{AdminAddress, DevArgs, NatsArgs, NewArgs, UpArgs};
+pub use args::{AdminAddress, DevArgs, NatsArgs, NewArgs, PushArgs, RegistryArgs, UpArgs};
 pub use ctl::{CtlArgs, ctl};
 pub use host::{dev, up, up_as};
 
@@ -51,6 +51,9 @@ enum Command {
     Dev(DevArgs),
     /// Write a new component (crate, WIT, manifest) that `membrane dev` runs.
     New(NewArgs),
+    /// Publish a component to an OCI registry (the Wasm artifact layout
+    /// `wkg` and `oci-wasm` use); prints its manifest digest.
+    Push(PushArgs),
 }
 
 /// Entry point of the binary: parses arguments, sets up logging (and span
@@ -84,10 +87,10 @@ pub fn main() -> ExitCode {
             },
             None => None,
         },
-        Command::Ctl(_) | Command::Dev(_) | Command::New(_) | Command::Completions { .. } => None,
+        Command::Ctl(_) | Command::Dev(_) | Command::New(_) | Command::Push(_) | Command::Completions { .. } => None,
     };
     // `ctl` and `new` print their own short output; only problems go to the log.
-    let default_filter = if matches!(cli.command, Command::Ctl(_) | Command::New(_)) {
+    let default_filter = if matches!(cli.command, Command::Ctl(_) | Command::New(_) | Command::Push(_)) {
         "warn"
     } else {
         "membrane=info,warn"
@@ -104,6 +107,7 @@ pub fn main() -> ExitCode {
         Command::Completions { .. } => Ok(()),
         Command::Dev(args) => runtime.block_on(dev(args, shutdown_signal())),
         Command::New(args) => new(&args),
+        Command::Push(args) => runtime.block_on(push(&args)),
     };
     // Calls have finished: flush their spans (the runtime still runs the
     // posts), then the log, so that the last word comes last.
@@ -149,6 +153,23 @@ pub(super) async fn shutdown_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// `membrane push`: publishes a component to a registry; prints the
+/// manifest digest on stdout, and the pinned reference on stderr.
+pub async fn push(args: &PushArgs) -> anyhow::Result<()> {
+    let reference = crate::registry::Reference::parse(&args.reference)
+        .map_err(|why| anyhow::anyhow!("{}: {why}", args.reference))?;
+    let bytes = crate::runtime::cache::read_component(&args.file).await?;
+    eprintln!(
+        "pushing {} ({:.1} MiB) to {reference}...",
+        args.file.display(),
+        bytes.len() as f64 / f64::from(1 << 20)
+    );
+    let digest = args.registry.client().push(&reference, &bytes).await?;
+    eprintln!("pushed {}", reference.pinned(&digest));
+    println!("{digest}");
+    Ok(())
 }
 
 /// `membrane new`: writes the component and says what to type next.

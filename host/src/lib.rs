@@ -8,7 +8,7 @@
 //! checked by `tests/it/layers.rs`):
 //!
 //! ```text
-//! cli → admin → control → lattice → app → transports → links → runtime → manifest → codec, metrics, bus, subjects
+//! cli → admin → control → lattice → app → transports → links → runtime → manifest → codec, metrics, bus, subjects, registry
 //! cli → dev → app              (dev: beside control and lattice, never using them)
 //! ```
 //!
@@ -27,7 +27,8 @@
 //! - [`codec`] and [`manifest`]: values on the wire, the manifest;
 //!   [`metrics`]: the counters every layer records; [`bus`]: the host's
 //!   NATS connection, replaceable when it dies; [`subjects`]: every NATS
-//!   subject of the lattice's protocol.
+//!   subject of the lattice's protocol; [`registry`]: components as OCI
+//!   artifacts (pull, push, the content-addressed cache on disk).
 //!
 //! A call flows one way: a medium ([`transports`]) → the dispatcher
 //! ([`runtime::dispatch`]) → a component instance → its links ([`links`]) →
@@ -45,6 +46,7 @@ pub mod lattice;
 pub mod links;
 pub mod manifest;
 pub mod metrics;
+pub mod registry;
 pub mod runtime;
 pub mod subjects;
 pub mod transports;

@@ -133,14 +133,30 @@ pub struct NatsSpec {
 pub struct AppSection {
     /// The app's name: letters, digits, `-` and `_`.
     pub name: String,
+    /// Where the hosts of a lattice get the bytes of `oci://` components.
+    #[serde(default)]
+    pub artifacts: ArtifactsFrom,
+}
+
+/// `[app] artifacts`: where a lattice's hosts get `oci://` components.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArtifactsFrom {
+    /// Each host pulls from the registry (the default).
+    #[default]
+    Registry,
+    /// `membrane ctl apply` copies manifest and component into the
+    /// lattice's object store; hosts never speak to the registry.
+    Lattice,
 }
 
 /// `[components.<name>]`: one component and how it may run.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ComponentSpec {
-    /// Path of the `.wasm` component, relative to the manifest's directory,
-    /// or `sha256:<hex>`: an artifact in the lattice's object store.
+    /// Path of the `.wasm` component, relative to the manifest's directory;
+    /// `sha256:<hex>`, an artifact in the lattice's object store; or
+    /// `oci://REGISTRY/REPOSITORY[:TAG][@sha256:DIGEST]`, an OCI artifact.
     pub source: PathBuf,
     /// Values the component reads through `wasi:config/store`.
     #[serde(default)]
@@ -249,6 +265,25 @@ impl ComponentSpec {
         self.source.to_str().filter(|s| is_digest(s))
     }
 
+    /// The reference when `source` names an OCI artifact (`oci://...`)
+    /// that parses; [`Manifest::load`] refuses one that does not.
+    pub fn oci_source(&self) -> Option<crate::registry::Reference> {
+        let text = self.source.to_str()?;
+        crate::registry::Reference::is_oci(text)
+            .then(|| crate::registry::Reference::parse(text).ok())
+            .flatten()
+    }
+
+    /// Whether `source` is a file path (neither a digest nor an OCI reference).
+    pub fn is_file_source(&self) -> bool {
+        self.digest_source().is_none() && !self.source.to_str().is_some_and(crate::registry::Reference::is_oci)
+    }
+
+    /// Whether `source` pins exact bytes: a digest, or an OCI reference with one.
+    pub fn is_pinned_source(&self) -> bool {
+        self.digest_source().is_some() || self.oci_source().is_some_and(|r| r.digest.is_some())
+    }
+
     /// `allowed_outbound_hosts` parsed; each problem names
     /// `components.<name>.allowed_outbound_hosts[i]`.
     pub fn outbound_hosts(&self, name: &str) -> Result<AllowedHosts, Vec<String>> {
@@ -259,11 +294,7 @@ impl ComponentSpec {
     }
 }
 
-/// Whether `s` is `sha256:` and 64 lower-case hex digits.
-pub fn is_digest(s: &str) -> bool {
-    s.strip_prefix("sha256:")
-        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-}
+pub use crate::registry::reference::is_sha256 as is_digest;
 
 /// A config or environment value: strings as they are; numbers and booleans
 /// are accepted and turned into their TOML text, since `wasi:config` only
@@ -571,7 +602,7 @@ impl Manifest {
             binding.base = Some(base.to_path_buf());
         }
         for spec in self.components.values_mut() {
-            if spec.source.is_relative() && spec.digest_source().is_none() {
+            if spec.source.is_relative() && spec.is_file_source() {
                 spec.source = base.join(&spec.source);
             }
             for host in spec.wasi.dirs.values_mut() {
@@ -676,6 +707,12 @@ impl Manifest {
                 problems.push(format!(
                     "components.{name}.source: {text:?} is not a digest (`sha256:` and 64 lower-case hex digits)"
                 ));
+            }
+            if let Some(text) = spec.source.to_str()
+                && crate::registry::Reference::is_oci(text)
+                && let Err(why) = crate::registry::Reference::parse(text)
+            {
+                problems.push(format!("components.{name}.source: {text:?}: {why}"));
             }
             if spec.instances == Some(0) {
                 problems.push(format!("components.{name}.instances: must be at least 1"));

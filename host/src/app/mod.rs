@@ -123,6 +123,7 @@ impl HostContext {
                 artifacts: None,
                 secrets: Default::default(),
                 keyvalue: Default::default(),
+                registry: Default::default(),
             },
             nats: None,
             lattice: None,

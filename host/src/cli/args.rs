@@ -47,6 +47,52 @@ pub struct DevArgs {
     /// `127.0.0.1:3000`). A Membrane manifest names its own addresses.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// How to reach OCI registries: the same options for `up`, `dev`, `push`
+/// and `ctl`. Credentials come from Docker's config.json or
+/// `MEMBRANE_REGISTRY_AUTH` (`docs/registries.md`), never from a flag.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RegistryArgs {
+    /// A registry (`HOST:PORT`) spoken to in plain HTTP instead of TLS, as
+    /// Docker's `insecure-registries`; repeat for more. Loopback is no
+    /// exception.
+    #[arg(
+        long = "insecure-registry",
+        value_name = "HOST:PORT",
+        global = true,
+        env = "MEMBRANE_INSECURE_REGISTRIES",
+        value_delimiter = ',',
+        value_parser = parse_registry
+    )]
+    pub insecure: Vec<String>,
+}
+
+impl RegistryArgs {
+    /// The registry client these options describe.
+    pub fn client(&self) -> crate::registry::Registry {
+        crate::registry::Registry::new(self.insecure.iter().cloned(), crate::registry::MAX_COMPONENT_BYTES)
+    }
+}
+
+/// `--insecure-registry`: a registry name as an OCI reference writes it.
+fn parse_registry(s: &str) -> Result<String, String> {
+    crate::registry::reference::check_registry(s)?;
+    Ok(s.to_string())
+}
+
+/// Arguments of `membrane push`.
+#[derive(Parser, Debug, Clone)]
+pub struct PushArgs {
+    /// The component (.wasm).
+    pub file: PathBuf,
+    /// Where to: `oci://REGISTRY/REPOSITORY:TAG`.
+    pub reference: String,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 /// Arguments of `membrane new`.
@@ -194,6 +240,9 @@ pub struct UpArgs {
 
     #[command(flatten)]
     pub nats: NatsArgs,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 
     /// The admin endpoint (status page, `/metrics`, `/healthz`, `/readyz`):
     /// an address, or `off`. Default: a free loopback port, logged at start.

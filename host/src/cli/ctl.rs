@@ -34,6 +34,9 @@ pub struct CtlArgs {
     #[command(flatten)]
     nats: NatsArgs,
 
+    #[command(flatten)]
+    registry: super::RegistryArgs,
+
     /// The lattice to steer.
     #[arg(long, global = true, default_value = "default", env = "MEMBRANE_LATTICE")]
     lattice: String,
@@ -98,7 +101,8 @@ enum CtlCommand {
         /// The component: `app/component`, or its name alone when only one
         /// app has it.
         component: String,
-        /// The new version: a .wasm file (pushed first) or `sha256:<hex>`.
+        /// The new version: a .wasm file (pushed first), `sha256:<hex>`, or
+        /// `oci://...` (its tag resolved to a digest here).
         version: String,
         /// The app, when several have a component of that name.
         #[arg(long)]
@@ -286,7 +290,7 @@ async fn connect(args: &CtlArgs) -> anyhow::Result<(async_nats::Client, Ctl)> {
     let url = args.nats.nats.clone().unwrap_or_else(|| "nats://127.0.0.1:4222".into());
     let inbox = inbox_prefix(&args.lattice, Role::Operator);
     let client = connection::connect(&spec, Some(&url), "membrane ctl", &inbox).await?;
-    let ctl = Ctl::new(client.clone(), &args.lattice, key);
+    let ctl = Ctl::new(client.clone(), &args.lattice, key).with_registry(args.registry.client());
     Ok((client, ctl))
 }
 

@@ -206,6 +206,7 @@ struct HostSettings<'a> {
     cache_dir: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     secrets: Option<&'a Path>,
+    registry: crate::registry::Registry,
 }
 
 impl<'a> HostSettings<'a> {
@@ -222,6 +223,7 @@ impl<'a> HostSettings<'a> {
             },
             data_dir: args.data_dir.clone(),
             secrets: args.secrets.as_deref(),
+            registry: args.registry.client(),
         }
     }
 
@@ -234,6 +236,7 @@ impl<'a> HostSettings<'a> {
             cache_dir: args.cache_dir.clone(),
             data_dir: None,
             secrets: args.secrets.as_deref(),
+            registry: args.registry.client(),
         }
     }
 
@@ -259,6 +262,7 @@ impl<'a> HostSettings<'a> {
                     data_dir: self.data_dir.clone().or_else(default_data_dir),
                     remote: nats.map(|bus| Arc::new(LatticeBuckets::new(bus.clone(), lattice)) as _),
                 },
+                registry: Arc::new(self.registry.clone()),
             },
             nats: nats.cloned(),
             lattice: nats.map(|bus| Lattice {

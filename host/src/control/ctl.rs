@@ -15,7 +15,8 @@ use crate::lattice::artifacts::Artifacts;
 use crate::lattice::desired::Desired;
 use crate::lattice::events::{Event, vouched};
 use crate::lattice::inventory::{HostInventory, gather};
-use crate::manifest::is_digest;
+use crate::manifest::{ArtifactsFrom, is_digest};
+use crate::registry::{Reference, Registry};
 use anyhow::{Context as _, bail};
 use futures::StreamExt as _;
 use std::path::Path;
@@ -26,6 +27,7 @@ pub struct Ctl {
     client: async_nats::Client,
     lattice: String,
     operator: Operator,
+    registry: Registry,
 }
 
 impl Ctl {
@@ -35,14 +37,42 @@ impl Ctl {
             operator: Operator::new(client.clone(), lattice, key),
             client,
             lattice: lattice.to_string(),
+            registry: Registry::default(),
         }
+    }
+
+    /// The same, resolving and copying `oci://` components with `registry`.
+    pub fn with_registry(mut self, registry: Registry) -> Ctl {
+        self.registry = registry;
+        self
+    }
+
+    /// Pins `reference` to the digest its tag names now, checking that it
+    /// is a Wasm component artifact; with `artifacts = "lattice"`, also
+    /// copies its manifest and component into the object store.
+    pub async fn pin(&self, reference: &Reference, from: ArtifactsFrom) -> anyhow::Result<Reference> {
+        let (digest, manifest, _) = self.registry.resolve(reference).await?;
+        let pinned = reference.pinned(&digest);
+        if reference.digest.is_none() {
+            eprintln!("{} is {digest}", reference.unpinned());
+        }
+        if from == ArtifactsFrom::Lattice {
+            let pulled = self.registry.pull(&pinned, None).await?;
+            let artifacts = Artifacts::new(crate::bus::Bus::new(self.client.clone()), &self.lattice);
+            artifacts.push(&manifest).await?;
+            eprintln!(
+                "copying {} ({:.1} MiB) into the lattice...",
+                pinned,
+                pulled.bytes.len() as f64 / f64::from(1 << 20)
+            );
+            artifacts.push(&pulled.bytes).await?;
+        }
+        Ok(pinned)
     }
 
     /// Puts a component file into the artifact store; its digest.
     pub async fn push(&self, path: &Path) -> anyhow::Result<String> {
-        let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
-        crate::runtime::cache::check_component_header(&bytes)
-            .map_err(|why| anyhow::anyhow!("{} {why}", path.display()))?;
+        let bytes = crate::runtime::cache::read_component(path).await?;
         let started = Instant::now();
         eprintln!(
             "pushing {} ({:.1} MiB)...",
@@ -64,8 +94,9 @@ impl Ctl {
         Ok(digest)
     }
 
-    /// Pushes every local component of the manifest at `path`, then stores the
-    /// app (with digests for sources) as desired state.
+    /// Pushes every local component of the manifest at `path`, pins every
+    /// OCI reference to the digest its tag names now, then stores the app
+    /// (with digests for sources) as desired state.
     ///
     /// A Spin manifest (or an overlay on one) is applied translated, its
     /// variables at their defaults: `SPIN_VARIABLE_*` here are not stored in
@@ -91,10 +122,20 @@ impl Ctl {
         // Components built from one file are pushed once.
         let mut pushed: std::collections::HashMap<&Path, String> = std::collections::HashMap::new();
         for (name, spec) in &manifest.components {
-            let digest = match (spec.digest_source(), pushed.get(spec.source.as_path())) {
-                (Some(digest), _) => digest.to_string(),
-                (None, Some(digest)) => digest.clone(),
-                (None, None) => {
+            let oci = spec.oci_source();
+            let digest = match (spec.digest_source(), pushed.get(spec.source.as_path()), oci) {
+                (Some(digest), _, _) => digest.to_string(),
+                (None, Some(digest), _) => digest.clone(),
+                (None, None, Some(reference)) => {
+                    let pinned = self
+                        .pin(&reference, manifest.app.artifacts)
+                        .await
+                        .with_context(|| format!("components.{name}.source"))?
+                        .to_string();
+                    pushed.insert(&spec.source, pinned.clone());
+                    pinned
+                }
+                (None, None, None) => {
                     let digest = self.push(&spec.source).await?;
                     pushed.insert(&spec.source, digest.clone());
                     digest
@@ -120,11 +161,16 @@ impl Ctl {
         Ok(self.operator.delete(request).await?)
     }
 
-    /// Swaps `component` to `version` (a file, pushed first, or a digest) on
+    /// Swaps `component` to `version` (a file, pushed first, a digest, or
+    /// an OCI reference, pinned first) on
     /// every host that runs it, and waits for their answers.
     pub async fn update(&self, component: &str, version: &str, app: Option<&str>) -> anyhow::Result<UpdateReply> {
         let digest = if is_digest(version) {
             version.to_string()
+        } else if Reference::is_oci(version) {
+            let reference = Reference::parse(version).map_err(|why| anyhow::anyhow!("{version}: {why}"))?;
+            let from = self.operator.artifacts_from(component, app).await?;
+            self.pin(&reference, from).await?.to_string()
         } else if version.starts_with("sha256:") {
             bail!("{version:?} is not `sha256:` and 64 lower-case hex digits");
         } else {

@@ -20,7 +20,8 @@ use crate::lattice::artifacts::Artifacts;
 use crate::lattice::desired::{AppRevision, Desired};
 use crate::lattice::events::{Event, EventKind, ensure_log, vouched};
 use crate::lattice::inventory::gather;
-use crate::manifest::{Manifest, is_digest};
+use crate::manifest::{ArtifactsFrom, ComponentSpec, Manifest, is_digest};
+use crate::registry::Reference;
 use futures::StreamExt as _;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -56,17 +57,8 @@ impl Operator {
         let manifest = crate::transports::parse(&request.manifest, "manifest")
             .map_err(|e| ControlError::field("manifest", e.to_string()))?;
         for (name, spec) in &manifest.components {
-            let field = format!("manifest: components.{name}.source");
-            let Some(digest) = spec.digest_source() else {
-                return Err(ControlError::field(
-                    &field,
-                    format!(
-                        "{} is a path; an applied app names artifacts (`sha256:...`); `membrane ctl apply` pushes local files for you",
-                        spec.source.display()
-                    ),
-                ));
-            };
-            self.require_artifact(digest, &field).await?;
+            self.require_source(&manifest, spec, &format!("manifest: components.{name}.source"))
+                .await?;
         }
         let revision = self.desired.put(&manifest.app.name, &request.manifest).await?;
         // The event log `ctl apps` reads; the app runs without it.
@@ -90,6 +82,36 @@ impl Operator {
                 format!("unknown app `{}` (applied: {})", request.app, list(&known)),
             ))
         }
+    }
+
+    /// Checks that `spec`'s source pins bytes the hosts can get: a digest in
+    /// the object store, or a pinned OCI reference (with its manifest in
+    /// the object store when the app has `artifacts = "lattice"`).
+    async fn require_source(&self, manifest: &Manifest, spec: &ComponentSpec, field: &str) -> Result<(), ControlError> {
+        let source = spec.source.display();
+        if let Some(digest) = spec.digest_source() {
+            return self.require_artifact(digest, field).await;
+        }
+        let Some(reference) = spec.oci_source() else {
+            return Err(ControlError::field(
+                field,
+                format!(
+                    "{source} is a path; an applied app names artifacts (`sha256:...` or `oci://...@sha256:...`); `membrane ctl apply` pushes local files for you"
+                ),
+            ));
+        };
+        let Some(digest) = &reference.digest else {
+            return Err(ControlError::field(
+                field,
+                format!(
+                    "{source} names a tag, which can move; an applied app pins a digest (`membrane ctl apply` resolves tags for you)"
+                ),
+            ));
+        };
+        if manifest.app.artifacts == ArtifactsFrom::Lattice {
+            self.require_artifact(digest, field).await?;
+        }
+        Ok(())
     }
 
     async fn require_artifact(&self, digest: &str, field: &str) -> Result<(), ControlError> {
@@ -139,13 +161,8 @@ impl Operator {
         let manifest =
             crate::transports::parse(text, "revision").map_err(|e| ControlError::field("revision", e.to_string()))?;
         for (name, spec) in &manifest.components {
-            if let Some(digest) = spec.digest_source() {
-                self.require_artifact(
-                    digest,
-                    &format!("revision {}: components.{name}.source", target.revision),
-                )
-                .await?;
-            }
+            let field = format!("revision {}: components.{name}.source", target.revision);
+            self.require_source(&manifest, spec, &field).await?;
         }
         let stored = match current.manifest {
             Some(_) => self.desired.replace(app, text, current.revision).await?,
@@ -159,6 +176,12 @@ impl Operator {
     }
 
     /// The applied app that has `component`, and its manifest.
+    /// Where the hosts get the OCI components of the app that has `component`.
+    pub async fn artifacts_from(&self, component: &str, app: Option<&str>) -> Result<ArtifactsFrom, ControlError> {
+        let (app, component) = qualified(app.map(str::to_string), component)?;
+        Ok(self.find(&component, app.as_deref()).await?.1.app.artifacts)
+    }
+
     async fn find(&self, component: &str, app: Option<&str>) -> Result<(AppRevision, Manifest), ControlError> {
         let mut found = Vec::new();
         let mut known = Vec::new();
@@ -196,10 +219,14 @@ impl Operator {
     /// back if any host refused it.
     pub async fn update(&self, mut request: UpdateRequest) -> Result<UpdateReply, ControlError> {
         (request.app, request.component) = qualified(request.app, &request.component)?;
-        if !is_digest(&request.digest) {
+        let pinned_oci = Reference::parse(&request.digest).is_ok_and(|r| r.digest.is_some());
+        if !is_digest(&request.digest) && !pinned_oci {
             return Err(ControlError::field(
                 "digest",
-                format!("{:?} is not `sha256:` and 64 lower-case hex digits", request.digest),
+                format!(
+                    "{:?} is neither `sha256:` and 64 lower-case hex digits nor a pinned `oci://...@sha256:...`",
+                    request.digest
+                ),
             ));
         }
         let (current, manifest) = self.find(&request.component, request.app.as_deref()).await?;
@@ -218,7 +245,9 @@ impl Operator {
         if previous == request.digest {
             return Ok(reply);
         }
-        self.require_artifact(&request.digest, "digest").await?;
+        let mut wanted = manifest.components[&request.component].clone();
+        wanted.source = request.digest.clone().into();
+        self.require_source(&manifest, &wanted, "digest").await?;
         let old_text = current.manifest.clone().unwrap_or_default();
         let new_text = edit_component(&old_text, &request.component, "source", request.digest.clone().into())?;
 

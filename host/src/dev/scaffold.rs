@@ -209,10 +209,11 @@ pub fn next_steps(name: &str, template: Template, dir: &Path) -> String {
         _ => "",
     };
     format!(
-        "created component `{name}` ({} template) in {}\n\nnext:\n  cd {}\n  membrane dev      # builds, serves on {ADDRESS}, rebuilds and swaps on every save\n  {call}{nats}\n",
+        "created component `{name}` ({} template) in {}\n\nnext:\n  cd {}\n  membrane dev      # builds, serves on {ADDRESS}, rebuilds and swaps on every save\n  {call}{nats}\n\nto ship it: membrane push target/wasm32-wasip2/release/{}.wasm oci://REGISTRY/REPOSITORY:TAG\n",
         template.name(),
         dir.display(),
-        dir.display()
+        dir.display(),
+        name.replace('-', "_")
     )
 }
 

@@ -3,11 +3,12 @@
 //! `membrane ctl push` puts a component into the bucket
 //! `membrane-<lattice>-artifacts` under its `sha256:<hex>` name. Hosts fetch a
 //! version by digest, verify that the bytes hash to it, and keep them on
-//! disk beside the compiled code, so a version crosses the network once per
-//! host. The object store chunks large components itself, so components far
+//! disk beside the compiled code ([`blobs`], shared with OCI pulls), so a
+//! version crosses the network once per host. The object store chunks large components itself, so components far
 //! beyond NATS's `max_payload` work.
 
 use crate::bus::Bus;
+use crate::registry::blobs;
 use crate::runtime::cache;
 use anyhow::{Context as _, bail};
 use async_nats::jetstream;
@@ -96,11 +97,7 @@ impl Artifacts {
     /// The bytes of version `digest`, from `cache_dir` when a verified copy
     /// is there, else from the object store (then kept in `cache_dir`).
     pub async fn fetch(&self, digest: &str, cache_dir: Option<&Path>) -> anyhow::Result<Vec<u8>> {
-        let local = cache_dir.map(|dir| dir.join("artifacts").join(digest.replace(':', "-")));
-        if let Some(path) = &local
-            && let Ok(bytes) = tokio::fs::read(path).await
-            && cache::digest(&bytes) == digest
-        {
+        if let Some(bytes) = blobs::read(cache_dir, digest).await {
             return Ok(bytes);
         }
         let found = tokio::time::timeout(FETCH_TIMEOUT, async {
@@ -135,17 +132,7 @@ impl Artifacts {
         if found != digest {
             bail!("artifact {digest} is corrupt: its bytes hash to {found}");
         }
-        if let Some(path) = &local {
-            let written = async {
-                tokio::fs::create_dir_all(path.parent().unwrap_or(Path::new("."))).await?;
-                let partial = path.with_extension("partial");
-                tokio::fs::write(&partial, &bytes).await?;
-                tokio::fs::rename(&partial, path).await
-            };
-            if let Err(e) = written.await {
-                tracing::warn!("cannot keep artifact {digest} at {}: {e}", path.display());
-            }
-        }
+        blobs::keep(cache_dir, digest, &bytes).await;
         Ok(bytes)
     }
 }

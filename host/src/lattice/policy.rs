@@ -124,9 +124,9 @@ impl Policy {
     /// path where a digest belongs, and what each capability refuses.
     fn problems(&self, manifest: &Manifest, name: &str, spec: &ComponentSpec) -> Vec<String> {
         let mut problems = Vec::new();
-        if spec.digest_source().is_none() {
+        if !spec.is_pinned_source() {
             problems.push(format!(
-                "components.{name}.source: {} is a path; an app from the lattice names artifacts (`sha256:...`)",
+                "components.{name}.source: {} pins no bytes; an app from the lattice names artifacts (`sha256:...` or `oci://...@sha256:...`)",
                 spec.source.display()
             ));
         }

@@ -34,7 +34,7 @@ pub struct Compiled {
 }
 
 /// The largest component a host reads or fetches: 256 MiB.
-pub const MAX_COMPONENT_BYTES: u64 = 256 << 20;
+pub const MAX_COMPONENT_BYTES: u64 = crate::registry::MAX_COMPONENT_BYTES;
 
 /// The `sha256:<hex>` digest that identifies component bytes.
 impl Compiled {
@@ -51,7 +51,7 @@ impl Compiled {
 
 /// `sha256:<hex>` of `bytes`: the identity of a component version.
 pub fn digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+    crate::registry::blobs::digest(bytes)
 }
 
 /// Checks the header: is this a component (not a core module, not garbage)?
@@ -69,6 +69,33 @@ pub fn check_component_header(bytes: &[u8]) -> Result<(), String> {
             &bytes[4..8]
         )),
     }
+}
+
+/// Reads a component file off the async runtime; only a regular file of at
+/// most [`MAX_COMPONENT_BYTES`] (not `/dev/zero`, not a FIFO).
+pub async fn read_source(path: &Path) -> std::io::Result<Vec<u8>> {
+    let meta = tokio::fs::metadata(path).await?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.len() > MAX_COMPONENT_BYTES {
+        return Err(std::io::Error::other(format!(
+            "{} bytes is more than a component may have ({} MiB)",
+            meta.len(),
+            MAX_COMPONENT_BYTES >> 20
+        )));
+    }
+    tokio::fs::read(path).await
+}
+
+/// A component file: read as [`read_source`] does, and checked to be a
+/// component; the error names the file.
+pub async fn read_component(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let bytes = read_source(path)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    check_component_header(&bytes).map_err(|why| anyhow::anyhow!("{} {why}", path.display()))?;
+    Ok(bytes)
 }
 
 /// Where compiled code is cached by default: `$MEMBRANE_CACHE_DIR`, else

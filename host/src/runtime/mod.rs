@@ -30,7 +30,7 @@ pub mod trace;
 mod verdict;
 pub(crate) mod workers;
 
-use crate::manifest::{ComponentSpec, Manifest};
+use crate::manifest::{ArtifactsFrom, ComponentSpec, Manifest};
 use capabilities::Granted;
 use component::{Generation, Host, Loaded};
 use engine::HostEngine;
@@ -58,6 +58,8 @@ pub struct LoadOptions {
     pub secrets: Arc<secrets::Secrets>,
     /// Where key-value buckets live.
     pub keyvalue: keyvalue::Stores,
+    /// The registry client for `oci://` sources.
+    pub registry: Arc<crate::registry::Registry>,
 }
 
 /// What a commit changed, one entry per component.
@@ -295,11 +297,14 @@ impl Runtime {
     pub async fn compile_all(&self, manifest: &Manifest) -> Result<BTreeMap<String, Version>, LoadError> {
         use futures::StreamExt as _;
         let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let outcomes: Vec<(String, Result<Version, String>)> = futures::stream::iter(&manifest.components)
-            .map(|(name, spec)| async move { (name.clone(), self.compile_one(name, spec).await) })
-            .buffered(parallel)
-            .collect()
-            .await;
+        let outcomes: Vec<(String, Result<Version, String>)> =
+            futures::stream::iter(&manifest.components)
+                .map(|(name, spec)| async move {
+                    (name.clone(), self.compile_one(name, spec, manifest.app.artifacts).await)
+                })
+                .buffered(parallel)
+                .collect()
+                .await;
         let mut problems = Vec::new();
         let mut compiled = BTreeMap::new();
         for (name, outcome) in outcomes {
@@ -320,8 +325,8 @@ impl Runtime {
     /// Reads (or fetches) and compiles component `name`, on the blocking
     /// pool, unless this process compiled its version before; a problem
     /// names the field.
-    async fn compile_one(&self, name: &str, spec: &ComponentSpec) -> Result<Version, String> {
-        let bytes = match self.source_bytes(name, spec).await? {
+    async fn compile_one(&self, name: &str, spec: &ComponentSpec, from: ArtifactsFrom) -> Result<Version, String> {
+        let bytes = match self.source_bytes(name, spec, from).await? {
             Source::Compiled(done) => return Ok(done),
             Source::Bytes(bytes) => bytes,
         };
@@ -354,8 +359,15 @@ impl Runtime {
 
     /// The bytes of `name`'s source, or its compiled version when this
     /// process has it already; a problem names the field.
-    async fn source_bytes(&self, name: &str, spec: &ComponentSpec) -> Result<Source, String> {
+    async fn source_bytes(&self, name: &str, spec: &ComponentSpec, from: ArtifactsFrom) -> Result<Source, String> {
         let source = spec.source.display();
+        if let Some(reference) = spec.oci_source() {
+            let bytes = self
+                .oci_bytes(&reference, from)
+                .await
+                .map_err(|e| format!("components.{name}.source: {e}"))?;
+            return self.checked(name, spec, bytes);
+        }
         let bytes = match spec.digest_source() {
             Some(digest) => {
                 if let Some(component) = self.compiled_version(digest) {
@@ -371,16 +383,44 @@ impl Runtime {
                     .await
                     .map_err(|e| format!("components.{name}.source: {e:#}"))?
             }
-            None => read_source(&spec.source)
+            None => cache::read_source(&spec.source)
                 .await
                 .map_err(|e| format!("components.{name}.source: {source}: {e}"))?,
         };
+        self.checked(name, spec, bytes)
+    }
+
+    /// `bytes` as a compiled version this process has, or checked to be a
+    /// component.
+    fn checked(&self, name: &str, spec: &ComponentSpec, bytes: Vec<u8>) -> Result<Source, String> {
+        let source = spec.source.display();
         let digest = cache::digest(&bytes);
         if let Some(component) = self.compiled_version(&digest) {
             return Ok(Source::Compiled((component, digest)));
         }
         cache::check_component_header(&bytes).map_err(|why| format!("components.{name}.source: {source} {why}"))?;
         Ok(Source::Bytes(bytes))
+    }
+
+    /// The component an OCI reference names: from the lattice's object store
+    /// when the app says so and this host has a lattice (the reference is
+    /// pinned there), else from the registry, or the disk cache.
+    async fn oci_bytes(&self, reference: &crate::registry::Reference, from: ArtifactsFrom) -> anyhow::Result<Vec<u8>> {
+        let cache_dir = self.options.cache_dir.as_deref();
+        if let (ArtifactsFrom::Lattice, Some(artifacts)) = (from, &self.options.artifacts) {
+            let Some(pinned) = &reference.digest else {
+                anyhow::bail!(
+                    "{reference}: an app with `artifacts = \"lattice\"` names pinned references (`membrane ctl apply` pins them)"
+                );
+            };
+            let manifest = artifacts.fetch(pinned, cache_dir).await?;
+            let layer = crate::registry::artifact::check_manifest(&manifest, cache::MAX_COMPONENT_BYTES)
+                .map_err(|why| anyhow::anyhow!("{reference} {why}"))?;
+            return artifacts.fetch(&layer.digest, cache_dir).await;
+        }
+        let pulled = self.options.registry.pull_or_cached(reference, cache_dir).await?;
+        tracing::debug!("{reference}: component {}", pulled.layer);
+        Ok(pulled.bytes)
     }
 
     /// Forgets every compiled version the current generation does not run,
@@ -403,23 +443,6 @@ impl Runtime {
             .get(digest)
             .cloned()
     }
-}
-
-/// Reads a component file off the async runtime; only a regular file of at
-/// most [`cache::MAX_COMPONENT_BYTES`] (not `/dev/zero`, not a FIFO).
-async fn read_source(path: &Path) -> std::io::Result<Vec<u8>> {
-    let meta = tokio::fs::metadata(path).await?;
-    if !meta.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    if meta.len() > cache::MAX_COMPONENT_BYTES {
-        return Err(std::io::Error::other(format!(
-            "{} bytes is more than a component may have ({} MiB)",
-            meta.len(),
-            cache::MAX_COMPONENT_BYTES >> 20
-        )));
-    }
-    tokio::fs::read(path).await
 }
 
 /// A component's source, as [`Runtime::source_bytes`] found it.

@@ -3,7 +3,7 @@
 //! has its own nats-server and hosts started with no manifest.
 
 use crate::support::nats::NatsServer;
-use crate::support::{Host, http, wasm, with_paths};
+use crate::support::{Host, http, wait_until, wasm, with_paths};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::process::Output;
@@ -395,14 +395,6 @@ fn claims_more_hosts(url: &str) -> tokio::runtime::Runtime {
         }
     });
     runtime
-}
-
-fn wait_until(mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !condition() {
-        assert!(Instant::now() < deadline, "condition not met in 30 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Requests `swap.version` from `clients` concurrent clients until `stop`;

@@ -11,6 +11,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("metrics", 0),
     ("bus", 0),
     ("subjects", 0),
+    ("registry", 0),
     ("manifest", 1),
     ("runtime", 2),
     ("links", 3),

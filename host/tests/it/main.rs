@@ -26,6 +26,7 @@ mod links_app;
 mod media;
 mod mqtt;
 mod outbound;
+mod registry;
 mod reuse;
 mod routes;
 mod schedule;

@@ -4,6 +4,7 @@
 
 pub mod curl;
 pub mod nats;
+pub mod registry;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -232,7 +233,12 @@ impl Host {
 
     /// [`Host::fail`] with extra command-line arguments.
     pub fn fail_with(manifest: &str, args: &[&str]) -> String {
-        match Host::launch(manifest, &shared_cache(), args, "membrane=info,warn") {
+        Host::fail_env(manifest, args, &[])
+    }
+
+    /// [`Host::fail`] with extra arguments and environment variables.
+    pub fn fail_env(manifest: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+        match Host::launch_with(Some(manifest), &shared_cache(), args, env, "membrane=info,warn") {
             Ok(_) => panic!("membrane started, but it should have refused to"),
             Err(f) => {
                 assert!(!f.status.success(), "a refused start must exit non-zero");
@@ -550,4 +556,14 @@ pub fn starve_pricing(manifest: &str) -> String {
 /// The example policy from `examples/insurance/policy.json`.
 pub fn example_policy() -> Vec<u8> {
     std::fs::read(workspace().join("examples/insurance/policy.json")).expect("example policy")
+}
+
+/// Polls `condition` every 100 ms until it holds; fails after 30 s. For
+/// states with no event to wait on (a swap seen from outside over HTTP).
+pub fn wait_until(mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(Instant::now() < deadline, "condition not met in 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
