@@ -91,13 +91,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_blob_is_read_back_only_while_it_hashes_to_its_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let dir = Some(dir.path());
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Some(tmp.path());
         let d = digest(b"component");
         assert!(read(dir, &d).await.is_none());
         keep(dir, &d, b"component").await;
         assert_eq!(read(dir, &d).await.as_deref(), Some(&b"component"[..]));
-        std::fs::write(blob_path(dir.unwrap(), &d), b"tampered").unwrap();
+        std::fs::write(blob_path(tmp.path(), &d), b"tampered").unwrap();
         assert!(read(dir, &d).await.is_none(), "tampered bytes are not used");
         assert!(read(None, &d).await.is_none());
 
