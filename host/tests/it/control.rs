@@ -3,7 +3,7 @@
 //! has its own nats-server and hosts started with no manifest.
 
 use crate::support::nats::NatsServer;
-use crate::support::{Host, http, wait_until, wasm, with_paths};
+use crate::support::{Host, version_over_http, wait_until, wasm, with_paths};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::process::Output;
@@ -83,15 +83,6 @@ component = "versioned"
 export = "example:testkit/version@0.1.0#get"
 "#
     )
-}
-
-fn version_over_http(addr: SocketAddr) -> Result<u32, String> {
-    let response = http(addr, "GET", "/", b"");
-    if response.status != 200 {
-        return Err(format!("{} {}", response.status, response.body));
-    }
-    let body = response.json();
-    body["version"].as_u64().map(|v| v as u32).ok_or(response.body)
 }
 
 fn path(name: &str) -> String {

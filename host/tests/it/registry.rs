@@ -6,8 +6,7 @@
 
 use crate::support::nats::NatsServer;
 use crate::support::registry::Registry;
-use crate::support::{Host, http, wait_until, wasm};
-use std::net::SocketAddr;
+use crate::support::{Host, version_over_http, wait_until, wasm};
 use std::process::Output;
 
 /// Runs `membrane <args>` with `env`.
@@ -60,14 +59,6 @@ component = "versioned"
     )
 }
 
-fn version(addr: SocketAddr) -> Result<u64, String> {
-    let response = http(addr, "GET", "/", b"");
-    if response.status != 200 {
-        return Err(format!("{} {}", response.status, response.body));
-    }
-    response.json()["version"].as_u64().ok_or(response.body)
-}
-
 fn dir_arg(dir: &tempfile::TempDir) -> String {
     dir.path().display().to_string()
 }
@@ -84,7 +75,7 @@ fn a_pushed_component_runs_from_the_registry_and_from_its_cache_when_the_registr
     let args = ["--insecure-registry", &insecure, "--cache-dir", &dir_arg(&cache)];
 
     let host = Host::start_with(&app(&tag), &args);
-    assert_eq!(version(host.http[0].0), Ok(1));
+    assert_eq!(version_over_http(host.http[0].0), Ok(1));
     drop(host);
 
     // TLS is the default, loopback included.
@@ -100,13 +91,13 @@ fn a_pushed_component_runs_from_the_registry_and_from_its_cache_when_the_registr
     // The tag runs what it named last time, and says so.
     let host = Host::start_with(&app(&tag), &args);
     assert!(host.log().contains("as cached: the tag named"), "{}", host.log());
-    assert_eq!(version(host.http[0].0), Ok(1));
+    assert_eq!(version_over_http(host.http[0].0), Ok(1));
     drop(host);
     // A pinned digest needs no registry at all.
     let pinned = format!("{tag}@{digest}");
     let host = Host::start_with(&app(&pinned), &args);
     assert!(!host.log().contains("refused"), "{}", host.log());
-    assert_eq!(version(host.http[0].0), Ok(1));
+    assert_eq!(version_over_http(host.http[0].0), Ok(1));
     drop(host);
     // Nothing cached: a clear refusal that names the registry.
     let err = Host::fail_with(
@@ -168,7 +159,7 @@ fn basic_auth_takes_docker_credentials_and_names_a_refusal() {
     let args1 = up(&c1);
     let args1: Vec<&str> = args1.iter().map(String::as_str).collect();
     let served = Host::start_env(&app(&tag), &args1, &[("DOCKER_CONFIG", &dir_arg(&good))]);
-    assert_eq!(version(served.http[0].0), Ok(1));
+    assert_eq!(version_over_http(served.http[0].0), Ok(1));
     drop(served);
 
     let args2 = up(&c2);
@@ -194,7 +185,7 @@ fn basic_auth_takes_docker_credentials_and_names_a_refusal() {
             ("MEMBRANE_REGISTRY_AUTH", &env_auth),
         ],
     );
-    assert_eq!(version(served.http[0].0), Ok(1));
+    assert_eq!(version_over_http(served.http[0].0), Ok(1));
     assert!(!served.log().contains("s3cret"), "a password was logged");
 }
 
@@ -326,14 +317,14 @@ fn a_tag_moved_after_apply_leaves_every_host_on_the_pinned_digest() {
     let (cache_a, cache_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = join(&server, &cache_a, &["--insecure-registry", &insecure]);
     let addr_a = a.wait_for_http("versioned");
-    assert_eq!(version(addr_a), Ok(1));
+    assert_eq!(version_over_http(addr_a), Ok(1));
 
     // The tag moves; a host that starts now runs the pinned bytes.
     let second = push(&registry, "versioned_v2", &tag, &[]);
     assert_ne!(first, second);
     let b = join(&server, &cache_b, &["--insecure-registry", &insecure]);
     let addr_b = b.wait_for_http("versioned");
-    assert_eq!(version(addr_b), Ok(1));
+    assert_eq!(version_over_http(addr_b), Ok(1));
     let apps: serde_json::Value = serde_json::from_str(&ok(ctl(&server, &registry, &["apps", "-o", "json"]))).unwrap();
     assert_eq!(apps[0]["components"][0]["digest"], format!("{tag}@{first}"), "{apps}");
 
@@ -346,7 +337,7 @@ fn a_tag_moved_after_apply_leaves_every_host_on_the_pinned_digest() {
     let updated: serde_json::Value = serde_json::from_str(&updated).unwrap();
     assert_eq!(updated["outcome"], "updated", "{updated}");
     assert_eq!(updated["digest"], format!("{tag}@{second}"));
-    wait_until(|| version(addr_a) == Ok(2) && version(addr_b) == Ok(2));
+    wait_until(|| version_over_http(addr_a) == Ok(2) && version_over_http(addr_b) == Ok(2));
 
     // The registry is down: an update is refused before anything changes.
     registry.kill();
@@ -356,12 +347,12 @@ fn a_tag_moved_after_apply_leaves_every_host_on_the_pinned_digest() {
         !refused.status.success() && stderr.contains(&format!("registry {insecure}")),
         "{stderr}"
     );
-    assert_eq!((version(addr_a), version(addr_b)), (Ok(2), Ok(2)));
+    assert_eq!((version_over_http(addr_a), version_over_http(addr_b)), (Ok(2), Ok(2)));
 
     // Rollback goes back to the first digest, not to what the tag says;
     // the hosts have its bytes cached, so the registry is not needed.
     ok(ctl(&server, &registry, &["rollback", "oci"]));
-    wait_until(|| version(addr_a) == Ok(1) && version(addr_b) == Ok(1));
+    wait_until(|| version_over_http(addr_a) == Ok(1) && version_over_http(addr_b) == Ok(1));
 }
 
 /// With `artifacts = "lattice"`, `ctl apply` copies the component into the
@@ -384,7 +375,7 @@ fn with_artifacts_in_the_lattice_hosts_never_reach_the_registry() {
     // No --insecure-registry: this host could not pull from it anyway.
     let cache = tempfile::tempdir().unwrap();
     let host = join(&server, &cache, &[]);
-    assert_eq!(version(host.wait_for_http("versioned")), Ok(1));
+    assert_eq!(version_over_http(host.wait_for_http("versioned")), Ok(1));
 }
 
 /// The layout is the one `oci-wasm` (wasmCloud's and wkg's library) reads
@@ -436,5 +427,5 @@ fn artifacts_interoperate_with_oci_wasm() {
         &app(&registry.reference("interop/by-oci-wasm:1")),
         &["--insecure-registry", &registry.host(), "--cache-dir", &dir_arg(&cache)],
     );
-    assert_eq!(version(host.http[0].0), Ok(2));
+    assert_eq!(version_over_http(host.http[0].0), Ok(2));
 }

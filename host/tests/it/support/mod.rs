@@ -567,3 +567,14 @@ pub fn wait_until(mut condition: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// What a `versioned` component answers over HTTP at `addr`: its version,
+/// or the status and body it answered instead.
+pub fn version_over_http(addr: SocketAddr) -> Result<u32, String> {
+    let response = http(addr, "GET", "/", b"");
+    if response.status != 200 {
+        return Err(format!("{} {}", response.status, response.body));
+    }
+    let body = response.json();
+    body["version"].as_u64().map(|v| v as u32).ok_or(response.body)
+}
