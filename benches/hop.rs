@@ -12,7 +12,9 @@
 //!
 //! (instructions of the first − the second) / 2000 is the cost of one linked
 //! call; `direct` instead of `linked` gives a direct call's, and the hop is
-//! the difference. `fresh` makes `N` calls of `echo` each in a fresh
+//! the difference. `linked` composes the two (`links = "composed"`, the
+//! default: one component); `dynamic` links them through the host
+//! (`links = "dynamic"`: a host function and a second store). `fresh` makes `N` calls of `echo` each in a fresh
 //! instance (the whole `Runtime::call` path), `reused` the same with
 //! `reuse` (a parked instance per call). Without valgrind it prints the
 //! median time per call.
@@ -35,8 +37,9 @@ fn main() {
         .expect("tokio runtime");
     rt.block_on(async {
         let reuse = if kind == "reused" { "reuse = 1000000\n" } else { "" };
+        let links = if kind == "dynamic" { "dynamic" } else { "composed" };
         let app = load(&format!(
-            "[app]\nname = \"hop\"\n[components.echo]\nsource = \"{{wasm:echo}}\"\n{reuse}[components.relay]\nsource = \"{{wasm:relay}}\"\n\
+            "[app]\nname = \"hop\"\nlinks = \"{links}\"\n[components.echo]\nsource = \"{{wasm:echo}}\"\n{reuse}[components.relay]\nsource = \"{{wasm:relay}}\"\n\
              [[links]]\nfrom = \"relay\"\nimport = \"example:testkit/echo@0.1.0\"\nto = \"echo\"\n",
         ))
         .await;

@@ -136,6 +136,24 @@ pub struct AppSection {
     /// Where the hosts of a lattice get the bytes of `oci://` components.
     #[serde(default)]
     pub artifacts: ArtifactsFrom,
+    /// How links between components placed on one host are made
+    /// (`[[links]] mode` overrides it per link).
+    #[serde(default)]
+    pub links: LinkMode,
+}
+
+/// `[app] links` and `[[links]] mode`: how a call link whose two ends run
+/// on one host is made (docs/manifest.md argues the default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkMode {
+    /// The host composes the caller and its callee into one component at
+    /// load: a call between them is a call inside one instance.
+    #[default]
+    Composed,
+    /// Each component keeps its own instance and store; the host forwards
+    /// every call between them.
+    Dynamic,
 }
 
 /// `[app] artifacts`: where a lattice's hosts get `oci://` components.
@@ -387,6 +405,15 @@ pub struct LinkSpec {
     /// How calls reach `to`: a call and its answer (default), or queued.
     #[serde(default)]
     pub delivery: Delivery,
+    /// Overrides `[app] links` for this link.
+    pub mode: Option<LinkMode>,
+}
+
+impl LinkSpec {
+    /// How this link is made when both ends run on one host, in `app`.
+    pub fn mode(&self, app: &AppSection) -> LinkMode {
+        self.mode.unwrap_or(app.links)
+    }
 }
 
 /// `links[].delivery`.
@@ -767,6 +794,11 @@ impl Manifest {
             }
             if link.from == link.to {
                 problems.push(format!("links[{i}]: component `{}` cannot link to itself", link.from));
+            }
+            if link.delivery == Delivery::Queue && link.mode == Some(LinkMode::Composed) {
+                problems.push(format!(
+                    "links[{i}].mode: a queued link stores its calls in a stream, so it is never composed (remove `mode`)"
+                ));
             }
             if let Some(first) = seen_links.insert((&link.from, &link.import), i) {
                 problems.push(format!(

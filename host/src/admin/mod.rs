@@ -285,6 +285,7 @@ impl Admin {
                         0.0
                     },
                     faults: faults.get(&key).copied().unwrap_or(0),
+                    links: loaded.links_made.clone(),
                 });
             }
         }
@@ -332,6 +333,8 @@ struct ComponentStatus {
     rate: f64,
     /// Of which failed.
     faults: u64,
+    /// How its links are made here.
+    links: Vec<crate::runtime::component::LinkReport>,
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {

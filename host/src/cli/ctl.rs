@@ -440,6 +440,13 @@ fn print_apps(lattice: &str, apps: &[AppSummary]) {
                     hosts.join(", ")
                 }
             );
+            for r in &c.running {
+                for link in &r.links {
+                    let why = link.why.as_ref().map(|w| format!(" ({w})")).unwrap_or_default();
+                    let line = format!("    -> {} {} on {}{why}", link.to, link.made, r.host);
+                    println!("{}", escape(line.as_bytes()));
+                }
+            }
         }
         for event in &app.events {
             println!("  last: {}", crate::control::ctl::describe(event));

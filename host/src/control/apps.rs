@@ -50,6 +50,8 @@ pub struct Running {
     pub host: String,
     /// The version it runs.
     pub digest: String,
+    /// How the component's links are made there.
+    pub links: Vec<crate::runtime::component::LinkReport>,
 }
 
 /// One kept revision of an app.
@@ -125,6 +127,7 @@ fn components(app: &str, manifest: &Manifest, hosts: &[HostInventory]) -> Vec<Co
                         .map(|c| Running {
                             host: h.host.clone(),
                             digest: c.digest.clone(),
+                            links: c.links.clone(),
                         })
                 })
                 .collect();

@@ -61,6 +61,10 @@ pub struct ComponentInventory {
     pub instances: u32,
     /// Its `max_instances`.
     pub max_instances: u32,
+    /// How its links are made on this host (composed, dynamic, remote,
+    /// queued).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<crate::runtime::component::LinkReport>,
 }
 
 /// The apps running on a host, by name: what its inventory reports.
@@ -129,6 +133,7 @@ impl InventoryService {
                 digest: c.digest.clone(),
                 instances: c.instances_in_use(),
                 max_instances: c.max_instances(),
+                links: c.links_made.clone(),
             })
             .collect();
         components.sort_by(|a, b| (&a.app, &a.name).cmp(&(&b.app, &b.name)));

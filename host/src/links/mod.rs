@@ -2,8 +2,10 @@
 //!
 //! This module owns checking a link against both components' types before
 //! anything serves ([`check`]) and satisfying the import at run time: in
-//! process ([`define_local`]) or over NATS ([`remote`]). It knows nothing of
-//! media; the serving side of remote links is a service in `transports`.
+//! process ([`define_local`]), fused into the caller's component
+//! ([`compose`] decides, [`fuse`] builds) or over NATS ([`remote`]). It
+//! knows nothing of media; the serving side of remote links is a service in
+//! `transports`.
 //!
 //! A local link is a host function that starts the target in its own store on first use within the caller's call, and forwards
 //! component values (`Val`s) to it: no serialisation, no network. Each target
@@ -12,6 +14,8 @@
 //! when it is the sooner one.
 
 pub mod chunks;
+pub mod compose;
+pub mod fuse;
 pub mod queue;
 pub mod remote;
 

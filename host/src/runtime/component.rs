@@ -78,6 +78,47 @@ pub struct Loaded {
     reuse: u32,
     /// Its busy shared instances, with `concurrency` > 1.
     pub(crate) workers: super::workers::Workers,
+    /// Set when this is its group's composition: the members fused in.
+    pub fused: Option<Fused>,
+    /// How each of its links is made on this host.
+    pub links_made: Vec<LinkReport>,
+}
+
+/// How one link of a component is made on this host: what inventories,
+/// `ctl apps` and the status page show.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LinkReport {
+    /// The callee.
+    pub to: String,
+    /// `composed`, `dynamic`, `remote` or `queued`.
+    pub made: String,
+    /// Why a link the manifest wanted composed is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+}
+
+/// What a composed component was built from (`links/compose.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fused {
+    /// `sha256:<hex>` of the composition's bytes.
+    pub digest: String,
+    /// The members fused into the root, with their digests.
+    pub members: Vec<(String, String)>,
+    /// Each member's core module name (its name section), root included,
+    /// where it is unique: what tells whose code a trap was in.
+    pub modules: Vec<(String, Arc<str>)>,
+}
+
+impl Fused {
+    /// The member whose code `err` trapped in: the innermost frame of its
+    /// backtrace that belongs to a known module.
+    fn culprit(&self, err: &wasmtime::Error) -> Option<&Arc<str>> {
+        let trace = err.downcast_ref::<wasmtime::WasmBacktrace>()?;
+        trace.frames().iter().find_map(|frame| {
+            let module = frame.module().name()?;
+            self.modules.iter().find(|(m, _)| m == module).map(|(_, member)| member)
+        })
+    }
 }
 
 impl Loaded {
@@ -127,12 +168,27 @@ impl Loaded {
             concurrency: spec.concurrency,
             reuse: spec.reuse,
             workers: Default::default(),
+            fused: None,
+            links_made: Vec::new(),
         })
+    }
+
+    /// This version, with how its links are made here.
+    pub fn with_links(mut self, links: Vec<LinkReport>) -> Loaded {
+        self.links_made = links;
+        self
+    }
+
+    /// This version, marked as the composition `fused`.
+    pub fn with_fused(mut self, fused: Fused) -> Loaded {
+        self.fused = Some(fused);
+        self
     }
 
     /// Classifies an error from a call into this component.
     pub(crate) fn classify(&self, err: wasmtime::Error) -> Fault {
-        Fault::classify(&self.name, self.timeout, err)
+        let culprit = self.fused.as_ref().and_then(|fused| fused.culprit(&err));
+        Fault::classify(culprit.unwrap_or(&self.name), self.timeout, err)
     }
 
     /// A host-side failure attributed to this component.

@@ -128,6 +128,11 @@ pub struct Runtime {
     current: RwLock<Arc<Generation>>,
     /// Compiled components by digest: a version compiles once per process.
     compiled: Mutex<HashMap<String, Component>>,
+    /// The bytes of each compiled source, by digest, for composition.
+    sources: Mutex<HashMap<String, Arc<[u8]>>>,
+    /// The digest of each composition built, by what it was built from
+    /// (its group and its members' digests): a composition is built once.
+    fused: Mutex<HashMap<String, String>>,
     /// The app's key-value buckets opened so far.
     buckets: keyvalue::AppBuckets,
 }
@@ -154,6 +159,8 @@ impl Runtime {
             engine,
             options: options.clone(),
             compiled: Mutex::new(HashMap::new()),
+            sources: Mutex::new(HashMap::new()),
+            fused: Mutex::new(HashMap::new()),
             buckets: keyvalue::AppBuckets::default(),
         })
     }
@@ -330,6 +337,8 @@ impl Runtime {
             Source::Compiled(done) => return Ok(done),
             Source::Bytes(bytes) => bytes,
         };
+        let bytes: Arc<[u8]> = Arc::from(bytes);
+        let kept = bytes.clone();
         let (engine, cache_dir, label) = (self.engine.clone(), self.options.cache_dir.clone(), name.to_string());
         let c = tokio::task::spawn_blocking(move || compile_on(&engine, &label, &bytes, cache_dir.as_deref()))
             .await
@@ -354,7 +363,77 @@ impl Runtime {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(c.digest.clone(), c.component.clone());
+        self.sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(c.digest.clone(), kept);
         Ok((c.component, c.digest))
+    }
+
+    /// The bytes of version `digest`, when this process compiled it.
+    pub fn source(&self, digest: &str) -> Option<Arc<[u8]>> {
+        self.sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(digest)
+            .cloned()
+    }
+
+    /// The compiled composition built from `key` (its group and the
+    /// digests of its parts), building its bytes with `build` and compiling
+    /// them (or loading them from the disk cache) only the first time; a
+    /// problem says why it cannot be built. `label` names it in the log.
+    pub async fn fused(
+        &self,
+        label: &str,
+        key: String,
+        build: impl FnOnce() -> Result<Vec<u8>, String> + Send + 'static,
+    ) -> Result<Version, String> {
+        let known = self.fused.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
+        if let Some(component) = known.as_deref().and_then(|digest| self.compiled_version(digest)) {
+            return Ok((component, known.unwrap_or_default()));
+        }
+        let (engine, cache_dir, name) = (self.engine.clone(), self.options.cache_dir.clone(), label.to_string());
+        let c = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let bytes = build()?;
+            let composed = started.elapsed();
+            let compiled = compile_on(&engine, &name, &bytes, cache_dir.as_deref()).map_err(|e| format!("{e:#}"))?;
+            Ok::<_, String>((compiled, composed, bytes.len()))
+        })
+        .await
+        .map_err(|e| format!("the composition task failed: {e}"))?;
+        let (c, composed, size) = c?;
+        let how = if c.cached { "loaded from cache" } else { "compiled" };
+        tracing::info!(
+            "composed {label} in {composed:.0?} ({} KiB), {how} in {:.0?} ({})",
+            size / 1024,
+            c.elapsed,
+            &c.digest[..19]
+        );
+        self.compiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(c.digest.clone(), c.component.clone());
+        self.fused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, c.digest.clone());
+        Ok((c.component, c.digest))
+    }
+
+    /// Component `name`'s config values and environment as the guest sees
+    /// them, its secrets resolved on this host: what a plug serves it in a
+    /// composition.
+    pub fn own_values(&self, name: &str, spec: &ComponentSpec) -> Result<capabilities::plug::Values, Vec<String>> {
+        let spec = secrets::resolve(name, spec, &self.options.secrets)?;
+        let text = |values: &BTreeMap<String, crate::manifest::ConfigValue>| -> Vec<(String, String)> {
+            values.iter().map(|(k, v)| (k.clone(), v.as_config_string())).collect()
+        };
+        Ok(capabilities::plug::Values {
+            config: Arc::new(text(&spec.config).into_iter().collect()),
+            env: text(&spec.wasi.env),
+        })
     }
 
     /// The bytes of `name`'s source, or its compiled version when this
@@ -429,11 +508,21 @@ impl Runtime {
     /// compiled again (or loaded from the disk cache).
     pub fn forget_unused_versions(&self) {
         let current = self.generation();
-        let running: std::collections::HashSet<&str> = current.components().map(|c| c.digest.as_str()).collect();
+        let running: std::collections::HashSet<&str> = (current.components())
+            .flat_map(|c| std::iter::once(c.digest.as_str()).chain(c.fused.as_ref().map(|f| f.digest.as_str())))
+            .collect();
         self.compiled
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|digest, _| running.contains(digest.as_str()));
+        self.sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|digest, _| running.contains(digest.as_str()));
+        self.fused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, digest| running.contains(digest.as_str()));
     }
 
     fn compiled_version(&self, digest: &str) -> Option<Component> {

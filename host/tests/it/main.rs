@@ -10,6 +10,7 @@ mod admin;
 mod attack;
 mod bad_input;
 mod churn;
+mod compose;
 mod config;
 mod control;
 mod dev;

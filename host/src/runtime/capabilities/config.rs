@@ -96,6 +96,30 @@ type GetResult = (Result<Option<String>, ConfigError>,);
 /// `get-all: func() -> result<list<tuple<string, string>>, error>`.
 type GetAllResult = (Result<Vec<(String, String)>, ConfigError>,);
 
+/// Defines `get` and `get-all` of a wasi:config interface in `instance`,
+/// answering from `values` rather than the store's own: what a member of a
+/// composed component whose config differs from its root's gets
+/// (`plug.rs`).
+pub(crate) fn serve_values<T: 'static>(
+    instance: &mut wasmtime::component::LinkerInstance<'_, T>,
+    values: ConfigValues,
+) -> wasmtime::Result<()> {
+    let all = values.clone();
+    instance.func_wrap(
+        "get",
+        move |_: StoreContextMut<'_, T>, (key,): (String,)| -> wasmtime::Result<GetResult> {
+            Ok((Ok(values.get(&key).cloned()),))
+        },
+    )?;
+    instance.func_wrap(
+        "get-all",
+        move |_: StoreContextMut<'_, T>, (): ()| -> wasmtime::Result<GetAllResult> {
+            Ok((Ok(all.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),))
+        },
+    )?;
+    Ok(())
+}
+
 /// The wasi:config capability.
 pub struct Config;
 

@@ -9,6 +9,7 @@ pub mod http;
 pub mod keyvalue;
 pub mod logging;
 pub mod outbound;
+pub mod plug;
 pub mod policy;
 pub mod wasi;
 
