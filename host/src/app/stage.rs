@@ -313,14 +313,18 @@ impl App<'_> {
         }
         let slots = self.define_links((name, &group.members, &group.links), &component, &mut linker)?;
         let modules = self.modules(&group.members, &members, &digest, name);
+        let app = &self.manifest.app.name;
+        let counters = (group.links.iter())
+            .map(|&i| &self.manifest.links[i])
+            .map(|link| links::composed_counter(app, &link.from, &link.to))
+            .collect();
+        let fused = Fused {
+            digest: fused,
+            members,
+            modules,
+        };
         Loaded::new(name, spec, (component, digest), &linker, granted, slots)
-            .map(|loaded| {
-                loaded.with_fused(Fused {
-                    digest: fused,
-                    members,
-                    modules,
-                })
-            })
+            .map(|loaded| loaded.with_fused(fused, counters))
             .map_err(|problem| vec![problem])
     }
 

@@ -144,7 +144,10 @@ impl Adapter {
                     .collect();
                 let key = (app.clone(), name.clone());
                 if view.extras.contains(name) {
-                    let calls: u64 = callers.iter().map(|from| delta(|t| t.local, app, from, name)).sum();
+                    let calls: u64 = callers
+                        .iter()
+                        .map(|from| delta(|t| t.local + t.composed, app, from, name))
+                        .sum();
                     let rate = calls as f64 / seconds;
                     if rate >= spec.cold {
                         continue;
@@ -288,6 +291,7 @@ mod tests {
             local,
             remote,
             waited_us: remote * 500,
+            composed: 0,
         };
         Sample {
             at: t0 + Duration::from_secs(secs),

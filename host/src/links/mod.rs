@@ -118,6 +118,7 @@ struct LinkCounters {
     local: Option<Counter>,
     remote: Option<Counter>,
     waited: Option<Counter>,
+    composed: Option<Counter>,
 }
 
 /// One link's totals at one instant.
@@ -129,6 +130,9 @@ pub struct LinkTotals {
     pub remote: u64,
     /// Microseconds the remote calls waited for their replies.
     pub waited_us: u64,
+    /// Calls into the composition the link is fused in: an upper bound of
+    /// its calls, which a composed link cannot count itself.
+    pub composed: u64,
 }
 
 /// Every link this host has counted.
@@ -164,6 +168,24 @@ pub fn calls_counter(app: &str, from: &str, to: &str, local: bool) -> Counter {
     })
 }
 
+/// The counter of calls into the composition that fuses the link from
+/// `from` to `to` in `app`: each call into it counts once for every link
+/// inside, whether or not it crosses that link (the host has no boundary
+/// inside a composition to count at).
+pub fn composed_counter(app: &str, from: &str, to: &str) -> Counter {
+    link_counter(
+        (app, from, to),
+        |c| &mut c.composed,
+        || {
+            registry().counter(
+                "membrane_link_calls_total",
+                "Calls from a component to a linked one, in process or over the lattice.",
+                &[("app", app), ("from", from), ("to", to), ("where", "composed")],
+            )
+        },
+    )
+}
+
 /// The counter of microseconds that calls over the remote link from `from`
 /// to `to` in `app` waited for their replies: with [`calls_counter`], the
 /// link's mean remote cost (what adaptive placement weighs).
@@ -192,6 +214,7 @@ pub fn link_totals() -> BTreeMap<LinkKey, LinkTotals> {
                 local: get(&c.local),
                 remote: get(&c.remote),
                 waited_us: get(&c.waited),
+                composed: get(&c.composed),
             };
             (key.clone(), totals)
         })

@@ -82,6 +82,9 @@ pub struct Loaded {
     pub fused: Option<Fused>,
     /// How each of its links is made on this host.
     pub links_made: Vec<LinkReport>,
+    /// The counters of the links fused into it, each counted once per call
+    /// into it (`links::composed_counter`).
+    composed_calls: Vec<crate::metrics::Counter>,
 }
 
 /// How one link of a component is made on this host: what inventories,
@@ -170,6 +173,7 @@ impl Loaded {
             workers: Default::default(),
             fused: None,
             links_made: Vec::new(),
+            composed_calls: Vec::new(),
         })
     }
 
@@ -179,9 +183,11 @@ impl Loaded {
         self
     }
 
-    /// This version, marked as the composition `fused`.
-    pub fn with_fused(mut self, fused: Fused) -> Loaded {
+    /// This version, marked as the composition `fused`, whose links count
+    /// their calls in `counters`.
+    pub fn with_fused(mut self, fused: Fused, counters: Vec<crate::metrics::Counter>) -> Loaded {
         self.fused = Some(fused);
+        self.composed_calls = counters;
         self
     }
 
@@ -382,6 +388,9 @@ pub async fn acquire(
         .cloned()
         .ok_or_else(|| Fault::not_running(target))?;
     let cx = parent.until(Instant::now() + loaded.timeout);
+    for counter in &loaded.composed_calls {
+        counter.inc();
+    }
     if let Some((mut idle, uses)) = loaded.idle.take() {
         let state = idle.store.data_mut();
         state.cx = cx;

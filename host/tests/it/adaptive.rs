@@ -240,6 +240,9 @@ fn hot_links_pull_their_callees_next_to_the_caller_and_let_go_when_cold() {
     let host_a = rater.split_whitespace().nth(1).expect("host id").to_string();
     assert_eq!(pricing.split_whitespace().nth(1), Some(host_a.as_str()), "{pricing}");
     a.wait_for_log("rated at 936.92 EUR");
+    // The extras compose into their caller: the chain is one component on a.
+    let composed = a.wait_for_log("composed links gateway -> rater, rater -> pricing");
+    assert!(composed.contains("into `gateway`"), "{composed}");
 
     // Steady load for a while: nothing moves again.
     load.answers(500);

@@ -5,7 +5,9 @@
 
 use crate::support;
 use crate::support::nats::NatsServer;
-use crate::support::{Host, distributed_manifest, example_policy, http, insurance_manifest, starve_pricing};
+use crate::support::{
+    Host, distributed_manifest, dynamic_links, example_policy, http, insurance_manifest, starve_pricing,
+};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
@@ -58,7 +60,7 @@ fn tool(names: &[&str]) -> PathBuf {
 
 #[test]
 fn metrics_count_calls_links_and_faults_and_pass_promtool() {
-    let host = Host::start(&insurance_manifest());
+    let host = Host::start(&dynamic_links(&insurance_manifest()));
     let admin = host.admin();
     assert_eq!(wait_for_status(admin, "/readyz", 200), "ready\n");
     assert_eq!(get(admin, "/healthz").body, "ok\n");

@@ -194,6 +194,104 @@ fn swap_under_load(strategy: &str) {
     }
 }
 
+/// The version `relay` answers over http-rpc at `addr`.
+fn relayed_version(addr: SocketAddr) -> Result<u32, String> {
+    let reply = crate::support::http(addr, "POST", "/rpc/relay/get", b"{}");
+    if reply.status != 200 {
+        return Err(format!("{}: {}", reply.status, reply.body));
+    }
+    reply
+        .body
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a version: {}", reply.body))
+}
+
+#[test]
+fn a_swap_of_a_composed_callee_under_load_recomposes_and_fails_no_request() {
+    let server = NatsServer::start();
+    let cache = tempfile::tempdir().unwrap();
+    let host = host_with(
+        &server,
+        &["role=web"],
+        &["--cache-dir", &cache.path().display().to_string()],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let app = r#"
+[app]
+name = "chain"
+
+[components.relay]
+source = "{wasm:version_relay}"
+placement = { role = "web" }
+
+[components.versioned]
+source = "{wasm:versioned_v1}"
+placement = { role = "web" }
+
+[[links]]
+from = "relay"
+import = "example:testkit/version@0.1.0"
+to = "versioned"
+
+[[bindings]]
+medium = "http-rpc"
+address = "127.0.0.1:0"
+component = "relay"
+export = "example:testkit/version@0.1.0#get"
+"#;
+    ok(ctl(&server, &["apply", &manifest_file(&dir, app)]));
+    host.wait_for_log("composed links relay -> versioned");
+    let addr = host.listening("http-rpc http");
+    assert_eq!(relayed_version(addr), Ok(1));
+
+    // 8 clients, each checking that its answers never go back.
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            let (stop, done, failures) = (stop.clone(), done.clone(), failures.clone());
+            std::thread::spawn(move || {
+                let (mut last, mut twos) = (1, 0);
+                while !stop.load(Ordering::Relaxed) {
+                    match relayed_version(addr) {
+                        Ok(v) if v >= last && v <= 2 => {
+                            twos += usize::from(v == 2);
+                            last = v;
+                        }
+                        Ok(v) => failures.lock().unwrap().push(format!("client {i}: {v} after {last}")),
+                        Err(e) => failures.lock().unwrap().push(format!("client {i}: {e}")),
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                twos
+            })
+        })
+        .collect();
+    wait_until(|| done.load(Ordering::Relaxed) >= 1_000);
+    // The callee alone changes: the group is composed again around v2.
+    ok(ctl(
+        &server,
+        &["update", "versioned", &path("versioned_v2"), "--app", "chain"],
+    ));
+    let before = done.load(Ordering::Relaxed);
+    wait_until(|| done.load(Ordering::Relaxed) >= before + 2_000);
+    stop.store(true, Ordering::Relaxed);
+    let twos: Vec<usize> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let failures = failures.lock().unwrap();
+    eprintln!(
+        "{} calls through the composed link at concurrency 8, {} failed",
+        done.load(Ordering::Relaxed),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(twos.iter().all(|&n| n > 0), "every client saw v2: {twos:?}");
+    host.wait_for_log_count("composed links relay -> versioned", 2);
+    let apps = ok(ctl(&server, &["apps"]));
+    assert!(apps.contains("-> versioned composed on"), "{apps}");
+}
+
 #[test]
 fn an_incompatible_version_is_rejected_everywhere_and_the_old_one_keeps_serving() {
     let server = NatsServer::start();

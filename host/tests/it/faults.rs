@@ -113,7 +113,10 @@ fn ctrl_c_lets_in_flight_requests_finish() {
 fn the_hosts_instance_budget_sheds_calls_past_it_with_503_and_warns_at_start() {
     // One host-wide budget of 2 instances: the example's chain needs 3
     // (gateway, rater, pricing), so the innermost one is shed.
-    let host = Host::start_with(&support::insurance_manifest(), &["--max-instances", "2"]);
+    let host = Host::start_with(
+        &support::dynamic_links(&support::insurance_manifest()),
+        &["--max-instances", "2"],
+    );
     host.wait_for_log("more than this host's budget of 2");
     let response = http(host.addr(), "POST", "/quote", &support::example_policy());
     assert_eq!(response.status, 503, "{}", response.body);

@@ -1,7 +1,7 @@
 //! The example app over HTTP: gateway -> rater -> pricing, in one process.
 
 use crate::support;
-use crate::support::{Host, example_policy, http, insurance_manifest, keep_alive, raw};
+use crate::support::{Host, dynamic_links, example_policy, http, insurance_manifest, keep_alive, raw};
 
 #[test]
 fn quote_flows_from_gateway_through_rater_and_pricing() {
@@ -124,7 +124,7 @@ fn second_start_loads_compiled_code_from_the_cache() {
 #[test]
 fn a_tampered_cache_entry_is_compiled_afresh_never_loaded() {
     let cache = tempfile::tempdir().unwrap();
-    let manifest = insurance_manifest();
+    let manifest = dynamic_links(&insurance_manifest());
     drop(Host::try_start(&manifest, cache.path()).ok().expect("first start"));
     let mut flipped = 0;
     for entry in std::fs::read_dir(cache.path()).unwrap() {

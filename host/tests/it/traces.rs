@@ -12,7 +12,7 @@
 
 use crate::support;
 use crate::support::nats::NatsServer;
-use crate::support::{Host, distributed_manifest, insurance_manifest};
+use crate::support::{Host, distributed_manifest, dynamic_links, insurance_manifest};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -332,7 +332,7 @@ fn on_one_host_local_links_have_spans_sampling_is_kept_and_sigterm_flushes() {
     let collector = Collector::start();
     // The default export period (5 s): what arrives before the host has
     // exited was flushed by its shutdown.
-    let host = Host::start_with(&insurance_manifest(), &["--otlp", &collector.url()]);
+    let host = Host::start_with(&dynamic_links(&insurance_manifest()), &["--otlp", &collector.url()]);
     let unsampled = "11111111111111111111111111111111";
     assert_eq!(quote(host.addr(), Some(&format!("00-{unsampled}-{PARENT}-00"))), 200);
     assert_eq!(quote(host.addr(), Some("00-nonsense-that-is-no-traceparent")), 200);

@@ -541,6 +541,15 @@ pub fn insurance_manifest() -> String {
         .replace("127.0.0.1:8080", "127.0.0.1:0")
 }
 
+/// `manifest` with its links on one host dynamic (`[app] links =
+/// "dynamic"`): each component in its own store, each hop counted and
+/// traced, as the tests of those hops need.
+pub fn dynamic_links(manifest: &str) -> String {
+    let linked = manifest.replacen("[app]\n", "[app]\nlinks = \"dynamic\"\n", 1);
+    assert_ne!(linked, manifest, "the manifest has no [app] table");
+    linked
+}
+
 /// `manifest` (the insurance app) with `pricing` capped at 1 MiB of memory
 /// and a 1.5 MiB `currency`, which cannot be handed to it under that cap: it
 /// fails with a memory fault when `rater` first calls it.
