@@ -24,16 +24,16 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 policy=$(tr -d '\n' < examples/insurance/policy.json)
 cat > "$work/post.lua" <<LUA
 wrk.method = "POST"
-wrk.body = [[$policy]]
+wrk.body = [==[$policy]==]
 wrk.headers["content-type"] = "application/json"
 LUA
 
 # manifest NAME KIND(composed|dynamic|echo) STRATEGY(reuse|fresh) PORT
 manifest() {
-  local reuse=""; [ "$3" = reuse ] && reuse=$'\nreuse = 1000'
+  local reuse=""; [ "$3" = reuse ] && reuse='\nreuse = 1000'
   if [ "$2" = echo ]; then
-    printf '[app]\nname = "echo"\n[components.echo]\nsource = "%s/echo.wasm"%s\n[[bindings]]\nmedium = "http"\naddress = "127.0.0.1:%s"\ncomponent = "echo"\n' \
-      "$wasm" "$reuse" "$4" > "$work/$1.toml"
+    printf "[app]\nname = \"echo\"\n[components.echo]\nsource = \"%s/echo.wasm\"$reuse\n[[bindings]]\nmedium = \"http\"\naddress = \"127.0.0.1:%s\"\ncomponent = \"echo\"\n" \
+      "$wasm" "$4" > "$work/$1.toml"
     return
   fi
   sed -e "s|../../target/wasm32-wasip2/release/\(.*\)\.wasm\"|$wasm/\1.wasm\"$reuse|" \

@@ -1,53 +1,13 @@
 //! What both `reach` components try, in each of them: shared source, one
-//! copy (each crate `include!`s it under its own generated bindings).
+//! copy (each crate includes it as a module under its own generated
+//! bindings; `fetch` is `outbound`'s).
 
-use wasip2::http::outgoing_handler;
-use wasip2::http::types::{Fields, Method, OutgoingRequest, Scheme};
-use wasip2::io::streams::StreamError;
-
-/// The most response bytes `fetch` reads.
-const LIMIT: usize = 64 * 1024;
+#[path = "../../outbound/src/fetch.rs"]
+mod fetch;
 
 /// GETs `url` through wasi:http.
 pub fn fetch(url: &str) -> Result<String, String> {
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("{url:?} has no scheme"))?;
-    let scheme = if scheme == "https" { Scheme::Https } else { Scheme::Http };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, "/"),
-    };
-    let request = OutgoingRequest::new(Fields::new());
-    let set = request.set_method(&Method::Get).is_ok()
-        && request.set_scheme(Some(&scheme)).is_ok()
-        && request.set_authority(Some(authority)).is_ok()
-        && request.set_path_with_query(Some(path)).is_ok();
-    if !set {
-        return Err(format!("{url:?} is not a valid request"));
-    }
-    let future = outgoing_handler::handle(request, None).map_err(|e| format!("request refused: {e:?}"))?;
-    let response = loop {
-        match future.get() {
-            Some(response) => break response,
-            None => future.subscribe().block(),
-        }
-    };
-    let response = response
-        .map_err(|()| "response already taken".to_string())?
-        .map_err(|e| format!("request failed: {e:?}"))?;
-    let body = response.consume().map_err(|()| "no body".to_string())?;
-    let stream = body.stream().map_err(|()| "no body stream".to_string())?;
-    let mut out = Vec::new();
-    loop {
-        match stream.blocking_read(LIMIT as u64) {
-            Ok(chunk) => out.extend_from_slice(&chunk),
-            Err(StreamError::Closed) => break,
-            Err(e) => return Err(format!("reading the body: {e:?}")),
-        }
-        if out.len() > LIMIT {
-            return Err(format!("body larger than {LIMIT} bytes"));
-        }
-    }
-    Ok(String::from_utf8_lossy(&out).into_owned())
+    fetch::get(url)
 }
 
 /// Reads the file at `path`.

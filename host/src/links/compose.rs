@@ -365,7 +365,14 @@ component = "gateway"
     #[test]
     fn each_case_that_keeps_a_link_dynamic_says_why() {
         let all = here(&["gateway", "rater", "pricing"]);
-        let cases: Vec<(&str, Manifest, BTreeMap<String, Facts>, BTreeSet<String>, [&str; 2])> = vec![
+        type Case = (
+            &'static str,
+            Manifest,
+            BTreeMap<String, Facts>,
+            BTreeSet<String>,
+            [&'static str; 2],
+        );
+        let cases: Vec<Case> = vec![
             (
                 "placement splits the chain",
                 manifest(""),

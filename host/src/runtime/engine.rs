@@ -166,11 +166,14 @@ fn config(pool: Option<EngineOptions>, concurrent: bool) -> Config {
         let mut pooling = PoolingAllocationConfig::default();
         let instances = options.max_instances.max(16);
         // A Rust wasip2 component holds a handful of core instances, memories
-        // and tables; size the pool for that times the instance budget.
+        // and tables; a composed one (links/fuse.rs) holds each member's, and
+        // one fusing three components holds three memories. Size the pool
+        // for that times the instance budget (address space, not memory:
+        // a slot costs nothing resident until used).
         pooling.total_component_instances(instances);
-        pooling.total_core_instances(instances * 8);
-        pooling.total_memories(instances * 2);
-        pooling.total_tables(instances * 4);
+        pooling.total_core_instances(instances * 16);
+        pooling.total_memories(instances * 4);
+        pooling.total_tables(instances * 8);
         pooling.total_stacks(instances);
         pooling.max_memory_size((options.max_memory_mib as usize) << 20);
         // Fresh instances per request make slot reuse the hot path: keep the

@@ -285,5 +285,14 @@ fn hot_links_pull_their_callees_next_to_the_caller_and_let_go_when_cold() {
         assert!(Instant::now() < deadline, "quotes no longer reach b:\n{}", b.log());
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Placement split the group again: on a, gateway's link is remote.
+    let status = crate::support::http(a.admin(), "GET", "/status.json", b"").json();
+    let gateway = status["components"]
+        .as_array()
+        .and_then(|all| all.iter().find(|c| c["name"] == "gateway"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(gateway["links"][0]["to"], "rater", "{gateway}");
+    assert_eq!(gateway["links"][0]["made"], "remote", "{gateway}");
     assert!(!c.log().contains("panicked") && !a.log().contains("panicked"));
 }
