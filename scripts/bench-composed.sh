@@ -4,7 +4,10 @@
 # with `links = "composed"` and `links = "dynamic"`, and the echo component
 # alone, each served by `membrane up` and loaded by wrk at c=64, in
 # alternating rounds in one sitting; kept (`reuse = 1000`) and fresh
-# instances. Prints each round and the medians with their spread.
+# instances. With the `wasmtime` CLI of the host's wasmtime version on PATH
+# (scripts/install-peers.sh), `wasmtime serve` of the same echo.wasm joins
+# the rounds (`--max-instance-reuse-count 1000` kept, its default fresh).
+# Prints each round and the medians with their spread.
 #
 #   scripts/bench-composed.sh [ROUNDS] [SECONDS]
 #
@@ -42,13 +45,26 @@ manifest() {
       examples/insurance/colocated.toml > "$work/$1.toml"
 }
 
+kinds="composed dynamic echo"
+want=$(awk '$0 == "name = \"wasmtime\"" { getline; gsub(/"/, "", $3); print $3; exit }' Cargo.lock)
+if command -v wasmtime >/dev/null && [ "$(wasmtime --version | awk '{print $2}')" = "$want" ]; then
+  kinds="$kinds serve"
+else
+  echo "no wasmtime $want on PATH (scripts/install-peers.sh): the \`wasmtime serve\` rows are skipped"
+fi
+
 port=18500
 declare -A results
 for strategy in reuse fresh; do
-  for kind in composed dynamic echo; do
+  for kind in $kinds; do
     port=$((port + 1))
-    manifest "$kind-$strategy" "$kind" "$strategy" "$port"
-    "$bin" up "$work/$kind-$strategy.toml" --cache-dir "$work/cache" > "$work/$kind-$strategy.log" 2>&1 &
+    if [ "$kind" = serve ]; then
+      reuse=(); [ "$strategy" = reuse ] && reuse=(--max-instance-reuse-count 1000)
+      wasmtime serve -S cli=y "${reuse[@]}" --addr "127.0.0.1:$port" "$wasm/echo.wasm" > "$work/$kind-$strategy.log" 2>&1 &
+    else
+      manifest "$kind-$strategy" "$kind" "$strategy" "$port"
+      "$bin" up "$work/$kind-$strategy.toml" --cache-dir "$work/cache" > "$work/$kind-$strategy.log" 2>&1 &
+    fi
     echo "$! $port" > "$work/$kind-$strategy.pid"
   done
 done
@@ -61,13 +77,14 @@ grep -h "composed links" "$work"/*.log | sed 's/^/  /' || true
 run() { # KIND STRATEGY -> req/s
   local p path script=()
   read -r _ p < "$work/$1-$2.pid"
-  if [ "$1" = echo ]; then path=/; script=(-s "$work/post.lua"); else path=/quote; script=(-s "$work/post.lua"); fi
+  script=(-s "$work/post.lua")
+  case "$1" in echo | serve) path=/ ;; *) path=/quote ;; esac
   wrk -t2 -c64 -d"${secs}s" "${script[@]}" "http://127.0.0.1:$p$path" | awk '/Requests\/sec/ {print $2}'
 }
 
 for round in $(seq 1 "$rounds"); do
   for strategy in reuse fresh; do
-    for kind in composed dynamic echo; do
+    for kind in $kinds; do
       r=$(run "$kind" "$strategy")
       results[$kind-$strategy]+="$r "
       echo "round $round  $strategy  $kind  $r req/s"
@@ -78,11 +95,15 @@ done
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.0f (%.0f-%.0f)", m, a[1], a[NR]}'; }
 echo
 for strategy in reuse fresh; do
-  for kind in composed dynamic echo; do
+  for kind in $kinds; do
     echo "$strategy  $kind: $(echo "${results[$kind-$strategy]}" | median) req/s"
   done
   c=$(echo "${results[composed-$strategy]}" | median | cut -d' ' -f1)
   d=$(echo "${results[dynamic-$strategy]}" | median | cut -d' ' -f1)
   e=$(echo "${results[echo-$strategy]}" | median | cut -d' ' -f1)
   awk -v c="$c" -v d="$d" -v e="$e" -v s="$strategy" 'BEGIN {printf "%s  composed/echo %.2fx  dynamic/echo %.2fx  composed/dynamic %.2fx\n", s, c/e, d/e, c/d}'
+  if [[ $kinds == *serve* ]]; then
+    w=$(echo "${results[serve-$strategy]}" | median | cut -d' ' -f1)
+    awk -v e="$e" -v w="$w" -v s="$strategy" 'BEGIN {printf "%s  echo/wasmtime serve %.2fx\n", s, e/w}'
+  fi
 done

@@ -9,26 +9,14 @@ wit_bindgen::generate!({
 });
 
 #[path = "../../reach/src/probe.rs"]
+#[macro_use]
 mod probe;
 
 use example::reach::reach as callee;
 
 struct Caller;
 
-impl exports::example::reach::reach::Guest for Caller {
-    fn fetch(url: String) -> Result<String, String> {
-        probe::fetch(&url)
-    }
-    fn read(path: String) -> Result<String, String> {
-        probe::read(&path)
-    }
-    fn store(bucket: String) -> Result<String, String> {
-        probe::store(&bucket)
-    }
-    fn fail(message: String) {
-        panic!("reach-caller: {message}");
-    }
-}
+export_reach!(Caller, "reach-caller");
 
 impl exports::example::reach::peer::Guest for Caller {
     fn fetch(url: String) -> Result<String, String> {

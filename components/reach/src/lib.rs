@@ -8,23 +8,11 @@ wit_bindgen::generate!({
     generate_all,
 });
 
+#[macro_use]
 mod probe;
 
 struct Reach;
 
-impl exports::example::reach::reach::Guest for Reach {
-    fn fetch(url: String) -> Result<String, String> {
-        probe::fetch(&url)
-    }
-    fn read(path: String) -> Result<String, String> {
-        probe::read(&path)
-    }
-    fn store(bucket: String) -> Result<String, String> {
-        probe::store(&bucket)
-    }
-    fn fail(message: String) {
-        panic!("reach: {message}");
-    }
-}
+export_reach!(Reach, "reach");
 
 export!(Reach);

@@ -22,3 +22,24 @@ pub fn store(bucket: &str) -> Result<String, String> {
     bucket.set("reached", b"yes").map_err(|e| format!("{e:?}"))?;
     Ok("ok".to_string())
 }
+
+/// Implements `example:reach/reach` for `$ty` with the probes above; a
+/// `fail` traps with `$name` in its message.
+macro_rules! export_reach {
+    ($ty:ty, $name:literal) => {
+        impl exports::example::reach::reach::Guest for $ty {
+            fn fetch(url: String) -> Result<String, String> {
+                probe::fetch(&url)
+            }
+            fn read(path: String) -> Result<String, String> {
+                probe::read(&path)
+            }
+            fn store(bucket: String) -> Result<String, String> {
+                probe::store(&bucket)
+            }
+            fn fail(message: String) {
+                panic!("{}: {message}", $name);
+            }
+        }
+    };
+}

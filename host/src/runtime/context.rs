@@ -80,7 +80,10 @@ pub(crate) fn open_call(
         // id as the span opens.
         let cx = parent.under(&tracing::Span::none());
         let trace_id = cx.trace.trace_id;
-        let span = tracing::info_span!(parent: None, "call", medium, component, trace_id = %trace_id);
+        // Display, not Debug: a manifest name needs no escaping, and the log
+        // formats these fields for every call.
+        let span =
+            tracing::info_span!(parent: None, "call", medium = %medium, component = %component, trace_id = %trace_id);
         return (span, cx);
     }
     let span = tracing::info_span!(

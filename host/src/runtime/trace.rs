@@ -44,8 +44,16 @@ pub fn exporting() -> bool {
 pub struct TraceIdHex(pub [u8; 16]);
 
 impl fmt::Display for TraceIdHex {
+    /// 32 lowercase hex digits, written at once: every call's span formats
+    /// it, so it stays off `write!`'s per-byte path.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = [0u8; 32];
+        for (pair, byte) in hex.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0xf)];
+        }
+        f.write_str(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
     }
 }
 

@@ -102,15 +102,16 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 /// The headers Spin sets on every request it routes (Spin 2 and later: the
 /// base path is always `/`). A client's own are removed first.
-const SPIN_HEADERS: [&str; 7] = [
+const SPIN_HEADERS: [&str; 6] = [
     "spin-full-url",
     "spin-path-info",
     "spin-matched-route",
     "spin-raw-component-route",
     "spin-component-route",
     "spin-base-path",
-    "spin-client-addr",
 ];
+/// Spin's header for the client's address (from the connection).
+const SPIN_CLIENT_ADDR: &str = "spin-client-addr";
 /// Spin's headers for named path segments; never set here, always removed.
 const SPIN_PATH_MATCH: &str = "spin-path-match-";
 
@@ -359,8 +360,8 @@ async fn respond(
     routes: &Routes,
     mut request: hyper::Request<hyper::body::Incoming>,
 ) -> hyper::Response<HyperOutgoingBody> {
-    let connection = request.extensions().get::<Connection>().copied();
-    let tls = connection.is_some_and(|c| c.tls);
+    let connection = request.extensions_mut().remove::<Connection>();
+    let tls = connection.as_ref().is_some_and(|c| c.tls);
     strip_spin_headers(request.headers_mut());
     let authority = authority(&request);
     let host = authority.as_deref().map(host_name);
@@ -382,7 +383,6 @@ async fn respond(
         authority.as_deref().unwrap_or("localhost"),
         request.uri().path_and_query().map_or("/", |p| p.as_str())
     );
-    let client = connection.map(|c| c.peer.to_string()).unwrap_or_default();
     let values = [
         full_url.as_str(),
         &rest,
@@ -390,13 +390,15 @@ async fn respond(
         &route.raw,
         route.pattern.base(),
         "/",
-        &client,
     ];
     let headers = request.headers_mut();
     for (name, value) in SPIN_HEADERS.iter().zip(values) {
         if let Ok(value) = HeaderValue::from_str(value) {
             headers.insert(HeaderName::from_static(name), value);
         }
+    }
+    if let Some(client) = connection.and_then(|c| c.client) {
+        headers.insert(HeaderName::from_static(SPIN_CLIENT_ADDR), client);
     }
     call(routes, route, request, tls).await
 }
@@ -460,7 +462,7 @@ fn strip_spin_headers(headers: &mut HeaderMap) {
         .keys()
         .filter(|name| {
             let name = name.as_str();
-            SPIN_HEADERS.contains(&name) || name.starts_with(SPIN_PATH_MATCH)
+            SPIN_HEADERS.contains(&name) || name == SPIN_CLIENT_ADDR || name.starts_with(SPIN_PATH_MATCH)
         })
         .cloned()
         .collect();

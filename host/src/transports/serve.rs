@@ -83,10 +83,13 @@ const DRAIN_IDLE: Duration = Duration::from_millis(500);
 
 /// The connection a request arrived on; the serving loop puts it in every
 /// request's extensions.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Connection {
     /// The client's address.
     pub peer: SocketAddr,
+    /// The same as a header value (`ip:port`), formatted once per connection
+    /// rather than once per request.
+    pub client: Option<hyper::header::HeaderValue>,
     /// Whether it came over TLS.
     pub tls: bool,
 }
@@ -151,10 +154,11 @@ where
         let handler = handler.clone();
         let info = Connection {
             peer,
+            client: hyper::header::HeaderValue::try_from(peer.to_string()).ok(),
             tls: tls.is_some(),
         };
         let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-            request.extensions_mut().insert(info);
+            request.extensions_mut().insert(info.clone());
             let response = handler(request);
             async move { Ok::<_, Infallible>(response.await) }
         });

@@ -4,41 +4,8 @@
 //! none of them), the example answers as it does with dynamic links, and
 //! the host says which links it composed and why the others are not.
 
-use crate::support::{Host, example_policy, http, insurance_manifest};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
-
-/// A local HTTP server answering every request with `body`; counts them.
-fn server(body: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("local address");
-    let count = Arc::new(AtomicUsize::new(0));
-    let counted = count.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            counted.fetch_add(1, Ordering::SeqCst);
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut request = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                match stream.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => request.extend_from_slice(&buf[..n]),
-                }
-            }
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    (addr, count)
-}
+use crate::support::{Host, Server, example_policy, http, insurance_manifest};
+use std::net::SocketAddr;
 
 /// `caller` granted `server`, `dir` (as /data) and bucket `shared`;
 /// `callee` granted `callee_grants` (a TOML fragment); each `reach`
@@ -106,7 +73,8 @@ fn result(host: &Host, who: &str, function: &str, arg: (&str, &str)) -> serde_js
 
 #[test]
 fn a_composed_callee_keeps_its_own_grants_while_its_caller_uses_its_own() {
-    let (addr, requests) = server("hello from the granted server");
+    let granted = Server::start("hello from the granted server");
+    let addr = granted.addr;
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("secret.txt"), "the caller's file").expect("write");
     // The same network and bucket grants as the caller; no directory.
@@ -138,7 +106,7 @@ fn a_composed_callee_keeps_its_own_grants_while_its_caller_uses_its_own() {
         result(&host, "peer", "fetch", ("url", &url))["ok"],
         "hello from the granted server"
     );
-    assert_eq!(requests.load(Ordering::SeqCst), 2);
+    assert_eq!(granted.connections(), 2);
     assert_eq!(result(&host, "peer", "store", ("bucket", "shared"))["ok"], "ok");
 
     // A trap is still its own component's fault, named.
@@ -156,8 +124,11 @@ fn a_composed_callee_keeps_its_own_grants_while_its_caller_uses_its_own() {
 
 #[test]
 fn a_callee_with_other_grants_stays_dynamic_and_keeps_them() {
-    let (theirs, their_requests) = server("the caller's server");
-    let (mine, my_requests) = server("the callee's server");
+    let (their_server, my_server) = (
+        Server::start("the caller's server"),
+        Server::start("the callee's server"),
+    );
+    let (theirs, mine) = (their_server.addr, my_server.addr);
     let dir = tempfile::tempdir().expect("temp dir");
     let other = format!("allowed_outbound_hosts = [\"{mine}\"]\nkeyvalue = {{ buckets = [\"mine\"] }}");
     let host = Host::start(&manifest("reach-dynamic", theirs, dir.path(), &other));
@@ -177,7 +148,7 @@ fn a_callee_with_other_grants_stays_dynamic_and_keeps_them() {
         .unwrap_or_else(|| panic!("the callee used the caller's grant: {denied}"));
     assert!(error.contains("HttpRequestDenied"), "{error}");
     assert_eq!(
-        their_requests.load(Ordering::SeqCst),
+        their_server.connections(),
         0,
         "the callee's request reached the caller's server"
     );
@@ -186,7 +157,7 @@ fn a_callee_with_other_grants_stays_dynamic_and_keeps_them() {
         result(&host, "peer", "fetch", ("url", &url))["ok"],
         "the callee's server"
     );
-    assert_eq!(my_requests.load(Ordering::SeqCst), 1);
+    assert_eq!(my_server.connections(), 1);
 
     // A bucket: its own, not the caller's.
     let denied = result(&host, "peer", "store", ("bucket", "shared"));

@@ -4,54 +4,11 @@
 //! exactly one of them. It also floods its stdout and tries to forge a host
 //! log line, which the host must escape and rate-limit.
 
-use crate::support::{Host, http};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use crate::support::{Host, Server, http};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 const IFACE: &str = "example:testkit/outbound@0.1.0";
-
-/// A local HTTP server answering every connection with `body`; counts them.
-struct Server {
-    addr: SocketAddr,
-    connections: Arc<AtomicUsize>,
-}
-
-impl Server {
-    fn start(body: &'static str) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("local address");
-        let connections = Arc::new(AtomicUsize::new(0));
-        let count = connections.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                count.fetch_add(1, Ordering::SeqCst);
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut request = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        });
-        Server { addr, connections }
-    }
-
-    fn connections(&self) -> usize {
-        self.connections.load(Ordering::SeqCst)
-    }
-}
 
 fn manifest(allowed: &str) -> String {
     let mut text = format!(
