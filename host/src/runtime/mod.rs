@@ -304,14 +304,23 @@ impl Runtime {
     pub async fn compile_all(&self, manifest: &Manifest) -> Result<BTreeMap<String, Version>, LoadError> {
         use futures::StreamExt as _;
         let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let outcomes: Vec<(String, Result<Version, String>)> =
-            futures::stream::iter(&manifest.components)
-                .map(|(name, spec)| async move {
-                    (name.clone(), self.compile_one(name, spec, manifest.app.artifacts).await)
-                })
-                .buffered(parallel)
-                .collect()
-                .await;
+        // Only a link's ends may be composed: only their bytes are kept.
+        let ends: std::collections::HashSet<&str> = (manifest.links.iter())
+            .filter(|link| link.delivery != crate::manifest::Delivery::Queue)
+            .flat_map(|link| [link.from.as_str(), link.to.as_str()])
+            .collect();
+        let ends = &ends;
+        let outcomes: Vec<(String, Result<Version, String>)> = futures::stream::iter(&manifest.components)
+            .map(|(name, spec)| async move {
+                let keep = ends.contains(name.as_str());
+                (
+                    name.clone(),
+                    self.compile_one(name, spec, manifest.app.artifacts, keep).await,
+                )
+            })
+            .buffered(parallel)
+            .collect()
+            .await;
         let mut problems = Vec::new();
         let mut compiled = BTreeMap::new();
         for (name, outcome) in outcomes {
@@ -331,9 +340,17 @@ impl Runtime {
 
     /// Reads (or fetches) and compiles component `name`, on the blocking
     /// pool, unless this process compiled its version before; a problem
-    /// names the field.
-    async fn compile_one(&self, name: &str, spec: &ComponentSpec, from: ArtifactsFrom) -> Result<Version, String> {
-        let bytes = match self.source_bytes(name, spec, from).await? {
+    /// names the field. With `keep`, its bytes stay at hand for composition
+    /// ([`Runtime::source`]); other components' bytes are dropped once
+    /// compiled (a thousand components would otherwise hold their sources).
+    async fn compile_one(
+        &self,
+        name: &str,
+        spec: &ComponentSpec,
+        from: ArtifactsFrom,
+        keep: bool,
+    ) -> Result<Version, String> {
+        let bytes = match self.source_bytes(name, spec, from, keep).await? {
             Source::Compiled(done) => return Ok(done),
             Source::Bytes(bytes) => bytes,
         };
@@ -363,10 +380,12 @@ impl Runtime {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(c.digest.clone(), c.component.clone());
-        self.sources
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(c.digest.clone(), kept);
+        if keep {
+            self.sources
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(c.digest.clone(), kept);
+        }
         Ok((c.component, c.digest))
     }
 
@@ -437,8 +456,15 @@ impl Runtime {
     }
 
     /// The bytes of `name`'s source, or its compiled version when this
-    /// process has it already; a problem names the field.
-    async fn source_bytes(&self, name: &str, spec: &ComponentSpec, from: ArtifactsFrom) -> Result<Source, String> {
+    /// process has it already (and its bytes too, if `keep` wants them); a
+    /// problem names the field.
+    async fn source_bytes(
+        &self,
+        name: &str,
+        spec: &ComponentSpec,
+        from: ArtifactsFrom,
+        keep: bool,
+    ) -> Result<Source, String> {
         let source = spec.source.display();
         if let Some(reference) = spec.oci_source() {
             let bytes = self
@@ -449,7 +475,9 @@ impl Runtime {
         }
         let bytes = match spec.digest_source() {
             Some(digest) => {
-                if let Some(component) = self.compiled_version(digest) {
+                if let Some(component) = self.compiled_version(digest)
+                    && (!keep || self.source(digest).is_some())
+                {
                     return Ok(Source::Compiled((component, digest.to_string())));
                 }
                 let Some(artifacts) = &self.options.artifacts else {
