@@ -8,8 +8,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::channel;
 use std::time::Duration;
 
-/// Where Debian's package puts the server; `scripts/test.sh` installs it.
+/// `MEMBRANE_NATS_SERVER` when set (a current server: scripts/test.sh runs
+/// the NATS modules again on one), else where Debian's package puts it;
+/// `scripts/test.sh` installs both.
 fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("MEMBRANE_NATS_SERVER") {
+        return PathBuf::from(path);
+    }
     [
         "/usr/sbin/nats-server",
         "/usr/bin/nats-server",
