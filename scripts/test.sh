@@ -55,6 +55,15 @@ echo "==> cargo test (building the tests and the benches)"
 cargo test --release --all-targets --no-run
 cargo test --release
 
+# The modules that talk to NATS again, on a current nats-server (the suite
+# above runs on Debian's 2.9): the lattice, control plane, JetStream cluster,
+# queue and media, key-value, registry and security modules.
+echo "==> the NATS modules on a current nats-server"
+current=$(scripts/install-nats-current.sh)
+"$current" --version
+MEMBRANE_NATS_SERVER=$current cargo test --release --test it -- \
+  lattice:: control:: cluster:: leaf:: keyvalue:: security:: attack:: hostile:: media:: registry:: churn::
+
 # The layouts bench in its short mode, so the harness keeps working. It
 # asserts no timings; it writes its report under target/release/. Run
 # through `cargo test` so that it is the binary built above.

@@ -10,12 +10,120 @@
 //! listeners are not touched.
 //!
 //! This module knows nothing of how to connect; `lattice::connection` does.
-//! It also opens the JetStream KV buckets every layer uses ([`open_kv`]).
+//! It also opens the JetStream KV buckets every layer uses ([`open_kv`]),
+//! holds the replica count every stream the host creates gets
+//! ([`replicas`]), and names JetStream's failures for people
+//! ([`jetstream_failure`]).
 
-use anyhow::Context as _;
 use async_nats::jetstream::{self, kv::Store, stream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
+
+/// The replica count of the streams this process creates (`--nats-replicas`).
+static REPLICAS: AtomicUsize = AtomicUsize::new(1);
+
+/// Sets the replica count of every KV bucket, object store, event log and
+/// queue stream this process creates from now on. One setting per process,
+/// like its lattice: the flag is read once at start. Existing streams keep
+/// theirs (`nats stream edit` changes them).
+pub fn set_replicas(replicas: usize) {
+    REPLICAS.store(replicas.clamp(1, 5), Ordering::Relaxed);
+}
+
+/// The replica count for streams created now: 1 unless `--nats-replicas`.
+pub fn replicas() -> usize {
+    REPLICAS.load(Ordering::Relaxed)
+}
+
+/// The JetStream domain this process uses (`--nats-jetstream-domain`).
+static DOMAIN: RwLock<Option<String>> = RwLock::new(None);
+
+/// Sets the JetStream domain of every JetStream call from now on: a host
+/// on a leaf-node server reaches the hub's JetStream as `$JS.<domain>.API`.
+/// One setting per process, read once at start.
+pub fn set_jetstream_domain(domain: Option<String>) {
+    *DOMAIN.write().unwrap_or_else(|e| e.into_inner()) = domain;
+}
+
+/// A JetStream context on `client`, in the process's domain if it has one.
+pub fn jetstream(client: async_nats::Client) -> jetstream::Context {
+    match DOMAIN.read().unwrap_or_else(|e| e.into_inner()).as_deref() {
+        Some(domain) => jetstream::with_domain(client, domain),
+        None => jetstream::new(client),
+    }
+}
+
+/// What a failed JetStream call means, for the error a person reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The cluster cannot act: no metadata leader or no stream leader
+    /// (a majority of its servers is gone), or no answer at all.
+    NoQuorum,
+    /// The server has JetStream off (or the account has none).
+    NotEnabled,
+    /// More replicas asked for than the cluster has servers for.
+    TooFewServers,
+    /// Anything else: the error says what.
+    Other,
+}
+
+/// Classifies a JetStream error by its text (async-nats folds the API's
+/// error codes into its messages): 10008 JSClusterNotAvailErr, 10118 and
+/// 10194 stream offline, a 503 with no responders to `$JS.API` on a cluster
+/// that lost its leader, and request timeouts, which is how a cluster
+/// without a metadata leader answers.
+pub fn jetstream_failure(error: &str) -> Failure {
+    let error = error.to_ascii_lowercase();
+    let no_quorum = [
+        "10008",
+        "10118",
+        "10194",
+        "jetstream cluster not available",
+        "jetstream system temporarily unavailable",
+        "stream is offline",
+        "timed out",
+        "timeout",
+    ];
+    let too_few = [
+        "10074",
+        "replicas > 1 not supported",
+        "no suitable peers",
+        "insufficient resources",
+    ];
+    if ["10039", "10076", "jetstream not enabled"]
+        .iter()
+        .any(|n| error.contains(n))
+    {
+        Failure::NotEnabled
+    } else if too_few.iter().any(|n| error.contains(n)) {
+        Failure::TooFewServers
+    } else if no_quorum.iter().any(|n| error.contains(n)) {
+        Failure::NoQuorum
+    } else {
+        Failure::Other
+    }
+}
+
+/// `error` from JetStream, with what it means in front when that is known:
+/// "JetStream has no quorum" instead of a bare timeout, and "is JetStream
+/// enabled?" only when the server said it is not.
+pub fn explain(what: &str, error: impl std::fmt::Display) -> anyhow::Error {
+    let text = error.to_string();
+    match jetstream_failure(&text) {
+        Failure::NoQuorum => anyhow::anyhow!(
+            "{what}: JetStream has no quorum (no leader answered: a majority of the cluster's servers may be down or cut off; core NATS calls still work): {text}"
+        ),
+        Failure::NotEnabled => {
+            anyhow::anyhow!("{what}: JetStream is not enabled on the server (run it with -js): {text}")
+        }
+        Failure::TooFewServers => anyhow::anyhow!(
+            "{what}: the cluster has too few JetStream servers for {} replicas (--nats-replicas): {text}",
+            replicas()
+        ),
+        Failure::Other => anyhow::anyhow!("{what}: {text}"),
+    }
+}
 
 /// The current NATS client, shared by every part of the host that uses it.
 #[derive(Clone, Debug)]
@@ -57,7 +165,8 @@ impl Bus {
 }
 
 /// Opens KV bucket `bucket`, creating it if missing with `history`
-/// revisions per key, entries kept `max_age` (forever: `None`). The bucket's stream is created directly, with the
+/// revisions per key, entries kept `max_age` (forever: `None`), on
+/// [`replicas`] servers. The bucket's stream is created directly, with the
 /// settings the KV convention prescribes (`KV_<bucket>`, `$KV.<bucket>.>`,
 /// rollups, direct gets): async-nats's own `create_key_value` first queries
 /// the account, whose answer from a 2.9 server it cannot parse.
@@ -67,8 +176,12 @@ pub async fn open_kv(
     description: &str,
     (history, max_age): (i64, Option<std::time::Duration>),
 ) -> anyhow::Result<Store> {
-    if let Ok(store) = jetstream.get_key_value(bucket).await {
-        return Ok(store);
+    let missing = match jetstream.get_key_value(bucket).await {
+        Ok(store) => return Ok(store),
+        Err(e) => e,
+    };
+    if jetstream_failure(&missing.to_string()) == Failure::NoQuorum {
+        return Err(explain(&format!("cannot open KV bucket `{bucket}`"), missing));
     }
     jetstream
         .get_or_create_stream(stream::Config {
@@ -81,12 +194,56 @@ pub async fn open_kv(
             allow_direct: true,
             discard: stream::DiscardPolicy::New,
             max_age: max_age.unwrap_or_default(),
+            num_replicas: replicas(),
             ..Default::default()
         })
         .await
-        .with_context(|| format!("cannot create KV bucket `{bucket}` (is JetStream enabled?)"))?;
+        .map_err(|e| explain(&format!("cannot create KV bucket `{bucket}`"), e))?;
     jetstream
         .get_key_value(bucket)
         .await
-        .with_context(|| format!("cannot open KV bucket `{bucket}`"))
+        .map_err(|e| explain(&format!("cannot open KV bucket `{bucket}`"), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jetstream_failures_are_named_by_what_they_mean() {
+        for (error, failure) in [
+            ("jetstream request timed out", Failure::NoQuorum),
+            (
+                "JetStream error: JetStream system temporarily unavailable (code 503, error code 10008)",
+                Failure::NoQuorum,
+            ),
+            ("stream is offline (code 500, error code 10118)", Failure::NoQuorum),
+            (
+                "insufficient resources (code 503, error code 10023)",
+                Failure::TooFewServers,
+            ),
+            (
+                "replicas > 1 not supported in non-clustered mode (code 500, error code 10074)",
+                Failure::TooFewServers,
+            ),
+            (
+                "jetstream not enabled (code 503, error code 10039)",
+                Failure::NotEnabled,
+            ),
+            ("stream not found (code 404, error code 10059)", Failure::Other),
+            ("wrong last sequence: 4", Failure::Other),
+        ] {
+            assert_eq!(jetstream_failure(error), failure, "{error}");
+        }
+        assert!(
+            explain("cannot read", "request timed out")
+                .to_string()
+                .contains("JetStream has no quorum")
+        );
+        assert!(
+            !explain("cannot read", "stream not found")
+                .to_string()
+                .contains("quorum")
+        );
+    }
 }

@@ -117,6 +117,14 @@ pub struct NatsSpec {
     pub token: Option<String>,
     /// A `.creds` file (JWT + NKey seed), relative to the manifest.
     pub creds: Option<PathBuf>,
+    /// A file holding a user NKey seed (`SU...`), relative to the manifest.
+    pub nkey: Option<PathBuf>,
+    /// Servers each stream this process creates is kept on: KV buckets,
+    /// object store, event log, queue streams (1 to 5; default 1).
+    pub replicas: Option<usize>,
+    /// The JetStream domain to use (a host on a leaf node reaching the
+    /// hub's JetStream, `jetstream { domain: ... }` on the hub).
+    pub jetstream_domain: Option<String>,
     /// Require TLS even if the server does not ask for it.
     pub require_tls: bool,
     /// PEM file of root certificates to trust, relative to the manifest.
@@ -617,9 +625,15 @@ impl Manifest {
 
     fn resolve_paths(&mut self, base: &Path) {
         let nats = &mut self.nats;
-        for path in [&mut nats.creds, &mut nats.tls_ca, &mut nats.tls_cert, &mut nats.tls_key]
-            .into_iter()
-            .flatten()
+        for path in [
+            &mut nats.creds,
+            &mut nats.nkey,
+            &mut nats.tls_ca,
+            &mut nats.tls_cert,
+            &mut nats.tls_key,
+        ]
+        .into_iter()
+        .flatten()
         {
             if path.is_relative() {
                 *path = base.join(&*path);

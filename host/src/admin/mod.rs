@@ -221,6 +221,22 @@ impl Admin {
                 bytes as f64,
             ));
         }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            gauges.push(gauge(
+                "membrane_tokio_tasks",
+                "Tasks alive on the host's async runtime (a leak shows as growth).",
+                vec![],
+                runtime.metrics().num_alive_tasks() as f64,
+            ));
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            gauges.push(gauge(
+                "process_open_fds",
+                "Number of open file descriptors.",
+                vec![],
+                fds.count() as f64,
+            ));
+        }
         gauges.push(gauge(
             "process_start_time_seconds",
             "Start time of the process since the Unix epoch, in seconds.",

@@ -138,6 +138,18 @@ pub struct NatsArgs {
     /// NATS credentials file (JWT and NKey).
     #[arg(long, global = true, env = "MEMBRANE_NATS_CREDS")]
     pub nats_creds: Option<PathBuf>,
+    /// A file holding a NATS user NKey seed (`SU...`).
+    #[arg(long, global = true, env = "MEMBRANE_NATS_NKEY")]
+    pub nats_nkey: Option<PathBuf>,
+    /// Servers each stream created from here is kept on: the lattice's KV
+    /// buckets, object store, event log and queue streams (3 on a
+    /// three-node cluster; docs/operations.md).
+    #[arg(long, global = true, env = "MEMBRANE_NATS_REPLICAS", value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub nats_replicas: Option<u8>,
+    /// The JetStream domain to use: on a leaf-node server, the hub's
+    /// (`jetstream { domain: hub }` there; docs/operations.md).
+    #[arg(long, global = true, env = "MEMBRANE_NATS_JETSTREAM_DOMAIN")]
+    pub nats_jetstream_domain: Option<String>,
     /// CA certificate (PEM) to verify the NATS server.
     #[arg(long, global = true, env = "MEMBRANE_NATS_TLS_CA")]
     pub nats_tls_ca: Option<PathBuf>,
@@ -177,6 +189,7 @@ impl NatsArgs {
         pick(&self.nats_token, &mut spec.token);
         for (flag, field) in [
             (&self.nats_creds, &mut spec.creds),
+            (&self.nats_nkey, &mut spec.nkey),
             (&self.nats_tls_ca, &mut spec.tls_ca),
             (&self.nats_tls_cert, &mut spec.tls_cert),
             (&self.nats_tls_key, &mut spec.tls_key),
@@ -186,6 +199,10 @@ impl NatsArgs {
             }
         }
         spec.require_tls |= self.nats_require_tls;
+        pick(&self.nats_jetstream_domain, &mut spec.jetstream_domain);
+        if let Some(replicas) = self.nats_replicas {
+            spec.replicas = Some(usize::from(replicas));
+        }
         Ok(spec)
     }
 }

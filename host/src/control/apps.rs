@@ -80,7 +80,7 @@ pub async fn summaries(
     hosts: &[HostInventory],
 ) -> anyhow::Result<Vec<AppSummary>> {
     let log = events::recent(client, lattice, 500).await.unwrap_or_else(|e| {
-        tracing::warn!("cannot read the event log: {e:#}");
+        tracing::warn!("{e:#}");
         Vec::new()
     });
     let mut apps = Vec::new();

@@ -115,7 +115,12 @@ impl Operator {
     }
 
     async fn require_artifact(&self, digest: &str, field: &str) -> Result<(), ControlError> {
-        if self.artifacts.exists(digest).await {
+        let exists = self
+            .artifacts
+            .exists(digest)
+            .await
+            .map_err(|e| ControlError::new(format!("{e:#}")))?;
+        if exists {
             Ok(())
         } else {
             Err(ControlError::field(

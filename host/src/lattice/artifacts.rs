@@ -11,7 +11,6 @@ use crate::bus::Bus;
 use crate::registry::blobs;
 use crate::runtime::cache;
 use anyhow::{Context as _, bail};
-use async_nats::jetstream;
 use async_nats::jetstream::object_store::{self, ObjectStore};
 use std::path::Path;
 use tokio::io::AsyncReadExt as _;
@@ -42,17 +41,21 @@ impl Artifacts {
     }
 
     async fn store(&self, create: bool) -> anyhow::Result<ObjectStore> {
-        let jetstream = jetstream::new(self.bus.client());
+        let jetstream = crate::bus::jetstream(self.bus.client());
         match jetstream.get_object_store(&self.bucket).await {
             Ok(store) => Ok(store),
             Err(_) if create => jetstream
                 .create_object_store(object_store::Config {
                     bucket: self.bucket.clone(),
                     description: Some("Membrane component artifacts, by sha256".into()),
+                    num_replicas: crate::bus::replicas(),
                     ..Default::default()
                 })
                 .await
-                .with_context(|| format!("cannot create object store `{}` (is JetStream enabled?)", self.bucket)),
+                .map_err(|e| crate::bus::explain(&format!("cannot create object store `{}`", self.bucket), e)),
+            Err(e) if crate::bus::jetstream_failure(&e.to_string()) == crate::bus::Failure::NoQuorum => Err(
+                crate::bus::explain(&format!("cannot open object store `{}`", self.bucket), e),
+            ),
             Err(e) => Err(e).with_context(|| format!("no artifact store `{}` (push a component first)", self.bucket)),
         }
     }
@@ -78,20 +81,31 @@ impl Artifacts {
         store
             .put(digest.as_str(), &mut reader)
             .await
-            .with_context(|| format!("cannot store {digest}"))?;
+            .map_err(|e| crate::bus::explain(&format!("cannot store {digest}"), e))?;
         Ok(digest)
     }
 
     /// Whether the store holds version `digest` (`false` if it does not
-    /// answer within [`FETCH_TIMEOUT`]).
-    pub async fn exists(&self, digest: &str) -> bool {
+    /// answer within [`FETCH_TIMEOUT`]); an error when JetStream cannot
+    /// answer at all (no quorum), which says nothing of the artifact.
+    pub async fn exists(&self, digest: &str) -> anyhow::Result<bool> {
         let found = async {
-            match self.store(false).await {
-                Ok(store) => store.info(digest).await.is_ok(),
-                Err(_) => false,
+            let store = match self.store(false).await {
+                Ok(store) => store,
+                Err(e) if crate::bus::jetstream_failure(&format!("{e:#}")) == crate::bus::Failure::NoQuorum => {
+                    return Err(e);
+                }
+                Err(_) => return Ok(false),
+            };
+            match store.info(digest).await {
+                Ok(_) => Ok(true),
+                Err(e) if crate::bus::jetstream_failure(&e.to_string()) == crate::bus::Failure::NoQuorum => Err(
+                    crate::bus::explain(&format!("cannot look up {digest} in the artifact store"), e),
+                ),
+                Err(_) => Ok(false),
             }
         };
-        tokio::time::timeout(FETCH_TIMEOUT, found).await.unwrap_or(false)
+        tokio::time::timeout(FETCH_TIMEOUT, found).await.unwrap_or(Ok(false))
     }
 
     /// The bytes of version `digest`, from `cache_dir` when a verified copy

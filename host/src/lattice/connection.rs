@@ -151,6 +151,23 @@ pub async fn connect(
                 .with_context(|| format!("nats.urls: {u:?} is not a NATS URL"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some(replicas) = spec.replicas {
+        anyhow::ensure!(
+            (1..=5).contains(&replicas),
+            "nats.replicas: {replicas} is not a replica count (1 to 5)"
+        );
+        crate::bus::set_replicas(replicas);
+    }
+    if let Some(domain) = &spec.jetstream_domain {
+        anyhow::ensure!(
+            !domain.is_empty()
+                && domain
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "nats.jetstream_domain: {domain:?} is not a JetStream domain (letters, digits, `-`, `_`)"
+        );
+    }
+    crate::bus::set_jetstream_domain(spec.jetstream_domain.clone());
     let mut options = ConnectOptions::new()
         .name(name)
         .custom_inbox_prefix(inbox_prefix)
@@ -182,6 +199,18 @@ pub async fn connect(
             .credentials_file(creds)
             .await
             .with_context(|| format!("nats.creds: {}", creds.display()))?;
+    }
+    if let Some(path) = &spec.nkey {
+        let seed = tokio::fs::read_to_string(path)
+            .await
+            .with_context(|| format!("nats.nkey: cannot read {}", path.display()))?;
+        let seed = seed.trim().to_string();
+        anyhow::ensure!(
+            seed.starts_with("SU"),
+            "nats.nkey: {} holds no user NKey seed (it starts with `SU`)",
+            path.display()
+        );
+        options = options.nkey(seed);
     }
     if let Some(ca) = &spec.tls_ca {
         options = options.add_root_certificates(ca.clone());

@@ -84,7 +84,7 @@ impl Desired {
     /// The desired state of `lattice` on `client`'s JetStream.
     pub fn new(client: async_nats::Client, lattice: &str) -> Desired {
         Desired {
-            jetstream: jetstream::new(client),
+            jetstream: crate::bus::jetstream(client),
             lattice: lattice.to_string(),
             bucket: bucket_name(lattice),
             key: None,
@@ -100,7 +100,11 @@ impl Desired {
     /// The stored value of `manifest` (or of the deletion) of `app`, as the
     /// entry after the one stored now in `store`.
     async fn sealed(&self, store: &Store, app: &str, manifest: Option<&str>) -> anyhow::Result<bytes::Bytes> {
-        let previous = match store.entry(app_key(app)).await? {
+        let previous = match store
+            .entry(app_key(app))
+            .await
+            .map_err(|e| crate::bus::explain("cannot read the desired state", e))?
+        {
             Some(entry) if entry.operation == Operation::Put => trust::open(&self.lattice, app, &entry.value).1,
             _ => 0,
         };
@@ -122,16 +126,14 @@ impl Desired {
     /// Every app not deleted, at its newest revision.
     pub async fn apps(&self) -> anyhow::Result<Vec<AppRevision>> {
         let store = self.store().await?;
-        let mut keys = store.keys().await?;
-        let mut names = Vec::new();
-        while let Some(key) = keys.next().await {
-            if let Some(name) = key?.strip_prefix("app.") {
-                names.push(name.to_string());
-            }
-        }
+        let names = self.names().await?;
         let mut apps = Vec::new();
         for name in names {
-            if let Some(entry) = store.entry(app_key(&name)).await? {
+            if let Some(entry) = store
+                .entry(app_key(&name))
+                .await
+                .map_err(|e| crate::bus::explain("cannot read the desired state", e))?
+            {
                 let app = AppRevision::open(&self.lattice, name, entry.revision, entry.operation, &entry.value);
                 if app.manifest.is_some() {
                     apps.push(app);
@@ -141,11 +143,42 @@ impl Desired {
         Ok(apps)
     }
 
+    /// The names of the apps the bucket has an entry for, deleted ones
+    /// too: from the stream's per-subject counts, which its leader answers
+    /// itself. (`Store::keys` creates a consumer, and one placed on a server
+    /// that has just died waits out the whole request timeout: one `ctl
+    /// apps` in three failed so after a kill, on 2.9 and 2.12 alike.)
+    async fn names(&self) -> anyhow::Result<Vec<String>> {
+        let read = |e| crate::bus::explain("cannot read the desired state", e);
+        let stream = self
+            .jetstream
+            .get_stream(format!("KV_{}", self.bucket))
+            .await
+            .map_err(|e| read(e.to_string()))?;
+        let prefix = format!("$KV.{}.{}", self.bucket, app_key(""));
+        let mut subjects = stream
+            .info_with_subjects(format!("{prefix}>"))
+            .await
+            .map_err(|e| read(e.to_string()))?;
+        let mut names = Vec::new();
+        while let Some(subject) = subjects.next().await {
+            let (subject, _) = subject.map_err(|e| read(e.to_string()))?;
+            if let Some(name) = subject.strip_prefix(&prefix) {
+                names.push(name.to_string());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
     /// Stores `manifest` as the desired state of `app`; its new revision.
     pub async fn put(&self, app: &str, manifest: &str) -> anyhow::Result<u64> {
         let store = self.store().await?;
         let value = self.sealed(&store, app, Some(manifest)).await?;
-        Ok(store.put(app_key(app), value).await?)
+        store
+            .put(app_key(app), value)
+            .await
+            .map_err(|e| crate::bus::explain("cannot store the desired state", e))
     }
 
     /// Replaces revision `expected` of `app` with `manifest`; fails with
@@ -164,7 +197,7 @@ impl Desired {
                 let now = store.entry(app_key(app)).await.ok().flatten().map_or(0, |e| e.revision);
                 Err(Conflict { app: app.into(), now }.into())
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(crate::bus::explain("cannot store the desired state", e)),
         }
     }
 
@@ -188,6 +221,9 @@ impl Desired {
     /// The bucket, if an operator has created it (hosts may not).
     async fn existing(&self) -> anyhow::Result<Store> {
         self.jetstream.get_key_value(&self.bucket).await.map_err(|e| {
+            if crate::bus::jetstream_failure(&e.to_string()) == crate::bus::Failure::NoQuorum {
+                return crate::bus::explain(&format!("cannot open KV bucket `{}`", self.bucket), e);
+            }
             anyhow::anyhow!(
                 "no KV bucket `{}` yet (nothing applied to the lattice?): {e}",
                 self.bucket
@@ -198,11 +234,32 @@ impl Desired {
     /// The revisions of `app` the bucket keeps (oldest first), each with the
     /// time it was stored (Unix milliseconds).
     pub async fn history(&self, app: &str) -> anyhow::Result<Vec<(AppRevision, u64)>> {
+        let read = |e: &dyn std::fmt::Display| crate::bus::explain("cannot read the desired state", e);
         let store = self.existing().await?;
-        let mut entries = store.history(app_key(app)).await?;
+        // The key's revisions, found by sequence from the stream's leader
+        // (`Store::history` would create a consumer; see `names`).
+        let stream = self
+            .jetstream
+            .get_stream(format!("KV_{}", self.bucket))
+            .await
+            .map_err(|e| read(&e))?;
+        let subject = format!("$KV.{}.{}", self.bucket, app_key(app));
         let mut revisions = Vec::new();
-        while let Some(entry) = entries.next().await {
-            let entry = entry?;
+        let mut next = 1;
+        loop {
+            let message = match stream.get_first_raw_message_by_subject(&subject, next).await {
+                Ok(message) => message,
+                Err(e) if e.kind() == async_nats::jetstream::stream::RawMessageErrorKind::NoMessageFound => break,
+                Err(e) => return Err(read(&e)),
+            };
+            next = message.sequence + 1;
+            let Some(entry) = store
+                .entry_for_revision(app_key(app), message.sequence)
+                .await
+                .map_err(|e| read(&e))?
+            else {
+                continue;
+            };
             let at_ms = u64::try_from(entry.created.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
             let revision = AppRevision::open(
                 &self.lattice,

@@ -201,7 +201,7 @@ const LOG_MESSAGES: i64 = 10_000;
 /// Creates `lattice`'s event log if it is missing, or brings an older one's
 /// subjects up to date (a log made before `placement.*` events).
 pub async fn ensure_log(client: &async_nats::Client, lattice: &str) -> anyhow::Result<()> {
-    let js = async_nats::jetstream::new(client.clone());
+    let js = crate::bus::jetstream(client.clone());
     let config = async_nats::jetstream::stream::Config {
         name: log_stream(lattice),
         description: Some("Membrane lattice events".into()),
@@ -212,9 +212,12 @@ pub async fn ensure_log(client: &async_nats::Client, lattice: &str) -> anyhow::R
         max_messages: LOG_MESSAGES,
         max_age: std::time::Duration::from_secs(7 * 24 * 3600),
         discard: async_nats::jetstream::stream::DiscardPolicy::Old,
+        num_replicas: crate::bus::replicas(),
         ..Default::default()
     };
-    let fail = |e: &dyn std::fmt::Display| anyhow::anyhow!("cannot create the event log {}: {e}", log_stream(lattice));
+    let fail = |e: &dyn std::fmt::Display| {
+        crate::bus::explain(&format!("cannot create the event log {}", log_stream(lattice)), e)
+    };
     let mut stream = js.get_or_create_stream(config.clone()).await.map_err(|e| fail(&e))?;
     let current = stream.info().await.map_err(|e| fail(&e))?.config.subjects.clone();
     if current != config.subjects {
@@ -225,37 +228,48 @@ pub async fn ensure_log(client: &async_nats::Client, lattice: &str) -> anyhow::R
 
 /// The last `n` events of `lattice`'s log (oldest first); none when the log
 /// does not exist. Unreadable entries are skipped.
+///
+/// Each is read by its sequence, 32 at a time, from the stream's leader: a
+/// consumer would be placed by the cluster, and one placed on a server
+/// that has just died waits out the whole request timeout.
 pub async fn recent(client: &async_nats::Client, lattice: &str, n: u64) -> anyhow::Result<Vec<Event>> {
-    use async_nats::jetstream::consumer::{DeliverPolicy, pull};
     use futures::StreamExt as _;
-    let js = async_nats::jetstream::new(client.clone());
-    let Ok(mut stream) = js.get_stream(log_stream(lattice)).await else {
-        return Ok(Vec::new());
+    let js = crate::bus::jetstream(client.clone());
+    let mut stream = match js.get_stream(log_stream(lattice)).await {
+        Ok(stream) => stream,
+        Err(e) if crate::bus::jetstream_failure(&e.to_string()) == crate::bus::Failure::NoQuorum => {
+            return Err(crate::bus::explain("cannot read the event log", e));
+        }
+        Err(_) => return Ok(Vec::new()),
     };
-    let info = stream.info().await?;
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| crate::bus::explain("cannot read the event log", e))?;
     let (first, last) = (info.state.first_sequence, info.state.last_sequence);
     if info.state.messages == 0 {
         return Ok(Vec::new());
     }
     let start = last.saturating_sub(n.saturating_sub(1)).max(first);
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: start },
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = consumer.messages().await?;
+    let stream = &stream;
+    let messages: Vec<_> = futures::stream::iter(start..=last)
+        .map(|sequence| async move { stream.get_raw_message(sequence).await })
+        .buffered(32)
+        .collect()
+        .await;
     let mut events = Vec::new();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, messages.next()).await {
-        let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(last);
-        if let Ok(event) = serde_json::from_slice::<Event>(&message.payload)
-            && vouched(&message.subject, &event.host)
-        {
-            events.push(event);
-        }
-        if sequence >= last {
-            break;
+    for message in messages {
+        match message {
+            Ok(message) => {
+                if let Ok(event) = serde_json::from_slice::<Event>(&message.payload)
+                    && vouched(&message.subject, &event.host)
+                {
+                    events.push(event);
+                }
+            }
+            // A sequence the log has dropped since (its limits) or deleted.
+            Err(e) if e.kind() == async_nats::jetstream::stream::RawMessageErrorKind::NoMessageFound => {}
+            Err(e) => return Err(crate::bus::explain("cannot read the event log", e)),
         }
     }
     Ok(events)

@@ -66,7 +66,7 @@ impl LatticeBuckets {
         {
             return Ok(store.clone());
         }
-        let jetstream = jetstream::new(self.bus.client());
+        let jetstream = crate::bus::jetstream(self.bus.client());
         let store = crate::bus::open_kv(&jetstream, &self.name, "Membrane app key-value buckets", (1, None)).await?;
         *cached = Some((generation, store.clone()));
         Ok(store)
@@ -81,7 +81,7 @@ impl Remote for LatticeBuckets {
             let max_payload = client.server_info().max_payload;
             Ok(Arc::new(NatsBucket {
                 store,
-                jetstream: jetstream::new(client.clone()),
+                jetstream: crate::bus::jetstream(client.clone()),
                 client,
                 kv: self.name.clone(),
                 prefix: format!("{app}.{bucket}."),

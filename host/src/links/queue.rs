@@ -24,7 +24,7 @@ use crate::runtime::fault::{Fault, FaultKind};
 use crate::runtime::state::call_cx;
 use crate::runtime::trace;
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::stream;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -58,6 +58,7 @@ pub fn stream_config(target: &QueueTarget) -> stream::Config {
         subjects: vec![target.subject.clone()],
         max_bytes: i64::try_from(target.max_bytes).unwrap_or(i64::MAX),
         discard: stream::DiscardPolicy::New,
+        num_replicas: crate::bus::replicas(),
         ..Default::default()
     }
 }
@@ -70,6 +71,7 @@ pub fn dead_letter_config(target: &QueueTarget) -> stream::Config {
         subjects: vec![target.dead_letter.clone()],
         max_bytes: i64::try_from(target.max_bytes).unwrap_or(i64::MAX),
         discard: stream::DiscardPolicy::Old,
+        num_replicas: crate::bus::replicas(),
         ..Default::default()
     }
 }
@@ -194,7 +196,7 @@ impl QueuedFunc {
         let payload = serde_json::to_vec(&payload).map_err(|e| host(e.to_string()))?;
         let mut headers = HeaderMap::new();
         headers.insert(trace::TRACEPARENT, cx.traceparent().as_str());
-        let js = jetstream::new(client);
+        let js = crate::bus::jetstream(client);
         let stored = async {
             self.stream
                 .get_or_try_init(|| async {

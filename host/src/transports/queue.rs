@@ -310,7 +310,7 @@ impl Medium for QueueMedium {
             .get(&spec.component)
             .map_or(Duration::from_secs(5), |c| c.timeout);
         let client = cx.nats()?;
-        let js = jetstream::new(client.clone());
+        let js = crate::bus::jetstream(client.clone());
         let stream = js
             .get_or_create_stream(stream_config(&spec.target()))
             .await

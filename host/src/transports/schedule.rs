@@ -300,7 +300,7 @@ impl Lease {
     }
 
     async fn store(bus: &Bus, bucket: &str) -> anyhow::Result<Store> {
-        let js = async_nats::jetstream::new(bus.client());
+        let js = crate::bus::jetstream(bus.client());
         crate::bus::open_kv(&js, bucket, "Membrane schedule leases", (1, Some(LEASE_AGE))).await
     }
 

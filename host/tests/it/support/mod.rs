@@ -4,6 +4,7 @@
 
 pub mod curl;
 pub mod nats;
+pub mod netns;
 pub mod registry;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -71,6 +72,10 @@ pub struct Failed {
     pub stderr: String,
 }
 
+/// A pseudo environment variable for [`Host::join_env`]: the network
+/// namespace to run the host in (see `support::netns`).
+pub const NETNS: &str = "MEMBRANE_TEST_NETNS";
+
 fn spawn(
     manifest: Option<&str>,
     cache: &Path,
@@ -79,7 +84,15 @@ fn spawn(
     log_filter: &str,
 ) -> (Child, Receiver<String>, Arc<Mutex<Vec<String>>>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_membrane"));
+    // `NETNS` in `env` runs the host in that network namespace.
+    let mut command = match env.iter().find(|(k, _)| *k == NETNS) {
+        Some((_, ns)) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_membrane")]);
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_membrane")),
+    };
     command.arg("up");
     if let Some(manifest) = manifest {
         let path = dir.path().join("app.toml");

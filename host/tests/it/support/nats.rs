@@ -27,11 +27,15 @@ fn binary() -> PathBuf {
 }
 
 pub struct NatsServer {
-    child: Child,
+    child: Option<Child>,
     pub port: u16,
     store: tempfile::TempDir,
     extra: Vec<String>,
     env: Vec<(String, String)>,
+    jetstream: bool,
+    /// The address it listens on, and the network namespace it runs in.
+    addr: String,
+    netns: Option<String>,
 }
 
 impl NatsServer {
@@ -48,17 +52,41 @@ impl NatsServer {
     /// Starts a server with extra options and environment variables (which
     /// a config file can name, e.g. `password: $PASSWORD`).
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> NatsServer {
-        let store = tempfile::tempdir().expect("store dir");
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let (child, port) = launch(-1, &store.path().to_path_buf(), &extra, &env);
-        NatsServer {
-            child,
-            port,
-            store,
-            extra,
-            env,
-        }
+        NatsServer::launched(extra, env, true, "127.0.0.1", None)
+    }
+
+    /// Starts a server without JetStream (a leaf node that uses its hub's).
+    pub fn start_without_jetstream(extra: &[&str]) -> NatsServer {
+        NatsServer::launched(extra, &[], false, "127.0.0.1", None)
+    }
+
+    /// Starts a server without JetStream on `addr` inside network namespace
+    /// `netns` (a leaf node at the edge).
+    pub fn start_leaf_in(netns: &str, addr: &str, extra: &[&str]) -> NatsServer {
+        NatsServer::launched(extra, &[], false, addr, Some(netns))
+    }
+
+    /// Starts a server listening on `addr`, inside network namespace
+    /// `netns` when given, with `extra` options.
+    pub fn start_at(addr: &str, netns: Option<&str>, extra: &[&str]) -> NatsServer {
+        NatsServer::launched(extra, &[], true, addr, netns)
+    }
+
+    fn launched(extra: &[&str], env: &[(&str, &str)], jetstream: bool, addr: &str, netns: Option<&str>) -> NatsServer {
+        let mut server = NatsServer {
+            child: None,
+            port: 0,
+            store: tempfile::tempdir().expect("store dir"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            jetstream,
+            addr: addr.into(),
+            netns: netns.map(String::from),
+        };
+        let (child, port) = server.launch(-1);
+        server.child = Some(child);
+        server.port = port;
+        server
     }
 
     /// The JetStream store directory: every stream's bytes, as the server
@@ -68,25 +96,41 @@ impl NatsServer {
     }
 
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("nats://{}:{}", self.addr, self.port)
     }
 
     /// Kills the server (SIGKILL: no goodbye to clients).
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Starts it again on the same port with the same store.
     pub fn restart(&mut self) {
         self.kill();
-        let (child, _) = launch(
-            i32::from(self.port),
-            &self.store.path().to_path_buf(),
-            &self.extra,
-            &self.env,
-        );
-        self.child = child;
+        let (child, _) = self.launch(i32::from(self.port));
+        self.child = Some(child);
+    }
+
+    fn launch(&self, port: i32) -> (Child, u16) {
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
+        if self.jetstream {
+            command.arg("-js").arg("-sd").arg(self.store.path());
+        }
+        command
+            .args(["-a", &self.addr, "-p", &port.to_string()])
+            .args(&self.extra);
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        wait_ready(command)
     }
 }
 
@@ -96,13 +140,10 @@ impl Drop for NatsServer {
     }
 }
 
-/// Starts `nats-server` and waits for its "ready" log line; returns the port.
-fn launch(port: i32, store: &PathBuf, extra: &[String], env: &[(String, String)]) -> (Child, u16) {
-    let mut child = Command::new(binary())
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(store)
-        .args(extra)
-        .envs(env.iter().map(|(k, v)| (k, v)))
+/// Spawns `command` (a nats-server) and waits for its "ready" log line;
+/// returns the port.
+fn wait_ready(mut command: Command) -> (Child, u16) {
+    let mut child = command
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -117,6 +158,9 @@ fn launch(port: i32, store: &PathBuf, extra: &[String], env: &[(String, String)]
             }
             if line.contains("Server is ready") {
                 let _ = tx.send(port);
+            }
+            if std::env::var_os("MEMBRANE_TEST_NATS_LOG").is_some() {
+                eprintln!("  [nats-server] {line}");
             }
         }
     });
@@ -203,4 +247,97 @@ impl RawNats {
         self.stream.write_all(&frame).unwrap();
         self.ping();
     }
+}
+
+/// A free loopback port (bound, then let go: a route port must be known
+/// before the servers that dial it start).
+pub fn free_port() -> u16 {
+    free_ports(1)[0]
+}
+
+/// `n` different free loopback ports (all bound at once, then let go).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("its address").port())
+        .collect()
+}
+
+/// `n` nats-servers clustered by routes on loopback, JetStream on each
+/// (server names `s0`, `s1`, ...), each with its own store. Servers can be
+/// killed and restarted one by one.
+pub struct NatsCluster {
+    pub servers: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts the cluster and waits until its JetStream has a leader.
+    pub fn start(n: usize) -> NatsCluster {
+        let routes = free_ports(n);
+        let all = routes
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let servers = (0..n)
+            .map(|i| {
+                let name = format!("s{i}");
+                let cluster = format!("nats://127.0.0.1:{}", routes[i]);
+                NatsServer::start_with(&[
+                    "-n",
+                    &name,
+                    "--cluster_name",
+                    "membrane",
+                    "--cluster",
+                    &cluster,
+                    "--routes",
+                    &all,
+                ])
+            })
+            .collect();
+        let cluster = NatsCluster { servers };
+        wait_for_jetstream(&cluster.urls());
+        cluster
+    }
+
+    /// Every server's client URL, comma-separated.
+    pub fn urls(&self) -> String {
+        self.servers.iter().map(NatsServer::url).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// Waits (up to 30 s) until a JetStream API request through `urls`
+/// gets an answer with no error: the cluster has a metadata leader.
+pub fn wait_for_jetstream(urls: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = connect_any(urls).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let answer = tokio::time::timeout(
+                Duration::from_secs(2),
+                client.request("$JS.API.STREAM.NAMES", "{}".into()),
+            )
+            .await;
+            if let Ok(Ok(message)) = answer
+                && serde_json::from_slice::<serde_json::Value>(&message.payload).is_ok_and(|v| v.get("error").is_none())
+            {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "no JetStream leader in 30 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
+
+/// A client of any of `urls` (comma-separated), failing over between them.
+pub async fn connect_any(urls: &str) -> async_nats::Client {
+    let addrs: Vec<async_nats::ServerAddr> = urls.split(',').map(|u| u.parse().expect("a NATS URL")).collect();
+    async_nats::connect(addrs).await.expect("connect to NATS")
 }
