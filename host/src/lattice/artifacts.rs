@@ -44,6 +44,11 @@ impl Artifacts {
         let jetstream = crate::bus::jetstream(self.bus.client());
         match jetstream.get_object_store(&self.bucket).await {
             Ok(store) => Ok(store),
+            // No answer says nothing of whether the store exists: creating
+            // it would only wait out a second timeout.
+            Err(e) if crate::bus::jetstream_failure(&e.to_string()) == crate::bus::Failure::NoQuorum => Err(
+                crate::bus::explain(&format!("cannot open object store `{}`", self.bucket), e),
+            ),
             Err(_) if create => jetstream
                 .create_object_store(object_store::Config {
                     bucket: self.bucket.clone(),
@@ -53,9 +58,6 @@ impl Artifacts {
                 })
                 .await
                 .map_err(|e| crate::bus::explain(&format!("cannot create object store `{}`", self.bucket), e)),
-            Err(e) if crate::bus::jetstream_failure(&e.to_string()) == crate::bus::Failure::NoQuorum => Err(
-                crate::bus::explain(&format!("cannot open object store `{}`", self.bucket), e),
-            ),
             Err(e) => Err(e).with_context(|| format!("no artifact store `{}` (push a component first)", self.bucket)),
         }
     }

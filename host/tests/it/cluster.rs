@@ -260,6 +260,16 @@ fn streams(urls: &str, server: &str) -> Vec<(String, usize, bool)> {
     })
 }
 
+/// Polls `condition` until it holds; fails after 90 s. For the leader
+/// elections after a kill, which took 10 to 30 s in the runs here.
+fn wait_long(mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !condition() {
+        assert!(Instant::now() < deadline, "condition not met in 90 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// The failures in `seen` and the span from `from` to the last of them.
 fn failures(seen: &[(Instant, u16)], from: Instant) -> (usize, Duration) {
     let failed: Vec<Instant> = seen.iter().filter(|(_, s)| *s != 200).map(|(t, _)| *t).collect();
@@ -309,7 +319,7 @@ fn the_lattice_rides_out_a_lost_nats_server_and_a_lost_quorum() {
     // commands fail naming that; then they work on 2 of 3.
     let killed = Instant::now();
     cluster.servers[2].kill();
-    wait_until(|| {
+    wait_long(|| {
         let (output, _) = ctl(&urls, &["apps"]);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
@@ -358,7 +368,7 @@ fn the_lattice_rides_out_a_lost_nats_server_and_a_lost_quorum() {
     eprintln!("one server lost: the artifact was read in {tries} tries");
     assert_eq!(stored, std::fs::read(wasm("versioned_v1")).unwrap());
     let v2 = wasm("versioned_v2").display().to_string();
-    wait_until(|| ctl(&urls, &["update", "versioned", &v2]).0.status.success());
+    wait_long(|| ctl(&urls, &["update", "versioned", &v2]).0.status.success());
     let writable = killed.elapsed();
     wait_until(|| version_over_http(versioned) == Ok(2));
     std::thread::sleep(Duration::from_secs(2));
@@ -475,6 +485,6 @@ fn the_lattice_rides_out_a_lost_nats_server_and_a_lost_quorum() {
     assert_eq!(counts(&urls), counted, "the click counts changed");
     // Until each stream has its leader back, a write can still fail.
     let v1 = wasm("versioned_v1").display().to_string();
-    wait_until(|| ctl(&urls, &["update", "versioned", &v1]).0.status.success());
+    wait_long(|| ctl(&urls, &["update", "versioned", &v1]).0.status.success());
     wait_until(|| version_over_http(versioned) == Ok(1));
 }
