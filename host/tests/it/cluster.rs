@@ -15,33 +15,23 @@ use std::time::{Duration, Instant};
 /// The insurance example on three hosts (gateway on a, rater on b, pricing
 /// on c), `versioned` on a to update, and the link shortener's click counter
 /// on c behind a queue binding, counting into a NATS KV bucket.
-const FLEET: &str = r#"
+fn fleet() -> String {
+    let chain = crate::support::insurance_chain([
+        "placement = { node = \"a\" }",
+        "placement = { node = \"b\" }",
+        "placement = { node = \"c\" }",
+    ]);
+    FLEET_REST.replacen(
+        "\n[components.versioned]",
+        &format!("\n{chain}\n[components.versioned]"),
+        1,
+    )
+}
+
+/// The app's own tables besides the example's chain.
+const FLEET_REST: &str = r#"
 [app]
 name = "fleet"
-
-[components.gateway]
-source = "{wasm:gateway}"
-placement = { node = "a" }
-
-[components.rater]
-source = "{wasm:rater}"
-placement = { node = "b" }
-
-[components.pricing]
-source = "{wasm:pricing}"
-placement = { node = "c" }
-[components.pricing.config]
-currency = "EUR"
-"motor.base" = "420"
-"motor.collision" = "0.25"
-"motor.theft" = "0.10"
-"motor.glass" = "0.05"
-"motor.roadside" = "0.03"
-"home.base" = "180"
-"home.theft" = "0.15"
-"home.flood" = "0.40"
-"home.glass" = "0.05"
-"life.base" = "95"
 
 [components.versioned]
 source = "{wasm:versioned_v1}"
@@ -54,16 +44,6 @@ placement = { node = "c" }
 
 [keyvalue.clicks]
 backend = "nats"
-
-[[links]]
-from = "gateway"
-import = "example:insurance/rater@0.1.0"
-to = "rater"
-
-[[links]]
-from = "rater"
-import = "example:insurance/pricing@0.1.0"
-to = "pricing"
 
 [[bindings]]
 medium = "http"
@@ -289,7 +269,7 @@ fn the_lattice_rides_out_a_lost_nats_server_and_a_lost_quorum() {
     let c = host(&cluster.servers[2].url(), "c");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("fleet.toml");
-    std::fs::write(&file, with_paths(FLEET)).unwrap();
+    std::fs::write(&file, with_paths(&fleet())).unwrap();
     ok(&urls, &["apply", &file.display().to_string()]);
     let gateway = a.wait_for_http("gateway");
     let versioned = a.wait_for_http("versioned");

@@ -11,47 +11,27 @@ use std::time::{Duration, Instant};
 
 /// gateway (hub) -> rater (edge) -> pricing (hub), and `versioned` on the
 /// edge: every call of a quote crosses the leaf connection twice.
-const APP: &str = r#"
+fn app() -> String {
+    let chain = crate::support::insurance_chain([
+        "placement = { site = \"hub\" }",
+        "placement = { site = \"edge\" }",
+        "placement = { site = \"hub\" }",
+    ]);
+    APP_REST.replacen(
+        "\n[components.versioned]",
+        &format!("\n{chain}\n[components.versioned]"),
+        1,
+    )
+}
+
+/// The app's own tables besides the example's chain.
+const APP_REST: &str = r#"
 [app]
 name = "edge"
-
-[components.gateway]
-source = "{wasm:gateway}"
-placement = { site = "hub" }
-
-[components.rater]
-source = "{wasm:rater}"
-placement = { site = "edge" }
-
-[components.pricing]
-source = "{wasm:pricing}"
-placement = { site = "hub" }
-[components.pricing.config]
-currency = "EUR"
-"motor.base" = "420"
-"motor.collision" = "0.25"
-"motor.theft" = "0.10"
-"motor.glass" = "0.05"
-"motor.roadside" = "0.03"
-"home.base" = "180"
-"home.theft" = "0.15"
-"home.flood" = "0.40"
-"home.glass" = "0.05"
-"life.base" = "95"
 
 [components.versioned]
 source = "{wasm:versioned_v1}"
 placement = { site = "edge" }
-
-[[links]]
-from = "gateway"
-import = "example:insurance/rater@0.1.0"
-to = "rater"
-
-[[links]]
-from = "rater"
-import = "example:insurance/pricing@0.1.0"
-to = "pricing"
 
 [[bindings]]
 medium = "http"
@@ -162,7 +142,7 @@ fn a_host_on_a_leaf_node_joins_the_lattice_and_keeps_serving_when_its_uplink_is_
     let center = host(&hub.url(), "hub", None);
     let edge = host(&leaf.url(), "edge", Some(&split.ns));
     let file = dir.path().join("edge.toml");
-    std::fs::write(&file, with_paths(APP)).unwrap();
+    std::fs::write(&file, with_paths(&app())).unwrap();
     assert!(
         ctl(&hub.url(), &["apply", &file.display().to_string()])
             .status

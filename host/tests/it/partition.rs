@@ -17,45 +17,22 @@ use std::time::{Duration, Instant};
 /// A gateway and `versioned` on every host; one rater (`instances = 1`)
 /// among the hosts labelled role=web (b outside, c inside); pricing
 /// everywhere.
-const APP: &str = r#"
+fn app() -> String {
+    let chain = crate::support::insurance_chain(["", "placement = { role = \"web\" }\ninstances = 1", ""]);
+    APP_REST.replacen(
+        "\n[components.versioned]",
+        &format!("\n{chain}\n[components.versioned]"),
+        1,
+    )
+}
+
+/// The app's own tables besides the example's chain.
+const APP_REST: &str = r#"
 [app]
 name = "split"
 
-[components.gateway]
-source = "{wasm:gateway}"
-
-[components.rater]
-source = "{wasm:rater}"
-placement = { role = "web" }
-instances = 1
-
-[components.pricing]
-source = "{wasm:pricing}"
-[components.pricing.config]
-currency = "EUR"
-"motor.base" = "420"
-"motor.collision" = "0.25"
-"motor.theft" = "0.10"
-"motor.glass" = "0.05"
-"motor.roadside" = "0.03"
-"home.base" = "180"
-"home.theft" = "0.15"
-"home.flood" = "0.40"
-"home.glass" = "0.05"
-"life.base" = "95"
-
 [components.versioned]
 source = "{wasm:versioned_v1}"
-
-[[links]]
-from = "gateway"
-import = "example:insurance/rater@0.1.0"
-to = "rater"
-
-[[links]]
-from = "rater"
-import = "example:insurance/pricing@0.1.0"
-to = "pricing"
 
 [[bindings]]
 medium = "http"
@@ -205,7 +182,7 @@ fn a_partitioned_host_serves_its_own_calls_and_rejoins_without_split_brain() {
     let b = join(&servers[1].url(), &["node=b", "role=web"], None);
     let c = join(&servers[2].url(), &["node=c", "role=web"], Some(&split.ns));
     let file = dir.path().join("split.toml");
-    std::fs::write(&file, with_paths(APP)).unwrap();
+    std::fs::write(&file, with_paths(&app())).unwrap();
     assert!(
         ctl(&split, false, &outside, &["apply", &file.display().to_string()])
             .0

@@ -546,6 +546,23 @@ pub fn distributed_manifest(port: u16) -> String {
     )
 }
 
+/// The insurance example's three components and two links (the tables of
+/// `examples/insurance/distributed.toml` before its binding), with test
+/// paths and the placement lines of gateway, rater and pricing replaced by
+/// `placements` ("" for every host).
+pub fn insurance_chain(placements: [&str; 3]) -> String {
+    let text = distributed_manifest(0);
+    let start = text.find("[components.gateway]").expect("the example's gateway");
+    let end = text.find("[[bindings]]").expect("the example's binding");
+    let mut chain = text[start..end].to_string();
+    for (node, line) in ["a", "b", "c"].into_iter().zip(placements) {
+        let placement = format!("placement = {{ node = \"{node}\" }}");
+        assert!(chain.contains(&placement), "the example places {node}");
+        chain = chain.replace(&placement, line);
+    }
+    chain
+}
+
 pub fn insurance_manifest() -> String {
     let example = std::fs::read_to_string(workspace().join("examples/insurance/colocated.toml")).expect("example");
     example
