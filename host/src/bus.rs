@@ -105,12 +105,37 @@ pub fn jetstream_failure(error: &str) -> Failure {
     }
 }
 
+/// [`jetstream_failure`] of a write to a stream that was found a moment
+/// before (a KV bucket or object store just opened): "no stream found for
+/// given subject" is then no missing stream but a publish that no leader
+/// answered (a server cut off from its cluster's majority; the first
+/// seconds after a quorum returns).
+pub fn write_failure(error: &str) -> Failure {
+    if error.to_ascii_lowercase().contains("no stream found for given subject") {
+        Failure::NoQuorum
+    } else {
+        jetstream_failure(error)
+    }
+}
+
+/// [`explain`] for a write to a stream that was found a moment before
+/// ([`write_failure`]).
+pub fn explain_write(what: &str, error: impl std::fmt::Display) -> anyhow::Error {
+    let text = error.to_string();
+    named(what, write_failure(&text), text)
+}
+
 /// `error` from JetStream, with what it means in front when that is known:
 /// "JetStream has no quorum" instead of a bare timeout, and "is JetStream
 /// enabled?" only when the server said it is not.
 pub fn explain(what: &str, error: impl std::fmt::Display) -> anyhow::Error {
     let text = error.to_string();
-    match jetstream_failure(&text) {
+    named(what, jetstream_failure(&text), text)
+}
+
+/// `text` after `what`, with what `failure` means in front.
+fn named(what: &str, failure: Failure, text: String) -> anyhow::Error {
+    match failure {
         Failure::NoQuorum => anyhow::anyhow!(
             "{what}: JetStream has no quorum (no leader answered: a majority of the cluster's servers may be down or cut off; core NATS calls still work): {text}"
         ),
@@ -239,6 +264,21 @@ mod tests {
             explain("cannot read", "request timed out")
                 .to_string()
                 .contains("JetStream has no quorum")
+        );
+        for (error, failure) in [
+            (
+                "failed getting chunk ack: no stream found for given subject",
+                Failure::NoQuorum,
+            ),
+            ("jetstream request timed out", Failure::NoQuorum),
+            ("wrong last sequence: 4", Failure::Other),
+        ] {
+            assert_eq!(write_failure(error), failure, "a write: {error}");
+        }
+        assert_eq!(
+            jetstream_failure("no stream found for given subject"),
+            Failure::Other,
+            "a read or a first publish: the stream may really be missing"
         );
         assert!(
             !explain("cannot read", "stream not found")

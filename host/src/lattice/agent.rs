@@ -200,6 +200,11 @@ impl Agent {
         // The watch starts at once (the timer is due) and again whenever it ends.
         let mut watch: Option<DesiredStream> = None;
         let mut failures = 0u32;
+        // The bucket's newest revision every few seconds, against which the
+        // watch is checked: the highest revision it delivered, and the
+        // bucket's one check ago (see `desired::behind`).
+        let mut newest = desired(&self).map(|d| Box::pin(d.newest_revisions()));
+        let (mut seen, mut previous) = (0u64, None);
         let rewatch = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(rewatch);
         let mut peers = self.follow_peers().await;
@@ -213,7 +218,10 @@ impl Agent {
             tokio::select! {
                 _ = &mut shutdown => break,
                 next = async { watch.as_mut()?.next().await }, if watch.is_some() => match next {
-                    Some(revision) => self.on_revision(revision).await,
+                    Some(revision) => {
+                        seen = seen.max(revision.revision);
+                        self.on_revision(revision).await
+                    }
                     None => {
                         // The watch ended (the server went away for good, or
                         // its consumer was lost): follow again from the
@@ -223,6 +231,21 @@ impl Agent {
                         rewatch.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(1));
                     }
                 },
+                Some(last) = async { newest.as_mut()?.next().await } => {
+                    if watch.is_none() {
+                        previous = None;
+                    } else if desired::behind(previous, seen) {
+                        tracing::warn!(
+                            "the desired-state watch is behind (it delivered revision {seen}, the bucket had {}); following it again",
+                            previous.unwrap_or_default()
+                        );
+                        watch = None;
+                        previous = None;
+                        rewatch.as_mut().reset(tokio::time::Instant::now());
+                    } else {
+                        previous = Some(last);
+                    }
+                }
                 _ = &mut rewatch, if watch.is_none() && follow && self.host.nats.is_some() => {
                     let Some(desired) = desired(&self) else { continue };
                     watch = desired::rewatch(&desired, rewatch.as_mut(), &mut failures).await;

@@ -83,7 +83,7 @@ impl Artifacts {
         store
             .put(digest.as_str(), &mut reader)
             .await
-            .map_err(|e| crate::bus::explain(&format!("cannot store {digest}"), e))?;
+            .map_err(|e| crate::bus::explain_write(&format!("cannot store {digest}"), e))?;
         Ok(digest)
     }
 

@@ -13,9 +13,15 @@ use super::trust::{self, Seal};
 use async_nats::jetstream;
 use async_nats::jetstream::kv::{self, Operation, Store};
 
+use futures::StreamExt as _;
+use std::time::Duration;
+
 /// Revisions kept per app.
 const HISTORY: i64 = 5;
-use futures::StreamExt as _;
+
+/// How often a host compares what its watch delivered with the bucket's
+/// newest revision ([`behind`]).
+pub const WATCH_CHECK: Duration = Duration::from_secs(10);
 
 /// The KV bucket of `lattice`.
 pub fn bucket_name(lattice: &str) -> String {
@@ -197,7 +203,7 @@ impl Desired {
                 let now = store.entry(app_key(app)).await.ok().flatten().map_or(0, |e| e.revision);
                 Err(Conflict { app: app.into(), now }.into())
             }
-            Err(e) => Err(crate::bus::explain("cannot store the desired state", e)),
+            Err(e) => Err(crate::bus::explain_write("cannot store the desired state", e)),
         }
     }
 
@@ -273,6 +279,29 @@ impl Desired {
         Ok(revisions)
     }
 
+    /// The bucket's newest revision (0 while empty), from its stream's
+    /// leader: what a watch that is not behind has delivered.
+    pub async fn last_revision(&self) -> anyhow::Result<u64> {
+        let stream = self
+            .jetstream
+            .get_stream(format!("KV_{}", self.bucket))
+            .await
+            .map_err(|e| crate::bus::explain("cannot read the desired state", e))?;
+        Ok(stream.cached_info().state.last_sequence)
+    }
+
+    /// [`Desired::last_revision`] every [`WATCH_CHECK`], in a task of its
+    /// own (a read that waits out its timeout stalls nothing); failed reads
+    /// are skipped. Dropping the stream ends the task.
+    pub fn newest_revisions(self) -> impl futures::Stream<Item = u64> + Send + use<> {
+        let reads = futures::stream::unfold(self, |desired| async move {
+            tokio::time::sleep(WATCH_CHECK).await;
+            let last = desired.last_revision().await;
+            Some((last, desired))
+        });
+        contained(reads.filter_map(|last| async move { last.ok() }))
+    }
+
     /// Every change from now on, after the current state of every app: the
     /// stream a host reconciles from. Fails while the bucket does not exist.
     ///
@@ -305,6 +334,15 @@ impl Desired {
             }
         })))
     }
+}
+
+/// Whether a watch has fallen behind the bucket: one check ago the bucket
+/// was at revision `previous`, and the watch has still not delivered it
+/// (`seen` is the highest revision it delivered). A watch's consumer on a
+/// server that was cut off from the rest can stay silent without ending;
+/// one whole check of grace covers revisions written just before a check.
+pub fn behind(previous: Option<u64>, seen: u64) -> bool {
+    previous.is_some_and(|last| seen < last)
 }
 
 /// `stream`, driven by a task of its own: a panic in it ends the stream
@@ -366,6 +404,28 @@ pub async fn rewatch(
             *failures += 1;
             retry.reset(tokio::time::Instant::now() + std::time::Duration::from_secs(1));
             None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::behind;
+
+    #[test]
+    fn a_watch_is_behind_only_when_a_whole_check_passed_without_the_revision() {
+        let cases = [
+            // (bucket one check ago, highest delivered, behind)
+            (None, 0, false),    // no check yet
+            (None, 7, false),    // no check yet
+            (Some(0), 0, false), // an empty bucket
+            (Some(7), 7, false), // delivered the newest
+            (Some(7), 9, false), // and more since
+            (Some(7), 6, true),  // a revision written before the check never came
+            (Some(7), 0, true),  // nothing came at all
+        ];
+        for (previous, seen, expected) in cases {
+            assert_eq!(behind(previous, seen), expected, "{previous:?} {seen}");
         }
     }
 }

@@ -91,8 +91,9 @@ fn wait_for_uplink(hub: &NatsServer, leaf: &NatsServer) {
         .unwrap();
     rt.block_on(async {
         use futures::StreamExt as _;
-        let hub = async_nats::connect(hub.url()).await.unwrap();
-        let leaf = async_nats::connect(leaf.url()).await.unwrap();
+        let (hub_server, leaf_server) = (hub, leaf);
+        let hub = async_nats::connect(hub_server.url()).await.unwrap();
+        let leaf = async_nats::connect(leaf_server.url()).await.unwrap();
         let mut probe = hub.subscribe("edge.probe").await.unwrap();
         hub.flush().await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -105,7 +106,12 @@ fn wait_for_uplink(hub: &NatsServer, leaf: &NatsServer) {
             {
                 return;
             }
-            assert!(Instant::now() < deadline, "the leaf connection did not come up");
+            assert!(
+                Instant::now() < deadline,
+                "the leaf connection did not come up in 30 s\nhub:\n{}leaf:\n{}",
+                hub_server.log_tail(),
+                leaf_server.log_tail()
+            );
         }
     });
 }

@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::channel;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// `MEMBRANE_NATS_SERVER` when set (a current server: scripts/test.sh runs
@@ -36,6 +37,8 @@ pub struct NatsServer {
     /// The address it listens on, and the network namespace it runs in.
     addr: String,
     netns: Option<String>,
+    /// The last lines it logged (across restarts), for failure messages.
+    log: Arc<Mutex<std::collections::VecDeque<String>>>,
 }
 
 impl NatsServer {
@@ -82,6 +85,7 @@ impl NatsServer {
             jetstream,
             addr: addr.into(),
             netns: netns.map(String::from),
+            log: Arc::default(),
         };
         let (child, port) = server.launch(-1);
         server.child = Some(child);
@@ -130,7 +134,15 @@ impl NatsServer {
             .args(["-a", &self.addr, "-p", &port.to_string()])
             .args(&self.extra);
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
-        wait_ready(command)
+        wait_ready(command, self.log.clone())
+    }
+
+    /// The last lines it logged, to put in a failure message.
+    pub fn log_tail(&self) -> String {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.iter()
+            .map(|line| format!("  [nats {}] {line}\n", self.addr))
+            .collect()
     }
 }
 
@@ -141,8 +153,8 @@ impl Drop for NatsServer {
 }
 
 /// Spawns `command` (a nats-server) and waits for its "ready" log line;
-/// returns the port.
-fn wait_ready(mut command: Command) -> (Child, u16) {
+/// returns the port. Its last lines are kept in `log`.
+fn wait_ready(mut command: Command, log: Arc<Mutex<std::collections::VecDeque<String>>>) -> (Child, u16) {
     let mut child = command
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -162,6 +174,11 @@ fn wait_ready(mut command: Command) -> (Child, u16) {
             if std::env::var_os("MEMBRANE_TEST_NATS_LOG").is_some() {
                 eprintln!("  [nats-server] {line}");
             }
+            let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+            if log.len() == 100 {
+                log.pop_front();
+            }
+            log.push_back(line);
         }
     });
     let port = rx
