@@ -137,7 +137,7 @@ fn raters(split: &Split, url: &str) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "open (issue 29): after a silent cut the servers did not close their routes to the cut server within 30 s (no stale route in their logs), so calls to a rater on the cut side kept timing out; run with --ignored"]
+#[ignore = "open (issue 29): after the heal, calls to the minority's rater time out for 20 s while the cluster elects its leaders again (docs/operations.md, Partitions); run with --ignored"]
 fn a_partitioned_host_serves_its_own_calls_and_rejoins_without_split_brain() {
     let split = Split::new(1);
     let dir = tempfile::tempdir().unwrap();
@@ -200,8 +200,10 @@ fn a_partitioned_host_serves_its_own_calls_and_rejoins_without_split_brain() {
     wait_until(|| raters(&split, &outside).len() == 1);
 
     // The split.
+    eprintln!("split: raters before the cut: {:?}", raters(&split, &outside));
     let cut = Instant::now();
     split.cut();
+    eprintln!("split: cut at {:?}", std::time::SystemTime::now());
     // Each side serves its own quotes: the rater runs on b outside, and c
     // starts its own inside.
     // Until each side sees the routes dead (ping_interval), a call can be
@@ -265,9 +267,11 @@ fn a_partitioned_host_serves_its_own_calls_and_rejoins_without_split_brain() {
     };
     let healed = Instant::now();
     split.heal();
-    wait_until(|| split.version(versioned_c) == Some(2));
+    // The cluster elects its leaders again after a heal (20 s on 2.9.10),
+    // and a watch left behind is made again within two checks.
+    wait_long(|| split.version(versioned_c) == Some(2));
     let followed = healed.elapsed();
-    wait_until(|| raters(&split, &outside).len() == 1);
+    wait_long(|| raters(&split, &outside).len() == 1);
     let converged = healed.elapsed();
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
