@@ -389,7 +389,7 @@ fn main() {
 
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
-    let outcomes: Arc<Mutex<Vec<(Duration, bool)>>> = Arc::default();
+    let outcomes: Arc<Mutex<Vec<Outcome>>> = Arc::default();
     let load: Vec<_> = (0..4)
         .map(|k| {
             let (stop, outcomes) = (stop.clone(), outcomes.clone());
@@ -400,7 +400,8 @@ fn main() {
                     } else {
                         request(versioned, "GET", "/", b"")
                     };
-                    outcomes.lock().unwrap().push((start.elapsed(), status == 200));
+                    let what = if k < 3 { "POST /quote" } else { "GET versioned" };
+                    outcomes.lock().unwrap().push((start.elapsed(), status, what));
                     std::thread::sleep(Duration::from_millis(10));
                 }
             })
@@ -471,21 +472,30 @@ fn main() {
     report(&plan, &cpu, cores, &outcomes, &events, &samples, (churns, restarts));
 }
 
+/// When a request ended, its status (0: no answer) and what it was.
+type Outcome = (Duration, u16, &'static str);
+
 fn report(
     plan: &Plan,
     cpu: &str,
     cores: usize,
-    outcomes: &[(Duration, bool)],
+    outcomes: &[Outcome],
     events: &[(Duration, String)],
     samples: &[(Duration, Vec<(String, Sample)>)],
     (churns, restarts): (usize, usize),
 ) {
     // Each failure goes to the last event at most BLAME before it.
     let mut blamed: BTreeMap<String, usize> = BTreeMap::new();
-    for (at, ok) in outcomes {
-        if *ok {
+    let mut each = String::new();
+    for (at, status, what) in outcomes {
+        if *status == 200 {
             continue;
         }
+        let answer = match status {
+            0 => "no answer".to_string(),
+            s => s.to_string(),
+        };
+        each += &format!("| {:.1} s | {what} | {answer} |\n", at.as_secs_f64());
         let culprit = events
             .iter()
             .rev()
@@ -510,6 +520,9 @@ fn report(
     );
     for (event, n) in &blamed {
         md += &format!("| {event} | {n} |\n");
+    }
+    if !each.is_empty() {
+        md += &format!("\n| failed at | request | status |\n|---|---|---|\n{each}");
     }
     md += "\n| at | host | RSS (KiB) | fds | tokio tasks | NATS subs |\n|---|---|---|---|---|---|\n";
     let every = (samples.len() / 12).max(1);
@@ -541,11 +554,7 @@ fn report(
 
 /// Four panels over time (RSS, fds, tasks, subscriptions per host slot)
 /// and failures per 10 s, with the events as vertical lines.
-fn chart(
-    samples: &[(Duration, Vec<(String, Sample)>)],
-    events: &[(Duration, String)],
-    outcomes: &[(Duration, bool)],
-) -> String {
+fn chart(samples: &[(Duration, Vec<(String, Sample)>)], events: &[(Duration, String)], outcomes: &[Outcome]) -> String {
     let (w, left, plot_w, plot_h) = (900.0, 70.0, 800.0, 90.0);
     type Panel = (&'static str, fn(&Sample) -> f64);
     let panels: [Panel; 4] = [
@@ -610,8 +619,8 @@ fn chart(
     // Failures per 10 s.
     let bins = (end / 10.0).ceil() as usize + 1;
     let mut failed = vec![0usize; bins];
-    for (t, ok) in outcomes {
-        if !ok {
+    for (t, status, _) in outcomes {
+        if *status != 200 {
             failed[((t.as_secs_f64() / 10.0) as usize).min(bins - 1)] += 1;
         }
     }
