@@ -155,9 +155,23 @@ impl Starting {
             Err(fault) => {
                 loaded.workers.ended(self.id);
                 self.jobs.close();
-                let _ = first.pending.reply.send(Err(Refused::Fault(fault.clone())));
+                // Workers opened together race for the last instance; the
+                // one that lost hands its requests back to find the
+                // winner's free places instead of refusing them.
+                let elsewhere = fault.is_capacity()
+                    && lock(&loaded.workers.open)
+                        .iter()
+                        .any(|w| w.places.available_permits() > 0);
+                let refuse = |pending: Pending| {
+                    let answer = match elsewhere {
+                        true => Refused::Bounced(pending.request),
+                        false => Refused::Fault(fault.clone()),
+                    };
+                    let _ = pending.reply.send(Err(answer));
+                };
+                refuse(first.pending);
                 while let Ok(job) = self.jobs.try_recv() {
-                    let _ = job.pending.reply.send(Err(Refused::Fault(fault.clone())));
+                    refuse(job.pending);
                 }
                 return;
             }
