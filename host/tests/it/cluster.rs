@@ -16,15 +16,13 @@ use std::time::{Duration, Instant};
 /// on c), `versioned` on a to update, and the link shortener's click counter
 /// on c behind a queue binding, counting into a NATS KV bucket.
 fn fleet() -> String {
-    let chain = crate::support::insurance_chain([
-        "placement = { node = \"a\" }",
-        "placement = { node = \"b\" }",
-        "placement = { node = \"c\" }",
-    ]);
-    FLEET_REST.replacen(
-        "\n[components.versioned]",
-        &format!("\n{chain}\n[components.versioned]"),
-        1,
+    crate::support::with_insurance_chain(
+        FLEET_REST,
+        [
+            "placement = { node = \"a\" }",
+            "placement = { node = \"b\" }",
+            "placement = { node = \"c\" }",
+        ],
     )
 }
 

@@ -32,18 +32,7 @@ fn host_with(server: &NatsServer, labels: &[&str], extra: &[&str]) -> Host {
 
 /// Runs `membrane ctl <args>` against `server`'s lattice `test`.
 fn ctl(server: &NatsServer, args: &[&str]) -> Output {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_membrane"))
-        .args(["ctl", "--nats", &server.url(), "--lattice", "test"])
-        .args(args)
-        .output()
-        .expect("run membrane ctl");
-    eprintln!(
-        "$ membrane ctl {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
+    crate::support::lattice_ctl(&server.url(), args)
 }
 
 fn ok(output: Output) -> String {

@@ -6,21 +6,19 @@
 
 use crate::support::nats::{NatsServer, free_port};
 use crate::support::netns::Split;
-use crate::support::{Host, NETNS, example_policy, http, wait_until, wasm, with_paths};
+use crate::support::{Host, NETNS, example_policy, http, lattice_ctl as ctl, wait_until, wasm, with_paths};
 use std::time::{Duration, Instant};
 
 /// gateway (hub) -> rater (edge) -> pricing (hub), and `versioned` on the
 /// edge: every call of a quote crosses the leaf connection twice.
 fn app() -> String {
-    let chain = crate::support::insurance_chain([
-        "placement = { site = \"hub\" }",
-        "placement = { site = \"edge\" }",
-        "placement = { site = \"hub\" }",
-    ]);
-    APP_REST.replacen(
-        "\n[components.versioned]",
-        &format!("\n{chain}\n[components.versioned]"),
-        1,
+    crate::support::with_insurance_chain(
+        APP_REST,
+        [
+            "placement = { site = \"hub\" }",
+            "placement = { site = \"edge\" }",
+            "placement = { site = \"hub\" }",
+        ],
     )
 }
 
@@ -65,21 +63,6 @@ fn host(url: &str, site: &str, netns: Option<&str>) -> Host {
         }
         None => Host::join(&args),
     }
-}
-
-fn ctl(url: &str, args: &[&str]) -> std::process::Output {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_membrane"))
-        .args(["ctl", "--nats", url, "--lattice", "test"])
-        .args(args)
-        .output()
-        .expect("run membrane ctl");
-    eprintln!(
-        "$ membrane ctl {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
 }
 
 /// Waits until a message published on `leaf` reaches a subscriber on

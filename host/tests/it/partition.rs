@@ -18,12 +18,7 @@ use std::time::{Duration, Instant};
 /// among the hosts labelled role=web (b outside, c inside); pricing
 /// everywhere.
 fn app() -> String {
-    let chain = crate::support::insurance_chain(["", "placement = { role = \"web\" }\ninstances = 1", ""]);
-    APP_REST.replacen(
-        "\n[components.versioned]",
-        &format!("\n{chain}\n[components.versioned]"),
-        1,
-    )
+    crate::support::with_insurance_chain(APP_REST, ["", "placement = { role = \"web\" }\ninstances = 1", ""])
 }
 
 /// The app's own tables besides the example's chain.

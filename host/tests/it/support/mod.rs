@@ -546,6 +546,34 @@ pub fn distributed_manifest(port: u16) -> String {
     )
 }
 
+/// `rest` (an app's own tables, which include `[components.versioned]`)
+/// with the example's chain, placed by `placements`, before that table.
+pub fn with_insurance_chain(rest: &str, placements: [&str; 3]) -> String {
+    let chain = insurance_chain(placements);
+    rest.replacen(
+        "\n[components.versioned]",
+        &format!("\n{chain}\n[components.versioned]"),
+        1,
+    )
+}
+
+/// `membrane ctl --nats url --lattice test args...`, its output echoed to
+/// the test's log.
+pub fn lattice_ctl(url: &str, args: &[&str]) -> std::process::Output {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_membrane"))
+        .args(["ctl", "--nats", url, "--lattice", "test"])
+        .args(args)
+        .output()
+        .expect("run membrane ctl");
+    eprintln!(
+        "$ membrane ctl {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
 /// The insurance example's three components and two links (the tables of
 /// `examples/insurance/distributed.toml` before its binding), with test
 /// paths and the placement lines of gateway, rater and pricing replaced by
