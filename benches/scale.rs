@@ -7,7 +7,13 @@
 //! cargo bench -p membrane-benches --bench scale             # 1, 5, 10, 20 hosts; ~5 min; writes BENCHMARKS.md's scale section
 //! cargo bench -p membrane-benches --bench scale -- --quick  # 1 and 3 hosts, 4 apps; writes under target/
 //! cargo bench -p membrane-benches --bench scale -- --sizes 1,2,4
+//! cargo bench -p membrane-benches --bench scale -- --sizes 20 --console  # also what `ctl console` costs
 //! ```
+//!
+//! With `--console`, each lattice also runs `membrane ctl console` for 20 s
+//! after the idle window: the bench reports its snapshot's size, the
+//! console's CPU time per round, and how long the page (headless Chromium,
+//! `console/test/inspect.mjs`) takes to apply a snapshot.
 //!
 //! For each size, on a lattice of its own: the hosts start and join; the
 //! operator applies the 20 apps with `membrane ctl apply` (one process each,
@@ -67,7 +73,8 @@ fn main() {
     let mut results = Vec::new();
     for &n in &sizes {
         eprintln!("scale: {n} host(s), {apps} apps x {COMPONENTS} components...");
-        results.push(rt.block_on(size(&env, &server, n, &manifests, idle)));
+        let console = args.iter().any(|a| a == "--console");
+        results.push(rt.block_on(size(&env, &server, n, &manifests, (idle, console))));
     }
     drop(server);
     let report = report(&results, apps, idle, quick);
@@ -245,11 +252,19 @@ struct Size {
     /// Subscriptions each host holds on the server.
     subs_per_host: f64,
     idle: Duration,
+    /// What the console costs (`--console`).
+    console: Option<ConsoleCost>,
     /// Resident memory of each host, KiB.
     rss: Vec<u64>,
 }
 
-async fn size(env: &Env, server: &NatsServer, n: usize, manifests: &[PathBuf], idle: Duration) -> Size {
+async fn size(
+    env: &Env,
+    server: &NatsServer,
+    n: usize,
+    manifests: &[PathBuf],
+    (idle, console): (Duration, bool),
+) -> Size {
     let lattice = format!("scale{n}");
     let subscriptions = || server.monitoring("varz")["subscriptions"].as_u64().unwrap_or(0);
     let subs_before = subscriptions();
@@ -342,6 +357,7 @@ async fn size(env: &Env, server: &NatsServer, n: usize, manifests: &[PathBuf], i
     let subs_per_host = (subscriptions().saturating_sub(subs_before)) as f64 / n as f64;
 
     let rss = hosts.iter().map(|h| h.status("VmRSS")).collect();
+    let console = console.then(|| console_cost(env, &lattice));
     drop(hosts);
     Size {
         hosts: n,
@@ -359,6 +375,105 @@ async fn size(env: &Env, server: &NatsServer, n: usize, manifests: &[PathBuf], i
         subs_per_host,
         idle,
         rss,
+        console,
+    }
+}
+
+/// What `membrane ctl console` costs on one lattice.
+struct ConsoleCost {
+    /// The snapshot a page gets every round (`/snapshot.json`).
+    snapshot_bytes: usize,
+    /// Hosts, components and links in it.
+    shown: (usize, usize, usize),
+    /// The console's CPU time (user and system) per round, over 10 rounds.
+    cpu_per_round: Duration,
+    /// How long the page took to apply the last snapshot, layout included.
+    render_ms: f64,
+}
+
+/// Runs `membrane ctl console` on `lattice` for 26 s and measures it.
+fn console_cost(env: &Env, lattice: &str) -> ConsoleCost {
+    use std::io::{BufRead as _, Read as _, Write as _};
+    let mut child = Command::new(&env.binary)
+        .args([
+            "ctl",
+            "--nats",
+            &env.url,
+            "--lattice",
+            lattice,
+            "console",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("HOME", &env.home)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run membrane ctl console");
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("the console's address");
+    std::thread::spawn(move || for _ in stderr.lines() {});
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("an address")
+        .to_string();
+    let addr = url.trim_start_matches("http://").trim_end_matches('/').to_string();
+    let cpu = || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+        // After the command's `)`: utime and stime are the 12th and 13th fields.
+        let fields: Vec<u64> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        // Clock ticks of 10 ms.
+        Duration::from_millis(10 * (fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0)))
+    };
+    // Two rounds for rates, then ten measured.
+    std::thread::sleep(Duration::from_secs(6));
+    let before = cpu();
+    std::thread::sleep(Duration::from_secs(20));
+    let cpu_per_round = (cpu() - before) / 10;
+    let mut stream = std::net::TcpStream::connect(&addr).expect("connect to the console");
+    write!(
+        stream,
+        "GET /snapshot.json HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )
+    .expect("ask");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("read");
+    let text = String::from_utf8_lossy(&answer);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let snapshot: serde_json::Value = serde_json::from_str(body).expect("a snapshot");
+    let count = |k: &str| snapshot[k].as_array().map_or(0, Vec::len);
+    let components = snapshot["hosts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| h["components"].as_array().map_or(0, Vec::len))
+        .sum();
+    let inspect = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../console/test/inspect.mjs");
+    let page = Command::new("node")
+        .args([
+            inspect.as_os_str(),
+            OsStr::new(&url),
+            OsStr::new("window.__snapshots >= 2"),
+            OsStr::new("60000"),
+        ])
+        .output()
+        .expect("node console/test/inspect.mjs (scripts/build-console.sh)");
+    let page: serde_json::Value = serde_json::from_slice(&page.stdout).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    ConsoleCost {
+        snapshot_bytes: body.len(),
+        shown: (count("hosts"), components, count("links")),
+        cpu_per_round,
+        render_ms: page["render_ms"].as_f64().unwrap_or(f64::NAN),
     }
 }
 
@@ -480,6 +595,23 @@ fn report(sizes: &[Size], apps: usize, idle: Duration, quick: bool) -> String {
             bytes as f64 / secs,
             s.subs_per_host,
         ));
+    }
+    for s in sizes {
+        if let Some(c) = &s.console {
+            line(String::new());
+            line(format!(
+                "`membrane ctl console` on the {}-host lattice: a snapshot of {:.1} KB ({} hosts, {} components, {} \
+                 links), sent every 2 s; the console's CPU {:.0} ms per round; the page applies one in {:.0} ms \
+                 (headless Chromium, layout included).",
+                s.hosts,
+                c.snapshot_bytes as f64 / 1000.0,
+                c.shown.0,
+                c.shown.1,
+                c.shown.2,
+                c.cpu_per_round.as_secs_f64() * 1000.0,
+                c.render_ms,
+            ));
+        }
     }
     line(String::new());
     line("Messages of one `ctl update`, by kind, per lattice size:".into());

@@ -32,6 +32,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq && $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# The lattice console's page: built from console/src with the pinned
+# packages (and playwright-core, which its browser test drives Chromium
+# with). The bundle is committed, so that a cargo build needs no npm: it
+# must be what the sources build.
+scripts/build-console.sh
+git diff --exit-code --stat -- console/dist ||
+  { echo "console/dist differs from what console/src builds: run scripts/build-console.sh and commit it" >&2; exit 1; }
+
 echo "==> cargo fmt --check"
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 cargo fmt --all -- --check

@@ -109,7 +109,9 @@ function elements(s) {
         data: {
           id: componentNode(h.id, c.app, c.name),
           parent: hostNode(h.id),
-          label: `${c.name} ×${c.instances}\n${fmt(c.rate)}/s`,
+          label: c.fused_into
+            ? `${c.name}\ncomposed into ${c.fused_into}`
+            : `${c.name} ×${c.instances}\n${fmt(c.rate)}/s`,
           host: h.id,
           app: c.app,
           component: c.name,
@@ -129,12 +131,15 @@ function elements(s) {
         id: `l:${from}->${to}`,
         source: from,
         target: to,
-        label: `${fmt(l.rate)}/s p50 ${fmt(l.p50_ms)} p99 ${fmt(l.p99_ms)} ms`,
+        label:
+          l.where === 'composed'
+            ? `composed ≤${fmt(l.rate)}/s`
+            : `${fmt(l.rate)}/s p50 ${fmt(l.p50_ms)} p99 ${fmt(l.p99_ms)} ms`,
         app: l.app,
         from: l.from,
         to: l.to,
       },
-      classes: l.where === 'local' ? 'local' : 'remote',
+      classes: l.where === 'local' || l.where === 'composed' ? 'local' : 'remote',
     });
   }
   for (const e of s.entries || []) {
@@ -153,6 +158,7 @@ function elements(s) {
 /** Applies snapshot `s`: data and classes in place; a new layout only when
  * nodes or edges came or went. */
 function render(s) {
+  const started = performance.now();
   state = s;
   window.__snapshots += 1;
   $('lattice').textContent = s.lattice;
@@ -201,6 +207,9 @@ function render(s) {
   }
   health(s);
   if (selected) details(selected);
+  // What a test reads: how long the last snapshot took to apply, layout
+  // included.
+  window.__renderMs = performance.now() - started;
 }
 
 /** The health list: missing hosts, unsatisfied placement, refusals. */
@@ -315,7 +324,10 @@ cy.on('tap', (e) => {
  * snapshots and events; the browser reconnects on its own. */
 function connect() {
   const source = new EventSource('events');
-  source.addEventListener('snapshot', (m) => render(JSON.parse(m.data)));
+  source.addEventListener('snapshot', (m) => {
+    window.__bytes = m.data.length;
+    render(JSON.parse(m.data));
+  });
   source.addEventListener('event', (m) => timeline(JSON.parse(m.data)));
   source.onopen = () => {
     $('link').textContent = 'live';

@@ -32,7 +32,9 @@ try {
   }
   const state = await page.evaluate(() => ({
     snapshots: window.__snapshots,
-    hosts: cy.nodes(':parent').map((n) => ({ id: n.data('host'), missing: n.hasClass('missing'), label: n.data('label') })),
+    render_ms: window.__renderMs,
+    snapshot_bytes: window.__bytes,
+    hosts: cy.nodes('[id ^= "h:"]').map((n) => ({ id: n.data('host'), missing: n.hasClass('missing'), label: n.data('label') })),
     components: cy.nodes('.component').map((n) => ({ host: n.data('host'), app: n.data('app'), name: n.data('component'), label: n.data('label') })),
     links: cy.edges().not('.entry').map((e) => ({
       from: e.data('from'),
@@ -46,7 +48,7 @@ try {
     health: [...document.querySelectorAll('#health li')].map((li) => li.textContent),
     timeline: [...document.querySelectorAll('#timeline li')].map((li) => li.textContent),
     overlapping: (() => {
-      const boxes = cy.nodes(':parent').map((n) => n.boundingBox());
+      const boxes = cy.nodes('[id ^= "h:"]').map((n) => n.boundingBox());
       return boxes.some((a, i) => boxes.some((b, j) => i < j && a.x1 < b.x2 && b.x1 < a.x2 && a.y1 < b.y2 && b.y1 < a.y2));
     })(),
   }));

@@ -10,10 +10,12 @@
 //! ```text
 //! cli → admin → control → lattice → app → transports → links → runtime → manifest → codec, metrics, bus, subjects, registry
 //! cli → dev → app              (dev: beside control and lattice, never using them)
+//! cli → console → lattice      (console: beside admin, never using control)
 //! ```
 //!
 //! - [`cli`]: `membrane up`, `ctl`, `dev`, `new` and `completions`.
 //! - [`admin`]: the host's admin endpoint: status page, metrics, health.
+//! - [`console`]: `membrane ctl console`, the lattice's live web page.
 //! - [`dev`]: the dev loop (build, serve, watch, rebuild, hot-swap through
 //!   [`app`]) and the component templates of `membrane new`.
 //! - [`control`]: the control-plane requests and the `ctl` client.
@@ -40,6 +42,7 @@ pub mod app;
 pub mod bus;
 pub mod cli;
 pub mod codec;
+pub mod console;
 pub mod control;
 pub mod dev;
 pub mod lattice;

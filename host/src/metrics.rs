@@ -117,6 +117,12 @@ impl Histogram {
     pub fn count(&self) -> u64 {
         self.0.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
+
+    /// Observations so far per bucket (one per bound, then `+Inf`; not
+    /// cumulative).
+    pub fn counts(&self) -> Vec<u64> {
+        self.0.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+    }
 }
 
 impl Registry {
@@ -193,6 +199,34 @@ impl Registry {
                 .collect();
             if let Some(key) = key {
                 *totals.entry(key).or_insert(0) += c.get();
+            }
+        }
+        totals
+    }
+
+    /// The histograms of family `name` (all with `bounds`) summed bucket by
+    /// bucket by the values of labels `keys` (a series without one of them,
+    /// or with other bounds, is left out).
+    pub fn histogram_totals(&self, name: &str, keys: &[&str], bounds: &[f64]) -> BTreeMap<Vec<String>, Vec<u64>> {
+        let mut totals: BTreeMap<Vec<String>, Vec<u64>> = BTreeMap::new();
+        let families = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(family) = families.get(name) else {
+            return totals;
+        };
+        for (labels, series) in &family.series {
+            let Series::Histogram(h) = series else { continue };
+            if h.0.bounds != bounds {
+                continue;
+            }
+            let key: Option<Vec<String>> = keys
+                .iter()
+                .map(|k| labels.iter().find(|(l, _)| l == k).map(|(_, v)| v.clone()))
+                .collect();
+            if let Some(key) = key {
+                let sum = totals.entry(key).or_insert_with(|| vec![0; bounds.len() + 1]);
+                for (total, count) in sum.iter_mut().zip(h.counts()) {
+                    *total += count;
+                }
             }
         }
         totals
@@ -344,6 +378,25 @@ pub fn resident_bytes() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histogram_totals_sum_the_buckets_of_series_that_share_the_keys() {
+        let r = Registry::default();
+        let bounds: &'static [f64] = &[0.1, 1.0];
+        r.histogram("h", "H.", &[("app", "a"), ("medium", "http")], bounds)
+            .observe(0.05);
+        r.histogram("h", "H.", &[("app", "a"), ("medium", "nats")], bounds)
+            .observe(0.5);
+        r.histogram("h", "H.", &[("app", "b"), ("medium", "http")], bounds)
+            .observe(5.0);
+        r.histogram("h", "H.", &[("medium", "http")], bounds).observe(0.05);
+        let totals = r.histogram_totals("h", &["app"], bounds);
+        assert_eq!(totals[&vec!["a".to_string()]], vec![1, 1, 0]);
+        assert_eq!(totals[&vec!["b".to_string()]], vec![0, 0, 1]);
+        assert_eq!(totals.len(), 2, "the series without `app` is left out");
+        assert!(r.histogram_totals("h", &["app"], &[0.1]).is_empty(), "other bounds");
+        assert!(r.histogram_totals("missing", &["app"], bounds).is_empty());
+    }
 
     #[test]
     fn renders_counters_histograms_and_gauges_in_the_text_format() {

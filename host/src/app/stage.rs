@@ -353,7 +353,7 @@ impl App<'_> {
             let Some(ty) = &self.link_types[i] else { continue };
             let target = Arc::from(link.to.as_str());
             let local = self.here.contains(&link.to);
-            let calls = links::calls_counter(&self.manifest.app.name, &link.from, &link.to, local);
+            let meter = || links::Meter::new(&self.manifest.app.name, &link.from, &link.to, local);
             let defined = if link.delivery == Delivery::Queue {
                 let Some(lattice) = self.lattice else {
                     problems.push(format!(
@@ -367,13 +367,16 @@ impl App<'_> {
                     engine,
                     &link.import,
                     ty,
-                    (target, calls),
+                    (
+                        target,
+                        links::calls_counter(&self.manifest.app.name, &link.from, &link.to, local),
+                    ),
                     &lattice.bus,
                     &bindings,
                 )
             } else if local {
                 slots += 1;
-                define_local(linker, engine, &link.import, ty, (slots - 1, calls), target)
+                define_local(linker, engine, &link.import, ty, (slots - 1, meter()), target)
             } else if let Some(lattice) = self.lattice {
                 let timeout = link.timeout_ms.map(Duration::from_millis);
                 let waited = links::waited_counter(&self.manifest.app.name, &link.from, &link.to);
@@ -382,7 +385,7 @@ impl App<'_> {
                     engine,
                     &link.import,
                     ty,
-                    (target, calls, waited),
+                    (target, meter(), waited),
                     (lattice, &self.manifest.app.name),
                     timeout,
                 )

@@ -127,6 +127,18 @@ enum CtlCommand {
         #[arg(long)]
         heartbeats: bool,
     },
+    /// Serve a read-only web page of the whole lattice (hosts, placement,
+    /// links and their traffic, events, health), updated live. Needs only
+    /// the viewer role.
+    Console {
+        /// Where to serve it. Only loopback unless --listen-any.
+        #[arg(long, default_value = "127.0.0.1:7878")]
+        listen: std::net::SocketAddr,
+        /// Allow a --listen address other than loopback. The page has no
+        /// login: anyone who reaches it sees the lattice.
+        #[arg(long)]
+        listen_any: bool,
+    },
     /// Make a new operator key: writes its seed to FILE (mode 0600), prints
     /// its public key for the hosts' --trust.
     Keygen {
@@ -134,7 +146,8 @@ enum CtlCommand {
         file: PathBuf,
     },
     /// Print the nats-server authorization block of the lattice's roles
-    /// (host, operator, caller), with the binding subjects of the manifests.
+    /// (host, operator, caller, viewer), with the binding subjects of the
+    /// manifests.
     Permissions {
         /// The apps' manifests.
         manifests: Vec<PathBuf>,
@@ -157,11 +170,12 @@ pub async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Permissions { manifests, hosts } => {
             return permissions_config(&args.lattice, manifests, hosts, output);
         }
+        CtlCommand::Console { listen, listen_any } => return console(&args, *listen, *listen_any).await,
         _ => {}
     }
     let (client, ctl) = connect(&args).await?;
     match args.command {
-        CtlCommand::Keygen { .. } | CtlCommand::Permissions { .. } => {}
+        CtlCommand::Keygen { .. } | CtlCommand::Permissions { .. } | CtlCommand::Console { .. } => {}
         CtlCommand::Inventory { settle_ms } => {
             let hosts = ctl.inventory(Duration::from_millis(settle_ms)).await?;
             print(output, &hosts, || print_inventory(&args.lattice, &hosts))?;
@@ -236,6 +250,30 @@ fn keygen(file: &Path, output: Output) -> anyhow::Result<()> {
         seed_file: file.to_path_buf(),
     };
     print(output, &document, || println!("{public}"))
+}
+
+/// `ctl console`: serves the lattice's page on `listen` (loopback unless
+/// `any`) as a viewer, until interrupted.
+async fn console(args: &CtlArgs, listen: std::net::SocketAddr, any: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        any || listen.ip().is_loopback(),
+        "--listen {listen}: not a loopback address; the page has no login, so pass --listen-any to serve it there"
+    );
+    let spec = args.nats.over(&NatsSpec::default())?;
+    let url = args.nats.nats.clone().unwrap_or_else(|| "nats://127.0.0.1:4222".into());
+    let inbox = inbox_prefix(&args.lattice, Role::Viewer);
+    let client = connection::connect(&spec, Some(&url), "membrane ctl console", &inbox).await?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop.cancel();
+    });
+    let lattice = args.lattice.clone();
+    crate::console::run(client, &args.lattice, (listen, any), shutdown, move |bound| {
+        eprintln!("console of lattice `{lattice}` at http://{bound}/ (Ctrl-C to stop)");
+    })
+    .await
 }
 
 /// `ctl permissions`: the nats-server configuration of `lattice`'s roles,

@@ -10,6 +10,9 @@
 //!   state and the artifact store; it follows events and asks for inventory.
 //! - **caller**: a client of the apps' NATS and queue bindings: it may
 //!   publish to the bound subjects and read its own replies, nothing else.
+//! - **viewer** (`membrane ctl console`): reads events, heartbeats, the
+//!   inventory, the desired state and the event log; writes nothing, and
+//!   reads no artifact.
 //!
 //! Every role works from an allow-list: what is not listed is refused by the
 //! server. App-specific subjects (bindings, queue streams, the keys of the
@@ -33,11 +36,13 @@ pub enum Role {
     Operator,
     /// A client of the apps' bindings.
     Caller,
+    /// `membrane ctl console`: reads, never writes.
+    Viewer,
 }
 
 impl Role {
     /// Every role.
-    pub const ALL: [Role; 3] = [Role::Host, Role::Operator, Role::Caller];
+    pub const ALL: [Role; 4] = [Role::Host, Role::Operator, Role::Caller, Role::Viewer];
 
     /// The role's name.
     pub const fn as_str(self) -> &'static str {
@@ -45,6 +50,7 @@ impl Role {
             Role::Host => "host",
             Role::Operator => "operator",
             Role::Caller => "caller",
+            Role::Viewer => "viewer",
         }
     }
 }
@@ -57,6 +63,7 @@ pub fn inbox_prefix(lattice: &str, role: Role) -> String {
         Role::Host => subjects::inbox(lattice, "host"),
         Role::Operator => subjects::inbox(lattice, "ctl"),
         Role::Caller => "_INBOX".into(),
+        Role::Viewer => subjects::inbox(lattice, "view"),
     }
 }
 
@@ -134,6 +141,7 @@ fn permissions_of(lattice: &str, role: Role, host: Option<&str>, apps: &[Manifes
                 inbox.clone(),
                 format!("{}.>", inbox_prefix(lattice, Role::Operator)),
                 format!("{}.>", inbox_prefix(lattice, Role::Caller)),
+                format!("{}.>", inbox_prefix(lattice, Role::Viewer)),
             ];
             match host {
                 // `<kind>.<id>` and `<kind>.<what>.<id>`: heartbeats, then
@@ -163,6 +171,12 @@ fn permissions_of(lattice: &str, role: Role, host: Option<&str>, apps: &[Manifes
             // An object store put purges the chunks of the object it replaces.
             p.publish([format!("$JS.API.STREAM.PURGE.{object_stream}")]);
             p.publish([format!("$KV.{kv}.>"), format!("$O.{objects}.>")]);
+            p.subscribe([events, inbox]);
+        }
+        Role::Viewer => {
+            p.publish([inventory, "$JS.API.INFO".to_string()]);
+            p.publish(read_stream(&kv_stream));
+            p.publish(read_stream(&event_log));
             p.subscribe([events, inbox]);
         }
         Role::Caller => {
@@ -324,6 +338,17 @@ mod tests {
         assert!(operator.publish.contains("$KV.membrane-prod-apps.>"));
         let caller = permissions("prod", Role::Caller, &[]);
         assert!(caller.publish.is_empty());
+        // A viewer reads: no KV or object write, no artifact, no call.
+        let viewer = permissions("prod", Role::Viewer, &[]);
+        assert!(
+            !viewer
+                .publish
+                .iter()
+                .any(|s| s.starts_with("$KV.") || s.starts_with("$O.") || s.contains("OBJ_") || s.contains(".rpc."))
+        );
+        assert!(viewer.publish.contains("membrane.prod.ctl.v1.inventory"));
+        assert!(viewer.subscribe.contains("_MEMBRANE.prod.view.>"));
+        assert!(host.publish.contains("_MEMBRANE.prod.view.>"), "hosts answer viewers");
         // A `nats` bucket: the app's own keys, no one else's.
         let text = "[app]\nname = \"shop\"\n[components.c]\nsource = \"c.wasm\"\n\
                     keyvalue = { buckets = [\"counts\"] }\n[keyvalue.counts]\nbackend = \"nats\"\n";

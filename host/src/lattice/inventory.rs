@@ -46,6 +46,10 @@ pub struct HostInventory {
     /// a gatherer that has this many answers need not wait for more.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lattice_hosts: Option<u32>,
+    /// Its heartbeat period in milliseconds: a host that misses three is
+    /// missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_ms: Option<u64>,
 }
 
 /// One component on one host.
@@ -65,6 +69,115 @@ pub struct ComponentInventory {
     /// queued).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<crate::runtime::component::LinkReport>,
+    /// Calls delivered to it since the host started: through its bindings,
+    /// remote links and in-process links.
+    #[serde(default)]
+    pub calls: u64,
+    /// Those calls by duration: counts per bucket of
+    /// [`crate::metrics::CALL_BUCKETS`] (seconds), then `+Inf`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency: Vec<u64>,
+    /// Failed calls by fault kind, since the host started.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub faults: BTreeMap<String, u64>,
+    /// Its calls over each link it makes (and, for a composition, its
+    /// members make), since the host started.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub traffic: Vec<LinkTraffic>,
+    /// The components composed into it (name and digest), when it is a
+    /// composition: they run here, inside it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fused: Vec<(String, String)>,
+}
+
+/// The calls of one link, caller side, on one host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkTraffic {
+    /// The caller: the component, or a member of its composition.
+    pub from: String,
+    /// The callee.
+    pub to: String,
+    /// `local` (in process), `remote` (over the lattice) or `composed`
+    /// (inside a composition: calls into it, an upper bound).
+    #[serde(rename = "where")]
+    pub place: String,
+    /// Calls made.
+    pub calls: u64,
+    /// Their durations, per bucket as [`ComponentInventory::latency`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency: Vec<u64>,
+}
+
+/// What the metrics registry has counted, read once per inventory.
+struct Counted {
+    calls: BTreeMap<Vec<String>, u64>,
+    latency: BTreeMap<Vec<String>, Vec<u64>>,
+    faults: BTreeMap<Vec<String>, u64>,
+    link_calls: BTreeMap<Vec<String>, u64>,
+    link_latency: BTreeMap<Vec<String>, Vec<u64>>,
+}
+
+impl Counted {
+    fn read() -> Counted {
+        use crate::metrics::{CALL_BUCKETS, registry};
+        let r = registry();
+        let link = ["app", "from", "to", "where"];
+        Counted {
+            calls: r.totals("membrane_calls_total", &["app", "component"]),
+            latency: r.histogram_totals("membrane_call_duration_seconds", &["app", "component"], CALL_BUCKETS),
+            faults: r.totals("membrane_call_faults_total", &["app", "component", "kind"]),
+            link_calls: r.totals(crate::links::LINK_CALLS, &link),
+            link_latency: r.histogram_totals(crate::links::LINK_SECONDS, &link, CALL_BUCKETS),
+        }
+    }
+
+    /// Fills in `c`'s calls, durations, faults and link traffic.
+    fn fill(&self, c: &mut ComponentInventory) {
+        let key = vec![c.app.clone(), c.name.clone()];
+        c.calls = self.calls.get(&key).copied().unwrap_or(0);
+        c.latency = self.latency.get(&key).cloned().unwrap_or_default();
+        // In-process link calls into it reach no binding: count them here.
+        for (link, n) in &self.link_calls {
+            if let [app, _, to, place] = &link[..]
+                && (app, to, place.as_str()) == (&c.app, &c.name, "local")
+            {
+                c.calls += n;
+                add(&mut c.latency, self.link_latency.get(link));
+            }
+        }
+        c.faults = self
+            .faults
+            .iter()
+            .filter(|(k, _)| k[..2] == key[..])
+            .map(|(k, n)| (k[2].clone(), *n))
+            .collect();
+        let callers: Vec<&str> = std::iter::once(c.name.as_str())
+            .chain(c.fused.iter().map(|(name, _)| name.as_str()))
+            .collect();
+        c.traffic = self
+            .link_calls
+            .iter()
+            .filter(|(k, _)| k[0] == c.app && callers.contains(&k[1].as_str()))
+            .map(|(k, n)| LinkTraffic {
+                from: k[1].clone(),
+                to: k[2].clone(),
+                place: k[3].clone(),
+                calls: *n,
+                latency: self.link_latency.get(k).cloned().unwrap_or_default(),
+            })
+            .collect();
+    }
+}
+
+/// Adds `more`'s buckets to `sum`'s.
+fn add(sum: &mut Vec<u64>, more: Option<&Vec<u64>>) {
+    let Some(more) = more else { return };
+    if sum.len() < more.len() {
+        sum.resize(more.len(), 0);
+    }
+    for (s, m) in sum.iter_mut().zip(more) {
+        *s += m;
+    }
 }
 
 /// The apps running on a host, by name: what its inventory reports.
@@ -123,17 +236,27 @@ impl InventoryService {
     }
 
     fn inventory(&self) -> HostInventory {
+        let counted = Counted::read();
         let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
         let mut components: Vec<ComponentInventory> = apps
             .iter()
             .flat_map(|(app, runtime)| runtime.loaded().into_iter().map(move |c| (app, c)))
-            .map(|(app, c)| ComponentInventory {
-                app: app.clone(),
-                name: c.name.to_string(),
-                digest: c.digest.clone(),
-                instances: c.instances_in_use(),
-                max_instances: c.max_instances(),
-                links: c.links_made.clone(),
+            .map(|(app, c)| {
+                let mut component = ComponentInventory {
+                    app: app.clone(),
+                    name: c.name.to_string(),
+                    digest: c.digest.clone(),
+                    instances: c.instances_in_use(),
+                    max_instances: c.max_instances(),
+                    links: c.links_made.clone(),
+                    calls: 0,
+                    latency: Vec::new(),
+                    faults: BTreeMap::new(),
+                    traffic: Vec::new(),
+                    fused: c.fused.as_ref().map(|f| f.members.clone()).unwrap_or_default(),
+                };
+                counted.fill(&mut component);
+                component
             })
             .collect();
         components.sort_by(|a, b| (&a.app, &a.name).cmp(&(&b.app, &b.name)));
@@ -147,6 +270,7 @@ impl InventoryService {
                 crate::lattice::placement::UNKNOWN => None,
                 peers => u32::try_from(peers + 1).ok(),
             },
+            heartbeat_ms: u64::try_from(self.heartbeat.as_millis()).ok(),
         }
     }
 

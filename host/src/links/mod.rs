@@ -21,7 +21,7 @@ pub mod remote;
 
 use crate::codec::types as typecheck;
 use crate::manifest::LinkSpec;
-use crate::metrics::{Counter, registry};
+use crate::metrics::{CALL_BUCKETS, Counter, Histogram, registry};
 use crate::runtime::component::{Host, acquire};
 use crate::runtime::fault::Fault;
 use crate::runtime::state::call_cx;
@@ -161,12 +161,46 @@ pub fn calls_counter(app: &str, from: &str, to: &str, local: bool) -> Counter {
     let pick: fn(&mut LinkCounters) -> &mut Option<Counter> = if local { |c| &mut c.local } else { |c| &mut c.remote };
     link_counter((app, from, to), pick, || {
         registry().counter(
-            "membrane_link_calls_total",
+            LINK_CALLS,
             "Calls from a component to a linked one, in process or over the lattice.",
             &[("app", app), ("from", from), ("to", to), ("where", place)],
         )
     })
 }
+
+/// What a dynamic link records on every call: the call, and how long it
+/// took (what the lattice console charts as the link's p50 and p99).
+#[derive(Clone)]
+pub struct Meter {
+    /// Its calls ([`calls_counter`]).
+    pub calls: Counter,
+    /// Their durations, caller side: the callee's time, plus the network's
+    /// for a remote link.
+    pub seconds: Histogram,
+}
+
+impl Meter {
+    /// The meter of the link from `from` to `to` in `app`, made in process
+    /// (`local`) or over the lattice.
+    pub fn new(app: &str, from: &str, to: &str, local: bool) -> Meter {
+        let place = if local { "local" } else { "remote" };
+        Meter {
+            calls: calls_counter(app, from, to, local),
+            seconds: registry().histogram(
+                LINK_SECONDS,
+                "Time calls over a link took, caller side.",
+                &[("app", app), ("from", from), ("to", to), ("where", place)],
+                CALL_BUCKETS,
+            ),
+        }
+    }
+}
+
+/// The family of [`Meter::seconds`].
+pub const LINK_SECONDS: &str = "membrane_link_call_duration_seconds";
+
+/// The family of link call counters ([`calls_counter`], [`composed_counter`]).
+pub const LINK_CALLS: &str = "membrane_link_calls_total";
 
 /// The counter of calls into the composition that fuses the link from
 /// `from` to `to` in `app`: each call into it counts once for every link
@@ -178,7 +212,7 @@ pub fn composed_counter(app: &str, from: &str, to: &str) -> Counter {
         |c| &mut c.composed,
         || {
             registry().counter(
-                "membrane_link_calls_total",
+                LINK_CALLS,
                 "Calls from a component to a linked one, in process or over the lattice.",
                 &[("app", app), ("from", from), ("to", to), ("where", "composed")],
             )
@@ -263,7 +297,7 @@ struct LinkedFunc {
     slot: usize,
     /// Functions in the interface.
     count: usize,
-    calls: Counter,
+    meter: Meter,
 }
 
 /// Defines every function of `interface` (whose type is `import`) in
@@ -274,7 +308,7 @@ pub fn define_local(
     engine: &Engine,
     interface: &str,
     import: &ComponentInstance,
-    (slot, calls): (usize, Counter),
+    (slot, meter): (usize, Meter),
     target: Arc<str>,
 ) -> Result<()> {
     let functions: Vec<String> = import
@@ -294,12 +328,13 @@ pub fn define_local(
             index,
             slot,
             count,
-            calls: calls.clone(),
+            meter: meter.clone(),
         });
         instance.func_new_async(&function, move |mut store, _ty, params, results| {
             let link = link.clone();
-            link.calls.inc();
+            link.meter.calls.inc();
             Box::new(async move {
+                let started = std::time::Instant::now();
                 let span = link_span(
                     &store.data().component,
                     &link.target,
@@ -335,9 +370,12 @@ pub fn define_local(
                     result
                 };
                 if span.is_disabled() {
-                    return call.await.map_err(wasmtime::Error::from);
+                    let result = call.await;
+                    link.meter.seconds.observe_since(started);
+                    return result.map_err(wasmtime::Error::from);
                 }
                 let result = call.instrument(span.clone()).await;
+                link.meter.seconds.observe_since(started);
                 if let Err(fault) = &result {
                     trace::set_failed(&span, fault);
                 }

@@ -69,20 +69,20 @@ struct RemoteFunc {
     target: Arc<str>,
     params: Vec<Type>,
     results: Vec<Type>,
-    calls: Counter,
+    meter: super::Meter,
     /// Microseconds spent waiting for replies.
     waited: Counter,
 }
 
 /// Defines every function of `interface` (typed `import`) in `linker` as a
-/// NATS request to component `target` on whichever host runs it, counted in
-/// `calls`, its time spent waiting in `waited`.
+/// NATS request to component `target` on whichever host runs it, counted and
+/// timed in `meter`, its time spent waiting also in `waited`.
 pub fn define_remote(
     linker: &mut Linker<Host>,
     engine: &Engine,
     interface: &str,
     import: &ComponentInstance,
-    (target, calls, waited): (Arc<str>, Counter, Counter),
+    (target, meter, waited): (Arc<str>, super::Meter, Counter),
     (lattice, app): (&Lattice, &str),
     timeout: Option<Duration>,
 ) -> Result<()> {
@@ -101,12 +101,12 @@ pub fn define_remote(
             target: target.clone(),
             params: func.params().map(|(_, t)| t).collect(),
             results: func.results().collect(),
-            calls: calls.clone(),
+            meter: meter.clone(),
             waited: waited.clone(),
         });
         instance.func_new_async(name, move |mut store, _ty, params, results| {
             let remote = remote.clone();
-            remote.calls.inc();
+            remote.meter.calls.inc();
             let span = link_span(
                 &store.data().component,
                 &remote.target,
@@ -121,7 +121,9 @@ pub fn define_remote(
             Box::new(async move {
                 let started = Instant::now();
                 let result = remote.call(&cx, params, results).instrument(span.clone()).await;
-                remote.waited.add(started.elapsed().as_micros() as u64);
+                let took = started.elapsed();
+                remote.waited.add(took.as_micros() as u64);
+                remote.meter.seconds.observe(took.as_secs_f64());
                 if let Err(fault) = &result {
                     trace::set_failed(&span, fault);
                 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 /// `examples/insurance/adaptive.toml` with test paths, a free port and
 /// thresholds a test reaches in a second.
-fn manifest() -> String {
+pub(crate) fn manifest() -> String {
     let text = std::fs::read_to_string(workspace().join("examples/insurance/adaptive.toml")).expect("example");
     let text = text
         .replace("../../target/wasm32-wasip2/release/gateway.wasm", "{wasm:gateway}")
@@ -114,7 +114,7 @@ impl Drop for Watch {
 /// Quotes the example policy over kept-alive connections from `workers`
 /// threads, each pausing `pause` between calls, until stopped; every answer
 /// that is not the expected quote is a failure, kept with its text.
-struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicUsize>,
     failures: Arc<Mutex<Vec<String>>>,
@@ -122,7 +122,7 @@ struct Load {
 }
 
 impl Load {
-    fn start(addr: SocketAddr, workers: usize, pause: Duration) -> Load {
+    pub(crate) fn start(addr: SocketAddr, workers: usize, pause: Duration) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicUsize::new(0));
         let failures = Arc::new(Mutex::new(Vec::new()));
@@ -141,7 +141,7 @@ impl Load {
     }
 
     /// Waits until `more` quotes have been answered since now.
-    fn answers(&self, more: usize) {
+    pub(crate) fn answers(&self, more: usize) {
         let target = self.ok.load(Ordering::Relaxed) + more;
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.ok.load(Ordering::Relaxed) < target {
@@ -155,7 +155,7 @@ impl Load {
     }
 
     /// Stops the load; the answers and the failures.
-    fn stop(mut self) -> (usize, Vec<String>) {
+    pub(crate) fn stop(mut self) -> (usize, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
         for thread in self.threads.drain(..) {
             thread.join().expect("load thread");

@@ -21,6 +21,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("dev", 6),
     ("control", 7),
     ("admin", 8),
+    ("console", 8),
     ("cli", 9),
 ];
 

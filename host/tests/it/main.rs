@@ -13,6 +13,7 @@ mod churn;
 mod cluster;
 mod compose;
 mod config;
+mod console;
 mod control;
 mod dev;
 mod docs_examples;

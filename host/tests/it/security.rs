@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-pub(crate) const PASSWORDS: [(&str, &str); 3] = [
+pub(crate) const PASSWORDS: [(&str, &str); 4] = [
     ("MEMBRANE_HOST_PASSWORD", "host-pw-5c1e"),
     ("MEMBRANE_OPERATOR_PASSWORD", "operator-pw-77a0"),
     ("MEMBRANE_CALLER_PASSWORD", "caller-pw-90bd"),
+    ("MEMBRANE_VIEWER_PASSWORD", "viewer-pw-3f12"),
 ];
 
 /// `membrane ctl --lattice test ARGS` with `env`.
@@ -261,6 +262,31 @@ fn each_role_can_do_its_part_and_the_server_refuses_the_rest() {
             let _sub = host.nats.subscribe(subject).await.unwrap();
             host.refused("subscription", subject).await;
         }
+
+        // A viewer (`ctl console`) reads every host's inventory, the
+        // desired state and the event log, and can change or call nothing.
+        let mut viewer = Client::connect(&server, "viewer", "_MEMBRANE.test.view").await;
+        let seen = membrane::lattice::inventory::gather(&viewer.nats, "test", Duration::from_millis(250))
+            .await
+            .unwrap();
+        assert_eq!(seen.len(), 3, "the viewer sees the three hosts");
+        let desired = membrane::lattice::desired::Desired::new(viewer.nats.clone(), "test");
+        assert_eq!(desired.apps().await.unwrap().len(), 1, "the viewer reads the desired state");
+        membrane::lattice::events::recent(&viewer.nats, "test", 10).await.unwrap();
+        for subject in [
+            "$KV.membrane-test-apps.app.insurance",
+            "$O.membrane-test-artifacts.x",
+            "membrane.test.rpc.insurance.rater.x",
+            "membrane.test.evt.v1.host.started",
+            "insurance.rate",
+        ] {
+            viewer.nats.publish(subject, "x".into()).await.unwrap();
+            viewer.refused("publish", subject).await;
+        }
+        for subject in ["_INBOX.>", "_MEMBRANE.test.ctl.>", "_MEMBRANE.test.host.>"] {
+            let _sub = viewer.nats.subscribe(subject).await.unwrap();
+            viewer.refused("subscription", subject).await;
+        }
     });
 
     // The operator's tools fail under a host's credentials.
@@ -271,6 +297,15 @@ fn each_role_can_do_its_part_and_the_server_refuses_the_rest() {
         assert!(!output.status.success(), "a host ran `ctl {args:?}`");
         assert!(stderr(&output).contains("Permissions Violation"), "{}", stderr(&output));
     }
+    // And under a viewer's.
+    let viewer_env = [("MEMBRANE_NATS_PASSWORD", PASSWORDS[3].1)];
+    let output = ctl(
+        Some(&server),
+        &["--nats-user", "test-viewer", "--key", &seed, "apply", &app],
+        &viewer_env,
+    );
+    assert!(!output.status.success(), "a viewer ran `ctl apply`");
+    assert!(stderr(&output).contains("Permissions Violation"), "{}", stderr(&output));
 
     // Nothing changed: the same three hosts, the same answer.
     let inventory = ok(ctl(

@@ -58,14 +58,19 @@ impl Split {
         split
     }
 
-    /// Cuts the namespace off.
+    /// Cuts the namespace off. With the pair down, this side would send
+    /// what it still has for the inside address out of its default route,
+    /// where the machine's network may answer it (a connect completes);
+    /// a blackhole route drops it instead, as a real partition does.
     pub fn cut(&self) {
         ip(&["link", "set", &self.veth, "down"]);
+        ip(&["route", "add", "blackhole", &format!("{}/32", self.inside)]);
     }
 
     /// Joins it again.
     pub fn heal(&self) {
         ip(&["link", "set", &self.veth, "up"]);
+        ip(&["route", "del", "blackhole", &format!("{}/32", self.inside)]);
     }
 
     /// Runs `program args` inside the namespace; its output.
@@ -88,6 +93,10 @@ impl Split {
 
 impl Drop for Split {
     fn drop(&mut self) {
+        let blackhole = format!("{}/32", self.inside);
+        let _ = Command::new("ip")
+            .args(["route", "del", "blackhole", &blackhole])
+            .output();
         let _ = Command::new("ip").args(["link", "del", &self.veth]).output();
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
     }
