@@ -64,6 +64,9 @@ pub enum Failure {
     NotEnabled,
     /// More replicas asked for than the cluster has servers for.
     TooFewServers,
+    /// The server refused this connection's user a publish or subscribe
+    /// just before the call timed out: the rights are missing, not a leader.
+    Denied,
     /// Anything else: the error says what.
     Other,
 }
@@ -118,6 +121,46 @@ pub fn write_failure(error: &str) -> Failure {
     }
 }
 
+/// How long a permission violation the server reported may explain a
+/// timeout that follows it.
+const DENIAL_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The newest permission violation the server reported on this process's
+/// connection, and when.
+static DENIAL: std::sync::Mutex<Option<(std::time::Instant, String)>> = std::sync::Mutex::new(None);
+
+/// Notes an error the server sent on the connection (`-ERR`); a permission
+/// violation among them may explain a JetStream timeout that follows.
+pub fn note_server_error(error: &str) {
+    if error.to_ascii_lowercase().contains("permissions violation") {
+        *DENIAL.lock().unwrap_or_else(|e| e.into_inner()) = Some((std::time::Instant::now(), error.to_string()));
+    }
+}
+
+/// The permission violation noted within [`DENIAL_WINDOW`], if any.
+fn recent_denial() -> Option<String> {
+    DENIAL
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .filter(|(at, _)| at.elapsed() <= DENIAL_WINDOW)
+        .map(|(_, denial)| denial.clone())
+}
+
+/// What a failure means given whether the server refused this connection
+/// something just before: a JetStream request whose publish the server
+/// drops for permissions gets no answer and times out, which alone reads as
+/// no quorum. A named no-quorum answer (10008 and the like) stays one.
+pub fn blame(failure: Failure, error: &str, denied: bool) -> Failure {
+    let error = error.to_ascii_lowercase();
+    let timed_out = error.contains("timed out") || error.contains("timeout");
+    if failure == Failure::NoQuorum && timed_out && denied {
+        Failure::Denied
+    } else {
+        failure
+    }
+}
+
 /// [`explain`] for a write to a stream that was found a moment before
 /// ([`write_failure`]).
 pub fn explain_write(what: &str, error: impl std::fmt::Display) -> anyhow::Error {
@@ -135,7 +178,12 @@ pub fn explain(what: &str, error: impl std::fmt::Display) -> anyhow::Error {
 
 /// `text` after `what`, with what `failure` means in front.
 fn named(what: &str, failure: Failure, text: String) -> anyhow::Error {
-    match failure {
+    let denial = recent_denial();
+    match blame(failure, &text, denial.is_some()) {
+        Failure::Denied => anyhow::anyhow!(
+            "{what}: permission denied: the NATS server refused this user ({}); check its rights (`membrane ctl permissions`): {text}",
+            denial.unwrap_or_default()
+        ),
         Failure::NoQuorum => anyhow::anyhow!(
             "{what}: JetStream has no quorum (no leader answered: a majority of the cluster's servers may be down or cut off; core NATS calls still work): {text}"
         ),
@@ -275,6 +323,21 @@ mod tests {
         ] {
             assert_eq!(write_failure(error), failure, "a write: {error}");
         }
+        assert_eq!(
+            blame(Failure::NoQuorum, "jetstream request timed out", true),
+            Failure::Denied,
+            "a timeout right after a permissions violation"
+        );
+        assert_eq!(
+            blame(Failure::NoQuorum, "jetstream request timed out", false),
+            Failure::NoQuorum
+        );
+        assert_eq!(
+            blame(Failure::NoQuorum, "temporarily unavailable (error code 10008)", true),
+            Failure::NoQuorum,
+            "the server named no quorum itself"
+        );
+        assert_eq!(blame(Failure::Other, "timed out", true), Failure::Other);
         assert_eq!(
             jetstream_failure("no stream found for given subject"),
             Failure::Other,

@@ -68,17 +68,24 @@ const DESIRED_EVERY: u32 = 5;
 /// live frames.
 struct Hub {
     live: broadcast::Sender<Arc<str>>,
-    snapshot: Mutex<Arc<str>>,
+    snapshot: Mutex<Latest>,
     recent: Mutex<VecDeque<Arc<str>>>,
     clients: AtomicUsize,
     shutdown: CancellationToken,
+}
+
+/// The newest snapshot, as JSON for `/snapshot.json` and as its frame.
+#[derive(Default)]
+struct Latest {
+    json: Arc<str>,
+    frame: Arc<str>,
 }
 
 impl Hub {
     fn new(shutdown: CancellationToken) -> Hub {
         Hub {
             live: broadcast::channel(BACKLOG).0,
-            snapshot: Mutex::new(Arc::from("")),
+            snapshot: Mutex::new(Latest::default()),
             recent: Mutex::new(VecDeque::new()),
             clients: AtomicUsize::new(0),
             shutdown,
@@ -86,8 +93,12 @@ impl Hub {
     }
 
     fn snapshot(&self, snapshot: &view::Snapshot) {
-        let frame: Arc<str> = frame("snapshot", &serde_json::to_string(snapshot).unwrap_or_default()).into();
-        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = frame.clone();
+        let json: Arc<str> = serde_json::to_string(snapshot).unwrap_or_default().into();
+        let frame: Arc<str> = frame("snapshot", &json).into();
+        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = Latest {
+            json,
+            frame: frame.clone(),
+        };
         let _ = self.live.send(frame);
     }
 
@@ -102,11 +113,16 @@ impl Hub {
         let _ = self.live.send(frame);
     }
 
+    /// The newest snapshot's frame; empty before the first.
+    fn latest_frame(&self) -> Arc<str> {
+        self.snapshot.lock().unwrap_or_else(|e| e.into_inner()).frame.clone()
+    }
+
     /// What a page gets first: the reconnect delay, the snapshot and the
     /// recent events.
     fn opening(&self) -> Vec<Arc<str>> {
         let mut frames: Vec<Arc<str>> = vec![Arc::from("retry: 2000\n\n")];
-        let snapshot = self.snapshot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let snapshot = self.latest_frame();
         if !snapshot.is_empty() {
             frames.push(snapshot);
         }
@@ -146,7 +162,7 @@ fn feed(hub: Arc<Hub>) -> impl futures::Stream<Item = Result<Frame<Bytes>, Infal
                     received = live.recv() => match received {
                         Ok(frame) => frame,
                         Err(broadcast::error::RecvError::Lagged(_)) => {
-                            client.0.snapshot.lock().unwrap_or_else(|e| e.into_inner()).clone()
+                            client.0.latest_frame()
                         }
                         Err(broadcast::error::RecvError::Closed) => return None,
                     },
@@ -308,10 +324,8 @@ fn respond<B>(hub: &Arc<Hub>, request: &Request<B>, listen: SocketAddr, any: boo
         Ok(Page::Script) => fixed(StatusCode::OK, "text/javascript; charset=utf-8", SCRIPT),
         Ok(Page::Style) => fixed(StatusCode::OK, "text/css; charset=utf-8", STYLE),
         Ok(Page::Snapshot) => {
-            let frame = hub.snapshot.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            let json = frame
-                .strip_prefix("event: snapshot\ndata: ")
-                .map_or("{}", |rest| rest.trim_end());
+            let json = hub.snapshot.lock().unwrap_or_else(|e| e.into_inner()).json.clone();
+            let json = if json.is_empty() { "{}" } else { &json };
             fixed(StatusCode::OK, "application/json", json.to_string())
         }
         Ok(Page::Events) => {

@@ -20,6 +20,15 @@ const FORGET_MS: u64 = 10 * 60 * 1000;
 
 /// The heartbeat period assumed for a host that has not said its own.
 const DEFAULT_HEARTBEAT_MS: u64 = 10_000;
+/// The longest heartbeat period a host may claim; a claim past it is cut to
+/// it, so a peer cannot make itself never go missing.
+const MAX_HEARTBEAT_MS: u64 = 10 * 60 * 1000;
+
+/// The heartbeat period to believe for a host's claim: the default when it
+/// claims none, else its claim within 1 ms ..= [`MAX_HEARTBEAT_MS`].
+fn heartbeat_period(claimed: Option<u64>) -> u64 {
+    claimed.unwrap_or(DEFAULT_HEARTBEAT_MS).clamp(1, MAX_HEARTBEAT_MS)
+}
 
 /// What the page draws, sent whole on every update.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -157,8 +166,20 @@ struct Seen {
     labels: BTreeMap<String, String>,
     /// When it was last heard from.
     last_ms: u64,
-    /// Its heartbeat period.
+    /// Its heartbeat period, as [`heartbeat_period`] believes it.
     heartbeat_ms: u64,
+}
+
+impl Seen {
+    /// How long it may stay silent before it counts as missing: three periods.
+    fn expiry_ms(&self) -> u64 {
+        self.heartbeat_ms.saturating_mul(3)
+    }
+
+    /// Whether it has been heard from within its expiry at `now_ms`.
+    fn alive(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.last_ms) <= self.expiry_ms()
+    }
 }
 
 /// The console's picture of a lattice, fed by NATS and read as snapshots.
@@ -185,7 +206,7 @@ impl Lattice {
         let seen = self.hosts.entry(host.host.clone()).or_default();
         seen.last_ms = seen.last_ms.max(now_ms);
         seen.labels = host.labels.clone();
-        seen.heartbeat_ms = host.heartbeat_ms.unwrap_or(DEFAULT_HEARTBEAT_MS).max(1);
+        seen.heartbeat_ms = heartbeat_period(host.heartbeat_ms);
         seen
     }
 
@@ -246,7 +267,7 @@ impl Lattice {
         self.hosts
             .iter()
             .filter_map(|(id, seen)| {
-                let expiry = seen.last_ms + 3 * seen.heartbeat_ms;
+                let expiry = seen.last_ms.saturating_add(seen.expiry_ms());
                 (expiry > since_ms && expiry <= now_ms).then(|| (id.clone(), now_ms - seen.last_ms))
             })
             .collect()
@@ -255,8 +276,8 @@ impl Lattice {
     /// The picture at `now_ms`; hosts silent past [`FORGET_MS`] are dropped.
     pub fn snapshot(&mut self, now_ms: u64) -> Snapshot {
         self.hosts
-            .retain(|_, seen| now_ms.saturating_sub(seen.last_ms) <= FORGET_MS + 3 * seen.heartbeat_ms);
-        let alive = |seen: &Seen| now_ms.saturating_sub(seen.last_ms) <= 3 * seen.heartbeat_ms;
+            .retain(|_, seen| now_ms.saturating_sub(seen.last_ms) <= FORGET_MS + seen.expiry_ms());
+        let alive = |seen: &Seen| seen.alive(now_ms);
         let mut hosts = Vec::new();
         let mut links = Vec::new();
         let mut entries = Vec::new();
@@ -352,13 +373,13 @@ impl Lattice {
         let mut problems = Vec::new();
         for (id, seen) in &self.hosts {
             let silent = now_ms.saturating_sub(seen.last_ms);
-            if silent > 3 * seen.heartbeat_ms {
+            if !seen.alive(now_ms) {
                 problems.push(Problem {
                     kind: "missing",
                     detail: format!(
                         "{id} missed its heartbeats: silent for {} s (expiry {} s)",
                         silent / 1000,
-                        3 * seen.heartbeat_ms / 1000
+                        seen.expiry_ms() / 1000
                     ),
                     host: Some(id.clone()),
                     app: None,
@@ -366,11 +387,7 @@ impl Lattice {
                 });
             }
         }
-        let alive: Vec<(&String, &Seen)> = self
-            .hosts
-            .iter()
-            .filter(|(_, s)| now_ms.saturating_sub(s.last_ms) <= 3 * s.heartbeat_ms)
-            .collect();
+        let alive: Vec<(&String, &Seen)> = self.hosts.iter().filter(|(_, s)| s.alive(now_ms)).collect();
         for (app, applied) in &self.desired {
             for (name, spec) in &applied.manifest.components {
                 let matching = alive
@@ -585,6 +602,37 @@ mod tests {
             counts[i] = n;
         }
         counts
+    }
+
+    #[test]
+    fn a_claimed_heartbeat_period_is_believed_only_within_bounds() {
+        let cases: &[(Option<u64>, u64)] = &[
+            (None, DEFAULT_HEARTBEAT_MS),
+            (Some(0), 1),
+            (Some(1), 1),
+            (Some(1000), 1000),
+            (Some(MAX_HEARTBEAT_MS), MAX_HEARTBEAT_MS),
+            (Some(MAX_HEARTBEAT_MS + 1), MAX_HEARTBEAT_MS),
+            (Some(u64::MAX), MAX_HEARTBEAT_MS),
+        ];
+        for (claimed, want) in cases {
+            assert_eq!(heartbeat_period(*claimed), *want, "{claimed:?}");
+        }
+    }
+
+    #[test]
+    fn a_host_claiming_an_endless_heartbeat_still_goes_missing() {
+        let mut l = Lattice::new("t");
+        let mut liar = host("liar", &[], vec![]);
+        liar.heartbeat_ms = Some(u64::MAX);
+        l.heartbeat(&liar, 1_000);
+        let expiry = 1_000 + 3 * MAX_HEARTBEAT_MS;
+        assert!(l.snapshot(expiry).health.is_empty());
+        let missing = l.newly_missing(expiry + 1, expiry - 1);
+        assert_eq!(missing, vec![("liar".to_string(), expiry + 1 - 1_000)]);
+        let health = l.snapshot(expiry + 1).health;
+        assert_eq!(health.len(), 1, "{health:?}");
+        assert_eq!(health[0].kind, "missing");
     }
 
     #[test]

@@ -184,7 +184,10 @@ pub async fn connect(
                 Event::Connected => tracing::info!("nats: connected"),
                 Event::Disconnected => tracing::warn!("nats: disconnected; reconnecting"),
                 // Permission violations among them: never silent.
-                Event::ServerError(e) => tracing::warn!("nats: the server says: {e}"),
+                Event::ServerError(e) => {
+                    crate::bus::note_server_error(&e.to_string());
+                    tracing::warn!("nats: the server says: {e}")
+                }
                 other => tracing::debug!("nats: {other}"),
             }
         });

@@ -235,8 +235,9 @@ impl InventoryService {
         }
     }
 
-    fn inventory(&self) -> HostInventory {
-        let counted = Counted::read();
+    /// This host's inventory; with `counted`, each component carries its
+    /// call figures, read from the metrics registry.
+    fn inventory(&self, counted: Option<&Counted>) -> HostInventory {
         let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
         let mut components: Vec<ComponentInventory> = apps
             .iter()
@@ -255,7 +256,9 @@ impl InventoryService {
                     traffic: Vec::new(),
                     fused: c.fused.as_ref().map(|f| f.members.clone()).unwrap_or_default(),
                 };
-                counted.fill(&mut component);
+                if let Some(counted) = counted {
+                    counted.fill(&mut component);
+                }
                 component
             })
             .collect();
@@ -275,13 +278,16 @@ impl InventoryService {
     }
 
     fn document(&self) -> bytes::Bytes {
-        serde_json::to_vec(&self.inventory()).unwrap_or_default().into()
+        serde_json::to_vec(&self.inventory(Some(&Counted::read())))
+            .unwrap_or_default()
+            .into()
     }
 
     /// The heartbeat: the inventory without the component list. Every host
     /// receives every heartbeat, so its size counts once per pair of hosts.
     fn heartbeat(&self) -> bytes::Bytes {
-        let mut brief = self.inventory();
+        // No figures: a heartbeat drops the component list anyway.
+        let mut brief = self.inventory(None);
         brief.component_count = u32::try_from(brief.components.len()).ok();
         brief.components.clear();
         serde_json::to_vec(&brief).unwrap_or_default().into()

@@ -11,7 +11,7 @@
 use crate::adaptive::{Load, manifest};
 use crate::security::{PASSWORDS, ctl, free_port, ok, write};
 use crate::support::nats::NatsServer;
-use crate::support::{Host, raw, wasm, with_paths, workspace};
+use crate::support::{raw, wasm, with_paths, workspace};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -184,24 +184,7 @@ fn the_console_shows_the_lattice_its_moves_updates_and_lost_hosts_in_a_browser()
     let config = ok(ctl(None, &["permissions", &app, &versions], &[]));
     let conf = write(dir.path(), "nats.conf", &config);
     let server = NatsServer::start_with_env(&["-c", &conf], &PASSWORDS);
-    let host_env = [("MEMBRANE_NATS_PASSWORD", PASSWORDS[0].1)];
-    let join = |label: &str| {
-        Host::join_env(
-            &[
-                "--nats",
-                &server.url(),
-                "--lattice",
-                "test",
-                "--label",
-                label,
-                "--heartbeat-ms",
-                "500",
-                "--nats-user",
-                "test-host",
-            ],
-            &host_env,
-        )
-    };
+    let join = |label: &str| crate::security::join_as_host(&server, label, &[]);
     let (c, b, a) = (join("node=c"), join("node=b"), join("node=a"));
     let operator = |args: &[&str]| {
         let mut all = vec!["--nats-user", "test-operator"];

@@ -170,6 +170,27 @@ impl Client {
 /// enforced by a real nats-server: hosts serve the app across three
 /// processes; each forbidden action is refused by the server, and the
 /// lattice keeps answering as before.
+/// A host labelled `label` on lattice `test` at `server`, under the host
+/// user of `ctl permissions` (password from [`PASSWORDS`]), heartbeat
+/// 500 ms, with `extra` arguments.
+pub(crate) fn join_as_host(server: &NatsServer, label: &str, extra: &[&str]) -> Host {
+    let url = server.url();
+    let mut args = vec![
+        "--nats",
+        &url,
+        "--lattice",
+        "test",
+        "--label",
+        label,
+        "--heartbeat-ms",
+        "500",
+        "--nats-user",
+        "test-host",
+    ];
+    args.extend_from_slice(extra);
+    Host::join_env(&args, &[("MEMBRANE_NATS_PASSWORD", PASSWORDS[0].1)])
+}
+
 #[test]
 fn each_role_can_do_its_part_and_the_server_refuses_the_rest() {
     let dir = tempfile::tempdir().unwrap();
@@ -187,25 +208,7 @@ fn each_role_can_do_its_part_and_the_server_refuses_the_rest() {
     let host_env = [("MEMBRANE_NATS_PASSWORD", PASSWORDS[0].1)];
     let hosts: Vec<Host> = ["node=c", "node=b", "node=a"]
         .into_iter()
-        .map(|label| {
-            Host::join_env(
-                &[
-                    "--nats",
-                    &server.url(),
-                    "--lattice",
-                    "test",
-                    "--label",
-                    label,
-                    "--heartbeat-ms",
-                    "500",
-                    "--trust",
-                    &public,
-                    "--nats-user",
-                    "test-host",
-                ],
-                &host_env,
-            )
-        })
+        .map(|label| join_as_host(&server, label, &["--trust", &public]))
         .collect();
     let operator = [("MEMBRANE_NATS_PASSWORD", PASSWORDS[1].1)];
     ok(ctl(
@@ -306,6 +309,9 @@ fn each_role_can_do_its_part_and_the_server_refuses_the_rest() {
     );
     assert!(!output.status.success(), "a viewer ran `ctl apply`");
     assert!(stderr(&output).contains("Permissions Violation"), "{}", stderr(&output));
+    // Named as what it is, not as the timeout it shows up as.
+    assert!(stderr(&output).contains("permission denied"), "{}", stderr(&output));
+    assert!(!stderr(&output).contains("no quorum"), "{}", stderr(&output));
 
     // Nothing changed: the same three hosts, the same answer.
     let inventory = ok(ctl(
