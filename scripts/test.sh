@@ -65,12 +65,13 @@ cargo test --release
 
 # The modules that talk to NATS again, on a current nats-server (the suite
 # above runs on Debian's 2.9): the lattice, control plane, JetStream cluster,
-# queue and media, key-value, registry and security modules.
+# leaf, partition, queue and media, key-value, registry and security
+# modules (the partition test needs 2.10 or newer).
 echo "==> the NATS modules on a current nats-server"
 current=$(scripts/install-nats-current.sh)
 "$current" --version
 MEMBRANE_NATS_SERVER=$current cargo test --release --test it -- \
-  lattice:: control:: cluster:: leaf:: keyvalue:: security:: attack:: hostile:: media:: registry:: churn::
+  lattice:: control:: cluster:: leaf:: partition:: keyvalue:: security:: attack:: hostile:: media:: registry:: churn::
 
 # The layouts bench in its short mode, so the harness keeps working. It
 # asserts no timings; it writes its report under target/release/. Run

@@ -132,8 +132,16 @@ fn raters(split: &Split, url: &str) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "open (issue 29): after the heal, calls to the minority's rater time out for 20 s while the cluster elects its leaders again (docs/operations.md, Partitions); run with --ignored"]
 fn a_partitioned_host_serves_its_own_calls_and_rejoins_without_split_brain() {
+    // Debian's 2.9.10 never closes a route to a cut server as stale (no
+    // "Stale Connection" in 30 s, with ping_interval 1 s), so the majority
+    // keeps sending calls to the cut side's queue subscribers until their
+    // deadline; 2.12 closes them in 3 s. scripts/test.sh runs this module
+    // on the current server (docs/operations.md, Partitions).
+    if crate::support::nats::server_version() < (2, 10) {
+        eprintln!("partition: skipped on nats-server before 2.10 (cut routes never go stale); run on a current server");
+        return;
+    }
     let split = Split::new(1);
     let dir = tempfile::tempdir().unwrap();
     // Dead routes and clients are noticed in about 3 s, not 4 minutes.

@@ -27,6 +27,24 @@ fn binary() -> PathBuf {
     .expect("nats-server not found: run scripts/test.sh, which installs it")
 }
 
+/// The version of the nats-server the tests run, as (major, minor).
+pub fn server_version() -> (u32, u32) {
+    let output = std::process::Command::new(binary())
+        .arg("--version")
+        .output()
+        .expect("run nats-server --version");
+    // "nats-server: v2.9.10"
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let mut numbers = text
+        .rsplit('v')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .split('.')
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0))
+}
+
 pub struct NatsServer {
     child: Option<Child>,
     pub port: u16,
