@@ -17,7 +17,8 @@ const browser = await chromium.launch({
 });
 let code = 0;
 try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 800 } });
+  // The console's CSP forbids eval; Playwright's polled predicates need it.
+  const page = await browser.newPage({ viewport: { width: 1400, height: 800 }, bypassCSP: true });
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
   await page.goto(url);
@@ -28,7 +29,7 @@ try {
     });
   } catch (e) {
     code = 1;
-    errors.push(`not met in ${timeout} ms: ${predicate}`);
+    errors.push(`not met in ${timeout} ms: ${predicate}: ${String(e).split("\n")[0]}`);
   }
   const state = await page.evaluate(() => ({
     snapshots: window.__snapshots,
